@@ -1,0 +1,1 @@
+"""Engines: each a translator of the criteria IR (`circuits`) to one MPC framework."""

@@ -1,0 +1,109 @@
+"""Cost model: per-patient secure operations of the vectorised lowering, and bit lengths.
+
+The vectorised backends lower each leaf the same way, which this module counts:
+
+* `Gender`/`Smoker`: one equality test of a 2-bit code.
+* `AgeRange`: two comparisons (min < age, age < max) and one multiplication (AND).
+* `HasCondition`: the product of every (slot - code) difference, then one zero
+  test: C*k - 1 multiplications in a log-depth tree instead of C*k equality tests.
+* `ExamCount`: per exam slot one equality (LOINC) and one comparison (months),
+  one multiplication (AND); then a sum (free) and one comparison with `at_least`.
+* `Not` is free (1 - x); `And`/`Or` of k children cost k - 1 multiplications.
+
+Depth counts layers of dependent secure operations (a comparison or a zero
+test is one layer, whatever its internal rounds).  Bit lengths come from the
+public ranges of the query constants and of the data (`DataBounds`), never
+from private values.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from circuits.ir import (MAX_AGE, MAX_MONTHS, AgeRange, And, ExamCount, Gender, HasCondition, Node,
+                         Not, Or, Smoker)
+
+
+@dataclass(frozen=True)
+class DataBounds:
+    """Public upper bounds on the data's codes (published with the data, like the padding)."""
+    max_condition_code: int = 10**18 - 1
+    max_exam_code: int = 10**7 - 1
+
+    @staticmethod
+    def covering(max_condition: int, max_exam: int) -> DataBounds:
+        """Bounds rounded up to a power of two minus one, so only a bit length is revealed."""
+        return DataBounds((1 << max(max_condition, 1).bit_length()) - 1,
+                          (1 << max(max_exam, 1).bit_length()) - 1)
+
+
+def signed_bits(lo: int, hi: int) -> int:
+    """Smallest l with -2^(l-1) <= x < 2^(l-1) for every x in [lo, hi]."""
+    return max((lo < 0 and (-lo - 1).bit_length()) or 0, hi.bit_length()) + 1
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Secure operations per patient."""
+    comparisons: int = 0
+    equalities: int = 0
+    multiplications: int = 0
+    depth: int = 0
+    max_bits: int = 0  # widest comparison or equality operand (signed bits)
+
+    def beside(self, other: Cost) -> Cost:
+        """Both, evaluated in parallel."""
+        return Cost(self.comparisons + other.comparisons, self.equalities + other.equalities,
+                    self.multiplications + other.multiplications, max(self.depth, other.depth),
+                    max(self.max_bits, other.max_bits))
+
+    def then(self, multiplications: int, depth: int) -> Cost:
+        return Cost(self.comparisons, self.equalities, self.multiplications + multiplications,
+                    self.depth + depth, self.max_bits)
+
+
+AGE_BITS = signed_bits(-MAX_AGE - 2, MAX_AGE + 2)
+MONTH_BITS = signed_bits(-MAX_MONTHS - 1, MAX_MONTHS + 1)
+CODE_BITS = signed_bits(-3, 3)
+
+
+def exam_code_bits(bounds: DataBounds, node: ExamCount) -> int:
+    return signed_bits(-max(node.loinc, bounds.max_exam_code), max(node.loinc, bounds.max_exam_code))
+
+
+def condition_code_bits(bounds: DataBounds, node: HasCondition) -> int:
+    top = max(max(node.codes), bounds.max_condition_code)
+    return signed_bits(-top, top)
+
+
+def count_bits(slots: int, at_least: int) -> int:
+    return signed_bits(-at_least, slots)
+
+
+def _log2(k: int) -> int:
+    return math.ceil(math.log2(k)) if k > 1 else 0
+
+
+def estimate(node: Node, conditions: int, exams: int, bounds: DataBounds = DataBounds()) -> Cost:
+    """Per-patient cost of `node` with C condition slots and E exam slots."""
+    if isinstance(node, (Gender, Smoker)):
+        return Cost(equalities=1, depth=1, max_bits=CODE_BITS)
+    if isinstance(node, AgeRange):
+        return Cost(comparisons=2, multiplications=1, depth=2, max_bits=AGE_BITS)
+    if isinstance(node, HasCondition):
+        factors = conditions * len(node.codes)
+        return Cost(equalities=1, multiplications=factors - 1, depth=_log2(factors) + 1,
+                    max_bits=condition_code_bits(bounds, node))
+    if isinstance(node, ExamCount):
+        return Cost(comparisons=exams + 1, equalities=exams, multiplications=exams, depth=3,
+                    max_bits=max(exam_code_bits(bounds, node), MONTH_BITS,
+                                 count_bits(exams, node.at_least)))
+    if isinstance(node, Not):
+        return estimate(node.child, conditions, exams, bounds)
+    if isinstance(node, (And, Or)):
+        total = Cost()
+        for c in node.children:
+            total = total.beside(estimate(c, conditions, exams, bounds))
+        k = len(node.children)
+        return total.then(k - 1, _log2(k))
+    raise TypeError(f"not an IR node: {node!r}")

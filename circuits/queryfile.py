@@ -1,0 +1,306 @@
+"""Query front ends: the paper's query.json and our native YAML/JSON tree, both to the IR.
+
+The paper's format (Listing 1) is a flat list of `restrictions`, ANDed, each
+with an `inverse` flag.  The native format nests `all`/`any`/`not` over the
+five leaf criteria and round-trips through the IR (`dump_native`).  Both are
+validated with pydantic so that an error names its exact field.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
+                      field_validator)
+
+from circuits import codes
+from circuits.errors import InputError, from_pydantic
+from circuits.ir import (MAX_AGE, MAX_MONTHS, AgeRange, And, ExamCount, Gender, HasCondition,
+                         Node, Not, Or, Output, Query, Smoker)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+_AgeBound = Annotated[int, Field(ge=-1, le=MAX_AGE + 1)]
+_AtLeast = Annotated[int, Field(ge=1)]
+_Months = Annotated[int, Field(ge=0, le=MAX_MONTHS)]
+
+
+def _check_loinc(v: int | str) -> int:
+    return codes.parse_loinc(v)
+
+
+# --- the paper's query.json -------------------------------------------------------------
+
+class _PaperSmoker(_Strict):
+    restriction_type: Literal["SMOKER"]
+    value: Annotated[int, Field(ge=0, le=3)]
+    inverse: bool = False
+
+
+class _PaperGender(_Strict):
+    restriction_type: Literal["GENDER"]
+    value: Annotated[int, Field(ge=0, le=3)]
+    inverse: bool = False
+
+
+class _PaperAge(_Strict):
+    restriction_type: Literal["AGE"]
+    min_age: _AgeBound
+    max_age: _AgeBound
+    inverse: bool = False
+
+
+class _PaperCondition(_Strict):
+    restriction_type: Literal["CONDITION"]
+    value: Union[int, list[int]]
+    inverse: bool = False
+
+
+class _PaperExams(_Strict):
+    restriction_type: Literal["NUMBEREXAMS"]
+    nr_exams: _AtLeast
+    type: Union[int, str]
+    nr_months: _Months
+    inverse: bool = False
+
+    _loinc = field_validator("type")(classmethod(lambda cls, v: _check_loinc(v)))
+
+
+_PaperRestriction = Annotated[
+    Union[_PaperSmoker, _PaperGender, _PaperAge, _PaperCondition, _PaperExams],
+    Field(discriminator="restriction_type")]
+_PAPER_TAGS = frozenset({"SMOKER", "GENDER", "AGE", "CONDITION", "NUMBEREXAMS"})
+
+
+class _PaperQuery(_Strict):
+    params: list[str] = []
+    restrictions: Annotated[list[_PaperRestriction], Field(min_length=1)]
+    output: Literal["eligible", "count"] = "eligible"  # our extension: the paper reveals bits
+
+
+# --- the native tree --------------------------------------------------------------------
+
+def _criterion_kind(v: Any) -> str | None:
+    if isinstance(v, dict) and len(v) == 1:
+        return next(iter(v))
+    return None
+
+
+class _AgeSpec(_Strict):
+    min_exclusive: _AgeBound
+    max_exclusive: _AgeBound
+
+
+class _ExamSpec(_Strict):
+    loinc: Union[int, str]
+    at_least: _AtLeast
+    within_months: _Months
+
+    _loinc = field_validator("loinc")(classmethod(lambda cls, v: _check_loinc(v)))
+
+
+class _All(_Strict):
+    all: Annotated[list["_Criterion"], Field(min_length=1)]
+
+
+class _Any(_Strict):
+    any: Annotated[list["_Criterion"], Field(min_length=1)]
+
+
+class _Not(_Strict):
+    model_config = ConfigDict(populate_by_name=False)
+    not_: "_Criterion" = Field(alias="not")
+
+
+class _Age(_Strict):
+    age: _AgeSpec
+
+
+class _Gender(_Strict):
+    gender: Union[int, str]
+
+    @field_validator("gender")
+    @classmethod
+    def _code(cls, v: int | str) -> int:
+        return codes.parse_enum(v, codes.GENDERS, "gender")
+
+
+class _Smoker(_Strict):
+    smoker: Union[int, str]
+
+    @field_validator("smoker")
+    @classmethod
+    def _code(cls, v: int | str) -> int:
+        return codes.parse_enum(v, codes.SMOKER_STATES, "smoking status")
+
+
+class _Condition(_Strict):
+    condition: Union[int, Annotated[list[int], Field(min_length=1)]]
+
+    @field_validator("condition")
+    @classmethod
+    def _snomed(cls, v: int | list[int]) -> list[int]:
+        for c in [v] if isinstance(v, int) else v:
+            if not codes.snomed_valid(c):
+                raise ValueError(_snomed_problem(c))
+        return [v] if isinstance(v, int) else v
+
+
+class _Exams(_Strict):
+    exams: _ExamSpec
+
+
+_NATIVE_KINDS = {"all": _All, "any": _Any, "not": _Not, "age": _Age, "gender": _Gender,
+                 "smoker": _Smoker, "condition": _Condition, "exams": _Exams}
+_Criterion = Annotated[
+    Union[tuple(Annotated[model, Tag(tag)] for tag, model in _NATIVE_KINDS.items())],
+    Discriminator(_criterion_kind, custom_error_type="criterion",
+                  custom_error_message="a criterion is a mapping with exactly one key: "
+                                       + ", ".join(_NATIVE_KINDS))]
+for _m in (_All, _Any, _Not):
+    _m.model_rebuild()
+
+
+class _NativeQuery(_Strict):
+    name: str | None = None
+    output: Literal["eligible", "count"] = "eligible"
+    criteria: _Criterion
+
+
+# --- conversion -------------------------------------------------------------------------
+
+def _snomed_problem(code: int) -> str:
+    hint = codes.snomed_suggestion(code)
+    text = f"{code} is not a valid SNOMED CT concept id (its Verhoeff check digit fails)"
+    if hint:
+        text += f"; did you mean {hint} ({codes.KNOWN_CONDITIONS[hint]})?"
+    return text
+
+
+def _native_to_ir(c: BaseModel) -> Node:
+    if isinstance(c, _All):
+        return And(tuple(map(_native_to_ir, c.all)))
+    if isinstance(c, _Any):
+        return Or(tuple(map(_native_to_ir, c.any)))
+    if isinstance(c, _Not):
+        return Not(_native_to_ir(c.not_))
+    if isinstance(c, _Age):
+        return AgeRange(c.age.min_exclusive, c.age.max_exclusive)
+    if isinstance(c, _Gender):
+        return Gender(c.gender)
+    if isinstance(c, _Smoker):
+        return Smoker(c.smoker)
+    if isinstance(c, _Condition):
+        return HasCondition(tuple(c.condition))
+    assert isinstance(c, _Exams)
+    return ExamCount(c.exams.loinc, c.exams.at_least, c.exams.within_months)
+
+
+def _paper_to_ir(r: BaseModel, where: str, source: str, strict: bool,
+                 warnings: list[str]) -> Node:
+    if isinstance(r, _PaperSmoker):
+        node: Node = Smoker(r.value)
+    elif isinstance(r, _PaperGender):
+        node = Gender(r.value)
+    elif isinstance(r, _PaperAge):
+        node = AgeRange(r.min_age, r.max_age)
+    elif isinstance(r, _PaperCondition):
+        values = [r.value] if isinstance(r.value, int) else r.value
+        for c in values:
+            if not codes.snomed_valid(c):
+                problem = _snomed_problem(c)
+                if strict:
+                    raise InputError(source, f"{where}.value", problem, "correct the code")
+                warnings.append(f"{source}: {where}.value: {problem} Kept as written: "
+                                "it matches no patient (use --strict to make this an error)")
+        node = HasCondition(tuple(values))
+    else:
+        assert isinstance(r, _PaperExams)
+        node = ExamCount(r.type, r.nr_exams, r.nr_months)
+    return Not(node) if r.inverse else node
+
+
+def parse_query(data: Any, source: str, name: str = "query",
+                strict: bool = False) -> tuple[Query, list[str]]:
+    """A Query from parsed JSON/YAML data in either format, plus warnings to show the user."""
+    warnings: list[str] = []
+    if isinstance(data, dict) and "restrictions" in data:
+        try:
+            paper = _PaperQuery.model_validate(data)
+        except ValidationError as e:
+            raise from_pydantic(source, e, drop=_PAPER_TAGS) from None
+        nodes = []
+        for i, r in enumerate(paper.restrictions):
+            try:
+                nodes.append(_paper_to_ir(r, f"restrictions[{i}]", source, strict, warnings))
+            except ValueError as e:
+                raise InputError(source, f"restrictions[{i}]", str(e)) from None
+        root: Node = nodes[0] if len(nodes) == 1 else And(tuple(nodes))
+        return Query(root, Output(paper.output), name), warnings
+    if isinstance(data, dict) and "criteria" in data:
+        try:
+            native = _NativeQuery.model_validate(data)
+            root = _native_to_ir(native.criteria)
+        except ValidationError as e:
+            raise from_pydantic(source, e, dedupe=frozenset(_NATIVE_KINDS)) from None
+        except ValueError as e:  # a relation between fields, checked by the IR
+            raise InputError(source, "criteria", str(e)) from None
+        return Query(root, Output(native.output), native.name or name), warnings
+    raise InputError(source, "", "not a cohort query",
+                     "a paper query.json has 'restrictions'; a native query has 'criteria'")
+
+
+def load_query(path: Path, strict: bool = False) -> tuple[Query, list[str]]:
+    """Read a query file (.json, .yaml or .yml, either format)."""
+    return parse_query(read_structured(path), str(path), path.stem, strict)
+
+
+def read_structured(path: Path) -> Any:
+    """JSON or YAML from a file, with errors naming the file and line."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise InputError(str(path), "", f"cannot read: {e.strerror}", "check the path") from None
+    except UnicodeDecodeError:
+        raise InputError(str(path), "", "not a text file", "give a JSON or YAML file") from None
+    try:
+        if path.suffix == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except json.JSONDecodeError as e:
+        raise InputError(str(path), f"line {e.lineno} column {e.colno}",
+                         f"invalid JSON: {e.msg}", "fix the syntax") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise InputError(str(path), where, f"invalid YAML: {problem}", "fix the syntax") from None
+
+
+def dump_native(query: Query) -> dict:
+    """The native form of a query: parse_query(dump_native(q)) == q."""
+    return {"name": query.name, "output": query.output.value, "criteria": _node_to_native(query.root)}
+
+
+def _node_to_native(node: Node) -> dict:
+    if isinstance(node, And):
+        return {"all": [_node_to_native(c) for c in node.children]}
+    if isinstance(node, Or):
+        return {"any": [_node_to_native(c) for c in node.children]}
+    if isinstance(node, Not):
+        return {"not": _node_to_native(node.child)}
+    if isinstance(node, AgeRange):
+        return {"age": {"min_exclusive": node.min_exclusive, "max_exclusive": node.max_exclusive}}
+    if isinstance(node, Gender):
+        return {"gender": codes.GENDERS[node.code]}
+    if isinstance(node, Smoker):
+        return {"smoker": codes.SMOKER_STATES[node.code]}
+    if isinstance(node, HasCondition):
+        return {"condition": list(node.codes)}
+    return {"exams": {"loinc": node.loinc_code, "at_least": node.at_least,
+                      "within_months": node.within_months}}

@@ -1,0 +1,1 @@
+"""The harness: data sources, experiment grids, measurement, and the CLI."""

@@ -1,0 +1,159 @@
+"""The `cohortbench` command line: check, extract, eval (and the harness verbs)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from circuits import cost, ir
+from circuits.errors import InputError
+from circuits.oracle import cohort
+from circuits.population import EXACT, Padding, write_jsonl
+from circuits.queryfile import load_query
+from harness import fhir, sources
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _slots(value: str) -> int | str:
+    if value == EXACT:
+        return EXACT
+    try:
+        n = int(value)
+    except ValueError:
+        raise click.BadParameter("a whole number >= 1, or 'exact'") from None
+    if n < 1:
+        raise click.BadParameter("a whole number >= 1, or 'exact'")
+    return n
+
+
+def _as_of(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date; write YYYY-MM-DD") from None
+
+
+def _warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+
+
+def _load(query: Path, strict: bool) -> ir.Query:
+    q, warnings = load_query(query, strict)
+    for w in warnings:
+        _warn(w)
+    return q
+
+
+padding_options = [
+    click.option("--conditions", "conditions", default="16", show_default=True,
+                 help="Condition slots per patient, or 'exact' (counts public, as in the paper)."),
+    click.option("--exams", "exams", default="32", show_default=True,
+                 help="Exam slots per patient, or 'exact'."),
+]
+
+
+def with_padding(f):
+    for option in reversed(padding_options):
+        f = option(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cohortbench")
+def cli() -> None:
+    """What does it cost to select a clinical-trial cohort from FHIR records under MPC?"""
+
+
+@cli.command()
+@click.argument("query", type=click.Path(path_type=Path))
+@with_padding
+@click.option("--strict", is_flag=True, help="Treat doubtful codes as errors.")
+def check(query: Path, conditions: str, exams: str, strict: bool) -> None:
+    """Validate QUERY, print its normalised tree and per-patient cost."""
+    q = _load(query, strict)
+    padding = Padding(_slots(conditions), _slots(exams))
+    c_slots = padding.conditions if padding.conditions != EXACT else 1
+    e_slots = padding.exams if padding.exams != EXACT else 1
+    root = ir.normalise(q.root)
+    out.print(f"[bold]{q.name}[/]  output={q.output.value}  ir_hash={q.ir_hash}")
+    out.print(ir.render(root))
+    c = cost.estimate(root, c_slots, e_slots)
+    table = Table(title=f"per-patient cost, padding {padding.label()}"
+                  + (" (exact: per real slot)" if padding.exact else ""))
+    for name in ("comparisons", "equalities", "multiplications", "depth", "max_bits"):
+        table.add_column(name, justify="right")
+    table.add_row(*(str(getattr(c, n)) for n in
+                    ("comparisons", "equalities", "multiplications", "depth", "max_bits")))
+    out.print(table)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--as-of", required=True, callback=_as_of, help="Reference date, YYYY-MM-DD.")
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
+              help="patients.jsonl to write.")
+def extract(directory: Path, as_of: dt.date, out_path: Path) -> None:
+    """Extract the paper's fields from the FHIR bundles in DIRECTORY."""
+    if not directory.exists():
+        raise InputError(str(directory), "", "no such file or directory", "check the path")
+    patients, errors = fhir.extract_dir(directory, as_of)
+    for e in errors:
+        _warn(f"skipped {e}")
+    n = write_jsonl(patients, out_path)
+    out.print(f"{n} patient(s) written to {out_path}"
+              + (f"; {len(errors)} bundle(s) skipped" if errors else ""))
+
+
+@cli.command(name="eval")
+@click.argument("query", type=click.Path(path_type=Path))
+@click.option("--patients", "source", required=True,
+              help="synthetic:N[:seed], a FHIR bundle directory, or a patients.jsonl.")
+@click.option("--engine", type=click.Choice(["plain"]), default="plain", show_default=True)
+@click.option("--as-of", callback=_as_of, help="Reference date (required for FHIR bundles).")
+@with_padding
+@click.option("--truncate", is_flag=True, help="Keep the most recent exams of a patient over the bound.")
+@click.option("--strict", is_flag=True, help="Treat doubtful codes as errors.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"count": n, "eligible": [ids]}.')
+def eval_(query: Path, source: str, engine: str, as_of: dt.date | None, conditions: str,
+          exams: str, truncate: bool, strict: bool, as_json: bool) -> None:
+    """Evaluate QUERY on a population and print the cohort."""
+    q = _load(query, strict)
+    pop = sources.load(sources.parse_source(source, "--patients"),
+                       Padding(_slots(conditions), _slots(exams)), as_of, truncate, _warn)
+    if pop.truncated:
+        _warn(f"{pop.truncated} patient(s) had their oldest exams dropped (--truncate)")
+    result = cohort(q, pop)
+    ids = result.ids(pop) if q.output is ir.Output.ELIGIBLE else None
+    if as_json:
+        print(json.dumps({"count": result.count, **({"eligible": ids} if ids is not None else {})}))
+        return
+    out.print(f"cohort: {result.count} of {len(pop)} patient(s)")
+    for pid in ids or ():
+        out.print(pid)
+
+
+def main() -> None:
+    """Console entry point: bad input is one clear line and exit status 2."""
+    try:
+        cli.main(standalone_mode=False)
+    except InputError as e:
+        err.print(f"[red]error:[/] {e}", soft_wrap=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
+    except fhir.BundleError as e:
+        err.print(f"[red]error:[/] {e}", soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,44 @@
+"""Shared fixtures: hand-built patients and the shared Synthea sample's location."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from circuits.population import Padding, Patient, encode
+
+REPO = Path(__file__).resolve().parent.parent
+SYNTHEA = REPO.parent / "shared" / "data" / "synthea-r4"
+
+
+@pytest.fixture
+def synthea_dir() -> Path:
+    if not SYNTHEA.is_dir() or not any(SYNTHEA.glob("*.json")):
+        pytest.skip(f"shared Synthea sample not found at {SYNTHEA} (it lives beside the repo, "
+                    "in ../shared/data/synthea-r4)")
+    return SYNTHEA
+
+
+def patient(pid: str = "p", age: int = 30, gender: int = 1, smoker: int = 0,
+            conditions: tuple[int, ...] = (), exams: tuple[tuple[int, int], ...] = ()) -> Patient:
+    return Patient(pid, age, gender, smoker, conditions, exams)
+
+
+@pytest.fixture
+def boundary_population():
+    """Patients on the edges of the paper query's criteria (Padding 4/4)."""
+    people = [
+        patient("age12", age=12), patient("age13", age=13), patient("age23", age=23),
+        patient("age24", age=24),
+        patient("male", gender=0), patient("other", gender=2), patient("unknown", gender=3),
+        patient("former", smoker=2), patient("current", smoker=1), patient("smk-unknown", smoker=3),
+        patient("hyperlipid", conditions=(55822004,)),
+        patient("hyper+polyp", conditions=(68496003, 55822004)),
+        patient("polyp", conditions=(68496003,)),
+        patient("lipid-2-at-200", exams=((57698, 200), (57698, 3))),
+        patient("lipid-2-one-at-201", exams=((57698, 201), (57698, 3))),
+        patient("lipid-1-cbc-1", exams=((57698, 1), (58410, 1))),
+        patient("lipid-4", exams=((57698, 0), (57698, 1), (57698, 2), (57698, 3))),
+        patient("none"),
+    ]
+    return encode(people, Padding(4, 4))
