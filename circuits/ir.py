@@ -162,6 +162,17 @@ def to_plain(node: Node) -> list:
     return [type(node).__name__, {f.name: plain(getattr(node, f.name)) for f in fields(node)}]
 
 
+def from_plain(data: list) -> Node:
+    """The inverse of `to_plain`."""
+    kind, values = data
+    cls = {c.__name__: c for c in NODES}[kind]
+    def node_or_value(v: object) -> object:
+        if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str):
+            return from_plain(v)
+        return tuple(map(node_or_value, v)) if isinstance(v, list) else v
+    return cls(**{k: node_or_value(v) for k, v in values.items()})
+
+
 def leaves(node: Node):
     """All leaves of the tree, depth first."""
     if isinstance(node, Not):

@@ -15,9 +15,11 @@ from circuits.errors import InputError
 from circuits.oracle import cohort
 from circuits.population import EXACT, Padding, write_jsonl
 from circuits.queryfile import load_query
-from harness import fhir, sources
+from harness import fhir, results, sources, summary
+from harness.config import load_experiment
+from harness.sweep import run_sweep
 
-out = Console(highlight=False)
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
 
 
@@ -139,6 +141,33 @@ def eval_(query: Path, source: str, engine: str, as_of: dt.date | None, conditio
     out.print(f"cohort: {result.count} of {len(pop)} patient(s)")
     for pid in ids or ():
         out.print(pid)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
+              help="Results file (JSON lines, appended as runs finish).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted sweep in --out.")
+def run(config: Path, out_path: Path, resume: bool) -> None:
+    """Run the experiment grid in CONFIG (YAML) and print its summary table."""
+    exp = load_experiment(config)
+    for w in exp.warnings:
+        _warn(w)
+    records = run_sweep(exp, out_path, resume, _warn, err)
+    everything = results.read(out_path, _warn)
+    out.print(summary.table([r for r in everything if r["config"] == exp.config.name]))
+    out.print(f"results: {out_path}  logs: {out_path.with_suffix('.runs')}")
+    bad = [r for r in records if r["error"] is not None]
+    if bad:
+        err.print(f"[red]{len(bad)} run(s) failed or disagreed with the oracle[/] (see `error` in {out_path})")
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("results_path", metavar="RESULTS", type=click.Path(path_type=Path))
+def show(results_path: Path) -> None:
+    """Print the summary table of a results file."""
+    out.print(summary.table(results.read(results_path, _warn)))
 
 
 def main() -> None:

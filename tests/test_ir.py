@@ -49,3 +49,9 @@ def test_to_plain_is_canonical_json():
     t = And((Smoker(0), HasCondition((55822004, 38341003))))
     assert to_plain(t) == ["And", {"children": [["Smoker", {"code": 0}],
                                                 ["HasCondition", {"codes": [55822004, 38341003]}]]}]
+
+
+def test_from_plain_inverts_to_plain():
+    from circuits.ir import from_plain
+    t = Or((Not(HasCondition((55822004, 38341003))), And((ExamCount(57698, 2, 12), Smoker(1)))))
+    assert from_plain(to_plain(t)) == t

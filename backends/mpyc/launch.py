@@ -1,0 +1,50 @@
+"""How the harness starts MPyC parties and reads what they report."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+SECURITY = {"security": "semi-honest", "majority": "honest"}  # Shamir, t = (m-1)//2
+_STOP = re.compile(r"Stop MPyC -- elapsed time: (\d+):(\d+):([\d.]+)\|bytes sent: (\d+)")
+
+
+def commands(parties: int, ports: list[int]) -> list[list[str]]:
+    """One command per party: `-M m -I i` and every party's address (its own host empty)."""
+    out = []
+    for i in range(parties):
+        addresses = []
+        for j, port in enumerate(ports):
+            addresses += ["-P", f":{port}" if j == i else f"127.0.0.1:{port}"]
+        out.append([sys.executable, "-m", "backends.mpyc.party", "-M", str(parties), "-I", str(i),
+                    *addresses])
+    return out
+
+
+@dataclass(frozen=True)
+class PartyReport:
+    pid: int
+    elapsed_s: float  # MPyC's own start-to-stop time
+    bytes_sent: int  # MPyC's count: payload plus a 12-byte header per message
+    compute_s: float
+    bit_length: int
+    peak_rss_kib: int
+    result: object
+
+
+def read_report(pid: int, log: Path, result_dir: Path) -> PartyReport:
+    """Parse a party's log and result file; ValueError names what is missing."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    m = _STOP.search(text)
+    if not m:
+        raise ValueError(f"party {pid} printed no 'Stop MPyC' line (see {log})")
+    h, mi, s, sent = m.groups()
+    path = result_dir / f"result-{pid}.json"
+    try:
+        r = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"party {pid} wrote no readable result ({path}: {e})") from None
+    return PartyReport(pid, int(h) * 3600 + int(mi) * 60 + float(s), int(sent), r["compute_s"],
+                       r["bit_length"], r["peak_rss_kib"], r["result"])

@@ -1,0 +1,137 @@
+"""Experiment configs: a YAML factorial grid, validated with exact error locations.
+
+The keys named in the README (name, query, as_of, populations, padding,
+engines, networks, repeats, warmup, timeout_s, compare_to) are a contract.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from circuits.errors import InputError, from_pydantic
+from circuits.ir import Query
+from circuits.population import EXACT, Padding
+from circuits.queryfile import load_query, parse_query, read_structured
+from harness.sources import Source, parse_source
+
+# Networks the harness can realise today.  Latency and bandwidth injection (the
+# relay) arrives with the network-emulation work; until then only loopback runs.
+NETWORKS = {"loopback": {"delay_ms": 0.0, "bandwidth_mbit": None}}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EngineSpec(_Model):
+    engine: Literal["mpyc", "plain"]
+    protocol: str = "shamir"
+    parties: Annotated[int, Field(ge=1, le=16)] = 3
+    bit_length: Annotated[int, Field(ge=8, le=256)] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> EngineSpec:
+        from backends.mpyc.job import PROTOCOLS
+        if self.engine == "mpyc":
+            if self.protocol not in PROTOCOLS:
+                raise ValueError(f"unknown MPyC protocol {self.protocol!r}; use one of "
+                                 + ", ".join(PROTOCOLS))
+            if self.parties < 3:
+                raise ValueError(f"{self.parties} parties cannot run Shamir with an honest "
+                                 "majority; use 3 or more")
+        return self
+
+    @property
+    def label(self) -> str:
+        extra = (f" l={self.bit_length}" if self.bit_length else "")
+        return f"{self.engine}/{self.protocol}/{self.parties}p{extra}"
+
+
+class Config(_Model):
+    name: str
+    query: Union[str, dict[str, Any]]
+    as_of: dt.date | None = None
+    populations: Annotated[list[str], Field(min_length=1)]
+    padding: Union[Literal["exact"], dict[str, Union[int, Literal["exact"]]]] = Field(
+        default_factory=lambda: {"conditions": 16, "exams": 32})
+    engines: Annotated[list[EngineSpec], Field(min_length=1)]
+    networks: Annotated[list[str], Field(min_length=1)] = ["loopback"]
+    repeats: Annotated[int, Field(ge=1)] = 3
+    warmup: Annotated[int, Field(ge=0)] = 1
+    timeout_s: Annotated[float, Field(gt=0)] = 300
+    compare_to: dict[str, Any] | None = None
+    truncate: bool = False
+
+    @field_validator("networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in NETWORKS:
+                raise ValueError(f"network {name!r} is not available: latency and bandwidth "
+                                 "injection is not implemented yet; use loopback")
+        return v
+
+    @field_validator("padding")
+    @classmethod
+    def _padding(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            unknown = set(v) - {"conditions", "exams"}
+            if unknown:
+                raise ValueError(f"unknown key(s) {sorted(unknown)}; use conditions and exams")
+            Padding(**v)
+        return v
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A validated config with its query, padding and sources resolved."""
+    path: Path
+    config: Config
+    query: Query
+    padding: Padding
+    sources: tuple[Source, ...]
+    warnings: tuple[str, ...]
+
+    @property
+    def config_hash(self) -> str:
+        text = json.dumps(self.config.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def load_experiment(path: Path) -> Experiment:
+    """Read and validate a YAML experiment config; errors name the file and key."""
+    source = str(path)
+    data = read_structured(path)
+    if not isinstance(data, dict):
+        raise InputError(source, "", "an experiment config is a mapping of keys",
+                         "see the README for a full example")
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        raise from_pydantic(source, e) from None
+    if isinstance(config.query, str):
+        qpath = Path(config.query)
+        if not qpath.is_absolute() and not qpath.exists():
+            qpath = path.parent / qpath
+        query, warnings = load_query(qpath)
+    else:
+        query, warnings = parse_query(config.query, f"{source}: query", config.name)
+    padding = (Padding(EXACT, EXACT) if config.padding == EXACT
+               else Padding(**config.padding))  # type: ignore[arg-type]
+    sources = []
+    for i, text in enumerate(config.populations):
+        try:
+            src = parse_source(text, source)
+        except InputError as e:
+            raise InputError(source, f"populations[{i}]", e.problem, e.fix) from None
+        if src.needs_as_of and config.as_of is None:
+            raise InputError(source, "as_of", f"populations[{i}] is FHIR data, which needs a "
+                             "reference date", "add as_of: YYYY-MM-DD")
+        sources.append(src)
+    return Experiment(path, config, query, padding, tuple(sources), tuple(warnings))

@@ -1,0 +1,110 @@
+"""Party processes: launch a cell's parties in one process group, wait, and clean up.
+
+A timeout or a party that dies kills the whole group; nothing outlives a cell.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    returncodes: tuple[int | None, ...]
+    wall_s: float  # first spawn to last exit
+    timed_out: bool
+    logs: tuple[Path, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.timed_out and all(rc == 0 for rc in self.returncodes)
+
+    def failure(self) -> str | None:
+        if self.timed_out:
+            return "timed out; all parties killed"
+        bad = [(i, rc) for i, rc in enumerate(self.returncodes) if rc != 0]
+        if bad:
+            return "; ".join(f"party {i} exited with {rc}" for i, rc in bad)
+        return None
+
+    def log_tail(self, lines: int = 15) -> str:
+        out = []
+        for i, path in enumerate(self.logs):
+            text = path.read_text(errors="replace").splitlines() if path.exists() else []
+            out.append(f"--- party {i} ---\n" + "\n".join(text[-lines:]))
+        return "\n".join(out)
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on the loopback address."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def run_group(commands: list[list[str]], env: dict[str, str], logdir: Path, timeout_s: float,
+              cwd: Path | None = None) -> GroupResult:
+    """Run one process per command in a new process group; kill the group on failure."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    logs = tuple(logdir / f"party-{i}.log" for i in range(len(commands)))
+    procs: list[subprocess.Popen] = []
+    pgid = 0
+    timed_out = False
+    start = last_exit = time.perf_counter()
+    try:
+        for cmd, log in zip(commands, logs):
+            with log.open("wb") as f:
+                p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=env, cwd=cwd, process_group=pgid)
+            pgid = pgid or p.pid
+            procs.append(p)
+        while True:
+            codes = [p.poll() for p in procs]
+            if all(c is not None for c in codes):
+                break
+            if any(c not in (None, 0) for c in codes):
+                break  # a dead party: the others would wait for it forever
+            if time.perf_counter() - start > timeout_s:
+                timed_out = True
+                break
+            time.sleep(0.005)
+        last_exit = time.perf_counter()
+    finally:
+        kill_group(pgid, procs)
+    return GroupResult(tuple(p.returncode for p in procs), last_exit - start, timed_out, logs)
+
+
+def kill_group(pgid: int, procs: list[subprocess.Popen]) -> None:
+    """SIGKILL the group and any stray descendants, then reap every process."""
+    strays = []
+    for p in procs:
+        try:
+            strays.extend(psutil.Process(p.pid).children(recursive=True))
+        except psutil.NoSuchProcess:
+            pass
+    if pgid:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for s in strays:
+        try:
+            s.kill()
+        except psutil.NoSuchProcess:
+            pass
+    for p in procs:
+        p.wait()

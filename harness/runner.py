@@ -1,0 +1,101 @@
+"""One run of one cell: spawn the engine's parties, measure, and check against the oracle."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from backends.mpyc import launch as mpyc_launch
+from backends.mpyc.job import Job, bounds_of, write_inputs
+from circuits.ir import Output, Query, to_plain
+from circuits.oracle import Cohort, cohort
+from circuits.population import Population
+from harness.config import EngineSpec
+from harness.parties import free_ports, run_group
+
+REPO = Path(__file__).resolve().parent.parent
+PLAIN = {"security": "none", "majority": "none"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a run measured; `error` is None when it finished and matched the oracle."""
+    wall_s: float | None
+    figures: dict
+    cohort_size: int | None
+    correct: bool
+    error: str | None
+
+
+def check(query: Query, expected: Cohort, answer: object) -> tuple[int | None, bool, str | None]:
+    """Compare a revealed answer with the oracle's."""
+    if query.output is Output.COUNT:
+        ok = answer == expected.count
+        size = answer if isinstance(answer, int) else None
+    else:
+        bits = np.asarray(answer if answer is not None else [], dtype=np.int64)
+        ok = bits.shape == expected.eligible.shape and bool(np.all(bits == expected.eligible))
+        size = int(bits.sum()) if bits.size else None
+    if ok:
+        return size, True, None
+    return size, False, (f"MISMATCH: the secure answer ({size}) differs from the plaintext "
+                         f"oracle ({expected.count} eligible)")
+
+
+def run_plain(query: Query, pop: Population) -> Outcome:
+    t0 = time.perf_counter()
+    result = cohort(query, pop)
+    wall = time.perf_counter() - t0
+    return Outcome(wall, {"engine_s": [wall]}, result.count, True, None)
+
+
+class MpycCell:
+    """A cell's inputs written once; each `run` is one repeat in its own directory."""
+
+    def __init__(self, spec: EngineSpec, query: Query, pop: Population, workdir: Path):
+        self.spec, self.query, self.pop, self.workdir = spec, query, pop, workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.data_path, self.counts_path = write_inputs(pop, workdir)
+        self.expected = cohort(query, pop)
+
+    def run(self, name: str, timeout_s: float) -> Outcome:
+        rundir = self.workdir / name
+        rundir.mkdir(parents=True, exist_ok=True)
+        job = Job(self.spec.protocol, {"root": to_plain(self.query.root),
+                                       "output": self.query.output.value},
+                  self.spec.bit_length, len(self.pop), self.pop.slots, bounds_of(self.pop),
+                  self.pop.padding.exact, self.data_path, self.counts_path, str(rundir))
+        job_path = rundir / "job.json"
+        job.write(job_path)
+        env = dict(os.environ, COHORTBENCH_JOB=str(job_path),
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        m = self.spec.parties
+        group = run_group(mpyc_launch.commands(m, free_ports(m)), env, rundir, timeout_s, cwd=REPO)
+        failure = group.failure()
+        if failure:
+            return Outcome(group.wall_s, {}, None, False, f"{failure}\n{group.log_tail()}")
+        try:
+            reports = [mpyc_launch.read_report(i, group.logs[i], rundir) for i in range(m)]
+        except ValueError as e:
+            return Outcome(group.wall_s, {}, None, False, f"{e}\n{group.log_tail()}")
+        figures = {
+            "engine_s": [r.elapsed_s for r in reports], "compute_s": [r.compute_s for r in reports],
+            "bytes_by_party": [r.bytes_sent for r in reports],
+            "bytes_sent": sum(r.bytes_sent for r in reports),
+            "peak_rss_kib_by_party": [r.peak_rss_kib for r in reports],
+            "bit_length": reports[0].bit_length,
+        }
+        answers = [r.result for r in reports]
+        size, correct, error = check(self.query, self.expected, answers[0])
+        if correct and self.query.output is Output.COUNT and len(set(map(str, answers))) != 1:
+            correct, error = False, f"MISMATCH: parties revealed different counts {answers}"
+        return Outcome(group.wall_s, figures, size, correct, error)
+
+    def close(self) -> None:
+        """Remove the private inputs; logs and results stay."""
+        for path in (self.data_path, self.counts_path):
+            if path:
+                Path(path).unlink(missing_ok=True)

@@ -1,0 +1,90 @@
+"""Summary tables: statistics computed from the raw samples, ratios against a baseline row."""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from rich.table import Table
+
+from harness.results import measured
+
+
+@dataclass(frozen=True)
+class Row:
+    first: dict  # one record of the cell, for its settings
+    samples: list[float]  # wall_s of the successful measured runs
+    bytes_sent: float | None
+    runs: int
+    failures: int
+    correct: bool
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.samples) if self.samples else None
+
+    @property
+    def iqr(self) -> float | None:
+        if len(self.samples) < 2:
+            return 0.0 if self.samples else None
+        q = statistics.quantiles(self.samples, n=4, method="inclusive")
+        return q[2] - q[0]
+
+
+def rows(records: list[dict]) -> list[Row]:
+    cells: dict[tuple, list[dict]] = {}
+    for r in measured(records):
+        cells.setdefault((r["config"], r["cell"]), []).append(r)
+    out = []
+    for runs in cells.values():
+        ok = [r for r in runs if r["error"] is None]
+        sent = [r["bytes_sent"] for r in ok if r["bytes_sent"] is not None]
+        out.append(Row(runs[0], [r["wall_s"] for r in ok], statistics.median(sent) if sent else None,
+                       len(runs), len(runs) - len(ok), all(r["correct"] for r in runs)))
+    return out
+
+
+def _baseline(row: Row, all_rows: list[Row]) -> Row | None:
+    want = row.first.get("compare_to")
+    if not want:
+        return None
+    for other in all_rows:
+        f = other.first
+        if (f["config"] == row.first["config"] and f["population_source"] == row.first["population_source"]
+                and f["network"]["name"] == row.first["network"]["name"]
+                and all(f.get(k) == v for k, v in want.items())):
+            return other
+    return None
+
+
+def _fmt(x: float | None, unit: str = "") -> str:
+    if x is None:
+        return "-"
+    if unit == "B":
+        for scale, suffix in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+            if x >= scale:
+                return f"{x / scale:.2f} {suffix}"
+        return f"{x:.0f} B"
+    return f"{x:.3g}{unit}"
+
+
+def table(records: list[dict]) -> Table:
+    all_rows = rows(records)
+    t = Table(title=f"cohortbench: {', '.join(sorted({r.first['config'] for r in all_rows}))}")
+    for name in ("engine/protocol", "security", "parties", "population", "network", "median wall",
+                 "IQR", "bytes", "rounds", "cohort", "correct", "runs", "speed-up", "bytes ratio"):
+        t.add_column(name, justify="left" if name in ("engine/protocol", "security", "network") else "right")
+    for row in sorted(all_rows, key=lambda r: (r.first["config"], r.first["population"],
+                                               r.first["network"]["name"], r.first["protocol"])):
+        f = row.first
+        base = _baseline(row, all_rows)
+        speed = (base.median / row.median) if base and base.median and row.median else None
+        ratio = (row.bytes_sent / base.bytes_sent) if base and base.bytes_sent and row.bytes_sent else None
+        t.add_row(f"{f['engine']}/{f['protocol']}", f"{f['security']}, {f['majority']}",
+                  str(f["parties"]), str(f["population"]), f["network"]["name"],
+                  _fmt(row.median, " s"), _fmt(row.iqr, " s"), _fmt(row.bytes_sent, "B"),
+                  str(f["rounds"]) if f["rounds"] is not None else "-",
+                  str(f["cohort_size"]) if f["cohort_size"] is not None else "-",
+                  "[green]yes[/]" if row.correct else "[red]NO[/]",
+                  f"{row.runs - row.failures}/{row.runs}",
+                  f"{speed:.1f}x" if speed else "-", f"{ratio:.2f}" if ratio else "-")
+    return t

@@ -1,0 +1,122 @@
+"""A sweep: every cell of an experiment's grid, every repeat, one record each as it finishes."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from backends.mpyc import launch as mpyc_launch
+from circuits.errors import InputError
+from harness import meta, results, sources
+from harness.config import NETWORKS, EngineSpec, Experiment
+from harness.runner import PLAIN, MpycCell, Outcome, run_plain
+from harness.sources import Source
+
+
+@dataclass(frozen=True)
+class Cell:
+    engine: EngineSpec
+    source: Source
+    network: str
+
+    def key(self, exp: Experiment) -> str:
+        text = json.dumps([self.engine.model_dump(mode="json"), self.source.text, self.network,
+                           exp.padding.label(), exp.query.ir_hash, str(exp.config.as_of)])
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def label(self) -> str:
+        return f"{self.engine.label} {self.source.text} {self.network}"
+
+
+def cells(exp: Experiment) -> list[Cell]:
+    """Population outermost (loaded once), then network, then engine."""
+    return [Cell(e, s, n) for s in exp.sources for n in exp.config.networks for e in exp.config.engines]
+
+
+def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], None],
+              console=None) -> list[dict]:
+    """Run every missing run of the grid, appending records to `out`; returns this sweep's records."""
+    done: set = set()
+    if out.exists() and out.stat().st_size:
+        if not resume:
+            raise InputError(str(out), "", "results file exists",
+                             "pass --resume to continue it, or choose another --out")
+        kept = results.read(out, warn)
+        results.rewrite(out, kept)
+        done = {results.run_key(r) for r in kept}
+    runs_dir = out.with_suffix(".runs")
+    sweep_meta = meta.collect(exp.config_hash)
+    grid = cells(exp)
+    plan = [(c, rep, warm) for c in grid
+            for warm, reps in ((True, exp.config.warmup), (False, exp.config.repeats))
+            for rep in range(reps)]
+    todo = [(c, rep, warm) for c, rep, warm in plan if (c.key(exp), rep, warm) not in done]
+    if done:
+        warn(f"resuming: {len(plan) - len(todo)} run(s) already in {out}, {len(todo)} to go")
+    writer = results.Writer(out)
+    written: list[dict] = []
+    populations: dict[str, object] = {}
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, transient=False)
+    try:
+        with progress:
+            task = progress.add_task(exp.config.name, total=len(todo))
+            current: tuple[Cell, object] | None = None
+            for cell, rep, warm in todo:
+                progress.update(task, description=f"{cell.label()} {'warmup' if warm else 'repeat'} {rep}")
+                if cell.source.text not in populations:
+                    populations.clear()
+                    populations[cell.source.text] = sources.load(
+                        cell.source, exp.padding, exp.config.as_of, exp.config.truncate, warn)
+                pop = populations[cell.source.text]
+                if current is None or current[0] != cell:
+                    if current is not None and current[1] is not None:
+                        current[1].close()
+                    runner = (MpycCell(cell.engine, exp.query, pop, runs_dir / cell.key(exp))
+                              if cell.engine.engine == "mpyc" else None)
+                    current = (cell, runner)
+                runner = current[1]
+                name = f"{'warmup' if warm else 'repeat'}-{rep}"
+                outcome = runner.run(name, exp.config.timeout_s) if runner else run_plain(exp.query, pop)
+                record = _record(exp, cell, pop, rep, warm, outcome, sweep_meta,
+                                 runs_dir / cell.key(exp) / name if runner else None)
+                writer.append(record)
+                written.append(record)
+                if outcome.error:
+                    warn(f"{cell.label()} {name}: {outcome.error.splitlines()[0]}")
+                progress.advance(task)
+            if current is not None and current[1] is not None:
+                current[1].close()
+    finally:
+        writer.close()
+    return written
+
+
+def _record(exp: Experiment, cell: Cell, pop, rep: int, warm: bool, o: Outcome, sweep_meta: dict,
+            logs: Path | None) -> dict:
+    net = NETWORKS[cell.network]
+    security = mpyc_launch.SECURITY if cell.engine.engine == "mpyc" else PLAIN
+    f = o.figures
+    return {
+        "config": exp.config.name, "cell": cell.key(exp), "engine": cell.engine.engine,
+        "protocol": cell.engine.protocol, **security, "parties": cell.engine.parties,
+        "population": len(pop), "population_source": cell.source.text,
+        "padding": {"conditions": exp.padding.conditions, "exams": exp.padding.exams},
+        "slots": list(pop.slots),
+        "query": {"name": exp.query.name, "ir_hash": exp.query.ir_hash,
+                  "output": exp.query.output.value},
+        "network": {"name": cell.network, **net}, "bit_length": f.get("bit_length"),
+        "repeat": rep, "warmup": warm, "wall_s": o.wall_s, "engine_s": f.get("engine_s"),
+        "compute_s": f.get("compute_s"), "bytes_sent": f.get("bytes_sent"),
+        "bytes_by_party": f.get("bytes_by_party"), "rounds": None,
+        "peak_rss_kib_by_party": f.get("peak_rss_kib_by_party"),
+        "cohort_size": o.cohort_size, "correct": o.correct, "error": o.error,
+        "logs": str(logs) if logs else None, "compare_to": exp.config.compare_to,
+        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "load_avg": meta.load_average(), "meta": sweep_meta,
+    }
