@@ -18,8 +18,12 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	$(BIN)/python -m pytest -q
 
+# Each run writes a new results file; results/default-latest.jsonl points at the newest.
 bench: install
-	$(BIN)/cohortbench run configs/default.yaml --out $(RESULTS)/default.jsonl
+	@mkdir -p $(RESULTS)
+	$(eval STAMP := $(shell date +%Y%m%d-%H%M%S))
+	$(BIN)/cohortbench run configs/default.yaml --out $(RESULTS)/default-$(STAMP).jsonl
+	ln -sf default-$(STAMP).jsonl $(RESULTS)/default-latest.jsonl
 
 clean:
 	rm -rf $(VENV) $(RESULTS) .pytest_cache .benchmarks *.egg-info

@@ -34,6 +34,7 @@ class EngineSpec(_Model):
     protocol: str = "shamir"
     parties: Annotated[int, Field(ge=1, le=16)] = 3
     bit_length: Annotated[int, Field(ge=8, le=256)] | None = None
+    populations: list[str] | None = None  # run this engine on these populations only
 
     @model_validator(mode="after")
     def _check(self) -> EngineSpec:
@@ -67,6 +68,15 @@ class Config(_Model):
     timeout_s: Annotated[float, Field(gt=0)] = 300
     compare_to: dict[str, Any] | None = None
     truncate: bool = False
+
+    @model_validator(mode="after")
+    def _engine_populations(self) -> Config:
+        for i, e in enumerate(self.engines):
+            for p in e.populations or ():
+                if p not in self.populations:
+                    raise ValueError(f"engines[{i}].populations: {p!r} is not one of the "
+                                     f"config's populations {self.populations}")
+        return self
 
     @field_validator("networks")
     @classmethod

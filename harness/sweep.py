@@ -35,7 +35,8 @@ class Cell:
 
 def cells(exp: Experiment) -> list[Cell]:
     """Population outermost (loaded once), then network, then engine."""
-    return [Cell(e, s, n) for s in exp.sources for n in exp.config.networks for e in exp.config.engines]
+    return [Cell(e, s, n) for s in exp.sources for n in exp.config.networks for e in exp.config.engines
+            if e.populations is None or s.text in e.populations]
 
 
 def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], None],
