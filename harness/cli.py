@@ -186,3 +186,7 @@ def main() -> None:
     except fhir.BundleError as e:
         err.print(f"[red]error:[/] {e}", soft_wrap=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

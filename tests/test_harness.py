@@ -1,0 +1,171 @@
+"""The harness: configs, sweeps, resume, process hygiene, and the CLI's exit codes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from circuits.errors import InputError
+from harness import results
+from harness.config import load_experiment
+from harness.sweep import run_sweep
+from conftest import REPO
+
+CLI = [sys.executable, "-m", "harness.cli"]
+
+
+def write(tmp_path: Path, text: str, name: str = "x.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+QUERY = str(REPO / "configs" / "queries" / "five-criteria.yaml")
+
+
+def config(tmp_path, engines: str, populations="[synthetic:30]", extra="") -> Path:
+    return write(tmp_path, f"""
+name: t
+query: {QUERY}
+populations: {populations}
+padding: {{conditions: 4, exams: 6}}
+engines:
+{engines}
+repeats: 1
+warmup: 0
+timeout_s: 60
+{extra}
+""")
+
+
+@pytest.mark.parametrize("body,where,says", [
+    ("engines:\n  - {engine: mpyc, protocol: shamir, parties: 2}", "engines[0]",
+     "2 parties cannot run Shamir with an honest majority; use 3 or more"),
+    ("engines:\n  - {engine: mpyc, protocol: spdz}", "engines[0]", "unknown MPyC protocol"),
+    ("engines:\n  - {engine: mpyc}\nrepeat: 3", "repeat", "unknown key"),
+    ("engines:\n  - {engine: mpyc}\nnetworks: [wan]", "networks", "not available"),
+    ("engines: []", "engines", "at least 1"),
+])
+def test_config_errors_name_file_and_key(tmp_path, body, where, says):
+    p = write(tmp_path, f"name: t\nquery: {QUERY}\npopulations: [synthetic:5]\n{body}\n")
+    with pytest.raises(InputError) as e:
+        load_experiment(p)
+    assert e.value.source == str(p) and e.value.location == where and says in str(e.value)
+
+
+def test_bad_population_and_missing_as_of(tmp_path):
+    p = config(tmp_path, "  - {engine: plain}", populations="[synthetik:5]")
+    with pytest.raises(InputError, match=r"populations\[0\]"):
+        load_experiment(p)
+    p = config(tmp_path, "  - {engine: plain}", populations=f"[{REPO}]")
+    with pytest.raises(InputError, match="as_of"):
+        load_experiment(p)
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path):
+    p = write(tmp_path, "name: t\nengines: [", "bad.yaml")
+    r = subprocess.run([*CLI, "run", str(p), "--out", str(tmp_path / "r.jsonl")],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "bad.yaml: line" in r.stderr and "invalid YAML" in r.stderr
+    q = write(tmp_path, '{"restrictions": [{"restriction_type": "AGE", "min_age": "x", "max_age": 9}]}',
+              "q.json")
+    r = subprocess.run([*CLI, "eval", str(q), "--patients", "synthetic:5"], capture_output=True,
+                       text=True, cwd=REPO)
+    assert r.returncode == 2 and "q.json: restrictions[0].min_age" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_eval_json_and_check():
+    r = subprocess.run([*CLI, "eval", QUERY, "--patients", "synthetic:500:1", "--json"],
+                       capture_output=True, text=True, cwd=REPO, check=True)
+    answer = json.loads(r.stdout)
+    assert answer["count"] == len(answer["eligible"]) > 0
+    r = subprocess.run([*CLI, "check", str(REPO / "configs/queries/paper-listing1.json"),
+                        "--conditions", "8", "--exams", "16"], capture_output=True, text=True,
+                       cwd=REPO, check=True)
+    assert "12 < age < 24" in r.stdout and "comparisons" in r.stdout and "55822004" in r.stderr
+
+
+def test_cli_extract_and_eval_bundles(tmp_path, synthea_dir):
+    out = tmp_path / "patients.jsonl"
+    subprocess.run([*CLI, "extract", str(synthea_dir), "--as-of", "2021-04-01", "--out", str(out)],
+                   check=True, capture_output=True, cwd=REPO)
+    assert len(out.read_text().splitlines()) == 60
+    counts = []
+    for src in (str(out), str(synthea_dir)):
+        r = subprocess.run([*CLI, "eval", QUERY, "--patients", src, "--as-of", "2021-04-01",
+                            "--json"], capture_output=True, text=True, cwd=REPO, check=True)
+        counts.append(json.loads(r.stdout)["count"])
+    assert counts[0] == counts[1]
+    r = subprocess.run([*CLI, "eval", QUERY, "--patients", str(synthea_dir)], capture_output=True,
+                       text=True, cwd=REPO)
+    assert r.returncode == 2 and "--as-of" in r.stderr
+
+
+def party_processes() -> list[psutil.Process]:
+    me = os.getpid()
+    found = []
+    for p in psutil.process_iter(["cmdline", "ppid"]):
+        cmd = p.info["cmdline"] or []
+        if "backends.mpyc.party" in cmd:
+            found.append(p)
+    return [p for p in found if p.pid != me]
+
+
+def test_killed_party_fails_the_cell_and_the_sweep_goes_on(tmp_path):
+    cfg = config(tmp_path, "  - {engine: mpyc, protocol: paper-loop}\n  - {engine: mpyc, protocol: shamir}",
+                 populations="[synthetic:60]")
+    exp = load_experiment(cfg)
+    killed: list[int] = []
+
+    def killer() -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline and not killed:
+            for p in party_processes():
+                if p.info["cmdline"][-1:] and "-I" in p.info["cmdline"]:
+                    i = p.info["cmdline"].index("-I")
+                    if p.info["cmdline"][i + 1] == "1" and time.time() - p.create_time() > 1.5:
+                        os.kill(p.pid, signal.SIGKILL)
+                        killed.append(p.pid)
+                        return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    records = run_sweep(exp, tmp_path / "r.jsonl", False, lambda m: None)
+    t.join()
+    assert killed
+    assert [r["protocol"] for r in records] == ["paper-loop", "shamir"]
+    assert records[0]["error"] and "party 1 exited with -9" in records[0]["error"]
+    assert records[0]["correct"] is False
+    assert records[1]["error"] is None and records[1]["correct"]
+    assert party_processes() == []
+
+
+def test_results_written_as_they_come_and_resume(tmp_path):
+    cfg = config(tmp_path, "  - {engine: plain}", populations="[synthetic:10, synthetic:20, synthetic:30]")
+    exp = load_experiment(cfg)
+    out = tmp_path / "r.jsonl"
+    full = run_sweep(exp, out, False, lambda m: None)
+    assert len(full) == 3 and len(results.read(out)) == 3
+    with pytest.raises(InputError, match="--resume"):
+        run_sweep(exp, out, False, lambda m: None)
+    # A sweep killed while writing its third line: two whole lines and half of one.
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:2]) + lines[2][:40])
+    said: list[str] = []
+    again = run_sweep(exp, out, True, said.append)
+    assert any("half-written" in m for m in said)
+    assert [r["population"] for r in again] == [30]
+    final = results.read(out)
+    assert sorted(r["population"] for r in final) == [10, 20, 30]
+    assert all(r["meta"]["config_hash"] == exp.config_hash for r in final)
