@@ -35,6 +35,7 @@ class EngineSpec(_Model):
     parties: Annotated[int, Field(ge=1, le=16)] = 3
     bit_length: Annotated[int, Field(ge=8, le=256)] | None = None
     populations: list[str] | None = None  # run this engine on these populations only
+    ssl: bool = False  # MPyC --ssl: TLS between parties, certificates made per cell
 
     @model_validator(mode="after")
     def _check(self) -> EngineSpec:
@@ -50,7 +51,7 @@ class EngineSpec(_Model):
 
     @property
     def label(self) -> str:
-        extra = (f" l={self.bit_length}" if self.bit_length else "")
+        extra = (f" l={self.bit_length}" if self.bit_length else "") + (" tls" if self.ssl else "")
         return f"{self.engine}/{self.protocol}/{self.parties}p{extra}"
 
 

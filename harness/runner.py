@@ -13,6 +13,7 @@ from backends.mpyc.job import Job, bounds_of, write_inputs
 from circuits.ir import Output, Query, to_plain
 from circuits.oracle import Cohort, cohort
 from circuits.population import Population
+from harness.certs import make_mpyc_certs
 from harness.config import EngineSpec
 from harness.parties import free_ports, run_group
 
@@ -60,6 +61,8 @@ class MpycCell:
         workdir.mkdir(parents=True, exist_ok=True)
         self.data_path, self.counts_path = write_inputs(pop, workdir)
         self.expected = cohort(query, pop)
+        if spec.ssl:
+            make_mpyc_certs(workdir, spec.parties)
 
     def run(self, name: str, timeout_s: float) -> Outcome:
         rundir = self.workdir / name
@@ -73,7 +76,8 @@ class MpycCell:
         env = dict(os.environ, COHORTBENCH_JOB=str(job_path),
                    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
         m = self.spec.parties
-        group = run_group(mpyc_launch.commands(m, free_ports(m)), env, rundir, timeout_s, cwd=REPO)
+        group = run_group(mpyc_launch.commands(m, free_ports(m), self.spec.ssl), env, rundir,
+                          timeout_s, cwd=self.workdir)
         failure = group.failure()
         if failure:
             return Outcome(group.wall_s, {}, None, False, f"{failure}\n{group.log_tail()}")

@@ -71,3 +71,13 @@ def test_explicit_bit_length_long_codes(tmp_path):
 def synthetic_patient(code):
     from circuits.population import Patient
     return Patient(f"p{code}", 40, 1, 0, (code,), ((57698, 3),))
+
+
+def test_tls_between_parties(tmp_path):
+    pop = synthetic.generate(10, seed=9, padding=Padding(3, 4))
+    cell = MpycCell(EngineSpec(engine="mpyc", protocol="shamir", parties=3, ssl=True),
+                    Query(BROAD), pop, tmp_path / "tls")
+    o = cell.run("r0", 120)
+    cell.close()
+    assert o.error is None and o.correct
+    assert "connected via SSL" in (tmp_path / "tls" / "r0" / "party-0.log").read_text()

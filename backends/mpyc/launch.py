@@ -11,15 +11,18 @@ SECURITY = {"security": "semi-honest", "majority": "honest"}  # Shamir, t = (m-1
 _STOP = re.compile(r"Stop MPyC -- elapsed time: (\d+):(\d+):([\d.]+)\|bytes sent: (\d+)")
 
 
-def commands(parties: int, ports: list[int]) -> list[list[str]]:
-    """One command per party: `-M m -I i` and every party's address (its own host empty)."""
+def commands(parties: int, ports: list[int], ssl: bool = False) -> list[list[str]]:
+    """One command per party: `-M m -I i` and every party's address (its own host empty).
+
+    With `ssl`, the working directory must hold MPyC's `.config` certificates.
+    """
     out = []
     for i in range(parties):
         addresses = []
         for j, port in enumerate(ports):
             addresses += ["-P", f":{port}" if j == i else f"127.0.0.1:{port}"]
         out.append([sys.executable, "-m", "backends.mpyc.party", "-M", str(parties), "-I", str(i),
-                    *addresses])
+                    *addresses, *(["--ssl"] if ssl else [])])
     return out
 
 
