@@ -12,7 +12,7 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from circuits.errors import InputError, from_pydantic
 from circuits.ir import Query
@@ -23,6 +23,24 @@ from harness.sources import Source, parse_source
 # Networks the harness can realise today.  Latency and bandwidth injection (the
 # relay) arrives with the network-emulation work; until then only loopback runs.
 NETWORKS = {"loopback": {"delay_ms": 0.0, "bandwidth_mbit": None}}
+
+
+def _check_padding(v: Any) -> Any:
+    if isinstance(v, dict):
+        unknown = set(v) - {"conditions", "exams"}
+        if unknown:
+            raise ValueError(f"unknown key(s) {sorted(unknown)}; use conditions and exams")
+        Padding(**v)
+    return v
+
+
+_PaddingSpec = Annotated[Union[Literal["exact"], dict[str, Union[int, Literal["exact"]]]],
+                         AfterValidator(_check_padding)]
+_QueryRef = Union[str, dict[str, Any]]
+
+
+def _to_padding(spec: Any) -> Padding:
+    return Padding(EXACT, EXACT) if spec == EXACT else Padding(**spec)
 
 
 class _Model(BaseModel):
@@ -36,6 +54,13 @@ class EngineSpec(_Model):
     bit_length: Annotated[int, Field(ge=8, le=256)] | None = None
     populations: list[str] | None = None  # run this engine on these populations only
     ssl: bool = False  # MPyC --ssl: TLS between parties, certificates made per cell
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("engine") == "plain":
+            return {"protocol": "oracle", "parties": 1, **data}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> EngineSpec:
@@ -57,11 +82,12 @@ class EngineSpec(_Model):
 
 class Config(_Model):
     name: str
-    query: Union[str, dict[str, Any]]
+    query: _QueryRef | None = None
+    queries: Annotated[list[_QueryRef], Field(min_length=1)] | None = None  # a query axis
     as_of: dt.date | None = None
     populations: Annotated[list[str], Field(min_length=1)]
-    padding: Union[Literal["exact"], dict[str, Union[int, Literal["exact"]]]] = Field(
-        default_factory=lambda: {"conditions": 16, "exams": 32})
+    padding: _PaddingSpec = Field(default_factory=lambda: {"conditions": 16, "exams": 32})
+    paddings: Annotated[list[_PaddingSpec], Field(min_length=1)] | None = None  # a padding axis
     engines: Annotated[list[EngineSpec], Field(min_length=1)]
     networks: Annotated[list[str], Field(min_length=1)] = ["loopback"]
     repeats: Annotated[int, Field(ge=1)] = 3
@@ -69,6 +95,12 @@ class Config(_Model):
     timeout_s: Annotated[float, Field(gt=0)] = 300
     compare_to: dict[str, Any] | None = None
     truncate: bool = False
+
+    @model_validator(mode="after")
+    def _one_query_key(self) -> Config:
+        if (self.query is None) == (self.queries is None):
+            raise ValueError("give either query: (one) or queries: (a list, one cell axis)")
+        return self
 
     @model_validator(mode="after")
     def _engine_populations(self) -> Config:
@@ -88,24 +120,15 @@ class Config(_Model):
                                  "injection is not implemented yet; use loopback")
         return v
 
-    @field_validator("padding")
-    @classmethod
-    def _padding(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            unknown = set(v) - {"conditions", "exams"}
-            if unknown:
-                raise ValueError(f"unknown key(s) {sorted(unknown)}; use conditions and exams")
-            Padding(**v)
-        return v
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """A validated config with its query, padding and sources resolved."""
+    """A validated config with its queries, paddings and sources resolved."""
     path: Path
     config: Config
-    query: Query
-    padding: Padding
+    queries: tuple[Query, ...]
+    paddings: tuple[Padding, ...]
     sources: tuple[Source, ...]
     warnings: tuple[str, ...]
 
@@ -126,15 +149,21 @@ def load_experiment(path: Path) -> Experiment:
         config = Config.model_validate(data)
     except ValidationError as e:
         raise from_pydantic(source, e) from None
-    if isinstance(config.query, str):
-        qpath = Path(config.query)
-        if not qpath.is_absolute() and not qpath.exists():
-            qpath = path.parent / qpath
-        query, warnings = load_query(qpath)
-    else:
-        query, warnings = parse_query(config.query, f"{source}: query", config.name)
-    padding = (Padding(EXACT, EXACT) if config.padding == EXACT
-               else Padding(**config.padding))  # type: ignore[arg-type]
+    warnings: list[str] = []
+    queries = []
+    refs = [config.query] if config.query is not None else config.queries or []
+    for i, ref in enumerate(refs):
+        where = "query" if config.query is not None else f"queries[{i}]"
+        if isinstance(ref, str):
+            qpath = Path(ref)
+            if not qpath.is_absolute() and not qpath.exists():
+                qpath = path.parent / qpath
+            query, said = load_query(qpath)
+        else:
+            query, said = parse_query(ref, f"{source}: {where}", config.name)
+        queries.append(query)
+        warnings += said
+    paddings = tuple(map(_to_padding, config.paddings or [config.padding]))
     sources = []
     for i, text in enumerate(config.populations):
         try:
@@ -145,4 +174,4 @@ def load_experiment(path: Path) -> Experiment:
             raise InputError(source, "as_of", f"populations[{i}] is FHIR data, which needs a "
                              "reference date", "add as_of: YYYY-MM-DD")
         sources.append(src)
-    return Experiment(path, config, query, padding, tuple(sources), tuple(warnings))
+    return Experiment(path, config, tuple(queries), paddings, tuple(sources), tuple(warnings))

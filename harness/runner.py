@@ -57,9 +57,9 @@ class MpycCell:
     """A cell's inputs written once; each `run` is one repeat in its own directory."""
 
     def __init__(self, spec: EngineSpec, query: Query, pop: Population, workdir: Path):
-        self.spec, self.query, self.pop, self.workdir = spec, query, pop, workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.data_path, self.counts_path = write_inputs(pop, workdir)
+        self.spec, self.query, self.pop, self.workdir = spec, query, pop, workdir.resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data_path, self.counts_path = write_inputs(pop, self.workdir)
         self.expected = cohort(query, pop)
         if spec.ssl:
             make_mpyc_certs(workdir, spec.parties)

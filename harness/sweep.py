@@ -16,26 +16,31 @@ from harness import meta, results, sources
 from harness.config import NETWORKS, EngineSpec, Experiment
 from harness.runner import PLAIN, MpycCell, Outcome, run_plain
 from harness.sources import Source
+from circuits.ir import Query
+from circuits.population import Padding
 
 
 @dataclass(frozen=True)
 class Cell:
     engine: EngineSpec
     source: Source
+    padding: Padding
     network: str
+    query: Query
 
     def key(self, exp: Experiment) -> str:
         text = json.dumps([self.engine.model_dump(mode="json"), self.source.text, self.network,
-                           exp.padding.label(), exp.query.ir_hash, str(exp.config.as_of)])
+                           self.padding.label(), self.query.ir_hash, str(exp.config.as_of)])
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def label(self) -> str:
-        return f"{self.engine.label} {self.source.text} {self.network}"
+        return f"{self.engine.label} {self.query.name} {self.source.text} {self.padding.label()} {self.network}"
 
 
 def cells(exp: Experiment) -> list[Cell]:
-    """Population outermost (loaded once), then network, then engine."""
-    return [Cell(e, s, n) for s in exp.sources for n in exp.config.networks for e in exp.config.engines
+    """Population and padding outermost (each encoded once), then network, query, engine."""
+    return [Cell(e, s, p, n, q) for s in exp.sources for p in exp.paddings
+            for n in exp.config.networks for q in exp.queries for e in exp.config.engines
             if e.populations is None or s.text in e.populations]
 
 
@@ -61,7 +66,7 @@ def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], No
         warn(f"resuming: {len(plan) - len(todo)} run(s) already in {out}, {len(todo)} to go")
     writer = results.Writer(out)
     written: list[dict] = []
-    populations: dict[str, object] = {}
+    populations: dict[tuple, object] = {}
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=False)
     try:
@@ -70,20 +75,21 @@ def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], No
             current: tuple[Cell, object] | None = None
             for cell, rep, warm in todo:
                 progress.update(task, description=f"{cell.label()} {'warmup' if warm else 'repeat'} {rep}")
-                if cell.source.text not in populations:
+                data_key = (cell.source.text, cell.padding)
+                if data_key not in populations:
                     populations.clear()
-                    populations[cell.source.text] = sources.load(
-                        cell.source, exp.padding, exp.config.as_of, exp.config.truncate, warn)
-                pop = populations[cell.source.text]
+                    populations[data_key] = sources.load(
+                        cell.source, cell.padding, exp.config.as_of, exp.config.truncate, warn)
+                pop = populations[data_key]
                 if current is None or current[0] != cell:
                     if current is not None and current[1] is not None:
                         current[1].close()
-                    runner = (MpycCell(cell.engine, exp.query, pop, runs_dir / cell.key(exp))
+                    runner = (MpycCell(cell.engine, cell.query, pop, runs_dir / cell.key(exp))
                               if cell.engine.engine == "mpyc" else None)
                     current = (cell, runner)
                 runner = current[1]
                 name = f"{'warmup' if warm else 'repeat'}-{rep}"
-                outcome = runner.run(name, exp.config.timeout_s) if runner else run_plain(exp.query, pop)
+                outcome = runner.run(name, exp.config.timeout_s) if runner else run_plain(cell.query, pop)
                 record = _record(exp, cell, pop, rep, warm, outcome, sweep_meta,
                                  runs_dir / cell.key(exp) / name if runner else None)
                 writer.append(record)
@@ -107,10 +113,10 @@ def _record(exp: Experiment, cell: Cell, pop, rep: int, warm: bool, o: Outcome, 
         "config": exp.config.name, "cell": cell.key(exp), "engine": cell.engine.engine,
         "protocol": cell.engine.protocol, **security, "parties": cell.engine.parties,
         "population": len(pop), "population_source": cell.source.text,
-        "padding": {"conditions": exp.padding.conditions, "exams": exp.padding.exams},
+        "padding": {"conditions": cell.padding.conditions, "exams": cell.padding.exams},
         "slots": list(pop.slots),
-        "query": {"name": exp.query.name, "ir_hash": exp.query.ir_hash,
-                  "output": exp.query.output.value},
+        "query": {"name": cell.query.name, "ir_hash": cell.query.ir_hash,
+                  "output": cell.query.output.value},
         "network": {"name": cell.network, **net}, "bit_length": f.get("bit_length"),
         "repeat": rep, "warmup": warm, "wall_s": o.wall_s, "engine_s": f.get("engine_s"),
         "compute_s": f.get("compute_s"), "bytes_sent": f.get("bytes_sent"),

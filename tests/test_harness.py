@@ -112,13 +112,16 @@ def test_cli_extract_and_eval_bundles(tmp_path, synthea_dir):
 
 
 def party_processes() -> list[psutil.Process]:
-    me = os.getpid()
+    """MPyC parties started by this test process (not by any other sweep on the machine)."""
     found = []
-    for p in psutil.process_iter(["cmdline", "ppid"]):
-        cmd = p.info["cmdline"] or []
-        if "backends.mpyc.party" in cmd:
+    for p in psutil.Process().children(recursive=True):
+        try:
+            p.info = {"cmdline": p.cmdline()}
+        except psutil.NoSuchProcess:
+            continue
+        if "backends.mpyc.party" in p.info["cmdline"]:
             found.append(p)
-    return [p for p in found if p.pid != me]
+    return found
 
 
 def test_killed_party_fails_the_cell_and_the_sweep_goes_on(tmp_path):
@@ -169,3 +172,19 @@ def test_results_written_as_they_come_and_resume(tmp_path):
     final = results.read(out)
     assert sorted(r["population"] for r in final) == [10, 20, 30]
     assert all(r["meta"]["config_hash"] == exp.config_hash for r in final)
+
+
+def test_relative_paths_and_plain_defaults(tmp_path, monkeypatch):
+    cfg = config(tmp_path, "  - {engine: plain}\n  - {engine: mpyc, protocol: shamir}",
+                 populations="[synthetic:10]")
+    monkeypatch.chdir(tmp_path)
+    records = run_sweep(load_experiment(cfg.relative_to(tmp_path)), Path("r.jsonl"), False,
+                        lambda m: None)
+    assert [(r["protocol"], r["parties"]) for r in records] == [("oracle", 1), ("shamir", 3)]
+    assert all(r["error"] is None and r["correct"] for r in records)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    exp = load_experiment(path)
+    assert exp.queries and exp.sources and exp.paddings
