@@ -35,6 +35,13 @@ KNOWN_EXAMS: Final = {
     24323: "Comprehensive metabolic panel",
 }
 
+# The public exam vocabulary of the encoding: a report's LOINC code becomes its
+# index here (1..V), any other code 0.  It is part of the data's public schema,
+# fixed before any query (the paper's four panels, then the other DiagnosticReport
+# codes of the Synthea sample), so that an equality test on an exam type is a
+# small polynomial instead of a comparison of 17-bit codes.
+EXAM_VOCABULARY: Final = (57698, 58410, 51990, 24323, 69409, 55405, 24360)
+
 _VERHOEFF_D = (
     (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 3, 4, 0, 6, 7, 8, 9, 5),
     (2, 3, 4, 0, 1, 7, 8, 9, 5, 6), (3, 4, 0, 1, 2, 8, 9, 5, 6, 7),

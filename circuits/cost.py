@@ -2,12 +2,16 @@
 
 The vectorised backends lower each leaf the same way, which this module counts:
 
-* `Gender`/`Smoker`: one equality test of a 2-bit code.
+* `Gender`/`Smoker`: the Lagrange indicator polynomial of the code on {0..3}:
+  two multiplications, no comparison.
 * `AgeRange`: two comparisons (min < age, age < max) and one multiplication (AND).
 * `HasCondition`: the product of every (slot - code) difference, then one zero
   test: C*k - 1 multiplications in a log-depth tree instead of C*k equality tests.
-* `ExamCount`: per exam slot one equality (LOINC) and one comparison (months),
-  one multiplication (AND); then a sum (free) and one comparison with `at_least`.
+* `ExamCount`: per exam slot one comparison (months) and an exam-type test, ANDed
+  by one multiplication; then a sum (free) and one comparison with `at_least`.
+  A LOINC code in the public exam vocabulary (`codes.EXAM_VOCABULARY`) is tested
+  on the slot's vocabulary index with the Lagrange indicator polynomial (V - 1
+  multiplications, no comparison); any other code with an equality test.
 * `Not` is free (1 - x); `And`/`Or` of k children cost k - 1 multiplications.
 
 Depth counts layers of dependent secure operations (a comparison or a zero
@@ -20,8 +24,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from circuits.codes import EXAM_VOCABULARY
 from circuits.ir import (MAX_AGE, MAX_MONTHS, AgeRange, And, ExamCount, Gender, HasCondition, Node,
-                         Not, Or, Smoker)
+                         Not, Or, Smoker, leaves)
 
 
 @dataclass(frozen=True)
@@ -29,12 +34,25 @@ class DataBounds:
     """Public upper bounds on the data's codes (published with the data, like the padding)."""
     max_condition_code: int = 10**18 - 1
     max_exam_code: int = 10**7 - 1
+    exam_vocabulary: tuple[int, ...] = EXAM_VOCABULARY
 
     @staticmethod
     def covering(max_condition: int, max_exam: int) -> DataBounds:
         """Bounds rounded up to a power of two minus one, so only a bit length is revealed."""
         return DataBounds((1 << max(max_condition, 1).bit_length()) - 1,
                           (1 << max(max_exam, 1).bit_length()) - 1)
+
+    def exam_index(self, loinc: int) -> int | None:
+        """Index of a LOINC code in the exam vocabulary (1..V), None when outside it."""
+        try:
+            return self.exam_vocabulary.index(loinc) + 1
+        except ValueError:
+            return None
+
+    @property
+    def exam_domain(self) -> int:
+        """Number of values a vocabulary index takes (0 is 'other')."""
+        return len(self.exam_vocabulary) + 1
 
 
 def signed_bits(lo: int, hi: int) -> int:
@@ -49,7 +67,7 @@ class Cost:
     equalities: int = 0
     multiplications: int = 0
     depth: int = 0
-    max_bits: int = 0  # widest comparison or equality operand (signed bits)
+    max_bits: int = 0  # widest comparison operand, in signed bits (zero tests need none)
 
     def beside(self, other: Cost) -> Cost:
         """Both, evaluated in parallel."""
@@ -67,6 +85,12 @@ MONTH_BITS = signed_bits(-MAX_MONTHS - 1, MAX_MONTHS + 1)
 CODE_BITS = signed_bits(-3, 3)
 
 
+def field_bits_needed(node: Node, bounds: DataBounds) -> int:
+    """Bits the prime field must exceed: condition-code differences must not wrap to 0."""
+    return max((condition_code_bits(bounds, leaf) for leaf in leaves(node)
+                if isinstance(leaf, HasCondition)), default=0)
+
+
 def exam_code_bits(bounds: DataBounds, node: ExamCount) -> int:
     return signed_bits(-max(node.loinc, bounds.max_exam_code), max(node.loinc, bounds.max_exam_code))
 
@@ -80,6 +104,11 @@ def count_bits(slots: int, at_least: int) -> int:
     return signed_bits(-at_least, slots)
 
 
+def indicator_multiplications(domain: int) -> int:
+    """Multiplications of the Lagrange indicator [x == v] for x in {0..domain-1}."""
+    return domain - 2
+
+
 def _log2(k: int) -> int:
     return math.ceil(math.log2(k)) if k > 1 else 0
 
@@ -87,17 +116,21 @@ def _log2(k: int) -> int:
 def estimate(node: Node, conditions: int, exams: int, bounds: DataBounds = DataBounds()) -> Cost:
     """Per-patient cost of `node` with C condition slots and E exam slots."""
     if isinstance(node, (Gender, Smoker)):
-        return Cost(equalities=1, depth=1, max_bits=CODE_BITS)
+        return Cost(multiplications=indicator_multiplications(4), depth=_log2(3))
     if isinstance(node, AgeRange):
         return Cost(comparisons=2, multiplications=1, depth=2, max_bits=AGE_BITS)
     if isinstance(node, HasCondition):
         factors = conditions * len(node.codes)
-        return Cost(equalities=1, multiplications=factors - 1, depth=_log2(factors) + 1,
-                    max_bits=condition_code_bits(bounds, node))
+        return Cost(equalities=1, multiplications=factors - 1, depth=_log2(factors) + 1)
     if isinstance(node, ExamCount):
+        count = count_bits(exams, node.at_least)
+        if bounds.exam_index(node.loinc) is not None:
+            k = indicator_multiplications(bounds.exam_domain)
+            return Cost(comparisons=exams + 1, multiplications=exams * (k + 1),
+                        depth=max(_log2(bounds.exam_domain - 1), 1) + 2,
+                        max_bits=max(MONTH_BITS, count))
         return Cost(comparisons=exams + 1, equalities=exams, multiplications=exams, depth=3,
-                    max_bits=max(exam_code_bits(bounds, node), MONTH_BITS,
-                                 count_bits(exams, node.at_least)))
+                    max_bits=max(exam_code_bits(bounds, node), MONTH_BITS, count))
     if isinstance(node, Not):
         return estimate(node.child, conditions, exams, bounds)
     if isinstance(node, (And, Or)):

@@ -54,6 +54,7 @@ class EngineSpec(_Model):
     bit_length: Annotated[int, Field(ge=8, le=256)] | None = None
     populations: list[str] | None = None  # run this engine on these populations only
     ssl: bool = False  # MPyC --ssl: TLS between parties, certificates made per cell
+    batch_size: Annotated[int, Field(ge=1)] = 10_000  # vectorised: patients per batch
 
     @model_validator(mode="before")
     @classmethod

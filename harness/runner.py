@@ -70,7 +70,8 @@ class MpycCell:
         job = Job(self.spec.protocol, {"root": to_plain(self.query.root),
                                        "output": self.query.output.value},
                   self.spec.bit_length, len(self.pop), self.pop.slots, bounds_of(self.pop),
-                  self.pop.padding.exact, self.data_path, self.counts_path, str(rundir))
+                  self.pop.padding.exact, self.data_path, self.counts_path, str(rundir),
+                  self.spec.batch_size)
         job_path = rundir / "job.json"
         job.write(job_path)
         env = dict(os.environ, COHORTBENCH_JOB=str(job_path),

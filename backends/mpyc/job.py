@@ -26,6 +26,7 @@ class Job:
     data_path: str  # party 0's private inputs (npz); other parties never read it
     counts_path: str  # public per-patient counts when exact, else ""
     result_path: str  # each party writes result-<pid>.json here
+    batch_size: int = 10_000  # patients per vectorised batch (bounds memory; rounds x batches)
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))
@@ -34,7 +35,8 @@ class Job:
     def read(path: Path) -> Job:
         d = json.loads(path.read_text())
         d["slots"] = tuple(d["slots"])
-        d["bounds"] = DataBounds(**d["bounds"])
+        d["bounds"] = DataBounds(**{**d["bounds"],
+                                    "exam_vocabulary": tuple(d["bounds"]["exam_vocabulary"])})
         return Job(**d)
 
 

@@ -18,42 +18,67 @@ from mpyc.runtime import mpc
 
 from backends.mpyc.job import COLUMNS, Job
 from backends.mpyc.paper_loop import PaperPatient
-from backends.mpyc.vectorised import Columns, Vectorised
+from backends.mpyc.vectorised import Vectorised
 from circuits import cost
 from circuits.ir import Output, Query, from_plain, leaves
 
 
 def derived_bit_length(job: Job, query) -> int:
-    """Widest comparison the query needs on this data's public ranges."""
+    """Widest comparison the query needs on the data's public ranges, widened until
+    MPyC's prime field (about bit_length + 32 bits) exceeds every code difference."""
     widths = [cost.estimate(leaf, *job.slots, job.bounds).max_bits for leaf in leaves(query.root)]
-    return max(widths)
-
-
-def _shapes(job: Job) -> dict[str, tuple[int, ...]]:
-    n, (c, e) = job.size, job.slots
-    return {"age": (n,), "gender": (n,), "smoker": (n,), "conditions": (n, c),
-            "exam_codes": (n, e), "exam_months": (n, e)}
+    bit_length = max(widths + [8])
+    while mpc.SecInt(bit_length).field.order.bit_length() <= cost.field_bits_needed(query.root, job.bounds):
+        bit_length += 1
+    return bit_length
 
 
 def _private(job: Job) -> dict[str, np.ndarray]:
-    shapes = _shapes(job)
-    if mpc.pid == 0:
-        with np.load(job.data_path) as data:
-            return {c: data[c] for c in COLUMNS}
-    return {c: np.zeros(shapes[c], dtype=np.int64) for c in COLUMNS}
+    """Party 0's columns (with exam types encoded on the public vocabulary); zeros elsewhere."""
+    n, (c, e) = job.size, job.slots
+    if mpc.pid != 0:
+        shapes = {"age": (n,), "gender": (n,), "smoker": (n,), "conditions": (n, c),
+                  "exam_codes": (n, e), "exam_index": (n, e), "exam_months": (n, e)}
+        return {name: np.zeros(shape, dtype=np.int64) for name, shape in shapes.items()}
+    with np.load(job.data_path) as data:
+        cols = {name: data[name] for name in COLUMNS}
+    vocabulary = np.array((0, *job.bounds.exam_vocabulary), dtype=np.int64)
+    order = np.argsort(vocabulary)
+    pos = np.searchsorted(vocabulary, cols["exam_codes"], sorter=order).clip(0, len(order) - 1)
+    found = vocabulary[order[pos]] == cols["exam_codes"]
+    cols["exam_index"] = np.where(found, order[pos], 0)
+    return cols
 
 
 async def vectorised(job: Job, query, secint) -> object:
+    """All patients at once, in batches of `job.batch_size` to bound memory."""
     data = _private(job)
-    shared = {c: mpc.input(secint.array(data[c]), senders=0) for c in COLUMNS}
     mask = None
     if job.exact:
         with np.load(job.counts_path) as counts:
             mask = np.arange(job.slots[1]) < counts["exams"][:, None]
-    bits = Vectorised(mpc, Columns(**shared), job.bounds, mask).eval(query.root)
+    bits_out: list[int] = []
+    total = None
+    for lo in range(0, job.size, job.batch_size):
+        hi = min(lo + job.batch_size, job.size)
+        shared: dict[str, object] = {}
+
+        def column(name: str, lo: int = lo, hi: int = hi, shared: dict = shared):
+            if name not in shared:
+                shared[name] = mpc.input(secint.array(data[name][lo:hi]), senders=0)
+            return shared[name]
+
+        bits = Vectorised(mpc, column, job.bounds, job.slots,
+                          None if mask is None else mask[lo:hi]).eval(query.root)
+        if query.output is Output.COUNT:
+            total = mpc.np_sum(bits) if total is None else total + mpc.np_sum(bits)
+            await mpc.barrier(f"batch-{lo}")
+        else:
+            got = await mpc.output(bits, receivers=0)
+            bits_out.extend([] if got is None else got.tolist())
     if query.output is Output.COUNT:
-        return await mpc.output(mpc.np_sum(bits))
-    return await mpc.output(bits, receivers=0)
+        return await mpc.output(total)
+    return bits_out if mpc.pid == 0 else None
 
 
 async def paper_loop(job: Job, query, secint) -> object:
@@ -95,10 +120,8 @@ async def main() -> None:
     result = await run(job, query, secint)
     compute_s = time.perf_counter() - t0
     await mpc.shutdown()
-    if isinstance(result, (list, np.ndarray)) and len(result) and result[0] is None:
-        result = None  # not a receiver
-    elif result is not None and not isinstance(result, int):
-        result = [int(b) for b in np.asarray(result).reshape(-1)]
+    if isinstance(result, list):
+        result = None if any(b is None for b in result) else [int(b) for b in result]
     record = {"pid": mpc.pid, "bit_length": bit_length, "compute_s": compute_s, "result": result,
               "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
     Path(job.result_path, f"result-{mpc.pid}.json").write_text(json.dumps(record))

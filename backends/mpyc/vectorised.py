@@ -3,11 +3,13 @@
 Each leaf becomes a few array operations on every patient together, so the
 number of communication rounds depends on the query, not on the population.
 The lowering is the one `circuits.cost` counts; comparison widths come from
-the public ranges there, so each secure comparison uses only the bits needed.
+the public ranges there, so each secure comparison uses only the bits needed,
+and small public domains (gender, smoking status, exam types in the public
+vocabulary) are tested with an indicator polynomial instead of a comparison.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -16,34 +18,29 @@ from circuits.cost import DataBounds
 from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, Node, Not, Or, Smoker
 
 
-@dataclass
-class Columns:
-    """The secret-shared population: (N,) vectors and (N, slots) matrices."""
-    age: object
-    gender: object
-    smoker: object
-    conditions: object
-    exam_codes: object
-    exam_months: object
-
-
 class Vectorised:
-    """Translator of IR nodes to secure 0/1 arrays of shape (N,)."""
+    """Translator of IR nodes to secure 0/1 arrays of shape (N,).
 
-    def __init__(self, mpc, columns: Columns, bounds: DataBounds, exam_mask: np.ndarray | None):
+    `column(name)` returns a secret-shared column (age, gender, smoker: (N,);
+    conditions: (N, C); exam_codes, exam_index, exam_months: (N, E)); columns are
+    input on first use, so a query only pays for the data it reads.
+    """
+
+    def __init__(self, mpc, column: Callable[[str], object], bounds: DataBounds,
+                 slots: tuple[int, int], exam_mask: np.ndarray | None):
         self.mpc = mpc
-        self.col = columns
+        self.column = column
         self.bounds = bounds
-        # With exact padding (public counts) only real exam slots are compared.
+        self.slots = slots
+        # With exact padding (public counts) only real exam slots are tested.
         self.exam_mask = exam_mask
 
     def eval(self, node: Node):
         mpc = self.mpc
         if isinstance(node, (Gender, Smoker)):
-            x = self.col.gender if isinstance(node, Gender) else self.col.smoker
-            return mpc.np_sgn(x - node.code, l=cost.CODE_BITS, EQ=True)
+            return self._indicator(self.column(type(node).__name__.lower()), node.code, 4)
         if isinstance(node, AgeRange):
-            age = self.col.age
+            age = self.column("age")
             below = mpc.np_stack((age - node.max_exclusive, node.min_exclusive - age))
             lt = mpc.np_sgn(below, l=cost.AGE_BITS, LT=True)
             return lt[0] * lt[1]
@@ -62,6 +59,17 @@ class Vectorised:
     def _product(self, xs: list):
         return xs[0] if len(xs) == 1 else self.mpc.np_prod(self.mpc.np_stack(xs), axis=0)
 
+    def _indicator(self, x, value: int, domain: int):
+        """[x == value] for x known to lie in {0..domain-1}: the Lagrange basis polynomial
+        prod_{j != value} (x - j) / (value - j), with no comparison and no random bits."""
+        p = x.sectype.field.order
+        scale = 1
+        for j in range(domain):
+            if j != value:
+                scale = scale * (value - j) % p
+        factors = self.mpc.np_stack([x - j for j in range(domain) if j != value])
+        return self.mpc.np_prod(factors, axis=0) * pow(scale, -1, p)
+
     def _any_condition(self, node: HasCondition):
         """Any slot equal to any code <=> the product of all differences is 0 (mod p).
 
@@ -71,27 +79,33 @@ class Vectorised:
         public `np_equal` uses it only for wide types, so it is called directly.
         """
         mpc = self.mpc
-        conds = self.col.conditions
+        conds = self.column("conditions")
         field_bits = conds.sectype.field.order.bit_length()
-        if cost.condition_code_bits(self.bounds, node) >= field_bits:
-            raise ValueError(f"SNOMED codes need {cost.condition_code_bits(self.bounds, node)} "
-                             f"bits, the field has {field_bits}: raise bit_length")
+        needed = cost.condition_code_bits(self.bounds, node)
+        if needed >= field_bits:
+            raise ValueError(f"SNOMED codes need {needed} bits, the field has {field_bits}: "
+                             "raise bit_length")
         factors = mpc.np_hstack([conds - c for c in node.codes])  # (N, C*k)
         return mpc._np_is_zero(mpc.np_prod(factors, axis=1))
 
     def _exam_count(self, node: ExamCount):
         mpc = self.mpc
-        codes, months = self.col.exam_codes, self.col.exam_months
         mask = self.exam_mask
+        index = self.bounds.exam_index(node.loinc)
+        kinds = self.column("exam_index" if index is not None else "exam_codes")
+        months = self.column("exam_months")
         if mask is not None:
-            codes, months = codes[mask], months[mask]
-        same = mpc.np_sgn(codes - node.loinc, l=cost.exam_code_bits(self.bounds, node), EQ=True)
+            kinds, months = kinds[mask], months[mask]
+        if index is not None:
+            same = self._indicator(kinds, index, self.bounds.exam_domain)
+        else:
+            same = mpc.np_sgn(kinds - node.loinc, l=cost.exam_code_bits(self.bounds, node), EQ=True)
         recent = mpc.np_sgn(months - (node.within_months + 1), l=cost.MONTH_BITS, LT=True)
         hits = same * recent
         if mask is not None:
-            zeros = type(self.col.exam_codes)(np.zeros(mask.shape, dtype=np.int64))
+            zeros = type(self.column("exam_months"))(np.zeros(mask.shape, dtype=np.int64))
             hits = mpc.np_update(zeros, mask, hits)
         count = mpc.np_sum(hits, axis=1)
-        slots = self.col.exam_codes.shape[1]
-        short = mpc.np_sgn(count - node.at_least, l=cost.count_bits(slots, node.at_least), LT=True)
+        short = mpc.np_sgn(count - node.at_least, l=cost.count_bits(self.slots[1], node.at_least),
+                           LT=True)
         return 1 - short
