@@ -18,11 +18,9 @@ from circuits.errors import InputError, from_pydantic
 from circuits.ir import Query
 from circuits.population import EXACT, Padding
 from circuits.queryfile import load_query, parse_query, read_structured
+from harness.networks import PROFILES, Network, parse_network
+from harness.relay import LinkShape
 from harness.sources import Source, parse_source
-
-# Networks the harness can realise today.  Latency and bandwidth injection (the
-# relay) arrives with the network-emulation work; until then only loopback runs.
-NETWORKS = {"loopback": {"delay_ms": 0.0, "bandwidth_mbit": None}}
 
 
 def _check_padding(v: Any) -> Any:
@@ -90,7 +88,8 @@ class Config(_Model):
     padding: _PaddingSpec = Field(default_factory=lambda: {"conditions": 16, "exams": 32})
     paddings: Annotated[list[_PaddingSpec], Field(min_length=1)] | None = None  # a padding axis
     engines: Annotated[list[EngineSpec], Field(min_length=1)]
-    networks: Annotated[list[str], Field(min_length=1)] = ["loopback"]
+    networks: Annotated[list[Union[str, dict[str, Any]]], Field(min_length=1)] = ["loopback"]
+    network_profiles: dict[str, dict[str, Any]] = {}  # user profiles, beside the built-in ones
     repeats: Annotated[int, Field(ge=1)] = 3
     warmup: Annotated[int, Field(ge=0)] = 1
     timeout_s: Annotated[float, Field(gt=0)] = 300
@@ -112,15 +111,20 @@ class Config(_Model):
                                      f"config's populations {self.populations}")
         return self
 
-    @field_validator("networks")
-    @classmethod
-    def _networks(cls, v: list[str]) -> list[str]:
-        for name in v:
-            if name not in NETWORKS:
-                raise ValueError(f"network {name!r} is not available: latency and bandwidth "
-                                 "injection is not implemented yet; use loopback")
-        return v
+    def profiles(self) -> dict[str, LinkShape | None]:
+        out = dict(PROFILES)
+        for name, spec in self.network_profiles.items():
+            out[name] = parse_network(spec, PROFILES).default
+        return out
 
+    @model_validator(mode="after")
+    def _networks(self) -> Config:
+        for i, spec in enumerate(self.networks):
+            try:
+                parse_network(spec, self.profiles())
+            except ValueError as e:
+                raise ValueError(f"networks[{i}]: {e}") from None
+        return self
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,7 @@ class Experiment:
     config: Config
     queries: tuple[Query, ...]
     paddings: tuple[Padding, ...]
+    networks: tuple[Network, ...]
     sources: tuple[Source, ...]
     warnings: tuple[str, ...]
 
@@ -175,4 +180,7 @@ def load_experiment(path: Path) -> Experiment:
             raise InputError(source, "as_of", f"populations[{i}] is FHIR data, which needs a "
                              "reference date", "add as_of: YYYY-MM-DD")
         sources.append(src)
-    return Experiment(path, config, tuple(queries), paddings, tuple(sources), tuple(warnings))
+    profiles = config.profiles()
+    networks = tuple(parse_network(spec, profiles) for spec in config.networks)
+    return Experiment(path, config, tuple(queries), paddings, networks, tuple(sources),
+                      tuple(warnings))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +16,25 @@ from circuits.oracle import Cohort, cohort
 from circuits.population import Population
 from harness.certs import make_mpyc_certs
 from harness.config import EngineSpec
+from harness.networks import Network, PROFILES
 from harness.parties import free_ports, run_group
+from harness.relay import Relay, routes_for_full_mesh
 
 REPO = Path(__file__).resolve().parent.parent
 PLAIN = {"security": "none", "majority": "none"}
+LOOPBACK = Network("loopback", PROFILES["loopback"])
+
+
+@contextmanager
+def relayed(network: Network, parties: int, ports: list[int]):
+    """Each party's view of the others' ports, through a relay unless `network` is direct."""
+    if not network.relayed:
+        yield [list(ports) for _ in range(parties)], None
+        return
+    with Relay(routes_for_full_mesh(parties, ports), network.shape, parties=parties) as relay:
+        views = [[relay.port_for(i, j) if j > i else ports[j] for j in range(parties)]
+                 for i in range(parties)]
+        yield views, relay
 
 
 @dataclass(frozen=True)
@@ -64,7 +80,7 @@ class MpycCell:
         if spec.ssl:
             make_mpyc_certs(workdir, spec.parties)
 
-    def run(self, name: str, timeout_s: float) -> Outcome:
+    def run(self, name: str, timeout_s: float, network: Network = LOOPBACK) -> Outcome:
         rundir = self.workdir / name
         rundir.mkdir(parents=True, exist_ok=True)
         job = Job(self.spec.protocol, {"root": to_plain(self.query.root),
@@ -77,8 +93,10 @@ class MpycCell:
         env = dict(os.environ, COHORTBENCH_JOB=str(job_path),
                    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
         m = self.spec.parties
-        group = run_group(mpyc_launch.commands(m, free_ports(m), self.spec.ssl), env, rundir,
-                          timeout_s, cwd=self.workdir)
+        ports = free_ports(m)
+        with relayed(network, m, ports) as (views, relay):
+            group = run_group(mpyc_launch.commands(views, self.spec.ssl), env, rundir, timeout_s,
+                              cwd=self.workdir)
         failure = group.failure()
         if failure:
             return Outcome(group.wall_s, {}, None, False, f"{failure}\n{group.log_tail()}")
@@ -93,6 +111,10 @@ class MpycCell:
             "peak_rss_kib_by_party": [r.peak_rss_kib for r in reports],
             "bit_length": reports[0].bit_length,
         }
+        if relay is not None:
+            stats = relay.stats().to_json()
+            figures.update(rounds=stats["rounds"], messages=sum(map(sum, stats["messages_by_link"])),
+                           bytes_by_link=stats["bytes_by_link"], relay_bytes=stats["bytes_total"])
         answers = [r.result for r in reports]
         size, correct, error = check(self.query, self.expected, answers[0])
         if correct and self.query.output is Output.COUNT and len(set(map(str, answers))) != 1:

@@ -13,7 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from backends.mpyc import launch as mpyc_launch
 from circuits.errors import InputError
 from harness import meta, results, sources
-from harness.config import NETWORKS, EngineSpec, Experiment
+from harness.config import EngineSpec, Experiment
+from harness.networks import Network
 from harness.runner import PLAIN, MpycCell, Outcome, run_plain
 from harness.sources import Source
 from circuits.ir import Query
@@ -25,22 +26,23 @@ class Cell:
     engine: EngineSpec
     source: Source
     padding: Padding
-    network: str
+    network: Network
     query: Query
 
     def key(self, exp: Experiment) -> str:
-        text = json.dumps([self.engine.model_dump(mode="json"), self.source.text, self.network,
+        text = json.dumps([self.engine.model_dump(mode="json"), self.source.text,
+                           self.network.record(),
                            self.padding.label(), self.query.ir_hash, str(exp.config.as_of)])
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def label(self) -> str:
-        return f"{self.engine.label} {self.query.name} {self.source.text} {self.padding.label()} {self.network}"
+        return f"{self.engine.label} {self.query.name} {self.source.text} {self.padding.label()} {self.network.name}"
 
 
 def cells(exp: Experiment) -> list[Cell]:
     """Population and padding outermost (each encoded once), then network, query, engine."""
     return [Cell(e, s, p, n, q) for s in exp.sources for p in exp.paddings
-            for n in exp.config.networks for q in exp.queries for e in exp.config.engines
+            for n in exp.networks for q in exp.queries for e in exp.config.engines
             if e.populations is None or s.text in e.populations]
 
 
@@ -89,7 +91,8 @@ def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], No
                     current = (cell, runner)
                 runner = current[1]
                 name = f"{'warmup' if warm else 'repeat'}-{rep}"
-                outcome = runner.run(name, exp.config.timeout_s) if runner else run_plain(cell.query, pop)
+                outcome = (runner.run(name, exp.config.timeout_s, cell.network) if runner
+                           else run_plain(cell.query, pop))
                 record = _record(exp, cell, pop, rep, warm, outcome, sweep_meta,
                                  runs_dir / cell.key(exp) / name if runner else None)
                 writer.append(record)
@@ -106,7 +109,6 @@ def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], No
 
 def _record(exp: Experiment, cell: Cell, pop, rep: int, warm: bool, o: Outcome, sweep_meta: dict,
             logs: Path | None) -> dict:
-    net = NETWORKS[cell.network]
     security = mpyc_launch.SECURITY if cell.engine.engine == "mpyc" else PLAIN
     f = o.figures
     return {
@@ -117,10 +119,12 @@ def _record(exp: Experiment, cell: Cell, pop, rep: int, warm: bool, o: Outcome, 
         "slots": list(pop.slots),
         "query": {"name": cell.query.name, "ir_hash": cell.query.ir_hash,
                   "output": cell.query.output.value},
-        "network": {"name": cell.network, **net}, "bit_length": f.get("bit_length"),
+        "network": cell.network.record(), "bit_length": f.get("bit_length"),
         "repeat": rep, "warmup": warm, "wall_s": o.wall_s, "engine_s": f.get("engine_s"),
         "compute_s": f.get("compute_s"), "bytes_sent": f.get("bytes_sent"),
-        "bytes_by_party": f.get("bytes_by_party"), "rounds": None,
+        "bytes_by_party": f.get("bytes_by_party"), "rounds": f.get("rounds"),
+        "messages": f.get("messages"), "bytes_by_link": f.get("bytes_by_link"),
+        "relay_bytes": f.get("relay_bytes"),
         "peak_rss_kib_by_party": f.get("peak_rss_kib_by_party"),
         "cohort_size": o.cohort_size, "correct": o.correct, "error": o.error,
         "logs": str(logs) if logs else None, "compare_to": exp.config.compare_to,

@@ -51,7 +51,7 @@ timeout_s: 60
      "2 parties cannot run Shamir with an honest majority; use 3 or more"),
     ("engines:\n  - {engine: mpyc, protocol: spdz}", "engines[0]", "unknown MPyC protocol"),
     ("engines:\n  - {engine: mpyc}\nrepeat: 3", "repeat", "unknown key"),
-    ("engines:\n  - {engine: mpyc}\nnetworks: [wan]", "networks", "not available"),
+    ("engines:\n  - {engine: mpyc}\nnetworks: [moon]", "", "unknown network"),
     ("engines: []", "engines", "at least 1"),
 ])
 def test_config_errors_name_file_and_key(tmp_path, body, where, says):
@@ -188,3 +188,18 @@ def test_relative_paths_and_plain_defaults(tmp_path, monkeypatch):
 def test_shipped_configs_load(path):
     exp = load_experiment(path)
     assert exp.queries and exp.sources and exp.paddings
+
+
+def test_relayed_network_counts_rounds_and_bytes(tmp_path):
+    cfg = config(tmp_path, "  - {engine: mpyc, protocol: shamir}", populations="[synthetic:20]",
+                 extra="networks: [loopback, {profile: lan, links: {'0-2': {delay_ms: 5}}}]")
+    records = run_sweep(load_experiment(cfg), tmp_path / "r.jsonl", False, lambda m: None)
+    direct, relayed = records
+    assert direct["rounds"] is None and direct["network"]["relayed"] is False
+    assert relayed["error"] is None and relayed["correct"]
+    assert relayed["rounds"] > 2 and relayed["messages"] > 0
+    assert relayed["network"]["links"]["0->2"]["delay_ms"] == 5
+    matrix = relayed["bytes_by_link"]
+    assert len(matrix) == 3 and all(matrix[i][i] == 0 for i in range(3))
+    # The relay sees MPyC's framed payload: within 1% of MPyC's own count.
+    assert abs(relayed["relay_bytes"] - relayed["bytes_sent"]) <= 0.01 * relayed["bytes_sent"]

@@ -11,15 +11,18 @@ SECURITY = {"security": "semi-honest", "majority": "honest"}  # Shamir, t = (m-1
 _STOP = re.compile(r"Stop MPyC -- elapsed time: (\d+):(\d+):([\d.]+)\|bytes sent: (\d+)")
 
 
-def commands(parties: int, ports: list[int], ssl: bool = False) -> list[list[str]]:
+def commands(views: list[list[int]], ssl: bool = False) -> list[list[str]]:
     """One command per party: `-M m -I i` and every party's address (its own host empty).
 
-    With `ssl`, the working directory must hold MPyC's `.config` certificates.
+    `views[i][j]` is the loopback port party i uses for party j (its own listening
+    port when j == i): the real ports, or a relay's.  With `ssl`, the working
+    directory must hold MPyC's `.config` certificates.
     """
+    parties = len(views)
     out = []
     for i in range(parties):
         addresses = []
-        for j, port in enumerate(ports):
+        for j, port in enumerate(views[i]):
             addresses += ["-P", f":{port}" if j == i else f"127.0.0.1:{port}"]
         out.append([sys.executable, "-m", "backends.mpyc.party", "-M", str(parties), "-I", str(i),
                     *addresses, *(["--ssl"] if ssl else [])])

@@ -1,0 +1,96 @@
+"""Network settings of a cell: named profiles, explicit numbers, per-link overrides.
+
+`loopback` runs the parties directly on 127.0.0.1.  Every other network routes
+each party's connections through the user-space relay (`harness.relay`), which
+injects one-way delay, jitter and bandwidth per directed link and counts bytes,
+messages and rounds.  `relay` is the relay with no shaping (its own overhead).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.relay import LinkShape
+
+PROFILES: dict[str, LinkShape | None] = {
+    "loopback": None,
+    "relay": LinkShape(),
+    "lan": LinkShape(delay_ms=0.1, bandwidth_mbit=10_000),
+    "metro": LinkShape(delay_ms=5, bandwidth_mbit=1_000),
+    "wan": LinkShape(delay_ms=25, bandwidth_mbit=100),
+    "intercontinental": LinkShape(delay_ms=75, bandwidth_mbit=50),
+}
+
+_LINK = re.compile(r"^\s*(\d+)\s*(->|-)\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class Network:
+    """A default shape for every directed link (None: direct loopback) and overrides."""
+    name: str
+    default: LinkShape | None
+    links: tuple[tuple[tuple[int, int], LinkShape], ...] = field(default=())
+
+    @property
+    def relayed(self) -> bool:
+        return self.default is not None
+
+    def shape(self, src: int, dst: int) -> LinkShape:
+        for link, shape in self.links:
+            if link == (src, dst):
+                return shape
+        return self.default or LinkShape()
+
+    def record(self) -> dict:
+        d = self.default or LinkShape()
+        out: dict[str, Any] = {"name": self.name, "relayed": self.relayed, "delay_ms": d.delay_ms,
+                               "jitter_ms": d.jitter_ms, "bandwidth_mbit": d.bandwidth_mbit}
+        if self.links:
+            out["links"] = {f"{s}->{t}": vars(shape) for (s, t), shape in self.links}
+        return out
+
+
+def _shape(spec: dict, base: LinkShape) -> LinkShape:
+    unknown = set(spec) - {"delay_ms", "jitter_ms", "bandwidth_mbit"}
+    if unknown:
+        raise ValueError(f"unknown key(s) {sorted(unknown)}; use delay_ms, jitter_ms, bandwidth_mbit")
+    return LinkShape(**{**vars(base), **spec})
+
+
+def parse_network(spec: str | dict, profiles: dict[str, LinkShape | None]) -> Network:
+    """A profile name, or {profile?, name?, delay_ms?, jitter_ms?, bandwidth_mbit?, links?}.
+
+    `links` maps "i-j" (both directions) or "i->j" (one direction) to overrides,
+    e.g. one party far away: {profile: lan, links: {"0-2": {delay_ms: 75}}}.
+    """
+    if isinstance(spec, str):
+        if spec not in profiles:
+            raise ValueError(f"unknown network {spec!r}; use one of {', '.join(profiles)} "
+                             "or {delay_ms:, bandwidth_mbit:, jitter_ms:}")
+        return Network(spec, profiles[spec])
+    spec = dict(spec)
+    base_name = spec.pop("profile", None)
+    if base_name is not None and base_name not in profiles:
+        raise ValueError(f"unknown profile {base_name!r}; use one of {', '.join(profiles)}")
+    base = profiles.get(base_name) if base_name else LinkShape()
+    links_spec = spec.pop("links", {}) or {}
+    name = spec.pop("name", None)
+    default = _shape(spec, base or LinkShape())
+    links = []
+    for key, override in links_spec.items():
+        m = _LINK.match(str(key))
+        if not m or not isinstance(override, dict):
+            raise ValueError(f"links: {key!r} must look like '0-2' or '0->2' and map to "
+                             "{delay_ms:, jitter_ms:, bandwidth_mbit:}")
+        s, arrow, t = int(m.group(1)), m.group(2), int(m.group(3))
+        shape = _shape(override, default)
+        links.append(((s, t), shape))
+        if arrow == "-":
+            links.append(((t, s), shape))
+    if name is None:
+        name = base_name or (f"{default.delay_ms:g}ms"
+                             + (f"-{default.bandwidth_mbit:g}Mbit" if default.bandwidth_mbit else ""))
+        if links:
+            name += "+links"
+    return Network(name, default, tuple(links))
