@@ -91,6 +91,15 @@ def field_bits_needed(node: Node, bounds: DataBounds) -> int:
                 if isinstance(leaf, HasCondition)), default=0)
 
 
+def paper_code_bits(leaf: Node, bounds: DataBounds) -> int:
+    """Width of a raw-code equality test (the paper's lowering): codes, not indexes."""
+    if isinstance(leaf, HasCondition):
+        return condition_code_bits(bounds, leaf)
+    if isinstance(leaf, ExamCount):
+        return exam_code_bits(bounds, leaf)
+    return 0
+
+
 def exam_code_bits(bounds: DataBounds, node: ExamCount) -> int:
     return signed_bits(-max(node.loinc, bounds.max_exam_code), max(node.loinc, bounds.max_exam_code))
 

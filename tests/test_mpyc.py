@@ -81,3 +81,17 @@ def test_tls_between_parties(tmp_path):
     cell.close()
     assert o.error is None and o.correct
     assert "connected via SSL" in (tmp_path / "tls" / "r0" / "party-0.log").read_text()
+
+
+@pytest.mark.parametrize("protocol", ["shamir", "paper-loop"])
+def test_codes_that_agree_modulo_powers_of_two_do_not_match(tmp_path, protocol):
+    """A code differing from the query's by 2^k must not match, whatever the bit length."""
+    from circuits.population import Patient
+    target = 55822004
+    people = [Patient(f"k{k}", 40, 1, 0, (target + (1 << k),), ((57698 + (1 << k), 3),))
+              for k in (8, 12, 19, 24, 32, 40)]
+    people.append(Patient("hit", 40, 1, 0, (target,), ((57698, 3),)))
+    pop = encode(people, Padding(1, 1))
+    for query in (HasCondition((target,)), ExamCount(57698, 1, 12), ExamCount(57699, 1, 12)):
+        o = run(tmp_path / type(query).__name__, protocol, 3, Query(query), pop)
+        assert o.error is None and o.correct, (query, o.error)

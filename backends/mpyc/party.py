@@ -25,8 +25,14 @@ from circuits.ir import Output, Query, from_plain, leaves
 
 def derived_bit_length(job: Job, query) -> int:
     """Widest comparison the query needs on the data's public ranges, widened until
-    MPyC's prime field (about bit_length + 32 bits) exceeds every code difference."""
+    MPyC's prime field (about bit_length + 32 bits) exceeds every code difference.
+
+    The paper's loop compares raw codes with `mpc.eq`, whose width is the type's
+    bit length, so there every code difference must fit the type itself.
+    """
     widths = [cost.estimate(leaf, *job.slots, job.bounds).max_bits for leaf in leaves(query.root)]
+    if job.protocol == "paper-loop":
+        widths += [cost.paper_code_bits(leaf, job.bounds) for leaf in leaves(query.root)]
     bit_length = max(widths + [8])
     while mpc.SecInt(bit_length).field.order.bit_length() <= cost.field_bits_needed(query.root, job.bounds):
         bit_length += 1
