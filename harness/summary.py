@@ -13,7 +13,9 @@ from harness.results import measured
 class Row:
     first: dict  # one record of the cell, for its settings
     samples: list[float]  # wall_s of the successful measured runs
-    bytes_sent: float | None
+    bytes_sent: float | None  # engine's own count, median over runs
+    relay_bytes: float | None  # the relay's count (relayed networks)
+    rounds: float | None
     runs: int
     failures: int
     correct: bool
@@ -37,10 +39,15 @@ def rows(records: list[dict]) -> list[Row]:
     out = []
     for runs in cells.values():
         ok = [r for r in runs if r["error"] is None]
-        sent = [r["bytes_sent"] for r in ok if r["bytes_sent"] is not None]
-        out.append(Row(runs[0], [r["wall_s"] for r in ok], statistics.median(sent) if sent else None,
+        out.append(Row(runs[0], [r["wall_s"] for r in ok], _median(ok, "bytes_sent"),
+                       _median(ok, "relay_bytes"), _median(ok, "rounds"),
                        len(runs), len(runs) - len(ok), all(r["correct"] for r in runs)))
     return out
+
+
+def _median(records: list[dict], key: str) -> float | None:
+    values = [r[key] for r in records if r.get(key) is not None]
+    return statistics.median(values) if values else None
 
 
 def _baseline(row: Row, all_rows: list[Row]) -> Row | None:
@@ -71,7 +78,7 @@ def table(records: list[dict]) -> Table:
     all_rows = rows(records)
     t = Table(title=f"cohortbench: {', '.join(sorted({r.first['config'] for r in all_rows}))}")
     for name in ("engine/protocol", "security", "parties", "population", "network", "median wall",
-                 "IQR", "bytes", "rounds", "cohort", "correct", "runs", "speed-up", "bytes ratio"):
+                 "IQR", "bytes", "relay bytes", "rounds", "cohort", "correct", "runs", "speed-up", "bytes ratio"):
         t.add_column(name, justify="left" if name in ("engine/protocol", "security", "network") else "right")
     for row in sorted(all_rows, key=lambda r: (r.first["config"], r.first["population"],
                                                r.first["network"]["name"], r.first["protocol"])):
@@ -82,7 +89,7 @@ def table(records: list[dict]) -> Table:
         t.add_row(f"{f['engine']}/{f['protocol']}", f"{f['security']}, {f['majority']}",
                   str(f["parties"]), str(f["population"]), f["network"]["name"],
                   _fmt(row.median, " s"), _fmt(row.iqr, " s"), _fmt(row.bytes_sent, "B"),
-                  str(f["rounds"]) if f["rounds"] is not None else "-",
+                  _fmt(row.relay_bytes, "B"), f"{row.rounds:.0f}" if row.rounds is not None else "-",
                   str(f["cohort_size"]) if f["cohort_size"] is not None else "-",
                   "[green]yes[/]" if row.correct else "[red]NO[/]",
                   f"{row.runs - row.failures}/{row.runs}",
