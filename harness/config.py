@@ -9,7 +9,7 @@ import datetime as dt
 import hashlib
 import json
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -172,8 +172,11 @@ def load_experiment(path: Path) -> Experiment:
     paddings = tuple(map(_to_padding, config.paddings or [config.padding]))
     sources = []
     for i, text in enumerate(config.populations):
+        beside = path.parent / text  # a relative path: from the cwd, else from the config
+        found = (str(beside) if not text.startswith("synthetic") and not Path(text).exists()
+                 and beside.exists() else text)
         try:
-            src = parse_source(text, source)
+            src = replace(parse_source(found, source), text=text)
         except InputError as e:
             raise InputError(source, f"populations[{i}]", e.problem, e.fix) from None
         if src.needs_as_of and config.as_of is None:
