@@ -5,7 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 RESULTS ?= results
 
-.PHONY: install test bench clean
+CI_NEW ?= $(RESULTS)/ci-new.jsonl
+REPORT_INPUTS ?= $(RESULTS)/default-latest.jsonl
+
+.PHONY: install test bench bench-ci baseline report clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +27,26 @@ bench: install
 	$(eval STAMP := $(shell date +%Y%m%d-%H%M%S))
 	$(BIN)/cohortbench run configs/default.yaml --out $(RESULTS)/default-$(STAMP).jsonl
 	ln -sf default-$(STAMP).jsonl $(RESULTS)/default-latest.jsonl
+
+# The CI grid, compared with the committed baseline: exit 1 on a regression.
+bench-ci: install
+	@mkdir -p $(RESULTS)
+	rm -rf $(CI_NEW) $(CI_NEW:.jsonl=.runs)
+	-$(BIN)/cohortbench run configs/ci.yaml --out $(CI_NEW)
+	$(BIN)/cohortbench compare baselines/ci.jsonl $(CI_NEW)
+
+# Refresh the baseline and record why: make baseline REASON="..."
+baseline: install
+	@test -n "$(REASON)" || { echo 'usage: make baseline REASON="why the baseline changes"' >&2; exit 2; }
+	rm -rf baselines/ci.new.jsonl baselines/ci.new.runs
+	$(BIN)/cohortbench run configs/ci.yaml --out baselines/ci.new.jsonl
+	mv baselines/ci.new.jsonl baselines/ci.jsonl
+	rm -rf baselines/ci.new.runs
+	printf '| %s | %s | %s |\n' "$$(git rev-parse --short=12 HEAD)$$(git diff --quiet HEAD -- . ':!baselines' || echo -dirty)" "$$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(REASON)" >> baselines/README.md
+
+# Plots, CSV and one HTML page from the latest `make bench` (REPORT_INPUTS to choose).
+report: install
+	$(BIN)/cohortbench report $(REPORT_INPUTS) --out $(RESULTS)/report
 
 clean:
 	rm -rf $(VENV) $(RESULTS) .pytest_cache .benchmarks *.egg-info

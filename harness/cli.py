@@ -15,7 +15,7 @@ from circuits.errors import InputError
 from circuits.oracle import cohort
 from circuits.population import EXACT, Padding, write_jsonl
 from circuits.queryfile import load_query
-from harness import fhir, results, sources, summary
+from harness import compare, fhir, report, results, sources, summary
 from harness.config import load_experiment
 from harness.sweep import run_sweep
 
@@ -168,6 +168,10 @@ def run(config: Path, out_path: Path, resume: bool) -> None:
 def show(results_path: Path) -> None:
     """Print the summary table of a results file."""
     out.print(summary.table(results.read(results_path, _warn)))
+
+
+cli.add_command(compare.command)
+cli.add_command(report.command)
 
 
 def main() -> None:

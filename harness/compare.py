@@ -122,10 +122,21 @@ class Comparison:
         return 1 if any(c.verdict in (REGRESSION, MISSING) for c in self.cells) else 0
 
     def to_json(self) -> dict:
-        return {"exit_code": self.exit_code, "thresholds": asdict(self.thresholds),
+        return _finite({"exit_code": self.exit_code, "thresholds": asdict(self.thresholds),
                 "normalised": self.normalised, "calibration_s": list(self.calibration),
                 "summary": {v: self.count(v) for v in _SEVERITY}, "notes": self.notes,
-                "cells": [asdict(c) for c in self.cells]}
+                "cells": [asdict(c) for c in self.cells]})
+
+
+def _finite(x):
+    """JSON has no Infinity: a ratio against a zero baseline is written as the string "inf"."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 # ---------------------------------------------------------------- calibration
@@ -420,6 +431,16 @@ def table(cmp: Comparison) -> Table:
     return t
 
 
+def provenance(path: Path, records: list[dict]) -> str:
+    """Where a results file came from: its commit(s), when it ran, how many runs."""
+    commits = sorted({(c[:12] + ("-dirty" if c.endswith("-dirty") else ""))
+                      for r in records for c in [str((r.get("meta") or {}).get("commit") or "?")]})
+    times = sorted(r["time"] for r in records if isinstance(r.get("time"), str))
+    when = f"{times[0]} .. {times[-1]}" if times else "time unknown"
+    return (f"{path} ({sum(1 for _ in results.measured(records))} measured runs; "
+            f"commit {', '.join(commits)}; {when})")
+
+
 def summary_line(cmp: Comparison) -> str:
     counts = ", ".join(f"{cmp.count(v)} {v}" for v in (OK, IMPROVED, WARN, MISSING, REGRESSION)
                        if cmp.count(v))
@@ -453,8 +474,10 @@ def command(baseline_path: Path, new_path: Path, warn_at: float, fail_at: float,
         sys.exit(2)
     cmp = compare(base, new, Thresholds(warn=warn_at, fail=fail_at))
     if as_json:
-        print(json.dumps(cmp.to_json(), indent=2, default=str))
+        print(json.dumps(cmp.to_json(), indent=2, default=str, allow_nan=False))
     else:
+        out.print(f"baseline: {provenance(baseline_path, base)}", soft_wrap=True)
+        out.print(f"new:      {provenance(new_path, new)}", soft_wrap=True)
         out.print(table(cmp))
         for note in cmp.notes:
             out.print(f"note: {note}")

@@ -8,6 +8,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from harness.compare import calibrate
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -46,6 +48,7 @@ def collect(config_hash: str) -> dict:
         "engines": {"mpyc": _version("mpyc"), "gmpy2": _version("gmpy2"), "numpy": _version("numpy")},
         "python": platform.python_version(), "cpu": cpu_model(), "cores": os.cpu_count(),
         "hostname": socket.gethostname(), "config_hash": config_hash,
+        "calibration_s": calibrate(),
     }
 
 

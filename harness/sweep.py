@@ -32,7 +32,8 @@ class Cell:
     def key(self, exp: Experiment) -> str:
         text = json.dumps([self.engine.model_dump(mode="json"), self.source.text,
                            self.network.record(),
-                           self.padding.label(), self.query.ir_hash, str(exp.config.as_of)])
+                           self.padding.label(), self.query.name, self.query.ir_hash,
+                           str(exp.config.as_of)])
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def label(self) -> str:

@@ -1,0 +1,838 @@
+"""The report (`cohortbench report RESULTS.jsonl... --out DIR`): plots, one HTML page, a CSV.
+
+Writes into DIR:
+
+* `report.html`: one self-contained page (no external resources: CSS inline, plots
+  embedded as base64 PNG) with the run metadata, the summary table per cell, every
+  figure the data supports, the figures it does not (and why), and failed runs;
+* `cells.csv`: one row per cell (median, quartiles and IQR of the wall time, bytes,
+  bytes per party, rounds, cohort size, correctness, run counts);
+* one PNG per supported figure:
+  - `time_vs_population.png`: median wall time against the population, per protocol,
+    log-log, IQR error bars (series with at least two populations);
+  - `time_vs_network.png`: median wall time per network profile, per protocol
+    (series run on at least two networks);
+  - `bytes_per_party.png`: bytes each party sent, per protocol, at the protocol's
+    largest population;
+  - `security_model.png`: median time relative to the fastest semi-honest protocol at
+    the same population, network and query, bars grouped by security and majority
+    (contexts with at least two protocols);
+  - the paper-reproduction figures (configs/paper.yaml and configs/paper-slots.yaml):
+    `paper_time_vs_population.png` (Figure 7: config `paper`, 5 to 100 patients, one panel
+    per protocol, one line per criterion), `paper_bytes_per_criterion.png` (Figure 8:
+    config `paper`, one bar per query name, e.g. age, smoker, gender) and
+    `paper_bytes_vs_slots.png` (Figure 9: config `paper-slots`, bytes against the
+    condition/exam slots per patient for its condition/exams queries; queries named
+    `conditions-N` / `exams-N` in any config count too, with that N).
+
+A figure the data does not support is skipped, and the page says why.
+
+Statistics are computed from the raw measured samples (warmups are not counted) of
+the runs that finished and agreed with the oracle; cells are identified by config
+name and cell hash, so several results files (or resumed sweeps) can be combined.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as dt
+import io
+import re
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import click
+from rich.console import Console
+
+from circuits.errors import InputError
+from harness.compare import load
+from harness.results import measured
+
+PAPER, PAPER_SLOTS = "paper", "paper-slots"  # the paper-reproduction configs
+PAPER_POPULATIONS = (5, 100)
+_SLOTS_QUERY = re.compile(r"^(conditions|exams)-(\d+)$")
+MB = 1e6
+
+
+# ---------------------------------------------------------------- per-cell statistics
+
+def _median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def _quartiles(xs: list[float]) -> tuple[float, float] | None:
+    if not xs:
+        return None
+    if len(xs) == 1:
+        return xs[0], xs[0]
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+@dataclass
+class CellStats:
+    """One cell (config + cell hash): its settings and statistics over its measured runs."""
+    first: dict
+    runs: list[dict]
+    ok: list[dict] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ok = [r for r in self.runs if r.get("error") is None and r.get("correct")]
+
+    # settings
+    @property
+    def config(self) -> str:
+        return self.first["config"]
+
+    @property
+    def protocol(self) -> str:
+        f = self.first
+        return f"{f.get('engine')}/{f.get('protocol')}/{f.get('parties')}p"
+
+    @property
+    def population(self) -> int:
+        return int(self.first.get("population") or 0)
+
+    @property
+    def network(self) -> str:
+        return (self.first.get("network") or {}).get("name", "?")
+
+    @property
+    def network_order(self) -> tuple:
+        n = self.first.get("network") or {}
+        bw = n.get("bandwidth_mbit")
+        return (n.get("delay_ms") or 0.0, -(bw if bw is not None else float("inf")), self.network)
+
+    @property
+    def network_label(self) -> str:
+        n = self.first.get("network") or {}
+        bw = n.get("bandwidth_mbit")
+        return (f"{self.network}\n{n.get('delay_ms') or 0:g} ms, "
+                + (f"{bw:g} Mbit/s" if bw is not None else "unlimited"))
+
+    @property
+    def query(self) -> str:
+        return (self.first.get("query") or {}).get("name", "?")
+
+    @property
+    def padding(self) -> str:
+        p = self.first.get("padding") or {}
+        return f"C={p.get('conditions', '?')},E={p.get('exams', '?')}"
+
+    @property
+    def security(self) -> tuple[str, str]:
+        return str(self.first.get("security", "?")), str(self.first.get("majority", "?"))
+
+    # statistics
+    @property
+    def walls(self) -> list[float]:
+        return [float(r["wall_s"]) for r in self.ok if r.get("wall_s") is not None]
+
+    @property
+    def wall(self) -> float | None:
+        return _median(self.walls)
+
+    @property
+    def wall_q(self) -> tuple[float, float] | None:
+        return _quartiles(self.walls)
+
+    def _figure(self, key: str) -> list[float]:
+        return [float(r[key]) for r in self.ok if r.get(key) is not None]
+
+    @property
+    def bytes_sent(self) -> float | None:
+        return _median(self._figure("bytes_sent"))
+
+    @property
+    def bytes_deterministic(self) -> bool | None:
+        b = self._figure("bytes_sent")
+        return len(set(b)) == 1 if len(b) > 1 else None
+
+    @property
+    def bytes_by_party(self) -> list[float] | None:
+        per = [r["bytes_by_party"] for r in self.ok if r.get("bytes_by_party")]
+        if not per or len({len(p) for p in per}) != 1:
+            return None
+        return [statistics.median(col) for col in zip(*per)]
+
+    @property
+    def rounds(self) -> float | None:
+        return _median(self._figure("rounds"))
+
+    @property
+    def cohort(self) -> int | None:
+        sizes = sorted({r["cohort_size"] for r in self.ok if r.get("cohort_size") is not None})
+        return sizes[0] if len(sizes) == 1 else None
+
+    @property
+    def correct(self) -> bool:
+        return bool(self.runs) and all(r.get("error") is None and r.get("correct") for r in self.runs)
+
+    @property
+    def peak_rss_kib(self) -> float | None:
+        peaks = [max(r["peak_rss_kib_by_party"]) for r in self.ok if r.get("peak_rss_kib_by_party")]
+        return max(peaks) if peaks else None
+
+
+def cells(records: list[dict]) -> list[CellStats]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in measured(records):
+        groups.setdefault((r["config"], r["cell"]), []).append(r)
+    out = [CellStats(runs[0], runs) for runs in groups.values()]
+    return sorted(out, key=lambda c: (c.config, c.query, c.population, c.network_order, c.protocol))
+
+
+def _speedups(all_cells: list[CellStats]) -> dict[int, tuple[float | None, float | None]]:
+    """Per cell: speed-up and bytes ratio against its config's compare_to cell (as `show` does)."""
+    out = {}
+    for c in all_cells:
+        want = c.first.get("compare_to")
+        base = None
+        if want:
+            base = next((o for o in all_cells if o.config == c.config
+                         and o.first.get("population_source") == c.first.get("population_source")
+                         and o.network == c.network and o.query == c.query
+                         and all(o.first.get(k) == v for k, v in want.items())), None)
+        speed = base.wall / c.wall if base and base.wall and c.wall else None
+        ratio = c.bytes_sent / base.bytes_sent if base and base.bytes_sent and c.bytes_sent else None
+        out[id(c)] = (speed, ratio)
+    return out
+
+
+# ---------------------------------------------------------------- labels
+
+def _series_labels(keys: list[dict[str, str]]) -> list[str]:
+    """Labels naming only the settings that differ between series (always the protocol)."""
+    if not keys:
+        return []
+    vary = [k for k in keys[0] if k == "protocol" or len({str(key.get(k)) for key in keys}) > 1]
+    labels = [" ".join(str(key[k]) for k in vary) for key in keys]
+    return labels
+
+
+def _series_key(c: CellStats, *exclude: str) -> dict[str, str]:
+    key = {"config": c.config, "protocol": c.protocol, "query": c.query, "padding": c.padding,
+           "population": f"n={c.population}", "network": c.network}
+    for k in exclude:
+        key.pop(k, None)
+    return key
+
+
+# ---------------------------------------------------------------- figures
+
+@dataclass
+class Figure:
+    name: str  # file stem
+    title: str
+    caption: str
+    png: bytes | None = None
+    skipped: str | None = None  # why the data does not support it
+    omitted: list[str] = field(default_factory=list)  # series left out of a drawn figure
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    plt.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3,
+                         "axes.titlesize": 11, "legend.fontsize": 8, "font.size": 9})
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def _legend(ax, n: int) -> None:
+    if n > 8:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    elif n:
+        ax.legend(loc="best")
+
+
+def _log_axis(axis, which: str, ticks: list[float] | None = None) -> None:
+    """A log axis labelled with plain numbers (2, 5, 10, 20 ...) instead of 2x10^0."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    ax = axis.axes
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    if ticks and len(ticks) <= 12:
+        axis.set_ticks(ticks)
+    else:
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _errorbars(c_list: list[CellStats]) -> tuple[list[float], list[list[float]]]:
+    y, err = [], [[], []]
+    for c in c_list:
+        lo, hi = c.wall_q
+        y.append(c.wall)
+        err[0].append(max(c.wall - lo, 0.0))
+        err[1].append(max(hi - c.wall, 0.0))
+    return y, err
+
+
+def _time_series(data: list[CellStats], x_of: Callable[[CellStats], object], exclude: str,
+                 omitted: list[str]) -> tuple[list[str], list[list[CellStats]]]:
+    """Group timed cells into series (all settings but `exclude` equal); keep those with >= 2 x."""
+    groups: dict[tuple, list[CellStats]] = {}
+    keys: dict[tuple, dict] = {}
+    for c in data:
+        if c.wall is None:
+            continue
+        k = _series_key(c, exclude)
+        groups.setdefault(tuple(k.items()), []).append(c)
+        keys[tuple(k.items())] = k
+    kept = [(keys[k], v) for k, v in groups.items() if len({x_of(c) for c in v}) >= 2]
+    dropped = [(keys[k], v) for k, v in groups.items() if len({x_of(c) for c in v}) < 2]
+    if kept and dropped:  # name what was left out, in the same terms as the kept labels
+        names = _series_labels([k for k, _ in kept] + [k for k, _ in dropped])[len(kept):]
+        notes = [f"{n} (only {x_of(v[0])})" for n, (_, v) in zip(names, dropped)]
+        omitted.extend(notes if len(notes) <= 6 else
+                       [f"{len(notes)} series, e.g. " + "; ".join(notes[:3])])
+    return _series_labels([k for k, _ in kept]), [v for _, v in kept]
+
+
+def fig_time_vs_population(data: list[CellStats]) -> Figure:
+    f = Figure("time_vs_population", "Wall time vs population",
+               "Median wall time per run against the number of patients, one line per protocol "
+               "(log-log); error bars span the interquartile range of the repeats.")
+    labels, series = _time_series(data, lambda c: c.population, "population", f.omitted)
+    if not series:
+        f.skipped = "no protocol was run at two or more populations (with the other settings equal)"
+        return f
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for label, s in zip(labels, series):
+        s = sorted(s, key=lambda c: c.population)
+        y, err = _errorbars(s)
+        ax.errorbar([c.population for c in s], y, yerr=err, marker="o", capsize=3, label=label)
+    _log_axis(ax.xaxis, "x", sorted({c.population for s in series for c in s}))
+    _log_axis(ax.yaxis, "y")
+    ax.set_xlabel("population (patients)")
+    ax.set_ylabel("wall time per run (s)")
+    ax.set_title("Wall time vs population (median, IQR)")
+    _legend(ax, len(series))
+    f.png = _png(fig)
+    return f
+
+
+def fig_time_vs_network(data: list[CellStats]) -> Figure:
+    f = Figure("time_vs_network", "Wall time vs network profile",
+               "Median wall time per run on each emulated network profile (ordered by delay, then "
+               "bandwidth), one line per protocol and population; IQR error bars.")
+    labels, series = _time_series(data, lambda c: c.network, "network", f.omitted)
+    if not series:
+        f.skipped = "every cell ran on a single network profile"
+        return f
+    profiles = sorted({(c.network_order, c.network_label) for s in series for c in s})
+    xpos = {label: i for i, (_, label) in enumerate(profiles)}
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for label, s in zip(labels, series):
+        s = sorted(s, key=lambda c: c.network_order)
+        y, err = _errorbars(s)
+        ax.errorbar([xpos[c.network_label] for c in s], y, yerr=err, marker="o", capsize=3, label=label)
+    ax.set_xticks(range(len(profiles)), [label for _, label in profiles])
+    _log_axis(ax.yaxis, "y")
+    ax.set_xlabel("network profile (one-way delay, bandwidth)")
+    ax.set_ylabel("wall time per run (s)")
+    ax.set_title("Wall time vs network profile (median, IQR)")
+    _legend(ax, len(series))
+    f.png = _png(fig)
+    return f
+
+
+def fig_bytes_per_party(data: list[CellStats]) -> Figure:
+    f = Figure("bytes_per_party", "Bytes sent per party",
+               "Data each party sent in one run (median over repeats), per protocol, at that "
+               "protocol's largest population in the data.")
+    largest: dict[tuple, CellStats] = {}
+    for c in data:
+        if c.bytes_by_party is None:
+            continue
+        k = tuple(_series_key(c, "population").items())
+        if k not in largest or c.population > largest[k].population:
+            largest[k] = c
+    if not largest:
+        f.skipped = "no run recorded bytes per party (the plain engine does not communicate)"
+        return f
+    chosen = sorted(largest.values(), key=lambda c: (c.config, c.protocol, c.network_order))
+    labels = _series_labels([_series_key(c) for c in chosen])
+    width = 0.8 / max(len(c.bytes_by_party) for c in chosen)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(chosen) + 3), 4.8))
+    most = max(len(c.bytes_by_party) for c in chosen)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for p in range(most):
+        xs = [i + (p - (len(c.bytes_by_party) - 1) / 2) * width
+              for i, c in enumerate(chosen) if p < len(c.bytes_by_party)]
+        ys = [c.bytes_by_party[p] / MB for c in chosen if p < len(c.bytes_by_party)]
+        ax.bar(xs, ys, width, label=f"party {p}", color=colours[p % len(colours)])
+    ax.set_xticks(range(len(chosen)), [label.replace(" ", "\n", 1) for label in labels])
+    ax.set_ylabel("data sent per run (MB, 10^6 bytes)")
+    ax.set_xlabel("protocol (population)")
+    ax.set_title("Bytes sent per party")
+    _legend(ax, most)
+    f.png = _png(fig)
+    return f
+
+
+def fig_security_model(data: list[CellStats]) -> Figure:
+    f = Figure("security_model", "Cost of the security model",
+               "Median wall time relative to the fastest semi-honest protocol run at the same "
+               "population, network, query and padding (1 = that protocol); bars grouped by "
+               "security model and majority, one bar colour per population and network.")
+    contexts: dict[tuple, list[CellStats]] = {}
+    for c in data:
+        if c.wall:
+            contexts.setdefault((c.config, c.first.get("population_source"), c.network, c.query,
+                                 c.padding), []).append(c)
+    bars: list[tuple[tuple[str, str], str, str, float]] = []  # (security, protocol, context, ratio)
+    order: dict[str, tuple] = {}  # context label -> sort key (numeric population, network order)
+    for ctx, cs in contexts.items():
+        semi = [c.wall for c in cs if c.security[0] == "semi-honest"]
+        if len(cs) < 2 or not semi:
+            continue
+        fastest = min(semi)
+        for c in cs:
+            label = f"{ctx[0]} n={c.population} {c.network}"
+            order[label] = (ctx[0], c.population, c.network_order, ctx[3], ctx[4])
+            bars.append((c.security, c.protocol, label, c.wall / fastest))
+    if not bars:
+        f.skipped = ("no population/network has two or more protocols including a semi-honest one, "
+                     "so there is nothing to compare")
+        return f
+    groups = sorted({b[0] for b in bars}, key=lambda s: (s[0] != "none", s))
+    ctx_names = sorted({b[2] for b in bars}, key=order.__getitem__)
+    plt = _plt()
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    slots: list[tuple[tuple[str, str], str]] = [(g, p) for g in groups
+                                                for p in sorted({b[1] for b in bars if b[0] == g})]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(slots) + 3), 4.8))
+    width = 0.8 / len(ctx_names)
+    for j, ctx in enumerate(ctx_names):
+        xs, ys = [], []
+        for i, (g, p) in enumerate(slots):
+            for b in bars:
+                if b[0] == g and b[1] == p and b[2] == ctx:
+                    xs.append(i + (j - (len(ctx_names) - 1) / 2) * width)
+                    ys.append(b[3])
+        ax.bar(xs, ys, width, label=ctx, color=colours[j % len(colours)])
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ratios = [b[3] for b in bars]
+    if max(ratios) / min(ratios) > 20:  # e.g. the plaintext engine beside MPC: only a log axis shows both
+        _log_axis(ax.yaxis, "y")
+    else:
+        ax.set_ylim(bottom=0)
+    ax.set_xticks(range(len(slots)), [p for _, p in slots])
+    for g in groups:  # the security group's name under its bars
+        idx = [i for i, (gg, _) in enumerate(slots) if gg == g]
+        ax.annotate(f"security: {g[0]}\nmajority: {g[1]}", xy=((min(idx) + max(idx)) / 2, 0),
+                    xycoords=("data", "axes fraction"), xytext=(0, -32), textcoords="offset points",
+                    ha="center", va="top", fontsize=8, fontweight="bold")
+    for i in range(1, len(slots)):
+        if slots[i][0] != slots[i - 1][0]:
+            ax.axvline(i - 0.5, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_ylabel("median time / fastest semi-honest protocol (x)")
+    ax.set_title("Cost of the security model (same population and network)")
+    _legend(ax, len(ctx_names))
+    f.png = _png(fig)
+    return f
+
+
+def fig_paper_time_vs_population(data: list[CellStats]) -> Figure:
+    lo, hi = PAPER_POPULATIONS
+    f = Figure("paper_time_vs_population", f"Paper: wall time vs population ({lo}-{hi})",
+               "The paper's Figure 7: median wall time per run against the number of patients, "
+               "one panel per protocol, one line per criterion (query); IQR error bars.")
+    data = [c for c in data if lo <= c.population <= hi]
+    labels, series = _time_series(data, lambda c: c.population, "population", f.omitted)
+    if not series:
+        f.skipped = f"no protocol of config 'paper' was run at two or more populations in {lo}-{hi}"
+        return f
+    protocols = sorted({s[0].protocol for s in series})
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(protocols), figsize=(5.0 * len(protocols) + 1.5, 4.6),
+                             squeeze=False, sharey=False)
+    for ax, proto in zip(axes[0], protocols):
+        mine = [(label, s) for label, s in zip(labels, series) if s[0].protocol == proto]
+        for label, s in mine:
+            s = sorted(s, key=lambda c: c.population)
+            y, err = _errorbars(s)
+            short = label.replace(proto, "").strip() or proto
+            ax.errorbar([c.population for c in s], y, yerr=err, marker="o", capsize=3, label=short)
+        ax.set_xlim(0, max(c.population for _, s in mine for c in s) * 1.05)
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("population (patients)")
+        ax.set_ylabel("wall time per run (s)")
+        ax.set_title(proto)
+        _legend(ax, len(mine))
+    fig.suptitle(f"Wall time vs population, {lo}-{hi} patients (median, IQR)", fontsize=11)
+    f.png = _png(fig)
+    return f
+
+
+def _largest_common(chosen: list[CellStats], group: Callable[[CellStats], object]
+                    ) -> tuple[list[CellStats], str]:
+    """Keep, per group, the cells at the largest population every group has (else each its largest)."""
+    pops: dict[object, set[int]] = {}
+    for c in chosen:
+        pops.setdefault(group(c), set()).add(c.population)
+    common = set.intersection(*pops.values()) if pops else set()
+    kept = [c for c in chosen if c.population == (max(common) if common else max(pops[group(c)]))]
+    first_net = {}
+    for c in sorted(kept, key=lambda c: c.network_order):  # one network: the fastest profile
+        first_net.setdefault((group(c), c.protocol), c.network)
+    kept = [c for c in kept if c.network == first_net[(group(c), c.protocol)]]
+    where = f"n={max(common)} patients" if common else "each at its largest population"
+    return kept, where
+
+
+def fig_paper_bytes_per_criterion(data: list[CellStats]) -> Figure:
+    f = Figure("paper_bytes_per_criterion", "Paper: bytes per criterion type",
+               "The paper's Figure 8: total data sent by all parties in one run, one bar per "
+               "criterion (config 'paper', grouped by query name) and protocol.")
+    chosen = [c for c in data if c.config == PAPER and c.bytes_sent is not None
+              and not _SLOTS_QUERY.match(c.query)]
+    if not chosen:
+        f.skipped = "no records of config 'paper' with a byte count"
+        return f
+    kept, where = _largest_common(chosen, lambda c: c.query)
+    cellmap = {(c.query, c.protocol): c for c in kept}
+    queries = sorted({q for q, _ in cellmap})
+    protocols = sorted({p for _, p in cellmap})
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(queries) * len(protocols) + 3), 4.8))
+    width = 0.8 / len(protocols)
+    for j, p in enumerate(protocols):
+        xs = [i + (j - (len(protocols) - 1) / 2) * width for i, q in enumerate(queries) if (q, p) in cellmap]
+        ys = [cellmap[(q, p)].bytes_sent / MB for q in queries if (q, p) in cellmap]
+        bars = ax.bar(xs, ys, width, label=p)
+        ax.bar_label(bars, [_fmt(y * MB, "B") for y in ys], fontsize=7, padding=2)
+    ax.set_xticks(range(len(queries)), queries)
+    _log_axis(ax.yaxis, "y")
+    ax.margins(y=0.15)
+    ax.set_xlabel("criterion (query name)")
+    ax.set_ylabel("data sent per run, all parties (MB, log scale)")
+    ax.set_title(f"Bytes per criterion type ({where})")
+    _legend(ax, len(protocols))
+    f.png = _png(fig)
+    return f
+
+
+def _slots_point(c: CellStats) -> tuple[str, int] | None:
+    """(kind, N) of a bytes-vs-slots point: a query named conditions-N / exams-N, or a
+    condition / exams query of config 'paper-slots', whose N is the padding's slot count."""
+    m = _SLOTS_QUERY.match(c.query)
+    if m:
+        return m[1], int(m[2])
+    if c.config != PAPER_SLOTS:
+        return None
+    kind = {"condition": "conditions", "conditions": "conditions", "exam": "exams", "exams": "exams"}.get(
+        c.query)
+    n = (c.first.get("padding") or {}).get(kind) if kind else None
+    return (kind, n) if isinstance(n, int) and not isinstance(n, bool) else None
+
+
+def fig_paper_bytes_vs_slots(data: list[CellStats]) -> Figure:
+    f = Figure("paper_bytes_vs_slots", "Paper: bytes vs number of conditions / exams",
+               "The paper's Figure 9: total data sent in one run against the number of condition "
+               "or exam slots per patient (config 'paper-slots': the padding, for the condition and "
+               "exams queries; or queries named conditions-N / exams-N), one line per protocol.")
+    chosen = [c for c in data if c.bytes_sent is not None and _slots_point(c)]
+    if not chosen:
+        f.skipped = ("no records of config 'paper-slots' (or queries named conditions-N / exams-N) "
+                     "with a byte count")
+        return f
+    kept, where = _largest_common(chosen, lambda c: _slots_point(c)[0])
+    kinds = [k for k in ("conditions", "exams") if any(_slots_point(c)[0] == k for c in kept)]
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds) + 1, 4.5), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        mine = [c for c in kept if _slots_point(c)[0] == kind]
+        protocols = sorted({c.protocol for c in mine})
+        for p in protocols:
+            pts = sorted((_slots_point(c)[1], c.bytes_sent / MB) for c in mine if c.protocol == p)
+            ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=p)
+        ns = sorted({_slots_point(c)[1] for c in mine})
+        if len(ns) >= 3 and ns[-1] / max(ns[0], 1) >= 16:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.set_xlabel(f"{kind} per patient, N (slots)")
+        ax.set_ylabel("data sent per run, all parties (MB)")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"Bytes vs {kind} ({where})")
+        _legend(ax, len(protocols))
+    f.png = _png(fig)
+    return f
+
+
+def figures(all_cells: list[CellStats]) -> list[Figure]:
+    """Every figure, drawn or skipped with the reason."""
+    paper = [c for c in all_cells if c.config in (PAPER, PAPER_SLOTS)]
+    general = [c for c in all_cells if c.config not in (PAPER, PAPER_SLOTS)] or all_cells
+    out = [fig_time_vs_population(general), fig_time_vs_network(general),
+           fig_bytes_per_party(general), fig_security_model(general)]
+    paper_figs = [fig_paper_time_vs_population([c for c in paper if c.config == PAPER]),
+                  fig_paper_bytes_per_criterion(paper), fig_paper_bytes_vs_slots(all_cells)]
+    if not paper:
+        for f in paper_figs[:2]:
+            f.skipped = "no records of config 'paper' in the data"
+    return out + paper_figs
+
+
+# ---------------------------------------------------------------- CSV, HTML
+
+CSV_COLUMNS = ("config", "cell", "engine", "protocol", "parties", "security", "majority", "population",
+               "population_source", "network", "delay_ms", "bandwidth_mbit", "padding", "query",
+               "runs", "failures", "wall_median_s", "wall_q1_s", "wall_q3_s", "wall_iqr_s",
+               "wall_min_s", "wall_max_s", "bytes_sent_median", "bytes_sent_min", "bytes_sent_max",
+               "bytes_deterministic", "bytes_by_party_median", "rounds_median", "cohort_size",
+               "correct", "peak_rss_kib_max")
+
+
+def csv_rows(all_cells: list[CellStats]) -> list[dict]:
+    rows = []
+    for c in all_cells:
+        f, n = c.first, c.first.get("network") or {}
+        q, b = c.wall_q, c._figure("bytes_sent")
+        rows.append({
+            "config": c.config, "cell": f["cell"], "engine": f.get("engine"),
+            "protocol": f.get("protocol"), "parties": f.get("parties"), "security": c.security[0],
+            "majority": c.security[1], "population": c.population,
+            "population_source": f.get("population_source"), "network": c.network,
+            "delay_ms": n.get("delay_ms"), "bandwidth_mbit": n.get("bandwidth_mbit"),
+            "padding": c.padding, "query": c.query, "runs": len(c.runs),
+            "failures": len(c.runs) - len(c.ok), "wall_median_s": c.wall,
+            "wall_q1_s": q[0] if q else None, "wall_q3_s": q[1] if q else None,
+            "wall_iqr_s": q[1] - q[0] if q else None,
+            "wall_min_s": min(c.walls) if c.walls else None, "wall_max_s": max(c.walls) if c.walls else None,
+            "bytes_sent_median": c.bytes_sent, "bytes_sent_min": min(b) if b else None,
+            "bytes_sent_max": max(b) if b else None, "bytes_deterministic": c.bytes_deterministic,
+            "bytes_by_party_median": ";".join(f"{x:.0f}" for x in c.bytes_by_party or []),
+            "rounds_median": c.rounds, "cohort_size": c.cohort, "correct": c.correct,
+            "peak_rss_kib_max": c.peak_rss_kib,
+        })
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, CSV_COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+
+
+def _fmt(x: float | None, unit: str = "") -> str:
+    if x is None:
+        return "-"
+    if unit == "B":
+        for scale, suffix in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+            if x >= scale:
+                return f"{x / scale:.2f} {suffix}"
+        return f"{x:.0f} B"
+    return f"{x:.3g}{unit}"
+
+
+TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>cohortbench report: {{ configs|join(", ") }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; } th { background: #f3f3f3; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.bad { color: #b00; font-weight: bold; } .good { color: #070; } .muted { color: #777; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.85em; color: #444; max-width: 60em; }
+pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; font-size: 0.8em; }
+</style></head><body>
+<h1>cohortbench report: {{ configs|join(", ") }}</h1>
+<p>Generated {{ generated }} from {{ files|length }} results file(s):
+{{ measured }} measured run(s) in {{ cells|length }} cell(s){% if failures %},
+<span class="bad">{{ failures }} failed</span>{% endif %}.
+Statistics use the measured runs that finished and agreed with the plaintext oracle; warmups are not counted.</p>
+<table><tr><th>file</th><th>records</th><th>measured</th><th>warmup</th><th>failed</th><th>first run</th><th>last run</th></tr>
+{% for f in files %}<tr><td>{{ f.name }}</td><td class="num">{{ f.records }}</td><td class="num">{{ f.measured }}</td>
+<td class="num">{{ f.warmup }}</td><td class="num">{{ f.failed }}</td><td>{{ f.first }}</td><td>{{ f.last }}</td></tr>
+{% endfor %}</table>
+
+<h2>Run metadata</h2>
+<table><tr>{% for k in meta_keys %}<th>{{ k }}</th>{% endfor %}</tr>
+{% for m in metas %}<tr>{% for k in meta_keys %}<td>{{ m[k] }}</td>{% endfor %}</tr>{% endfor %}</table>
+
+<h2>Summary</h2>
+<table><tr>{% for h in summary_head %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for row in summary %}<tr>{% for cell in row %}<td class="{{ cell.cls }}">{{ cell.text }}</td>{% endfor %}</tr>
+{% endfor %}</table>
+<p class="muted">speed-up and bytes ratio are against the config's <code>compare_to</code> cell at the
+same population and network; "bytes det." says whether every repeat sent exactly the same number of bytes.</p>
+
+<h2>Figures</h2>
+{% for f in figures if f.png %}
+<figure id="{{ f.name }}"><img alt="{{ f.title }}" src="data:image/png;base64,{{ f.b64 }}">
+<figcaption><b>{{ f.title }}</b> ({{ f.name }}.png). {{ f.caption }}
+{% if f.omitted %}Left out, with a single point: {{ f.omitted|join("; ") }}.{% endif %}</figcaption></figure>
+{% endfor %}
+{% set skipped = figures|selectattr("skipped")|list %}
+{% if skipped %}<h3>Figures the data does not support</h3><ul>
+{% for f in skipped %}<li><b>{{ f.title }}</b>: skipped, {{ f.skipped }}.</li>{% endfor %}</ul>{% endif %}
+
+{% if errors %}<h2>Failed runs</h2>
+<table><tr><th>cell</th><th>repeat</th><th>error</th></tr>
+{% for e in errors %}<tr><td>{{ e.label }}</td><td class="num">{{ e.repeat }}</td><td><pre>{{ e.error }}</pre></td></tr>{% endfor %}
+</table>{% endif %}
+</body></html>
+"""
+
+META_KEYS = ("config", "commit", "cohortbench", "engines", "python", "cpu", "cores", "hostname",
+             "config_hash", "calibration_s", "load_avg", "runs")
+
+
+def _metas(records: list[dict]) -> list[dict]:
+    """Distinct sweep metadata, with the configs and load averages seen under it."""
+    out: dict[str, dict] = {}
+    for r in records:
+        m = r.get("meta") or {}
+        key = repr(sorted(m.items(), key=lambda kv: kv[0]))
+        row = out.setdefault(key, {k: "" for k in META_KEYS} | {"_configs": set(), "_loads": [], "_n": 0})
+        for k in META_KEYS:
+            if k in m:
+                v = m[k]
+                row[k] = (", ".join(f"{a} {b}" for a, b in v.items()) if isinstance(v, dict)
+                          else f"{v:.3f} s" if k == "calibration_s" and isinstance(v, float) else v)
+        row["_configs"].add(r["config"])
+        if r.get("load_avg"):
+            row["_loads"].append(r["load_avg"][0])
+        row["_n"] += 1
+    rows = []
+    for row in out.values():
+        row["config"] = ", ".join(sorted(row.pop("_configs")))
+        loads = row.pop("_loads")
+        row["load_avg"] = f"{min(loads):.2f}-{max(loads):.2f} (1 min)" if loads else ""
+        row["runs"] = row.pop("_n")
+        rows.append(row)
+    return rows
+
+
+def _summary(all_cells: list[CellStats]) -> tuple[list[str], list[list[dict]]]:
+    head = ["config", "engine/protocol", "security", "parties", "population", "network", "padding",
+            "query", "median wall", "IQR", "bytes", "bytes det.", "rounds", "cohort", "correct", "runs",
+            "speed-up", "bytes ratio"]
+    ratios = _speedups(all_cells)
+    rows = []
+    for c in all_cells:
+        f = c.first
+        speed, bratio = ratios[id(c)]
+        q = c.wall_q
+        det = c.bytes_deterministic
+
+        def num(text: str, cls: str = "num") -> dict:
+            return {"text": text, "cls": cls}
+        rows.append([
+            num(c.config, ""), num(f"{f.get('engine')}/{f.get('protocol')}", ""),
+            num(", ".join(c.security), ""), num(str(f.get("parties"))), num(str(c.population)),
+            num(c.network, ""), num(c.padding, ""), num(c.query, ""),
+            num(_fmt(c.wall, " s")), num(_fmt(q[1] - q[0] if q else None, " s")),
+            num(_fmt(c.bytes_sent, "B")), num("-" if det is None else "yes" if det else "no"),
+            num(_fmt(c.rounds)), num("-" if c.cohort is None else str(c.cohort)),
+            num("yes" if c.correct else "NO", "good" if c.correct else "bad"),
+            num(f"{len(c.ok)}/{len(c.runs)}", "num" if len(c.ok) == len(c.runs) else "num bad"),
+            num(f"{speed:.1f}x" if speed else "-"), num(f"{bratio:.2f}" if bratio else "-"),
+        ])
+    return head, rows
+
+
+def _file_info(path: Path, records: list[dict]) -> dict:
+    times = sorted(r["time"] for r in records if isinstance(r.get("time"), str))
+    m = list(measured(records))
+    return {"name": str(path), "records": len(records), "measured": len(m),
+            "warmup": len(records) - len(m),
+            "failed": sum(1 for r in m if r.get("error") is not None or not r.get("correct")),
+            "first": times[0] if times else "-", "last": times[-1] if times else "-"}
+
+
+def html(inputs: list[tuple[Path, list[dict]]], all_cells: list[CellStats], figs: list[Figure]) -> str:
+    import jinja2
+    records = [r for _, recs in inputs for r in recs]
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    head, rows = _summary(all_cells)
+    errors = []
+    for c in all_cells:
+        for r in c.runs:
+            if r.get("error") is not None or not r.get("correct"):
+                label = f"{c.config} {c.protocol} n={c.population} {c.network} {c.query}"
+                errors.append({"label": label, "repeat": r.get("repeat"),
+                               "error": (r.get("error") or "wrong answer")[:1500]})
+    return env.from_string(TEMPLATE).render(
+        configs=sorted({c.config for c in all_cells}),
+        generated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        files=[_file_info(p, recs) for p, recs in inputs],
+        measured=sum(len(c.runs) for c in all_cells),
+        failures=sum(len(c.runs) - len(c.ok) for c in all_cells),
+        cells=all_cells, meta_keys=META_KEYS, metas=_metas(records), summary_head=head, summary=rows,
+        figures=[{"name": f.name, "title": f.title, "caption": f.caption, "png": f.png,
+                  "skipped": f.skipped, "omitted": f.omitted,
+                  "b64": base64.b64encode(f.png).decode() if f.png else ""} for f in figs],
+        errors=errors)
+
+
+def build(inputs: list[tuple[Path, list[dict]]], out_dir: Path) -> tuple[list[Path], list[Figure]]:
+    """Write the report of these (path, records) into out_dir; returns the files and figures."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    all_cells = cells([r for _, recs in inputs for r in recs])
+    figs = figures(all_cells)
+    written = []
+    for f in figs:
+        if f.png:
+            p = out_dir / f"{f.name}.png"
+            p.write_bytes(f.png)
+            written.append(p)
+    csv_path = out_dir / "cells.csv"
+    write_csv(csv_path, csv_rows(all_cells))
+    html_path = out_dir / "report.html"
+    html_path.write_text(html(inputs, all_cells, figs))
+    return [html_path, csv_path, *written], figs
+
+
+@click.command("report")
+@click.argument("results_paths", metavar="RESULTS.jsonl...", nargs=-1, required=True,
+                type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Directory for report.html, cells.csv and the PNG plots (created if needed).")
+def command(results_paths: tuple[Path, ...], out_dir: Path) -> None:
+    """Write plots, a self-contained HTML page and a per-cell CSV from RESULTS files."""
+    err = Console(stderr=True, highlight=False)
+    out = Console(highlight=False)
+
+    def warn(message: str) -> None:
+        err.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+
+    try:
+        inputs = [(p, load(p, warn)) for p in results_paths]
+        if out_dir.exists() and not out_dir.is_dir():
+            raise InputError(str(out_dir), "", "exists and is not a directory", "choose another --out")
+        files, figs = build(inputs, out_dir)
+    except InputError as e:
+        err.print(f"[red]error:[/] {e}", soft_wrap=True)
+        sys.exit(2)
+    except OSError as e:
+        err.print(f"[red]error:[/] {out_dir}: cannot write: {e.strerror}", soft_wrap=True)
+        sys.exit(2)
+    for f in figs:
+        if f.skipped:
+            out.print(f"[dim]skipped {f.name}: {f.skipped}[/]", soft_wrap=True)
+    for p in files:
+        out.print(f"wrote {p}", soft_wrap=True)
