@@ -25,9 +25,13 @@ Shaping, per direction (a queue per direction, served by one loop timer):
 * bandwidth: serialisation delay with pacing (a token bucket with no burst):
   ``b`` bytes occupy the link for ``8 b / bandwidth`` seconds after the
   previous bytes have left it (a FIFO queue), and then experience the
-  propagation delay.  Chunks are cut into segments of about 1 ms of link time
-  (at least 1448 bytes, at most 64 KiB) so that a large read is delivered
-  progressively, as on a real link, not in one lump.
+  propagation delay.  ``bandwidth_mbit`` is the rate of TCP *payload*: a real
+  Ethernet link of line rate L carries about ``L * 1448/1514`` (95.6 %) of
+  payload, which is what `tc tbf` at L gives (see harness/kernel_shaping.py),
+  so to emulate a line rate L configure ``L * ETHERNET_GOODPUT``.  Chunks are
+  cut into segments of about 1 ms of link time (at least 1448 bytes, at most
+  64 KiB) so that a large read is delivered progressively, as on a real link,
+  not in one lump.
 * back-pressure: a direction stops reading from its source while more than
   ``max_queue_bytes`` are queued (not yet due) or while the destination's
   transport buffer is above its high-water mark, and resumes below half of
@@ -62,22 +66,31 @@ observes it (a chunk that the sender wrote just before a delivery to it but
 that the relay read just after counts as caused by it), so on a busy loop
 ``rounds`` can slightly overestimate; it never underestimates a chain.
 
-Event loop: the relay runs in its own thread with its own asyncio loop.  With
+Timing: delayed chunks are written by loop timers.  Stock epoll waits round up
+to whole milliseconds, so the standard loop runs here with an epoll selector
+whose timed waits have microsecond resolution, the loop thread asks Linux for
+1 ns timer slack (default 50 us), and timers are armed early by the median
+wake-up lateness of the loop's last 64 timers (at most 0.5 ms), so that the
+median delivery is on time; a chunk may then leave up to that lead early, or
+late when the machine is busy.  Chunks are timestamped when the relay reads
+them, so the relay's own wake-up latency on reads (~50 us on a loaded 2-core
+machine) adds to each hop, as do the endpoints' own.
+
+Event loop: the relay runs in its own thread with its own event loop.  With
 ``loop="auto"`` uvloop is used if it is importable *and* every link is a
-pass-through; otherwise the standard selector loop with an epoll selector
-whose timed waits have microsecond resolution (stock epoll waits round up to
-whole milliseconds, and uvloop/libuv timers are millisecond timers, which
-would add up to ~1 ms per delayed chunk).  Measured on this 2-core machine
-(Python 3.11, loopback, 256 MiB bulk, median of repeats): uvloop forwarded at
-roughly the same speed as the standard loop (within noise) -- see the
-project's benchmark ``tests/test_bench_relay.py`` for current figures; uvloop
-is not a project dependency, so by default the standard loop runs.
+pass-through (uvloop's timers and clock have millisecond resolution, which
+would add up to 1 ms per delayed chunk); otherwise the standard asyncio loop.
+Measured on this 2-core machine at 0 ms (Python 3.11.7, uvloop 0.23, load
+average ~5, sender and receiver in other processes, median of 18 x 64 MiB and
+of 18 x 1000 ping-pongs): direct loopback 1252 MiB/s and 22 us RTT; through
+the relay with uvloop 1137 MiB/s and 74 us, with asyncio 1043 MiB/s and 98 us.
+uvloop is the faster but is not a project dependency, so unless it is
+installed the standard loop runs.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import itertools
 import math
 import random
 import select
@@ -99,7 +112,7 @@ _MAX_SEGMENT = 64 * 1024
 _LATENCY_WINDOW = 64  # timer wake-ups whose median lateness sets the lead
 _MAX_LEAD = 0.0005  # never arm a timer more than 0.5 ms early
 _RETRY_S = 0.05  # between attempts to connect to a target that is not listening yet
-_relay_ids = itertools.count(1)
+ETHERNET_GOODPUT = 1448 / 1514  # TCP payload per Ethernet frame (MSS 1448 with timestamps)
 
 
 @dataclass(frozen=True)
@@ -147,6 +160,7 @@ class RelayStats:
     rounds: int
     links: dict[Link, LinkStats] = field(default_factory=dict)
     connections: int = 0  # connections accepted since start (or the last reset)
+    queued_bytes: int = 0  # held by the relay now, read but not yet due (bounded by back-pressure)
 
     def _matrix(self, values: Mapping[Link, int]) -> list[list[int]]:
         m = self.parties
@@ -240,7 +254,8 @@ class _LinkState:
         self.last_delivered: float | None = None
 
     def frozen(self, t0: float) -> LinkStats:
-        rel = (lambda t: None if t is None else t - t0)
+        def rel(t: float | None) -> float | None:
+            return None if t is None else t - t0
         return LinkStats(self.bytes, self.messages, self.flights, self.max_depth,
                          rel(self.first_read), rel(self.last_read), rel(self.first_delivered),
                          rel(self.last_delivered))
@@ -265,18 +280,19 @@ class _Core:
         # `lead` is the median lateness of the last _LATENCY_WINDOW timer wake-ups (capped).
         self.lead = 0.0
         self.latencies: list[float] = []
-        self.latency_i = 0
+        self.timers_fired = 0
         self.reset()
 
     def timer_fired(self, late: float) -> None:
         """Record how late a timer fired; re-estimate `lead` every 16 wake-ups."""
         lat = self.latencies
+        i = self.timers_fired % _LATENCY_WINDOW
         if len(lat) < _LATENCY_WINDOW:
             lat.append(late)
         else:
-            lat[self.latency_i] = late
-            self.latency_i = (self.latency_i + 1) % _LATENCY_WINDOW
-        if len(lat) % 16 == 0 or self.latency_i % 16 == 0:
+            lat[i] = late
+        self.timers_fired += 1
+        if self.timers_fired % 16 == 0:
             ordered = sorted(lat)
             self.lead = min(_MAX_LEAD, max(0.0, ordered[len(ordered) // 2]))
 
@@ -294,7 +310,8 @@ class _Core:
                           {k: s.bytes for k, s in links.items()},
                           {k: s.messages for k, s in links.items()},
                           {k: s.flights for k, s in links.items()},
-                          self.rounds, links, self.connections)
+                          self.rounds, links, self.connections,
+                          sum(d.queued for c in self.conns for d in (c.up, c.down) if d is not None))
 
 
 class _Direction:
@@ -350,7 +367,7 @@ class _Direction:
         if self.finished:  # the destination is gone: count, drop
             return
         if self.passthrough:
-            self.dst_side.transport.write(data)
+            self.dst_side.transport.write(data)  # type: ignore[union-attr]  # set until finished
             self._delivered(depth, now)
             return
         t = core.loop.time()
@@ -422,7 +439,8 @@ class _Direction:
             if d > depth:
                 depth = d
         if out:
-            self.dst_side.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            self.dst_side.transport.write(  # type: ignore[union-attr]  # set until finished
+                out[0] if len(out) == 1 else b"".join(out))
             self.queued -= size
             self._delivered(depth, time.monotonic())
         if eof:
@@ -494,28 +512,36 @@ class _Side(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.reader: _Direction | None = None  # the direction whose source is this socket
         self.writer: _Direction | None = None  # the direction that writes into this socket
+        self.early: list[bytes] = []  # read before the target answered (uvloop reads at once)
+        self.early_eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+        transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)  # type: ignore[attr-defined]
         if self.is_client:
             self.conn.client_made(self)
         else:
             self.conn.target_made(self)
 
     def data_received(self, data: bytes) -> None:
-        self.reader.on_data(data)  # type: ignore[union-attr]  # reading starts once wired
+        reader = self.reader
+        if reader is None:  # not wired yet: hold it, and stop reading until the target answers
+            self.early.append(data)
+            self.transport.pause_reading()  # type: ignore[union-attr]
+            return
+        reader.on_data(data)
 
     def eof_received(self) -> bool:
         if self.reader is not None:
             self.reader.on_eof()
+        else:
+            self.early_eof = True
         return True  # half-close: keep writing the other direction
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -573,7 +599,13 @@ class _Conn:
         self.down = _Direction(self.core, self, self.dst, self.src, side, client)
         client.reader, client.writer = self.up, self.down
         side.reader, side.writer = self.down, self.up
-        client.transport.resume_reading()  # type: ignore[union-attr]
+        early, client.early = client.early, []
+        for data in early:
+            self.up.on_data(data)
+        if client.early_eof:
+            self.up.on_eof()
+        elif client.transport is not None and not self.up.reading_paused:
+            client.transport.resume_reading()
 
     def rebind(self) -> None:
         for d in (self.up, self.down):
@@ -625,6 +657,12 @@ class Relay:
     per-directed-link overrides of ``default``; or None (``default`` everywhere).
 
     Use as ``with Relay(routes, shape) as relay: ...`` or ``start()`` / ``stop()``.
+
+    ``parties``: the size of the matrices in ``stats().to_json()`` (default: the
+    highest party in the routes + 1).  ``max_queue_bytes``: what a direction may
+    hold before it stops reading its source.  ``connect_timeout_s``: how long to
+    retry connecting to a target that does not listen yet before dropping the
+    client.  ``seed``: for the jitter.  ``loop``: "auto", "asyncio" or "uvloop".
     """
 
     def __init__(self, routes: Iterable[Route],
@@ -715,7 +753,7 @@ class Relay:
             self._final = None
             ready: concurrent.futures.Future[dict[Link, int]] = concurrent.futures.Future()
             self._thread = threading.Thread(target=self._run, args=(ready,),
-                                            name=f"cohortbench-relay-{next(_relay_ids)}",
+                                            name=f"cohortbench-relay-{id(self):x}",
                                             daemon=True)
             self._thread.start()
             try:
@@ -750,8 +788,9 @@ class Relay:
         ports: dict[Link, int] = {}
         try:
             for route in self.routes:
-                server = await core.loop.create_server(
-                    (lambda r=route: _Side(_Conn(core, r), True)), "127.0.0.1", 0, backlog=128)
+                def accept(r: Route = route) -> _Side:
+                    return _Side(_Conn(core, r), True)
+                server = await core.loop.create_server(accept, "127.0.0.1", 0, backlog=128)
                 core.servers.append(server)
                 ports[(route[0], route[1])] = server.sockets[0].getsockname()[1]
         except BaseException:
