@@ -15,7 +15,7 @@ from circuits.errors import InputError
 from circuits.oracle import cohort
 from circuits.population import EXACT, Padding, write_jsonl
 from circuits.queryfile import load_query
-from harness import compare, fhir, report, results, sources, summary
+from harness import compare, fhir, latency, report, results, sources, summary
 from harness.config import load_experiment
 from harness.sweep import run_sweep
 
@@ -143,6 +143,13 @@ def eval_(query: Path, source: str, engine: str, as_of: dt.date | None, conditio
         out.print(pid)
 
 
+def _tables(records: list[dict]) -> None:
+    out.print(summary.table(records))
+    slopes = latency.table(records)
+    if slopes is not None:
+        out.print(slopes)
+
+
 @cli.command()
 @click.argument("config", type=click.Path(path_type=Path))
 @click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
@@ -155,7 +162,7 @@ def run(config: Path, out_path: Path, resume: bool) -> None:
         _warn(w)
     records = run_sweep(exp, out_path, resume, _warn, err)
     everything = results.read(out_path, _warn)
-    out.print(summary.table([r for r in everything if r["config"] == exp.config.name]))
+    _tables([r for r in everything if r["config"] == exp.config.name])
     out.print(f"results: {out_path}  logs: {out_path.with_suffix('.runs')}")
     bad = [r for r in records if r["error"] is not None]
     if bad:
@@ -167,7 +174,7 @@ def run(config: Path, out_path: Path, resume: bool) -> None:
 @click.argument("results_path", metavar="RESULTS", type=click.Path(path_type=Path))
 def show(results_path: Path) -> None:
     """Print the summary table of a results file."""
-    out.print(summary.table(results.read(results_path, _warn)))
+    _tables(results.read(results_path, _warn))
 
 
 cli.add_command(compare.command)

@@ -95,6 +95,7 @@ class Config(_Model):
     timeout_s: Annotated[float, Field(gt=0)] = 300
     compare_to: dict[str, Any] | None = None
     truncate: bool = False
+    interleave: bool = False  # run repeat by repeat across cells instead of cell by cell
 
     @model_validator(mode="after")
     def _one_query_key(self) -> Config:

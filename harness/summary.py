@@ -50,15 +50,22 @@ def _median(records: list[dict], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _field(record: dict, key: str) -> object:
+    return record["network"]["name"] if key == "network" else record.get(key)
+
+
 def _baseline(row: Row, all_rows: list[Row]) -> Row | None:
+    """The row named by `compare_to` (e.g. {protocol: paper-loop} or {network: relay}) in
+    the same config, population and query, and the same network unless it names one."""
     want = row.first.get("compare_to")
     if not want:
         return None
+    same = ["config", "population_source"] + ([] if "network" in want else ["network"])
     for other in all_rows:
         f = other.first
-        if (f["config"] == row.first["config"] and f["population_source"] == row.first["population_source"]
-                and f["network"]["name"] == row.first["network"]["name"]
-                and all(f.get(k) == v for k, v in want.items())):
+        if (all(_field(f, k) == _field(row.first, k) for k in same)
+                and f["query"]["name"] == row.first["query"]["name"]
+                and all(_field(f, k) == v for k, v in want.items())):
             return other
     return None
 

@@ -18,7 +18,7 @@ from harness.networks import Network
 from harness.runner import PLAIN, MpycCell, Outcome, run_plain
 from harness.sources import Source
 from circuits.ir import Query
-from circuits.population import Padding
+from circuits.population import Padding, Population
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,16 @@ def cells(exp: Experiment) -> list[Cell]:
             if e.populations is None or s.text in e.populations]
 
 
+def runs(exp: Experiment) -> list[tuple[Cell, int, bool]]:
+    """Every run as (cell, repeat, warmup): cell by cell, or with `interleave` repeat by
+    repeat across cells, so that slow drifts of the machine hit every cell alike."""
+    grid = cells(exp)
+    phases = ((True, exp.config.warmup), (False, exp.config.repeats))
+    if exp.config.interleave:
+        return [(c, rep, warm) for warm, reps in phases for rep in range(reps) for c in grid]
+    return [(c, rep, warm) for c in grid for warm, reps in phases for rep in range(reps)]
+
+
 def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], None],
               console=None) -> list[dict]:
     """Run every missing run of the grid, appending records to `out`; returns this sweep's records."""
@@ -60,51 +70,45 @@ def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], No
         done = {results.run_key(r) for r in kept}
     runs_dir = out.with_suffix(".runs")
     sweep_meta = meta.collect(exp.config_hash)
-    grid = cells(exp)
-    plan = [(c, rep, warm) for c in grid
-            for warm, reps in ((True, exp.config.warmup), (False, exp.config.repeats))
-            for rep in range(reps)]
+    plan = runs(exp)
     todo = [(c, rep, warm) for c, rep, warm in plan if (c.key(exp), rep, warm) not in done]
     if done:
         warn(f"resuming: {len(plan) - len(todo)} run(s) already in {out}, {len(todo)} to go")
     writer = results.Writer(out)
     written: list[dict] = []
-    populations: dict[tuple, object] = {}
+    populations: dict[tuple, Population] = {}
+    runners: dict[Cell, MpycCell] = {}
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=False)
     try:
         with progress:
             task = progress.add_task(exp.config.name, total=len(todo))
-            current: tuple[Cell, object] | None = None
             for cell, rep, warm in todo:
-                progress.update(task, description=f"{cell.label()} {'warmup' if warm else 'repeat'} {rep}")
+                name = f"{'warmup' if warm else 'repeat'}-{rep}"
+                progress.update(task, description=f"{cell.label()} {name}")
                 data_key = (cell.source.text, cell.padding)
                 if data_key not in populations:
-                    populations.clear()
                     populations[data_key] = sources.load(
                         cell.source, cell.padding, exp.config.as_of, exp.config.truncate, warn)
                 pop = populations[data_key]
-                if current is None or current[0] != cell:
-                    if current is not None and current[1] is not None:
-                        current[1].close()
-                    runner = (MpycCell(cell.engine, cell.query, pop, runs_dir / cell.key(exp))
-                              if cell.engine.engine == "mpyc" else None)
-                    current = (cell, runner)
-                runner = current[1]
-                name = f"{'warmup' if warm else 'repeat'}-{rep}"
-                outcome = (runner.run(name, exp.config.timeout_s, cell.network) if runner
-                           else run_plain(cell.query, pop))
-                record = _record(exp, cell, pop, rep, warm, outcome, sweep_meta,
-                                 runs_dir / cell.key(exp) / name if runner else None)
+                logs = None
+                if cell.engine.engine == "mpyc":
+                    if cell not in runners:
+                        runners[cell] = MpycCell(cell.engine, cell.query, pop, runs_dir / cell.key(exp))
+                    outcome = runners[cell].run(name, exp.config.timeout_s, cell.network)
+                    logs = runs_dir / cell.key(exp) / name
+                else:
+                    outcome = run_plain(cell.query, pop)
+                record = _record(exp, cell, pop, rep, warm, outcome, sweep_meta, logs)
                 writer.append(record)
                 written.append(record)
                 if outcome.error:
                     warn(f"{cell.label()} {name}: {outcome.error.splitlines()[0]}")
                 progress.advance(task)
-            if current is not None and current[1] is not None:
-                current[1].close()
     finally:
         writer.close()
+        for runner in runners.values():
+            runner.close()
     return written
 
 

@@ -1,0 +1,71 @@
+"""Rounds seen two ways: the relay's causal count, and the slope of time against latency.
+
+If a protocol's critical path is R one-way flights, adding a one-way delay d
+to every link adds about R x d to its run time, so R ~ (T(d) - T(0)) / d.
+Fitting T against d over a config's delays (least squares over the medians)
+gives that slope, to set beside the relay's median `rounds` for each cell.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from rich.table import Table
+
+from harness.results import measured
+
+
+@dataclass(frozen=True)
+class Slope:
+    label: str
+    delays_ms: tuple[float, ...]
+    flights: float  # fitted dT/dd, in one-way flights
+    rounds: float | None  # relay's median rounds at the largest delay
+
+    @property
+    def ratio(self) -> float | None:
+        return self.flights / self.rounds if self.rounds else None
+
+
+def _engine_time(r: dict) -> float:
+    """The engine's own time (slowest party): excludes process start-up."""
+    return max(r["engine_s"]) if r.get("engine_s") else r["wall_s"]
+
+
+def slopes(records: list[dict]) -> list[Slope]:
+    """One fit per cell setting measured at two or more uniform delays (no link overrides)."""
+    groups: dict[tuple, dict[float, list[dict]]] = {}
+    for r in measured(records):
+        net = r["network"]
+        if r["error"] is not None or net.get("links") or net.get("jitter_ms"):
+            continue
+        key = (r["config"], r["engine"], r["protocol"], r["parties"], r["population_source"],
+               r["query"]["name"], str(r["padding"]))
+        groups.setdefault(key, {}).setdefault(float(net["delay_ms"]), []).append(r)
+    out = []
+    for key, by_delay in groups.items():
+        if len(by_delay) < 2:
+            continue
+        xs = sorted(by_delay)
+        ys = [statistics.median(_engine_time(r) for r in by_delay[d]) for d in xs]
+        mx, my = statistics.fmean(xs), statistics.fmean(ys)
+        var = sum((x - mx) ** 2 for x in xs)
+        slope_s_per_ms = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var
+        top = [r["rounds"] for r in by_delay[xs[-1]] if r.get("rounds") is not None]
+        out.append(Slope(f"{key[2]} {key[3]}p {key[4]} {key[5]}", tuple(xs),
+                         slope_s_per_ms * 1000.0, statistics.median(top) if top else None))
+    return out
+
+
+def table(records: list[dict]) -> Table | None:
+    found = slopes(records)
+    if not found:
+        return None
+    t = Table(title="rounds: latency slope (T(d) - T(0)) / d vs the relay's count")
+    for name in ("cell", "delays (ms)", "slope (flights)", "relay rounds", "slope / rounds"):
+        t.add_column(name, justify="left" if name == "cell" else "right")
+    for s in found:
+        t.add_row(s.label, ", ".join(f"{d:g}" for d in s.delays_ms), f"{s.flights:.1f}",
+                  f"{s.rounds:.0f}" if s.rounds is not None else "-",
+                  f"{s.ratio:.2f}" if s.ratio is not None else "-")
+    return t
