@@ -17,7 +17,7 @@ from circuits.population import EXACT, Padding, write_jsonl
 from circuits.queryfile import load_query
 from harness import compare, fhir, latency, report, results, sources, summary
 from harness.config import load_experiment
-from harness.sweep import run_sweep
+from harness.sweep import cells, run_sweep, runs
 
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
@@ -110,6 +110,9 @@ def extract(directory: Path, as_of: dt.date, out_path: Path) -> None:
     patients, errors = fhir.extract_dir(directory, as_of)
     for e in errors:
         _warn(f"skipped {e}")
+    if not patients:
+        raise InputError(str(directory), "", "no patient could be extracted",
+                         "give FHIR R4 bundles (*.json), one patient each")
     n = write_jsonl(patients, out_path)
     out.print(f"{n} patient(s) written to {out_path}"
               + (f"; {len(errors)} bundle(s) skipped" if errors else ""))
@@ -155,11 +158,18 @@ def _tables(records: list[dict]) -> None:
 @click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
               help="Results file (JSON lines, appended as runs finish).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted sweep in --out.")
-def run(config: Path, out_path: Path, resume: bool) -> None:
+@click.option("--dry-run", is_flag=True, help="Validate CONFIG and list its runs; run nothing.")
+def run(config: Path, out_path: Path, resume: bool, dry_run: bool) -> None:
     """Run the experiment grid in CONFIG (YAML) and print its summary table."""
     exp = load_experiment(config)
     for w in exp.warnings:
         _warn(w)
+    if dry_run:
+        plan = runs(exp)
+        for cell in cells(exp):
+            out.print(f"{cell.key(exp)}  {cell.label()}")
+        out.print(f"{len(cells(exp))} cell(s), {len(plan)} run(s) would be written to {out_path}")
+        return
     records = run_sweep(exp, out_path, resume, _warn, err)
     everything = results.read(out_path, _warn)
     _tables([r for r in everything if r["config"] == exp.config.name])

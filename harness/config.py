@@ -165,6 +165,9 @@ def load_experiment(path: Path) -> Experiment:
             qpath = Path(ref)
             if not qpath.is_absolute() and not qpath.exists():
                 qpath = path.parent / qpath
+            if not qpath.is_file():
+                raise InputError(source, where, f"query file {ref!r} not found",
+                                 "give a path relative to the config or the current directory")
             query, said = load_query(qpath)
         else:
             query, said = parse_query(ref, f"{source}: {where}", config.name)

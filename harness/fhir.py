@@ -81,8 +81,9 @@ def extract_bundle(data: Any, as_of: dt.date, path: Path) -> Patient:
     patient_index = -1
     for i, e in enumerate(entries):
         r = e.get("resource") if isinstance(e, dict) else None
-        if isinstance(r, dict):
-            b = buckets.get(r.get("resourceType"))
+        kind = r.get("resourceType") if isinstance(r, dict) else None
+        if isinstance(kind, str):
+            b = buckets.get(kind)
             if b is not None:
                 b.append(r)
                 if b is buckets["Patient"] and patient_index < 0:
@@ -174,7 +175,12 @@ def extract_file(path: Path, as_of: dt.date) -> Patient:
         data = json.loads(raw)
     except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
         raise BundleError(path, "(json)", f"not valid JSON: {e}") from None
-    return extract_bundle(data, as_of, path)
+    try:
+        return extract_bundle(data, as_of, path)
+    except (TypeError, AttributeError, KeyError, IndexError) as e:
+        # A structure no FHIR R4 bundle has (a list where an object belongs, ...).
+        raise BundleError(path, "(structure)", f"not a FHIR R4 bundle: {type(e).__name__}: {e}; "
+                          "check it against the FHIR R4 Bundle schema") from None
 
 
 def extract_dir(directory: Path, as_of: dt.date) -> tuple[list[Patient], list[BundleError]]:

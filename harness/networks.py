@@ -69,13 +69,20 @@ def parse_network(spec: str | dict, profiles: dict[str, LinkShape | None]) -> Ne
             raise ValueError(f"unknown network {spec!r}; use one of {', '.join(profiles)} "
                              "or {delay_ms:, bandwidth_mbit:, jitter_ms:}")
         return Network(spec, profiles[spec])
+    if not isinstance(spec, dict):
+        raise ValueError("a network is a profile name or a mapping of delay_ms, jitter_ms, "
+                         "bandwidth_mbit, profile, name, links")
     spec = dict(spec)
     base_name = spec.pop("profile", None)
-    if base_name is not None and base_name not in profiles:
+    if base_name is not None and (not isinstance(base_name, str) or base_name not in profiles):
         raise ValueError(f"unknown profile {base_name!r}; use one of {', '.join(profiles)}")
     base = profiles.get(base_name) if base_name else LinkShape()
     links_spec = spec.pop("links", {}) or {}
+    if not isinstance(links_spec, dict):
+        raise ValueError("links must map '0-2' or '0->2' to {delay_ms:, jitter_ms:, bandwidth_mbit:}")
     name = spec.pop("name", None)
+    if name is not None and not isinstance(name, str):
+        raise ValueError("a network's name must be a string")
     default = _shape(spec, base or LinkShape())
     links = []
     for key, override in links_spec.items():

@@ -1,0 +1,146 @@
+"""Hostile input: seeded mutations of queries, configs and FHIR bundles through the CLI.
+
+Every case must end with exit 0 (the mutation left the input valid) or exit 2 with
+one `error:` line naming the file, never a traceback or a hang.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from harness import cli
+
+SEED = 20261123
+CASES_PER_KIND = 80  # x 4 kinds = 320 cases
+
+NATIVE = yaml.safe_load((REPO / "configs/queries/five-criteria.yaml").read_text())
+PAPER = json.loads((REPO / "configs/queries/paper-listing1-fixed.json").read_text())
+CONFIG = {
+    "name": "fuzz", "query": str(REPO / "configs/queries/five-criteria.yaml"),
+    "populations": ["synthetic:10"], "padding": {"conditions": 4, "exams": 6},
+    "engines": [{"engine": "mpyc", "protocol": "shamir", "parties": 3}],
+    "networks": ["loopback", {"profile": "lan", "links": {"0-2": {"delay_ms": 5}}}],
+    "repeats": 1, "warmup": 0, "timeout_s": 30,
+}
+BUNDLE = {"resourceType": "Bundle", "type": "collection", "entry": [
+    {"resource": {"resourceType": "Patient", "id": "p1", "gender": "female",
+                  "birthDate": "1970-05-04"}},
+    {"resource": {"resourceType": "Observation", "status": "final",
+                  "code": {"coding": [{"system": "http://loinc.org", "code": "72166-2"}]},
+                  "effectiveDateTime": "2019-01-01T00:00:00+00:00",
+                  "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct",
+                                                       "code": "8517006"}]}}},
+    {"resource": {"resourceType": "Condition",
+                  "clinicalStatus": {"coding": [{"code": "active"}]},
+                  "verificationStatus": {"coding": [{"code": "confirmed"}]},
+                  "code": {"coding": [{"system": "http://snomed.info/sct", "code": "55822004"}]},
+                  "onsetDateTime": "2010-01-01T00:00:00+00:00"}},
+    {"resource": {"resourceType": "DiagnosticReport", "status": "final",
+                  "code": {"coding": [{"system": "http://loinc.org", "code": "57698-3"}]},
+                  "effectiveDateTime": "2020-06-01T00:00:00+00:00"}},
+]}
+
+ODD_VALUES = [None, "", "x", -1, 0, 2**70, 1.5, True, [], {}, [1, "a"], {"a": 1}, "2021-13-45",
+              "synthetic:-3", "57698-9", 5582004, "\u00e9\u0000", "exact"]
+
+
+def _paths(data, prefix=()):
+    yield prefix
+    if isinstance(data, dict):
+        for k, v in data.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            yield from _paths(v, prefix + (i,))
+
+
+def _mutate_tree(data, rng: random.Random):
+    data = copy.deepcopy(data)
+    paths = [p for p in _paths(data) if p]
+    path = rng.choice(paths)
+    parent = data
+    for part in path[:-1]:
+        parent = parent[part]
+    key = path[-1]
+    action = rng.randrange(4)
+    if action == 0:
+        del parent[key]
+    elif action == 1:
+        parent[key] = rng.choice(ODD_VALUES)
+    elif action == 2 and isinstance(parent, dict):
+        parent[rng.choice(["extra", "Criteria", "ALL", "inverse", "restriction_type"])] = parent[key]
+    else:
+        parent[key] = [parent[key]] if rng.random() < 0.5 else {"wrapped": parent[key]}
+    return data
+
+
+def _mutate_text(text: str, rng: random.Random) -> str:
+    action = rng.randrange(4)
+    i = rng.randrange(len(text) + 1)
+    if action == 0:
+        return text[:i]
+    if action == 1:
+        return text[:i] + rng.choice(["{", "]", ":", "\t", "\x00", "'", "- - -", "\udcff"]) + text[i:]
+    if action == 2:
+        j = rng.randrange(i, len(text) + 1)
+        return text[:i] + text[j:]
+    return text[:i] + text[i:][::-1]
+
+
+def cases():
+    rng = random.Random(SEED)
+    kinds = [("query.json", PAPER, json.dumps), ("query.yaml", NATIVE, yaml.safe_dump),
+             ("config.yaml", CONFIG, yaml.safe_dump), ("bundle.json", BUNDLE, json.dumps)]
+    for name, seed_data, dump in kinds:
+        for i in range(CASES_PER_KIND):
+            if rng.random() < 0.7:
+                text = dump(_mutate_tree(_mutate_tree(seed_data, rng), rng) if rng.random() < 0.3
+                            else _mutate_tree(seed_data, rng))
+            else:
+                text = _mutate_text(dump(seed_data), rng)
+            yield f"{i:03d}-{name}", text
+
+
+def _argv(path: Path, tmp: Path) -> list[str]:
+    if path.name.endswith("config.yaml"):
+        return ["run", str(path), "--out", str(tmp / "r.jsonl"), "--dry-run"]
+    if path.name.endswith("bundle.json"):
+        return ["extract", str(path), "--as-of", "2021-04-01", "--out", str(tmp / "p.jsonl")]
+    return ["check", str(path)]
+
+
+def test_fuzz_corpus(tmp_path, capsys, monkeypatch):
+    outcomes: dict[int, int] = {}
+    corpus = list(cases())
+    assert len(corpus) >= 300
+    for name, text in corpus:
+        path = tmp_path / name
+        path.write_text(text, errors="surrogateescape")
+        monkeypatch.setattr(sys, "argv", ["cohortbench", *_argv(path, tmp_path)])
+        start = time.perf_counter()
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        elapsed = time.perf_counter() - start
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err, (name, captured.err)
+        assert code in (0, 2), (name, code, captured.err, text[:300])
+        if code == 2:
+            lines = [ln for ln in captured.err.splitlines() if ln.startswith("error:")]
+            assert lines and (path.name in captured.err or str(path) in captured.err.replace("\n", "")), (
+                name, captured.err)
+        assert elapsed < 10, (name, elapsed)
+        outcomes[code] = outcomes.get(code, 0) + 1
+    assert outcomes.get(2, 0) >= 150, outcomes  # most mutations must be rejected, clearly
+    print(f"fuzz: {len(corpus)} cases, {outcomes.get(2, 0)} rejected with exit 2, "
+          f"{outcomes.get(0, 0)} still valid, 0 tracebacks")
