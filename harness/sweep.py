@@ -77,7 +77,7 @@ def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], No
     writer = results.Writer(out)
     written: list[dict] = []
     populations: dict[tuple, Population] = {}
-    runners: dict[Cell, MpycCell] = {}
+    runners: dict[str, MpycCell] = {}  # by cell key
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=False)
     try:
@@ -93,10 +93,11 @@ def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], No
                 pop = populations[data_key]
                 logs = None
                 if cell.engine.engine == "mpyc":
-                    if cell not in runners:
-                        runners[cell] = MpycCell(cell.engine, cell.query, pop, runs_dir / cell.key(exp))
-                    outcome = runners[cell].run(name, exp.config.timeout_s, cell.network)
-                    logs = runs_dir / cell.key(exp) / name
+                    key = cell.key(exp)
+                    if key not in runners:
+                        runners[key] = MpycCell(cell.engine, cell.query, pop, runs_dir / key)
+                    outcome = runners[key].run(name, exp.config.timeout_s, cell.network)
+                    logs = runs_dir / key / name
                 else:
                     outcome = run_plain(cell.query, pop)
                 record = _record(exp, cell, pop, rep, warm, outcome, sweep_meta, logs)

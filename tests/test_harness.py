@@ -175,8 +175,8 @@ def test_results_written_as_they_come_and_resume(tmp_path):
 
 
 def test_relative_paths_and_plain_defaults(tmp_path, monkeypatch):
-    cfg = config(tmp_path, "  - {engine: plain}\n  - {engine: mpyc, protocol: shamir}",
-                 populations="[synthetic:10]")
+    cfg = config(tmp_path, "  - {engine: plain}\n  - {engine: mpyc, protocol: shamir, "
+                 "populations: [synthetic:10]}", populations="[synthetic:10]")
     monkeypatch.chdir(tmp_path)
     records = run_sweep(load_experiment(cfg.relative_to(tmp_path)), Path("r.jsonl"), False,
                         lambda m: None)
