@@ -28,12 +28,6 @@ KNOWN_CONDITIONS: Final = {
     15777000: "Prediabetes",
     162864005: "Body mass index 30+ - obesity",
 }
-KNOWN_EXAMS: Final = {
-    57698: "Lipid panel",
-    58410: "Complete blood count panel",
-    51990: "Basic metabolic panel",
-    24323: "Comprehensive metabolic panel",
-}
 
 # The public exam vocabulary of the encoding: a report's LOINC code becomes its
 # index here (1..V), any other code 0.  It is part of the data's public schema,

@@ -12,7 +12,7 @@ from pathlib import Path
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from circuits.errors import InputError, from_pydantic
 from circuits.ir import Query

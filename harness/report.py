@@ -50,6 +50,7 @@ from rich.console import Console
 from circuits.errors import InputError
 from harness.compare import load
 from harness.results import measured
+from harness.summary import format_value
 
 PAPER, PAPER_SLOTS = "paper", "paper-slots"  # the paper-reproduction configs
 PAPER_POPULATIONS = (5, 100)
@@ -518,7 +519,7 @@ def fig_paper_bytes_per_criterion(data: list[CellStats]) -> Figure:
         xs = [i + (j - (len(protocols) - 1) / 2) * width for i, q in enumerate(queries) if (q, p) in cellmap]
         ys = [cellmap[(q, p)].bytes_sent / MB for q in queries if (q, p) in cellmap]
         bars = ax.bar(xs, ys, width, label=p)
-        ax.bar_label(bars, [_fmt(y * MB, "B") for y in ys], fontsize=7, padding=2)
+        ax.bar_label(bars, [format_value(y * MB, "B") for y in ys], fontsize=7, padding=2)
     ax.set_xticks(range(len(queries)), queries)
     _log_axis(ax.yaxis, "y")
     ax.margins(y=0.15)
@@ -634,17 +635,6 @@ def write_csv(path: Path, rows: list[dict]) -> None:
             w.writerow({k: ("" if v is None else v) for k, v in r.items()})
 
 
-def _fmt(x: float | None, unit: str = "") -> str:
-    if x is None:
-        return "-"
-    if unit == "B":
-        for scale, suffix in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-            if x >= scale:
-                return f"{x / scale:.2f} {suffix}"
-        return f"{x:.0f} B"
-    return f"{x:.3g}{unit}"
-
-
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>cohortbench report: {{ configs|join(", ") }}</title>
@@ -745,9 +735,9 @@ def _summary(all_cells: list[CellStats]) -> tuple[list[str], list[list[dict]]]:
             num(c.config, ""), num(f"{f.get('engine')}/{f.get('protocol')}", ""),
             num(", ".join(c.security), ""), num(str(f.get("parties"))), num(str(c.population)),
             num(c.network, ""), num(c.padding, ""), num(c.query, ""),
-            num(_fmt(c.wall, " s")), num(_fmt(q[1] - q[0] if q else None, " s")),
-            num(_fmt(c.bytes_sent, "B")), num("-" if det is None else "yes" if det else "no"),
-            num(_fmt(c.rounds)), num("-" if c.cohort is None else str(c.cohort)),
+            num(format_value(c.wall, " s")), num(format_value(q[1] - q[0] if q else None, " s")),
+            num(format_value(c.bytes_sent, "B")), num("-" if det is None else "yes" if det else "no"),
+            num(format_value(c.rounds)), num("-" if c.cohort is None else str(c.cohort)),
             num("yes" if c.correct else "NO", "good" if c.correct else "bad"),
             num(f"{len(c.ok)}/{len(c.runs)}", "num" if len(c.ok) == len(c.runs) else "num bad"),
             num(f"{speed:.1f}x" if speed else "-"), num(f"{bratio:.2f}" if bratio else "-"),

@@ -70,7 +70,7 @@ def _baseline(row: Row, all_rows: list[Row]) -> Row | None:
     return None
 
 
-def _fmt(x: float | None, unit: str = "") -> str:
+def format_value(x: float | None, unit: str = "") -> str:
     if x is None:
         return "-"
     if unit == "B":
@@ -95,8 +95,8 @@ def table(records: list[dict]) -> Table:
         ratio = (row.bytes_sent / base.bytes_sent) if base and base.bytes_sent and row.bytes_sent else None
         t.add_row(f"{f['engine']}/{f['protocol']}", f"{f['security']}, {f['majority']}",
                   str(f["parties"]), str(f["population"]), f["network"]["name"],
-                  _fmt(row.median, " s"), _fmt(row.iqr, " s"), _fmt(row.bytes_sent, "B"),
-                  _fmt(row.relay_bytes, "B"), f"{row.rounds:.0f}" if row.rounds is not None else "-",
+                  format_value(row.median, " s"), format_value(row.iqr, " s"), format_value(row.bytes_sent, "B"),
+                  format_value(row.relay_bytes, "B"), f"{row.rounds:.0f}" if row.rounds is not None else "-",
                   str(f["cohort_size"]) if f["cohort_size"] is not None else "-",
                   "[green]yes[/]" if row.correct else "[red]NO[/]",
                   f"{row.runs - row.failures}/{row.runs}",

@@ -1,6 +1,8 @@
 """Shared fixtures: hand-built patients and the shared Synthea sample's location."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,12 @@ def boundary_population():
         patient("none"),
     ]
     return encode(people, Padding(4, 4))
+
+
+def run_cli_sweep(cfg: Path, out: Path) -> Path:
+    """`cohortbench run CFG --out OUT` in a subprocess; it must succeed."""
+    out.unlink(missing_ok=True)
+    p = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(cfg), "--out", str(out)],
+                       capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return out

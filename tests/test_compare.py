@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from harness import compare as cmp
-from conftest import REPO
+from conftest import run_cli_sweep, REPO
 
 QUERY = str(REPO / "configs" / "queries" / "five-criteria.yaml")
 
@@ -223,23 +220,6 @@ def test_half_written_last_line_is_a_warning_not_an_error(tmp_path):
 
 
 # ---------------------------------------------------------------- a real sweep
-
-def run_cli_sweep(cfg: Path, out: Path, attempts: int = 3) -> Path:
-    """`cohortbench run` in a subprocess.  A run whose parties were all killed by a signal
-    from outside (another job on a shared machine) is retried; any other failure is not."""
-    for _ in range(attempts):
-        out.unlink(missing_ok=True)
-        p = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(cfg), "--out", str(out)],
-                           capture_output=True, text=True, cwd=REPO, timeout=600)
-        if p.returncode == 0:
-            return out
-        errors = [json.loads(line)["error"] for line in out.read_text().splitlines()] if out.exists() else []
-        killed = [e for e in errors if e and re.fullmatch(r"party \d+ exited with -\d+(; party \d+ exited "
-                                                          r"with -\d+)*", e.split("\n")[0])]
-        if not errors or len(killed) != sum(e is not None for e in errors):
-            break
-    raise AssertionError(p.stderr[-2000:])
-
 
 @pytest.fixture(scope="module")
 def real_results(tmp_path_factory) -> Path:

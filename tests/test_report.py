@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -13,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from harness import report
-from conftest import REPO
+from conftest import run_cli_sweep, REPO
 
 QUERY = str(REPO / "configs" / "queries" / "five-criteria.yaml")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -46,23 +43,6 @@ def assert_self_contained(page: str) -> _Links:
 
 def run_report(*args: str):
     return CliRunner().invoke(report.command, list(args))
-
-
-def run_cli_sweep(cfg: Path, out: Path, attempts: int = 3) -> Path:
-    """`cohortbench run` in a subprocess.  A run whose parties were all killed by a signal
-    from outside (another job on a shared machine) is retried; any other failure is not."""
-    for _ in range(attempts):
-        out.unlink(missing_ok=True)
-        p = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(cfg), "--out", str(out)],
-                           capture_output=True, text=True, cwd=REPO, timeout=600)
-        if p.returncode == 0:
-            return out
-        errors = [json.loads(line)["error"] for line in out.read_text().splitlines()] if out.exists() else []
-        killed = [e for e in errors if e and re.fullmatch(r"party \d+ exited with -\d+(; party \d+ exited "
-                                                          r"with -\d+)*", e.split("\n")[0])]
-        if not errors or len(killed) != sum(e is not None for e in errors):
-            break
-    raise AssertionError(p.stderr[-2000:])
 
 
 @pytest.fixture(scope="module")
