@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from circuits.cost import DataBounds
-from circuits.population import Padding, Population
+from circuits.population import Population
 
 PROTOCOLS = ("shamir", "paper-loop")
 COLUMNS = ("age", "gender", "smoker", "conditions", "exam_codes", "exam_months")
