@@ -4,6 +4,7 @@ A timeout or a party that dies kills the whole group; nothing outlives a cell.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -42,6 +43,18 @@ class GroupResult:
         return "\n".join(out)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL me when the harness dies (Linux), so that a
+    killed sweep leaves no party behind."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
 def free_ports(n: int) -> list[int]:
     """n distinct free TCP ports on the loopback address."""
     socks = []
@@ -69,7 +82,8 @@ def run_group(commands: list[list[str]], env: dict[str, str], logdir: Path, time
         for cmd, log in zip(commands, logs):
             with log.open("wb") as f:
                 p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=env, cwd=cwd, process_group=pgid)
+                                     env=env, cwd=cwd, process_group=pgid,
+                                     preexec_fn=_die_with_parent)
             pgid = pgid or p.pid
             procs.append(p)
         while True:

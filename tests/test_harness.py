@@ -205,3 +205,33 @@ def test_relayed_network_counts_rounds_and_bytes(tmp_path):
     assert len(matrix) == 3 and all(matrix[i][i] == 0 for i in range(3))
     # The relay sees MPyC's framed payload: within 1% of MPyC's own count.
     assert abs(relayed["relay_bytes"] - relayed["bytes_sent"]) <= 0.01 * relayed["bytes_sent"]
+
+
+def test_kill_9_of_the_harness_then_resume(tmp_path):
+    """A sweep killed with SIGKILL mid-run leaves no party behind, and --resume completes
+    it to the same set of runs as an uninterrupted sweep."""
+    cfg = config(tmp_path, "  - {engine: mpyc, protocol: shamir}",
+                 populations="[synthetic:10, synthetic:12, synthetic:14]")
+    cfg.write_text(cfg.read_text().replace("repeats: 1", "repeats: 2"))
+    out = tmp_path / "r.jsonl"
+    argv = [*CLI, "run", str(cfg), "--out", str(out)]
+    p = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 2):
+        time.sleep(0.05)
+    harness_proc = psutil.Process(p.pid)
+    parties = harness_proc.children(recursive=True)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    gone, alive = psutil.wait_procs(parties, timeout=10)
+    assert not alive, f"parties outlived the harness: {alive}"
+    done_before = len(results.read(out, lambda m: None))
+    assert 2 <= done_before < 6
+    r = subprocess.run([*argv, "--resume"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    final = results.read(out)
+    exp = load_experiment(cfg)
+    from harness.sweep import runs
+    expected = {(c.key(exp), rep, warm) for c, rep, warm in runs(exp)}
+    assert {results.run_key(x) for x in final} == expected and len(final) == len(expected)
+    assert all(x["correct"] for x in final)
