@@ -15,7 +15,7 @@ from circuits.errors import InputError
 from circuits.oracle import cohort
 from circuits.population import EXACT, Padding, write_jsonl
 from circuits.queryfile import load_query
-from harness import compare, fhir, latency, report, results, sources, summary
+from harness import compare, doctor, fhir, latency, report, results, sources, summary
 from harness.config import load_experiment
 from harness.sweep import cells, run_sweep, runs
 
@@ -188,6 +188,7 @@ def show(results_path: Path) -> None:
 
 
 cli.add_command(compare.command)
+cli.add_command(doctor.command)
 cli.add_command(report.command)
 
 

@@ -46,19 +46,27 @@ class _Model(BaseModel):
 
 
 class EngineSpec(_Model):
-    engine: Literal["mpyc", "plain"]
+    engine: Literal["mpyc", "mp-spdz", "plain"]
     protocol: str = "shamir"
     parties: Annotated[int, Field(ge=1, le=16)] = 3
     bit_length: Annotated[int, Field(ge=8, le=256)] | None = None
     populations: list[str] | None = None  # run this engine on these populations only
     ssl: bool = False  # MPyC --ssl: TLS between parties, certificates made per cell
     batch_size: Annotated[int, Field(ge=1)] = 10_000  # vectorised: patients per batch
+    lowering: Literal["binary", "arithmetic"] | None = None  # MP-SPDZ: None = measured default
+    edabit: bool | None = None  # MP-SPDZ compile option -Y; None = measured default
 
     @model_validator(mode="before")
     @classmethod
     def _plain_defaults(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("engine") == "plain":
             return {"protocol": "oracle", "parties": 1, **data}
+        if isinstance(data, dict) and data.get("engine") == "mp-spdz" and "parties" not in data:
+            from backends.mp_spdz import protocols
+            try:
+                return {**data, "parties": protocols.get(str(data.get("protocol"))).default_parties}
+            except ValueError:
+                return data  # reported by _check with the list of protocols
         return data
 
     @model_validator(mode="after")
@@ -71,11 +79,16 @@ class EngineSpec(_Model):
             if self.parties < 3:
                 raise ValueError(f"{self.parties} parties cannot run Shamir with an honest "
                                  "majority; use 3 or more")
+        if self.engine == "mp-spdz":
+            from backends.mp_spdz import protocols
+            protocols.get(self.protocol).check_parties(self.parties)
         return self
 
     @property
     def label(self) -> str:
         extra = (f" l={self.bit_length}" if self.bit_length else "") + (" tls" if self.ssl else "")
+        extra += f" {self.lowering}" if self.lowering else ""
+        extra += "" if self.edabit is None else (" edabit" if self.edabit else " no-edabit")
         return f"{self.engine}/{self.protocol}/{self.parties}p{extra}"
 
 
@@ -96,6 +109,7 @@ class Config(_Model):
     compare_to: dict[str, Any] | None = None
     truncate: bool = False
     interleave: bool = False  # run repeat by repeat across cells instead of cell by cell
+    budget_s: Annotated[float, Field(gt=0)] | None = None  # skip larger populations past it
 
     @model_validator(mode="after")
     def _one_query_key(self) -> Config:

@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from backends.mp_spdz import compile as mp_compile
+from backends.mp_spdz import launch as mp_launch
+from backends.mp_spdz import program as mp_program
+from backends.mp_spdz import protocols as mp_protocols
 from backends.mpyc import launch as mpyc_launch
 from backends.mpyc.job import Job, bounds_of, write_inputs
 from circuits.ir import Output, Query, to_plain
@@ -26,15 +32,28 @@ LOOPBACK = Network("loopback", PROFILES["loopback"])
 
 
 @contextmanager
-def relayed(network: Network, parties: int, ports: list[int]):
-    """Each party's view of the others' ports, through a relay unless `network` is direct."""
+def relayed(network: Network, parties: int, ports: list[int], every_direction: bool = False):
+    """Each party's view of the others' ports, through a relay unless `network` is direct.
+
+    MPyC's party i connects to every j > i, so those routes suffice; with
+    `every_direction` (an engine whose connect direction we do not rely on) party i
+    reaches every j through the relay, and routes no one uses stay idle.
+    """
     if not network.relayed:
         yield [list(ports) for _ in range(parties)], None
         return
-    with Relay(routes_for_full_mesh(parties, ports), network.shape, parties=parties) as relay:
-        views = [[relay.port_for(i, j) if j > i else ports[j] for j in range(parties)]
-                 for i in range(parties)]
+    routes = ([(i, j, ports[j]) for i in range(parties) for j in range(parties) if i != j]
+              if every_direction else routes_for_full_mesh(parties, ports))
+    with Relay(routes, network.shape, parties=parties) as relay:
+        views = [[relay.port_for(i, j) if (i, j) in relay.ports else ports[j]
+                  for j in range(parties)] for i in range(parties)]
         yield views, relay
+
+
+def _relay_figures(relay: Relay) -> dict:
+    stats = relay.stats().to_json()
+    return {"rounds": stats["rounds"], "messages": sum(map(sum, stats["messages_by_link"])),
+            "bytes_by_link": stats["bytes_by_link"], "relay_bytes": stats["bytes_total"]}
 
 
 @dataclass(frozen=True)
@@ -112,9 +131,7 @@ class MpycCell:
             "bit_length": reports[0].bit_length,
         }
         if relay is not None:
-            stats = relay.stats().to_json()
-            figures.update(rounds=stats["rounds"], messages=sum(map(sum, stats["messages_by_link"])),
-                           bytes_by_link=stats["bytes_by_link"], relay_bytes=stats["bytes_total"])
+            figures.update(_relay_figures(relay))
         answers = [r.result for r in reports]
         size, correct, error = check(self.query, self.expected, answers[0])
         if correct and self.query.output is Output.COUNT and len(set(map(str, answers))) != 1:
@@ -126,3 +143,52 @@ class MpycCell:
         for path in (self.data_path, self.counts_path):
             if path:
                 Path(path).unlink(missing_ok=True)
+
+
+class MpSpdzCell:
+    """A cell's program compiled once (cached across sweeps); each `run` is one repeat."""
+
+    def __init__(self, spec: EngineSpec, query: Query, pop: Population, workdir: Path):
+        self.spec, self.query, self.pop, self.workdir = spec, query, pop, workdir.resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.protocol = mp_protocols.get(spec.protocol)
+        self.expected = cohort(query, pop)
+        options = mp_compile.default_options(self.protocol)
+        options = replace(options, **{k: v for k, v in (("lowering", spec.lowering),
+                                                        ("edabit", spec.edabit)) if v is not None})
+        self.compiled = mp_compile.compile_program(query, mp_program.Shape.of(pop), self.protocol,
+                                                   spec.parties, options)
+
+    def run(self, name: str, timeout_s: float, network: Network = LOOPBACK) -> Outcome:
+        rundir = self.workdir / name
+        if rundir.exists():
+            shutil.rmtree(rundir)
+        m = self.spec.parties
+        ports = free_ports(m)
+        with relayed(network, m, ports, every_direction=True) as (views, relay):
+            addresses = [[f"127.0.0.1:{port}" for port in view] for view in views]
+            plan = mp_launch.prepare_run(rundir, self.compiled, self.pop, ports,
+                                         tls=True if self.spec.ssl else None, addresses=addresses)
+            group = run_group(plan.argv(), dict(os.environ), rundir, timeout_s)
+        mp_launch.clean_run(plan)
+        try:
+            reports = [mp_launch.read_report(i, group.logs[i], self.query, len(self.pop),
+                                             group.returncodes[i], group.timed_out)
+                       for i in range(m)]
+        except ValueError as e:
+            return Outcome(group.wall_s, {}, None, False, f"{e}\n{group.log_tail()}")
+        figures = mp_launch.figures(reports)
+        figures["engine_rounds"] = figures.pop("rounds")
+        figures.update(compile_s=self.compiled.compile_s, compile_cached=self.compiled.cached,
+                       compiler_expected=self.compiled.expected,
+                       compile_options=self.compiled.options.label, tls=plan.tls)
+        if relay is not None:
+            figures.update(_relay_figures(relay))
+        answers = [r.result for r in reports]
+        size, correct, error = check(self.query, self.expected, answers[0])
+        if correct and self.query.output is Output.COUNT and len(set(map(str, answers))) != 1:
+            correct, error = False, f"MISMATCH: parties revealed different counts {answers}"
+        return Outcome(group.wall_s, figures, size, correct, error)
+
+    def close(self) -> None:
+        """Nothing private stays: each run removes its input file."""

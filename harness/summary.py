@@ -15,7 +15,8 @@ class Row:
     samples: list[float]  # wall_s of the successful measured runs
     bytes_sent: float | None  # engine's own count, median over runs
     relay_bytes: float | None  # the relay's count (relayed networks)
-    rounds: float | None
+    rounds: float | None  # the relay's count; else the engine's own (MP-SPDZ), shown as ~N
+    engine_rounds: float | None
     runs: int
     failures: int
     correct: bool
@@ -41,6 +42,7 @@ def rows(records: list[dict]) -> list[Row]:
         ok = [r for r in runs if r["error"] is None]
         out.append(Row(runs[0], [r["wall_s"] for r in ok], _median(ok, "bytes_sent"),
                        _median(ok, "relay_bytes"), _median(ok, "rounds"),
+                       _median(ok, "engine_rounds"),
                        len(runs), len(runs) - len(ok), all(r["correct"] for r in runs)))
     return out
 
@@ -70,6 +72,16 @@ def _baseline(row: Row, all_rows: list[Row]) -> Row | None:
     return None
 
 
+def _fastest_semi_honest(row: Row, all_rows: list[Row]) -> Row | None:
+    """The fastest semi-honest engine on the same population, network and query."""
+    same = [o for o in all_rows
+            if o.first["security"] == "semi-honest" and o.median
+            and all(_field(o.first, k) == _field(row.first, k)
+                    for k in ("config", "population_source", "network"))
+            and o.first["query"]["name"] == row.first["query"]["name"]]
+    return min(same, key=lambda o: o.median, default=None)
+
+
 def format_value(x: float | None, unit: str = "") -> str:
     if x is None:
         return "-"
@@ -85,7 +97,7 @@ def table(records: list[dict]) -> Table:
     all_rows = rows(records)
     t = Table(title=f"cohortbench: {', '.join(sorted({r.first['config'] for r in all_rows}))}")
     for name in ("engine/protocol", "security", "parties", "population", "network", "median wall",
-                 "IQR", "bytes", "relay bytes", "rounds", "cohort", "correct", "runs", "speed-up", "bytes ratio"):
+                 "IQR", "bytes", "relay bytes", "rounds", "cohort", "correct", "runs", "speed-up", "bytes ratio", "vs fastest SH"):
         t.add_column(name, justify="left" if name in ("engine/protocol", "security", "network") else "right")
     for row in sorted(all_rows, key=lambda r: (r.first["config"], r.first["population"],
                                                r.first["network"]["name"], r.first["protocol"])):
@@ -93,12 +105,17 @@ def table(records: list[dict]) -> Table:
         base = _baseline(row, all_rows)
         speed = (base.median / row.median) if base and base.median and row.median else None
         ratio = (row.bytes_sent / base.bytes_sent) if base and base.bytes_sent and row.bytes_sent else None
-        t.add_row(f"{f['engine']}/{f['protocol']}", f"{f['security']}, {f['majority']}",
+        fastest = _fastest_semi_honest(row, all_rows)
+        vs_fastest = row.median / fastest.median if fastest and row.median else None
+        rounds = (f"{row.rounds:.0f}" if row.rounds is not None else
+                  f"~{row.engine_rounds:.0f}" if row.engine_rounds is not None else "-")
+        t.add_row(f"{f['engine']}/{f['protocol']}", f"{f['security']}/{f['majority']}",
                   str(f["parties"]), str(f["population"]), f["network"]["name"],
                   format_value(row.median, " s"), format_value(row.iqr, " s"), format_value(row.bytes_sent, "B"),
-                  format_value(row.relay_bytes, "B"), f"{row.rounds:.0f}" if row.rounds is not None else "-",
+                  format_value(row.relay_bytes, "B"), rounds,
                   str(f["cohort_size"]) if f["cohort_size"] is not None else "-",
                   "[green]yes[/]" if row.correct else "[red]NO[/]",
                   f"{row.runs - row.failures}/{row.runs}",
-                  f"{speed:.1f}x" if speed else "-", f"{ratio:.2f}" if ratio else "-")
+                  f"{speed:.1f}x" if speed else "-", f"{ratio:.2f}" if ratio else "-",
+                  f"{vs_fastest:.1f}x" if vs_fastest else "-")
     return t

@@ -10,12 +10,13 @@ from typing import Callable
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from backends.mp_spdz import protocols as mp_protocols
 from backends.mpyc import launch as mpyc_launch
 from circuits.errors import InputError
 from harness import meta, results, sources
 from harness.config import EngineSpec, Experiment
 from harness.networks import Network
-from harness.runner import PLAIN, MpycCell, Outcome, run_plain
+from harness.runner import PLAIN, MpSpdzCell, MpycCell, Outcome, run_plain
 from harness.sources import Source
 from circuits.ir import Query
 from circuits.population import Padding, Population
@@ -47,6 +48,31 @@ def cells(exp: Experiment) -> list[Cell]:
             if e.populations is None or s.text in e.populations]
 
 
+class Budget:
+    """Per-cell time budget: a setting whose run exceeded it at one population is skipped,
+    and recorded as skipped, at every larger population of the sweep."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self.over: dict[str, tuple[int, float]] = {}  # setting -> (population, wall_s)
+
+    @staticmethod
+    def _setting(cell: Cell) -> str:
+        return json.dumps([cell.engine.model_dump(mode="json"), cell.network.record(),
+                           cell.query.ir_hash, cell.padding.label()])
+
+    def observe(self, cell: Cell, population: int, outcome: Outcome) -> None:
+        if self.seconds is not None and outcome.wall_s is not None and outcome.wall_s > self.seconds:
+            self.over.setdefault(self._setting(cell), (population, outcome.wall_s))
+
+    def exceeded(self, cell: Cell) -> str | None:
+        hit = self.over.get(self._setting(cell))
+        if hit is None or cell.source.size is None or cell.source.size <= hit[0]:
+            return None
+        return (f"skipped: this setting took {hit[1]:.1f} s at population {hit[0]}, over the "
+                f"budget of {self.seconds:g} s per run (budget_s)")
+
+
 def runs(exp: Experiment) -> list[tuple[Cell, int, bool]]:
     """Every run as (cell, repeat, warmup): cell by cell, or with `interleave` repeat by
     repeat across cells, so that slow drifts of the machine hit every cell alike."""
@@ -76,8 +102,9 @@ def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], No
         warn(f"resuming: {len(plan) - len(todo)} run(s) already in {out}, {len(todo)} to go")
     writer = results.Writer(out)
     written: list[dict] = []
+    budget = Budget(exp.config.budget_s)
     populations: dict[tuple, Population] = {}
-    runners: dict[str, MpycCell] = {}  # by cell key
+    runners: dict[str, MpycCell | MpSpdzCell] = {}  # by cell key
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=False)
     try:
@@ -86,21 +113,32 @@ def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], No
             for cell, rep, warm in todo:
                 name = f"{'warmup' if warm else 'repeat'}-{rep}"
                 progress.update(task, description=f"{cell.label()} {name}")
+                over = budget.exceeded(cell)
+                if over is not None:
+                    record = _record(exp, cell, None, rep, warm, Outcome(None, {}, None, False, over),
+                                     sweep_meta, None)
+                    record["skipped"] = True
+                    writer.append(record)
+                    written.append(record)
+                    progress.advance(task)
+                    continue
                 data_key = (cell.source.text, cell.padding)
                 if data_key not in populations:
                     populations[data_key] = sources.load(
                         cell.source, cell.padding, exp.config.as_of, exp.config.truncate, warn)
                 pop = populations[data_key]
                 logs = None
-                if cell.engine.engine == "mpyc":
+                if cell.engine.engine == "plain":
+                    outcome = run_plain(cell.query, pop)
+                else:
                     key = cell.key(exp)
                     if key not in runners:
-                        runners[key] = MpycCell(cell.engine, cell.query, pop, runs_dir / key)
+                        kind = MpycCell if cell.engine.engine == "mpyc" else MpSpdzCell
+                        runners[key] = kind(cell.engine, cell.query, pop, runs_dir / key)
                     outcome = runners[key].run(name, exp.config.timeout_s, cell.network)
                     logs = runs_dir / key / name
-                else:
-                    outcome = run_plain(cell.query, pop)
                 record = _record(exp, cell, pop, rep, warm, outcome, sweep_meta, logs)
+                budget.observe(cell, len(pop), outcome)
                 writer.append(record)
                 written.append(record)
                 if outcome.error:
@@ -115,14 +153,18 @@ def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], No
 
 def _record(exp: Experiment, cell: Cell, pop, rep: int, warm: bool, o: Outcome, sweep_meta: dict,
             logs: Path | None) -> dict:
-    security = mpyc_launch.SECURITY if cell.engine.engine == "mpyc" else PLAIN
     f = o.figures
+    security = {"mpyc": mpyc_launch.SECURITY, "plain": PLAIN}.get(cell.engine.engine)
+    if security is None:
+        p = mp_protocols.get(cell.engine.protocol)
+        security = {"security": p.security, "majority": p.majority}
     return {
         "config": exp.config.name, "cell": cell.key(exp), "engine": cell.engine.engine,
         "protocol": cell.engine.protocol, **security, "parties": cell.engine.parties,
-        "population": len(pop), "population_source": cell.source.text,
+        "population": len(pop) if pop is not None else cell.source.size,
+        "population_source": cell.source.text,
         "padding": {"conditions": cell.padding.conditions, "exams": cell.padding.exams},
-        "slots": list(pop.slots),
+        "slots": list(pop.slots) if pop is not None else None,
         "query": {"name": cell.query.name, "ir_hash": cell.query.ir_hash,
                   "output": cell.query.output.value},
         "network": cell.network.record(), "bit_length": f.get("bit_length"),
@@ -130,7 +172,11 @@ def _record(exp: Experiment, cell: Cell, pop, rep: int, warm: bool, o: Outcome, 
         "compute_s": f.get("compute_s"), "bytes_sent": f.get("bytes_sent"),
         "bytes_by_party": f.get("bytes_by_party"), "rounds": f.get("rounds"),
         "messages": f.get("messages"), "bytes_by_link": f.get("bytes_by_link"),
-        "relay_bytes": f.get("relay_bytes"),
+        "relay_bytes": f.get("relay_bytes"), "engine_rounds": f.get("engine_rounds"),
+        "global_bytes": f.get("global_bytes"), "online_s": f.get("online_s"),
+        "offline_s": f.get("offline_s"), "tls": f.get("tls", cell.engine.ssl),
+        "compile_s": f.get("compile_s"), "compile_cached": f.get("compile_cached"),
+        "compile_options": f.get("compile_options"), "compiler_expected": f.get("compiler_expected"),
         "peak_rss_kib_by_party": f.get("peak_rss_kib_by_party"),
         "cohort_size": o.cohort_size, "correct": o.correct, "error": o.error,
         "logs": str(logs) if logs else None, "compare_to": exp.config.compare_to,
