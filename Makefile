@@ -8,7 +8,7 @@ RESULTS ?= results
 CI_NEW ?= $(RESULTS)/ci-new.jsonl
 REPORT_INPUTS ?= $(RESULTS)/default-latest.jsonl
 
-.PHONY: install test bench bench-ci baseline report clean
+.PHONY: install test bench bench-ci bench-micro baseline report clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,13 @@ bench-ci: install
 	rm -rf $(CI_NEW) $(CI_NEW:.jsonl=.runs)
 	-$(BIN)/cohortbench run configs/ci.yaml --out $(CI_NEW)
 	$(BIN)/cohortbench compare baselines/ci.jsonl $(CI_NEW)
+
+# pytest-benchmark micro-benchmarks (extraction, generation, code generation, relay),
+# saved as JSON under .benchmarks/ and compared with the previous save.
+bench-micro: install
+	$(BIN)/python -m pytest -q tests/test_bench_data.py tests/test_bench_codegen.py \
+	  tests/test_bench_relay.py --benchmark-enable --benchmark-autosave --benchmark-compare \
+	  --benchmark-columns=min,median,max,rounds
 
 # Refresh the baseline and record why: make baseline REASON="..."
 baseline: install
