@@ -17,6 +17,7 @@ class Row:
     relay_bytes: float | None  # the relay's count (relayed networks)
     rounds: float | None  # the relay's count; else the engine's own (MP-SPDZ), shown as ~N
     engine_rounds: float | None
+    engine_s: float | None  # the engine's own time (slowest party), median over runs
     runs: int
     failures: int
     correct: bool
@@ -24,6 +25,11 @@ class Row:
     @property
     def median(self) -> float | None:
         return statistics.median(self.samples) if self.samples else None
+
+    @property
+    def time(self) -> float | None:
+        """The engine's own time where it reports one (no process start-up), else wall."""
+        return self.engine_s if self.engine_s is not None else self.median
 
     @property
     def iqr(self) -> float | None:
@@ -43,6 +49,8 @@ def rows(records: list[dict]) -> list[Row]:
         out.append(Row(runs[0], [r["wall_s"] for r in ok], _median(ok, "bytes_sent"),
                        _median(ok, "relay_bytes"), _median(ok, "rounds"),
                        _median(ok, "engine_rounds"),
+                       statistics.median(max(r["engine_s"]) for r in ok) if ok and all(
+                           r.get("engine_s") for r in ok) else None,
                        len(runs), len(runs) - len(ok), all(r["correct"] for r in runs)))
     return out
 
@@ -75,11 +83,11 @@ def _baseline(row: Row, all_rows: list[Row]) -> Row | None:
 def _fastest_semi_honest(row: Row, all_rows: list[Row]) -> Row | None:
     """The fastest semi-honest engine on the same population, network and query."""
     same = [o for o in all_rows
-            if o.first["security"] == "semi-honest" and o.median
+            if o.first["security"] == "semi-honest" and o.time
             and all(_field(o.first, k) == _field(row.first, k)
                     for k in ("config", "population_source", "network"))
             and o.first["query"]["name"] == row.first["query"]["name"]]
-    return min(same, key=lambda o: o.median, default=None)
+    return min(same, key=lambda o: o.time, default=None)
 
 
 def format_value(x: float | None, unit: str = "") -> str:
@@ -97,7 +105,7 @@ def table(records: list[dict]) -> Table:
     all_rows = rows(records)
     t = Table(title=f"cohortbench: {', '.join(sorted({r.first['config'] for r in all_rows}))}")
     for name in ("engine/protocol", "security", "parties", "population", "network", "median wall",
-                 "IQR", "bytes", "relay bytes", "rounds", "cohort", "correct", "runs", "speed-up", "bytes ratio", "vs fastest SH"):
+                 "IQR", "engine s", "bytes", "relay bytes", "rounds", "cohort", "correct", "runs", "speed-up", "bytes ratio", "vs fastest SH"):
         t.add_column(name, justify="left" if name in ("engine/protocol", "security", "network") else "right")
     for row in sorted(all_rows, key=lambda r: (r.first["config"], r.first["population"],
                                                r.first["network"]["name"], r.first["protocol"])):
@@ -106,12 +114,13 @@ def table(records: list[dict]) -> Table:
         speed = (base.median / row.median) if base and base.median and row.median else None
         ratio = (row.bytes_sent / base.bytes_sent) if base and base.bytes_sent and row.bytes_sent else None
         fastest = _fastest_semi_honest(row, all_rows)
-        vs_fastest = row.median / fastest.median if fastest and row.median else None
+        vs_fastest = (row.time / fastest.time) if fastest and row.time and fastest.time else None
         rounds = (f"{row.rounds:.0f}" if row.rounds is not None else
                   f"~{row.engine_rounds:.0f}" if row.engine_rounds is not None else "-")
         t.add_row(f"{f['engine']}/{f['protocol']}", f"{f['security']}/{f['majority']}",
                   str(f["parties"]), str(f["population"]), f["network"]["name"],
-                  format_value(row.median, " s"), format_value(row.iqr, " s"), format_value(row.bytes_sent, "B"),
+                  format_value(row.median, " s"), format_value(row.iqr, " s"),
+                  format_value(row.engine_s, " s"), format_value(row.bytes_sent, "B"),
                   format_value(row.relay_bytes, "B"), rounds,
                   str(f["cohort_size"]) if f["cohort_size"] is not None else "-",
                   "[green]yes[/]" if row.correct else "[red]NO[/]",
