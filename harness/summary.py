@@ -66,11 +66,12 @@ def _field(record: dict, key: str) -> object:
 
 def _baseline(row: Row, all_rows: list[Row]) -> Row | None:
     """The row named by `compare_to` (e.g. {protocol: paper-loop} or {network: relay}) in
-    the same config, population and query, and the same network unless it names one."""
+    the same config, population and query, and the same network and party count unless
+    it names them."""
     want = row.first.get("compare_to")
     if not want:
         return None
-    same = ["config", "population_source"] + ([] if "network" in want else ["network"])
+    same = ["config", "population_source"] + [k for k in ("network", "parties") if k not in want]
     for other in all_rows:
         f = other.first
         if (all(_field(f, k) == _field(row.first, k) for k in same)
