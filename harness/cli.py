@@ -15,9 +15,9 @@ from circuits.errors import InputError
 from circuits.oracle import cohort
 from circuits.population import EXACT, Padding, write_jsonl
 from circuits.queryfile import load_query
-from harness import compare, doctor, fhir, latency, report, results, sources, summary
+from harness import compare, doctor, fhir, latency, report, results, sources, summary, tamper
 from harness.config import load_experiment
-from harness.sweep import cells, run_sweep, runs
+from harness.sweep import cells, expected_failure, run_sweep, runs
 
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
@@ -151,6 +151,9 @@ def _tables(records: list[dict]) -> None:
     slopes = latency.table(records)
     if slopes is not None:
         out.print(slopes)
+    tampering = tamper.table(records)
+    if tampering is not None:
+        out.print(tampering)
 
 
 @cli.command()
@@ -174,7 +177,11 @@ def run(config: Path, out_path: Path, resume: bool, dry_run: bool) -> None:
     everything = results.read(out_path, _warn)
     _tables([r for r in everything if r["config"] == exp.config.name])
     out.print(f"results: {out_path}  logs: {out_path.with_suffix('.runs')}")
-    bad = [r for r in records if r["error"] is not None]
+    tampered = [r for r in records if r["error"] is not None and expected_failure(r)]
+    if tampered:
+        err.print(f"{len(tampered)} tampered run(s) failed, as a tamper experiment may expect "
+                  "(not counted as failures; see the tampering table)")
+    bad = [r for r in records if r["error"] is not None and not expected_failure(r)]
     if bad:
         err.print(f"[red]{len(bad)} run(s) failed or disagreed with the oracle[/] (see `error` in {out_path})")
         sys.exit(1)

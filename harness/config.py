@@ -136,9 +136,14 @@ class Config(_Model):
     def _networks(self) -> Config:
         for i, spec in enumerate(self.networks):
             try:
-                parse_network(spec, self.profiles())
+                network = parse_network(spec, self.profiles())
             except ValueError as e:
                 raise ValueError(f"networks[{i}]: {e}") from None
+            for j, e in enumerate(self.engines):
+                if e.engine != "plain" and e.parties < network.fault_parties:
+                    raise ValueError(f"networks[{i}]: its faults name party "
+                                     f"{network.fault_parties - 1}, but engines[{j}] "
+                                     f"({e.label}) has {e.parties} parties (0 to {e.parties - 1})")
         return self
 
 

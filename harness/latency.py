@@ -37,7 +37,7 @@ def slopes(records: list[dict]) -> list[Slope]:
     groups: dict[tuple, dict[float, list[dict]]] = {}
     for r in measured(records):
         net = r["network"]
-        if r["error"] is not None or net.get("links") or net.get("jitter_ms"):
+        if r["error"] is not None or net.get("links") or net.get("jitter_ms") or net.get("faults"):
             continue
         key = (r["config"], r["engine"], r["protocol"], r["parties"], r["population_source"],
                r["query"]["name"], str(r["padding"]))

@@ -4,6 +4,11 @@
 each party's connections through the user-space relay (`harness.relay`), which
 injects one-way delay, jitter and bandwidth per directed link and counts bytes,
 messages and rounds.  `relay` is the relay with no shaping (its own overhead).
+
+A network may also carry faults (`harness.faults`), per directed link, e.g.
+`{profile: relay, faults: {"1->0": {mode: flip, offset: 5000}}}` ("i-j": the
+same fault on both directions, each counting its own stream); a network with
+faults is always relayed.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.faults import Fault, parse_fault
 from harness.relay import LinkShape
 
 PROFILES: dict[str, LinkShape | None] = {
@@ -31,10 +37,20 @@ class Network:
     name: str
     default: LinkShape | None
     links: tuple[tuple[tuple[int, int], LinkShape], ...] = field(default=())
+    faults: tuple[tuple[tuple[int, int], Fault], ...] = field(default=())
 
     @property
     def relayed(self) -> bool:
-        return self.default is not None
+        return self.default is not None or bool(self.faults)
+
+    def fault_map(self) -> dict[tuple[int, int], Fault]:
+        """{(src, dst): Fault} for the relay."""
+        return dict(self.faults)
+
+    @property
+    def fault_parties(self) -> int:
+        """How many parties the faults need (the highest party they name + 1; 0 without)."""
+        return max((max(link) + 1 for link, _ in self.faults), default=0)
 
     def shape(self, src: int, dst: int) -> LinkShape:
         for link, shape in self.links:
@@ -48,6 +64,8 @@ class Network:
                                "jitter_ms": d.jitter_ms, "bandwidth_mbit": d.bandwidth_mbit}
         if self.links:
             out["links"] = {f"{s}->{t}": vars(shape) for (s, t), shape in self.links}
+        if self.faults:
+            out["faults"] = {f"{s}->{t}": fault.record() for (s, t), fault in self.faults}
         return out
 
 
@@ -59,10 +77,12 @@ def _shape(spec: dict, base: LinkShape) -> LinkShape:
 
 
 def parse_network(spec: str | dict, profiles: dict[str, LinkShape | None]) -> Network:
-    """A profile name, or {profile?, name?, delay_ms?, jitter_ms?, bandwidth_mbit?, links?}.
+    """A profile name, or {profile?, name?, delay_ms?, jitter_ms?, bandwidth_mbit?, links?, faults?}.
 
     `links` maps "i-j" (both directions) or "i->j" (one direction) to overrides,
     e.g. one party far away: {profile: lan, links: {"0-2": {delay_ms: 75}}}.
+    `faults` maps links the same way to one fault each (see `harness.faults`),
+    e.g. {profile: relay, faults: {"1->0": {mode: flip, offset: 5000}}}.
     """
     if isinstance(spec, str):
         if spec not in profiles:
@@ -78,6 +98,7 @@ def parse_network(spec: str | dict, profiles: dict[str, LinkShape | None]) -> Ne
         raise ValueError(f"unknown profile {base_name!r}; use one of {', '.join(profiles)}")
     base = profiles.get(base_name) if base_name else LinkShape()
     links_spec = spec.pop("links", {}) or {}
+    faults_spec = spec.pop("faults", {}) or {}
     if not isinstance(links_spec, dict):
         raise ValueError("links must map '0-2' or '0->2' to {delay_ms:, jitter_ms:, bandwidth_mbit:}")
     name = spec.pop("name", None)
@@ -95,9 +116,41 @@ def parse_network(spec: str | dict, profiles: dict[str, LinkShape | None]) -> Ne
         links.append(((s, t), shape))
         if arrow == "-":
             links.append(((t, s), shape))
+    faults, fault_names = _faults(faults_spec)
     if name is None:
         name = base_name or (f"{default.delay_ms:g}ms"
                              + (f"-{default.bandwidth_mbit:g}Mbit" if default.bandwidth_mbit else ""))
         if links:
             name += "+links"
-    return Network(name, default, tuple(links))
+        name += "".join(f"+{label}" for label in fault_names)
+    return Network(name, default, tuple(links), tuple(faults))
+
+
+def _faults(spec: Any) -> tuple[list[tuple[tuple[int, int], Fault]], list[str]]:
+    """{"1->0": {mode: flip, offset: 5000}, "0-2": {...}}: one fault per directed link."""
+    if not isinstance(spec, dict):
+        raise ValueError("faults must map '1->0' (one direction) or '0-1' (both) to a fault "
+                         "such as {mode: flip, offset: 5000}")
+    out: list[tuple[tuple[int, int], Fault]] = []
+    names = []
+    seen: dict[tuple[int, int], str] = {}
+    for key, fault_spec in spec.items():
+        m = _LINK.match(str(key))
+        if not m:
+            raise ValueError(f"faults: {key!r} must look like '1->0' (one direction) or '0-1' "
+                             "(both directions)")
+        s, arrow, t = int(m.group(1)), m.group(2), int(m.group(3))
+        if s == t:
+            raise ValueError(f"faults: {key!r} names one party twice; a link joins two parties")
+        try:
+            fault = parse_fault(fault_spec)
+        except ValueError as e:
+            raise ValueError(f"faults: {key!r}: {e}") from None
+        for link in ([(s, t), (t, s)] if arrow == "-" else [(s, t)]):
+            if link in seen:
+                raise ValueError(f"faults: the link {link[0]}->{link[1]} is given a fault twice "
+                                 f"({seen[link]!r} and {key!r}); one fault per directed link")
+            seen[link] = str(key)
+            out.append((link, fault))
+        names.append(f"{fault.label}({s}{arrow}{t})")
+    return out, names

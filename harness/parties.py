@@ -22,6 +22,9 @@ class GroupResult:
     wall_s: float  # first spawn to last exit
     timed_out: bool
     logs: tuple[Path, ...]
+    # The parties already seen exited non-zero at the first poll (every 5 ms) that saw any
+    # failure: who failed first, before the harness killed the rest of the group.
+    first_failed: tuple[int, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -77,6 +80,7 @@ def run_group(commands: list[list[str]], env: dict[str, str], logdir: Path, time
     procs: list[subprocess.Popen] = []
     pgid = 0
     timed_out = False
+    first_failed: tuple[int, ...] = ()
     start = last_exit = time.perf_counter()
     try:
         for cmd, log in zip(commands, logs):
@@ -88,6 +92,7 @@ def run_group(commands: list[list[str]], env: dict[str, str], logdir: Path, time
             procs.append(p)
         while True:
             codes = [p.poll() for p in procs]
+            first_failed = tuple(i for i, c in enumerate(codes) if c not in (None, 0))
             if all(c is not None for c in codes):
                 break
             if any(c not in (None, 0) for c in codes):
@@ -99,7 +104,8 @@ def run_group(commands: list[list[str]], env: dict[str, str], logdir: Path, time
         last_exit = time.perf_counter()
     finally:
         kill_group(pgid, procs)
-    return GroupResult(tuple(p.returncode for p in procs), last_exit - start, timed_out, logs)
+    return GroupResult(tuple(p.returncode for p in procs), last_exit - start, timed_out, logs,
+                       first_failed)
 
 
 def kill_group(pgid: int, procs: list[subprocess.Popen]) -> None:

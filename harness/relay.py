@@ -45,6 +45,16 @@ At 0 ms and no bandwidth limit a direction is a pass-through: each read (up to
 256 KiB, TCP_NODELAY on both sockets) is written straight to the other
 transport in the same callback, with O(1) Python work per read and none per byte.
 
+Faults (``harness.faults``): a directed link may be given one :class:`Fault`
+(``faults={(src, dst): Fault(...)}``): flip a bit, replace bytes, drop the
+connection, or hold one chunk, at a byte offset of the link's stream (all
+its connections, in read order, from the relay's start) or at its k-th chunk.
+A faulted direction never takes the pass-through path (it goes through the
+queue, with no delay if its shape has none); the other links are untouched,
+and a link without a fault pays one attribute test per read.  Each fault
+fires at most once; ``RelayStats.faults_fired`` says whether, when and where
+(kept across ``reset_stats``, like the streams it counts).
+
 Counting, per directed link ``(src, dst)``, over all connections of that link:
 
 * ``bytes``: payload bytes read from ``src`` (TCP payload, no headers);
@@ -102,6 +112,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from harness.faults import Fault, FaultState
 
 Link = tuple[int, int]
 Route = tuple[int, int, int]
@@ -161,6 +173,7 @@ class RelayStats:
     links: dict[Link, LinkStats] = field(default_factory=dict)
     connections: int = 0  # connections accepted since start (or the last reset)
     queued_bytes: int = 0  # held by the relay now, read but not yet due (bounded by back-pressure)
+    faults_fired: dict[Link, dict] = field(default_factory=dict)  # per faulted link, FaultState.event()
 
     def _matrix(self, values: Mapping[Link, int]) -> list[list[int]]:
         m = self.parties
@@ -183,6 +196,7 @@ class RelayStats:
             "rounds": self.rounds,
             "bytes_total": self.bytes_total,
             "connections": self.connections,
+            "faults_fired": {f"{s}->{d}": event for (s, d), event in sorted(self.faults_fired.items())},
         }
 
 
@@ -266,10 +280,12 @@ class _Core:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, parties: int,
                  shapes: dict[Link, LinkShape], max_queue_bytes: int, connect_timeout_s: float,
-                 rng: random.Random) -> None:
+                 rng: random.Random, faults: Mapping[Link, Fault] | None = None) -> None:
         self.loop = loop
         self.parties = parties
         self.shapes = shapes
+        # One state per faulted link, shared by its connections; not reset by reset().
+        self.fault_states = {link: FaultState(f) for link, f in (faults or {}).items()}
         self.max_queue_bytes = max_queue_bytes
         self.connect_timeout_s = connect_timeout_s
         self.rng = rng
@@ -311,7 +327,11 @@ class _Core:
                           {k: s.messages for k, s in links.items()},
                           {k: s.flights for k, s in links.items()},
                           self.rounds, links, self.connections,
-                          sum(d.queued for c in self.conns for d in (c.up, c.down) if d is not None))
+                          sum(d.queued for c in self.conns for d in (c.up, c.down) if d is not None),
+                          {k: f.event() for k, f in sorted(self.fault_states.items())})
+
+
+_SEVER = object()  # queued by a drop fault: close the connection when it comes due
 
 
 class _Direction:
@@ -319,7 +339,7 @@ class _Direction:
     __slots__ = ("core", "conn", "src", "dst", "state", "reverse", "passthrough", "delay",
                  "jitter", "rate", "segment", "queue", "queued", "link_free", "last_due",
                  "timer", "eof_read", "finished", "paused_queue", "paused_writer",
-                 "reading_paused", "src_side", "dst_side")
+                 "reading_paused", "src_side", "dst_side", "fault")
 
     def __init__(self, core: _Core, conn: _Conn, src: int, dst: int, src_side: _Side,
                  dst_side: _Side) -> None:
@@ -327,7 +347,8 @@ class _Direction:
         self.core, self.conn, self.src, self.dst = core, conn, src, dst
         self.src_side, self.dst_side = src_side, dst_side
         self.bind()
-        self.passthrough = shape.passthrough
+        self.fault: FaultState | None = core.fault_states.get((src, dst))
+        self.passthrough = shape.passthrough and self.fault is None
         self.delay = shape.delay_ms / 1e3
         self.jitter = shape.jitter_ms / 1e3
         self.rate = None if shape.bandwidth_mbit is None else shape.bandwidth_mbit * 1e6 / 8
@@ -365,14 +386,21 @@ class _Direction:
             if depth > core.rounds:
                 core.rounds = depth
         if self.finished:  # the destination is gone: count, drop
+            if self.fault is not None:
+                self.fault.skip(n)
             return
         if self.passthrough:
             self.dst_side.transport.write(data)  # type: ignore[union-attr]  # set until finished
             self._delivered(depth, now)
             return
+        hold, sever = 0.0, False
+        if self.fault is not None:
+            data, hold, sever = self.fault.apply(data, now - core.t0)
+            n = len(data)
         t = core.loop.time()
         if self.rate is None:
-            self._enqueue(t, data, depth, n)
+            if n:
+                self._enqueue(t, data, depth, n, hold)
         else:
             seg = self.segment
             view = memoryview(data) if n > seg else data
@@ -381,7 +409,9 @@ class _Direction:
                 size = len(piece)
                 start = t if t > self.link_free else self.link_free
                 self.link_free = start + size / self.rate
-                self._enqueue(self.link_free, piece, depth, size)
+                self._enqueue(self.link_free, piece, depth, size, hold if off == 0 else 0.0)
+        if sever:  # a drop fault: close the connection once what came before is delivered
+            self._enqueue(max(t, self.link_free), _SEVER, 0, 0)
         if self.queued >= core.max_queue_bytes and not self.paused_queue:
             self.paused_queue = True
             self._update_reading()
@@ -400,8 +430,8 @@ class _Direction:
             t = self.link_free
         self._enqueue(t, None, 0, 0)
 
-    def _enqueue(self, t: float, data: Any, depth: int, size: int) -> None:
-        due = t + self.delay
+    def _enqueue(self, t: float, data: Any, depth: int, size: int, hold: float = 0.0) -> None:
+        due = t + self.delay + hold
         if self.jitter:
             due += self.core.rng.uniform(-self.jitter, self.jitter)
             if due < t:
@@ -427,12 +457,15 @@ class _Direction:
         q = self.queue
         out: list = []
         size = depth = 0
-        eof = False
+        eof = sever = False
         horizon = now + core.lead  # due within the loop's usual lateness: deliver now
         while q and q[0][0] <= horizon:
             _, data, d = q.popleft()
             if data is None:
                 eof = True
+                break
+            if data is _SEVER:
+                sever = True
                 break
             out.append(data)
             size += len(data)
@@ -443,6 +476,9 @@ class _Direction:
                 out[0] if len(out) == 1 else b"".join(out))
             self.queued -= size
             self._delivered(depth, time.monotonic())
+        if sever:
+            self.conn.sever()
+            return
         if eof:
             self._send_eof()
             return
@@ -622,6 +658,14 @@ class _Conn:
         incoming.on_eof()  # deliver what it sent before it went, then a FIN
         self.maybe_close()
 
+    def sever(self) -> None:
+        """Close the connection both ways now (a drop fault): what was already written
+        to a socket is flushed before its FIN, whatever is still queued is lost."""
+        for d in (self.up, self.down):
+            if d is not None:
+                d.finish()
+        self.maybe_close()
+
     def maybe_close(self) -> None:
         if self.up is None or self.down is None or not (self.up.finished and self.down.finished):
             return
@@ -663,13 +707,16 @@ class Relay:
     hold before it stops reading its source.  ``connect_timeout_s``: how long to
     retry connecting to a target that does not listen yet before dropping the
     client.  ``seed``: for the jitter.  ``loop``: "auto", "asyncio" or "uvloop".
+    ``faults``: ``{(src, dst): Fault}``, at most one per directed link (see
+    ``harness.faults``); a faulted direction is never a pass-through.
     """
 
     def __init__(self, routes: Iterable[Route],
                  shape: LinkShape | Callable[[int, int], LinkShape] | Mapping[Link, LinkShape] | None = None,
                  *, default: LinkShape = LinkShape(), parties: int | None = None,
                  max_queue_bytes: int = 4 << 20, connect_timeout_s: float = 60.0,
-                 seed: int | None = None, loop: str = "auto") -> None:
+                 seed: int | None = None, loop: str = "auto",
+                 faults: Mapping[Link, Fault] | None = None) -> None:
         self.routes: list[Route] = [(int(s), int(d), int(p)) for s, d, p in routes]
         seen: set[Link] = set()
         for s, d, p in self.routes:
@@ -690,6 +737,14 @@ class Relay:
         for s, d, _ in self.routes:
             for link in ((s, d), (d, s)):
                 self._shapes[link] = self._resolve(shape, default, *link)
+        self._faults: dict[Link, Fault] = {}
+        for link, fault in (faults or {}).items():
+            s, d = (int(x) for x in link)
+            if (s, d) not in self._shapes:
+                raise ValueError(f"fault on link {s}->{d}: no route carries that link")
+            if not isinstance(fault, Fault):
+                raise TypeError(f"fault on link {s}->{d} is {fault!r}, not a Fault")
+            self._faults[(s, d)] = fault
         self._max_queue_bytes = max_queue_bytes
         self._connect_timeout_s = connect_timeout_s
         self._seed = seed
@@ -719,6 +774,10 @@ class Relay:
         return out
 
     # -- configuration ---------------------------------------------------------------------
+    @property
+    def faults(self) -> dict[Link, Fault]:
+        return dict(self._faults)
+
     def shape(self, src: int, dst: int) -> LinkShape:
         """The shape of the directed link src -> dst."""
         try:
@@ -745,11 +804,11 @@ class Relay:
         with self._lock:
             if self._thread is not None:
                 raise RuntimeError("the relay is already started")
-            all_pass = all(s.passthrough for s in self._shapes.values())
+            all_pass = not self._faults and all(s.passthrough for s in self._shapes.values())
             loop, self.loop_name = _new_loop(self._loop_kind, all_pass)
             self._loop = loop
             self._core = _Core(loop, self.parties, self._shapes, self._max_queue_bytes,
-                               self._connect_timeout_s, random.Random(self._seed))
+                               self._connect_timeout_s, random.Random(self._seed), self._faults)
             self._final = None
             ready: concurrent.futures.Future[dict[Link, int]] = concurrent.futures.Future()
             self._thread = threading.Thread(target=self._run, args=(ready,),
@@ -865,7 +924,8 @@ class Relay:
                 return self._final
             empty = {link: 0 for link in sorted(self._shapes)}
             return RelayStats(self.parties, dict(empty), dict(empty), dict(empty), 0,
-                              {link: LinkStats() for link in empty}, 0)
+                              {link: LinkStats() for link in empty}, 0, 0,
+                              {k: FaultState(f).event() for k, f in sorted(self._faults.items())})
 
     def reset_stats(self) -> None:
         """Zero every counter (e.g. after the parties have connected)."""

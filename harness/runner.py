@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from harness.config import EngineSpec
 from harness.networks import Network, PROFILES
 from harness.parties import free_ports, run_group
 from harness.relay import Relay, routes_for_full_mesh
+from harness.tamper import diagnose
 
 REPO = Path(__file__).resolve().parent.parent
 PLAIN = {"security": "none", "majority": "none"}
@@ -37,14 +39,15 @@ def relayed(network: Network, parties: int, ports: list[int], every_direction: b
 
     MPyC's party i connects to every j > i, so those routes suffice; with
     `every_direction` (an engine whose connect direction we do not rely on) party i
-    reaches every j through the relay, and routes no one uses stay idle.
+    reaches every j through the relay, and routes no one uses stay idle.  The
+    network's faults, if any, are handed to the relay.
     """
     if not network.relayed:
         yield [list(ports) for _ in range(parties)], None
         return
     routes = ([(i, j, ports[j]) for i in range(parties) for j in range(parties) if i != j]
               if every_direction else routes_for_full_mesh(parties, ports))
-    with Relay(routes, network.shape, parties=parties) as relay:
+    with Relay(routes, network.shape, parties=parties, faults=network.fault_map()) as relay:
         views = [[relay.port_for(i, j) if (i, j) in relay.ports else ports[j]
                   for j in range(parties)] for i in range(parties)]
         yield views, relay
@@ -52,18 +55,45 @@ def relayed(network: Network, parties: int, ports: list[int], every_direction: b
 
 def _relay_figures(relay: Relay) -> dict:
     stats = relay.stats().to_json()
-    return {"rounds": stats["rounds"], "messages": sum(map(sum, stats["messages_by_link"])),
-            "bytes_by_link": stats["bytes_by_link"], "relay_bytes": stats["bytes_total"]}
+    out = {"rounds": stats["rounds"], "messages": sum(map(sum, stats["messages_by_link"])),
+           "bytes_by_link": stats["bytes_by_link"], "relay_bytes": stats["bytes_total"]}
+    if stats["faults_fired"]:
+        out["faults_fired"] = stats["faults_fired"]
+    return out
+
+
+_ANSWER = re.compile(r"^(?:ELIGIBLE|COUNT) ", re.M)  # what the MP-SPDZ program prints
+
+
+def _printed_answer(log: Path) -> bool:
+    try:
+        return bool(_ANSWER.search(log.read_text(errors="replace")))
+    except OSError:
+        return False
+
+
+def _failure_figures(group, relay: Relay | None) -> dict:
+    """What a failed run still tells: who failed first and why, and the faults' events."""
+    d = diagnose(group.logs, group.returncodes, group.timed_out, group.first_failed)
+    out = {"failing_party": d.failing_party, "failing_party_message": d.message,
+           "detected_by": d.detected_by}
+    if relay is not None:
+        events = relay.stats().faults_fired
+        if events:
+            out["faults_fired"] = {f"{s}->{t}": e for (s, t), e in sorted(events.items())}
+    return out
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a run measured; `error` is None when it finished and matched the oracle."""
+    """What a run measured; `error` is None when it finished and matched the oracle.
+    `result_correct`: the revealed answer equals the oracle's (None: nothing revealed)."""
     wall_s: float | None
     figures: dict
     cohort_size: int | None
     correct: bool
     error: str | None
+    result_correct: bool | None = None
 
 
 def check(query: Query, expected: Cohort, answer: object) -> tuple[int | None, bool, str | None]:
@@ -81,11 +111,22 @@ def check(query: Query, expected: Cohort, answer: object) -> tuple[int | None, b
                          f"oracle ({expected.count} eligible)")
 
 
+def _answer(query: Query, expected: Cohort, answers: list, wall_s: float,
+            figures: dict) -> Outcome:
+    """The outcome of a run whose parties all finished: party 0's answer against the
+    oracle's, and for a count every party's against party 0's."""
+    size, correct, error = check(query, expected, answers[0])
+    revealed = correct or answers[0] is not None
+    if correct and query.output is Output.COUNT and len(set(map(str, answers))) != 1:
+        correct, error = False, f"MISMATCH: parties revealed different counts {answers}"
+    return Outcome(wall_s, figures, size, correct, error, correct if revealed else None)
+
+
 def run_plain(query: Query, pop: Population) -> Outcome:
     t0 = time.perf_counter()
     result = cohort(query, pop)
     wall = time.perf_counter() - t0
-    return Outcome(wall, {"engine_s": [wall]}, result.count, True, None)
+    return Outcome(wall, {"engine_s": [wall]}, result.count, True, None, True)
 
 
 class MpycCell:
@@ -118,11 +159,13 @@ class MpycCell:
                               cwd=self.workdir)
         failure = group.failure()
         if failure:
-            return Outcome(group.wall_s, {}, None, False, f"{failure}\n{group.log_tail()}")
+            return Outcome(group.wall_s, _failure_figures(group, relay), None, False,
+                           f"{failure}\n{group.log_tail()}")
         try:
             reports = [mpyc_launch.read_report(i, group.logs[i], rundir) for i in range(m)]
         except ValueError as e:
-            return Outcome(group.wall_s, {}, None, False, f"{e}\n{group.log_tail()}")
+            return Outcome(group.wall_s, _failure_figures(group, relay), None, False,
+                           f"{e}\n{group.log_tail()}")
         figures = {
             "engine_s": [r.elapsed_s for r in reports], "compute_s": [r.compute_s for r in reports],
             "bytes_by_party": [r.bytes_sent for r in reports],
@@ -132,11 +175,8 @@ class MpycCell:
         }
         if relay is not None:
             figures.update(_relay_figures(relay))
-        answers = [r.result for r in reports]
-        size, correct, error = check(self.query, self.expected, answers[0])
-        if correct and self.query.output is Output.COUNT and len(set(map(str, answers))) != 1:
-            correct, error = False, f"MISMATCH: parties revealed different counts {answers}"
-        return Outcome(group.wall_s, figures, size, correct, error)
+        return _answer(self.query, self.expected, [r.result for r in reports], group.wall_s,
+                       figures)
 
     def close(self) -> None:
         """Remove the private inputs; logs and results stay."""
@@ -176,7 +216,11 @@ class MpSpdzCell:
                                              group.returncodes[i], group.timed_out)
                        for i in range(m)]
         except ValueError as e:
-            return Outcome(group.wall_s, {}, None, False, f"{e}\n{group.log_tail()}")
+            # Every VM finished and party 0 printed an answer that is not one (e.g. values
+            # that are not bits, after tampering): a wrong answer was revealed.
+            revealed = group.ok and _printed_answer(group.logs[0])
+            return Outcome(group.wall_s, _failure_figures(group, relay), None, False,
+                           f"{e}\n{group.log_tail()}", False if revealed else None)
         figures = mp_launch.figures(reports)
         figures["engine_rounds"] = figures.pop("rounds")
         figures.update(compile_s=self.compiled.compile_s, compile_cached=self.compiled.cached,
@@ -184,11 +228,8 @@ class MpSpdzCell:
                        compile_options=self.compiled.options.label, tls=plan.tls)
         if relay is not None:
             figures.update(_relay_figures(relay))
-        answers = [r.result for r in reports]
-        size, correct, error = check(self.query, self.expected, answers[0])
-        if correct and self.query.output is Output.COUNT and len(set(map(str, answers))) != 1:
-            correct, error = False, f"MISMATCH: parties revealed different counts {answers}"
-        return Outcome(group.wall_s, figures, size, correct, error)
+        return _answer(self.query, self.expected, [r.result for r in reports], group.wall_s,
+                       figures)
 
     def close(self) -> None:
         """Nothing private stays: each run removes its input file."""

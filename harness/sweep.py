@@ -142,13 +142,40 @@ def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], No
                 writer.append(record)
                 written.append(record)
                 if outcome.error:
-                    warn(f"{cell.label()} {name}: {outcome.error.splitlines()[0]}")
+                    tampered = "tampered (an expected outcome): " if expected_failure(record) else ""
+                    warn(f"{cell.label()} {name}: {tampered}{outcome.error.splitlines()[0]}")
                 progress.advance(task)
     finally:
         writer.close()
         for runner in runners.values():
             runner.close()
     return written
+
+
+def _tamper_fields(cell: Cell, o: Outcome) -> dict:
+    """The fault of the cell's network and what came of it (null fields without a fault)."""
+    f = o.figures
+    faults = cell.network.record().get("faults")
+    events = f.get("faults_fired") or {}
+    detected_by = None
+    if faults:
+        detected_by = f.get("detected_by", "none") if o.error is not None else "none"
+    return {
+        "fault": faults,
+        "fault_fired": any(e["fired"] for e in events.values()) if faults else None,
+        "fault_events": events or None,
+        "tamper_detected": detected_by in ("protocol", "tls") if faults else None,
+        "tamper_detected_by": detected_by,
+        "result_correct": o.result_correct,
+        "failing_party": f.get("failing_party"),
+        "failing_party_message": f.get("failing_party_message"),
+    }
+
+
+def expected_failure(record: dict) -> bool:
+    """A failed run of a tamper experiment: its network had a fault and the fault fired
+    (a run that fails before its fault fires is a real failure)."""
+    return bool(record.get("fault")) and bool(record.get("fault_fired"))
 
 
 def _record(exp: Experiment, cell: Cell, pop, rep: int, warm: bool, o: Outcome, sweep_meta: dict,
@@ -179,6 +206,7 @@ def _record(exp: Experiment, cell: Cell, pop, rep: int, warm: bool, o: Outcome, 
         "compile_options": f.get("compile_options"), "compiler_expected": f.get("compiler_expected"),
         "peak_rss_kib_by_party": f.get("peak_rss_kib_by_party"),
         "cohort_size": o.cohort_size, "correct": o.correct, "error": o.error,
+        **_tamper_fields(cell, o),
         "logs": str(logs) if logs else None, "compare_to": exp.config.compare_to,
         "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "load_avg": meta.load_average(), "meta": sweep_meta,
