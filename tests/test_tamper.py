@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from circuits.errors import InputError
+from test_relay import connect, recv_exact
 from harness.config import load_experiment
 from harness.faults import Fault, FaultState, parse_fault
 from harness.networks import PROFILES, parse_network
@@ -103,22 +104,6 @@ def recorder():
     s = Server(echo=False)
     yield s
     s.close()
-
-
-def connect(port: int) -> socket.socket:
-    s = socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT_S)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return s
-
-
-def recv_exact(s: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        d = s.recv(n - len(buf))
-        if not d:
-            raise EOFError(f"closed after {len(buf)} of {n} bytes")
-        buf += d
-    return bytes(buf)
 
 
 def echo_bulk(relay: Relay, payload: bytes) -> bytes:
