@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 RESULTS ?= results
 
 CI_NEW ?= $(RESULTS)/ci-new.jsonl
+COMPARE_FLAGS ?=
 REPORT_INPUTS ?= $(RESULTS)/default-latest.jsonl
 
 .PHONY: install test bench bench-ci bench-micro baseline report clean
@@ -36,7 +37,7 @@ bench-ci: install
 	@mkdir -p $(RESULTS)
 	rm -rf $(CI_NEW) $(CI_NEW:.jsonl=.runs)
 	-$(BIN)/cohortbench run configs/ci.yaml --out $(CI_NEW)
-	$(BIN)/cohortbench compare baselines/ci.jsonl $(CI_NEW)
+	$(BIN)/cohortbench compare $(COMPARE_FLAGS) baselines/ci.jsonl $(CI_NEW)
 
 # pytest-benchmark micro-benchmarks (extraction, generation, code generation, relay),
 # saved as JSON under .benchmarks/ and compared with the previous save.

@@ -74,6 +74,7 @@ class Thresholds:
     spread_factor: float = 3.0  # non-deterministic counts: tolerance = spread x this ...
     min_tolerance: float = 0.001  # ... and at least this
     few_samples_factor: float = 2.0  # without a usable test the time threshold is fail x this
+    times_fail: bool = True  # False: a time regression is only a warning (exact figures still fail)
 
     @property
     def wide_fail(self) -> float:
@@ -323,7 +324,7 @@ def _check_time(base: list[dict], new: list[dict], t: Thresholds, normalised: bo
                 rule += f": above x{1 + t.fail:.2f} but not significant"
         else:
             verdict = OK
-        return Check("wall_s", verdict, rule + f" [{unit}]", bm, nm, ratio, p)
+        return _time_verdict(Check("wall_s", verdict, rule + f" [{unit}]", bm, nm, ratio, p), t)
     wide = 1 + t.wide_fail
     rule = (f"median ratio {ratio:.2f}; {len(b)} vs {len(n)} samples: too few for the U test "
             f"(best p={_min_p(len(b), len(n)):.2g}), ratio alone vs x{wide:.2f}")
@@ -335,7 +336,14 @@ def _check_time(base: list[dict], new: list[dict], t: Thresholds, normalised: bo
         verdict = IMPROVED
     else:
         verdict = OK
-    return Check("wall_s", verdict, rule + f" [{unit}]", bm, nm, ratio)
+    return _time_verdict(Check("wall_s", verdict, rule + f" [{unit}]", bm, nm, ratio), t)
+
+
+def _time_verdict(check: Check, t: Thresholds) -> Check:
+    """With --times warn, a time regression is reported as a warning, not a failure."""
+    if check.verdict == REGRESSION and not t.times_fail:
+        check.verdict, check.rule = WARN, check.rule + " (--times warn: not a failure)"
+    return check
 
 
 def compare(baseline: list[dict], new: list[dict], thresholds: Thresholds | None = None) -> Comparison:
@@ -455,8 +463,11 @@ def summary_line(cmp: Comparison) -> str:
               help="Time ratio above 1+WARN is a warning.")
 @click.option("--fail", "fail_at", type=click.FloatRange(min=0), default=0.50, show_default=True,
               help="Time ratio above 1+FAIL, significant by a Mann-Whitney U test, is a regression.")
+@click.option("--times", type=click.Choice(["fail", "warn"]), default="fail", show_default=True,
+              help="warn: a time regression is reported but exits 0 (for a shared CI machine).")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON instead of a table.")
-def command(baseline_path: Path, new_path: Path, warn_at: float, fail_at: float, as_json: bool) -> None:
+def command(baseline_path: Path, new_path: Path, warn_at: float, fail_at: float, times: str,
+            as_json: bool) -> None:
     """Compare NEW.jsonl with BASELINE.jsonl: exit 0 no regression, 1 regression, 2 bad input."""
     err = Console(stderr=True, highlight=False)
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 220)
@@ -472,7 +483,7 @@ def command(baseline_path: Path, new_path: Path, warn_at: float, fail_at: float,
     except InputError as e:
         err.print(f"[red]error:[/] {e}", soft_wrap=True)
         sys.exit(2)
-    cmp = compare(base, new, Thresholds(warn=warn_at, fail=fail_at))
+    cmp = compare(base, new, Thresholds(warn=warn_at, fail=fail_at, times_fail=times == "fail"))
     if as_json:
         print(json.dumps(cmp.to_json(), indent=2, default=str, allow_nan=False))
     else:

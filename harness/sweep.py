@@ -31,7 +31,7 @@ class Cell:
     query: Query
 
     def key(self, exp: Experiment) -> str:
-        text = json.dumps([self.engine.model_dump(mode="json"), self.source.text,
+        text = json.dumps([self.engine.model_dump(mode="json", exclude_defaults=True), self.source.text,
                            self.network.record(),
                            self.padding.label(), self.query.name, self.query.ir_hash,
                            str(exp.config.as_of)])
@@ -58,7 +58,7 @@ class Budget:
 
     @staticmethod
     def _setting(cell: Cell) -> str:
-        return json.dumps([cell.engine.model_dump(mode="json"), cell.network.record(),
+        return json.dumps([cell.engine.model_dump(mode="json", exclude_defaults=True), cell.network.record(),
                            cell.query.ir_hash, cell.padding.label()])
 
     def observe(self, cell: Cell, population: int, outcome: Outcome) -> None:

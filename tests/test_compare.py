@@ -265,3 +265,14 @@ def test_zero_baseline_bytes_and_json_without_infinity(tmp_path):
     c1 = next(c for c in data["cells"] if c["cell"] == "c1")
     check = next(c for c in c1["checks"] if c["metric"] == "bytes_sent")
     assert r.exit_code == 1 and check["verdict"] == "REGRESSION" and check["ratio"] == "inf"
+
+
+def test_times_warn_keeps_exact_figures_failing():
+    """--times warn: a slowed series is a warning, a changed byte count still fails."""
+    from harness.compare import Thresholds, compare
+    base = sweep(cells=("c1",))
+    slow = sweep(cells=("c1",), scale=3.0)
+    assert compare(base, slow, Thresholds(times_fail=False)).exit_code == 0
+    assert compare(base, slow).exit_code == 1
+    chattier = sweep(cells=("c1",), c1_bytes=1001)
+    assert compare(base, chattier, Thresholds(times_fail=False)).exit_code == 1
