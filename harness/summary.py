@@ -21,6 +21,7 @@ class Row:
     runs: int
     failures: int
     correct: bool
+    skipped: bool  # every run skipped by the sweep's budget_s
 
     @property
     def median(self) -> float | None:
@@ -51,7 +52,8 @@ def rows(records: list[dict]) -> list[Row]:
                        _median(ok, "engine_rounds"),
                        statistics.median(max(r["engine_s"]) for r in ok) if ok and all(
                            r.get("engine_s") for r in ok) else None,
-                       len(runs), len(runs) - len(ok), all(r["correct"] for r in runs)))
+                       len(runs), len(runs) - len(ok), all(r["correct"] for r in runs),
+                       all(r.get("skipped") for r in runs)))
     return out
 
 
@@ -124,6 +126,7 @@ def table(records: list[dict]) -> Table:
                   format_value(row.engine_s, " s"), format_value(row.bytes_sent, "B"),
                   format_value(row.relay_bytes, "B"), rounds,
                   str(f["cohort_size"]) if f["cohort_size"] is not None else "-",
+                  "[yellow]skipped[/]" if row.skipped else
                   "[green]yes[/]" if row.correct else "[red]NO[/]",
                   f"{row.runs - row.failures}/{row.runs}",
                   f"{speed:.1f}x" if speed else "-", f"{ratio:.2f}" if ratio else "-",

@@ -235,3 +235,13 @@ def test_kill_9_of_the_harness_then_resume(tmp_path):
     expected = {(c.key(exp), rep, warm) for c, rep, warm in runs(exp)}
     assert {results.run_key(x) for x in final} == expected and len(final) == len(expected)
     assert all(x["correct"] for x in final)
+
+
+def test_budget_skips_larger_populations(tmp_path):
+    cfg = config(tmp_path, "  - {engine: mpyc, protocol: shamir}",
+                 populations="[synthetic:10, synthetic:12]", extra="budget_s: 0.01")
+    records = run_sweep(load_experiment(cfg), tmp_path / "r.jsonl", False, lambda m: None)
+    first, second = records
+    assert first["error"] is None and first["correct"] and not first.get("skipped")
+    assert second["skipped"] is True and "budget_s" in second["error"]
+    assert second["population"] == 12
