@@ -160,6 +160,15 @@ def _fold(x):
     return bool(x) if isinstance(x, int) else x
 
 
+def _fold_count(hits, n):
+    """`at least n of hits` with public hits folded: (secret hits, n left, answer or None)."""
+    hits = [_fold(h) for h in hits]
+    n -= sum(1 for h in hits if h is True)
+    hits = [h for h in hits if not isinstance(h, bool)]
+    known = True if n <= 0 else False if n > len(hits) else None
+    return hits, n, known
+
+
 def NOT(x):
     x = _fold(x)
     return (not x) if isinstance(x, bool) else _negate(x)
@@ -318,13 +327,9 @@ def any_code(slots, codes, bits):
 
 def at_least(hits, n):
     """[at least n of the hit bits are set]."""
-    hits = [_fold(h) for h in hits]
-    n -= sum(1 for h in hits if h is True)
-    hits = [h for h in hits if not isinstance(h, bool)]
-    if n <= 0:
-        return True
-    if n > len(hits):
-        return False
+    hits, n, known = _fold_count(hits, n)
+    if known is not None:
+        return known
     if n == 1:
         return OR(*hits)
     if n == len(hits):
@@ -421,13 +426,9 @@ def any_code(slots, codes, bits):
 
 def at_least(hits, n):
     """[at least n of the hit bits are set]: their sum compared with n."""
-    hits = [_fold(h) for h in hits]
-    n -= sum(1 for h in hits if h is True)
-    hits = [h for h in hits if not isinstance(h, bool)]
-    if n <= 0:
-        return True
-    if n > len(hits):
-        return False
+    hits, n, known = _fold_count(hits, n)
+    if known is not None:
+        return known
     total = util.tree_reduce(operator.add, hits)
     return NOT(less_than(total, n, len(hits).bit_length()))
 '''
