@@ -181,6 +181,7 @@ def expected_failure(record: dict) -> bool:
 def _record(exp: Experiment, cell: Cell, pop, rep: int, warm: bool, o: Outcome, sweep_meta: dict,
             logs: Path | None) -> dict:
     f = o.figures
+    load = meta.load_average()
     security = {"mpyc": mpyc_launch.SECURITY, "plain": PLAIN}.get(cell.engine.engine)
     if security is None:
         p = mp_protocols.get(cell.engine.protocol)
@@ -209,5 +210,5 @@ def _record(exp: Experiment, cell: Cell, pop, rep: int, warm: bool, o: Outcome, 
         **_tamper_fields(cell, o),
         "logs": str(logs) if logs else None, "compare_to": exp.config.compare_to,
         "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "load_avg": meta.load_average(), "meta": sweep_meta,
+        "load_avg": load, "meta": {**sweep_meta, "load_avg": load},
     }
