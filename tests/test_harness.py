@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -129,11 +130,13 @@ def test_killed_party_fails_the_cell_and_the_sweep_goes_on(tmp_path):
                  populations="[synthetic:60]")
     exp = load_experiment(cfg)
     killed: list[int] = []
+    listened: set[int] = set()  # every party's own listening port (its "-P :port")
 
     def killer() -> None:
         deadline = time.time() + 60
         while time.time() < deadline and not killed:
             for p in party_processes():
+                listened.update(int(a[1:]) for a in p.info["cmdline"] if a.startswith(":"))
                 if p.info["cmdline"][-1:] and "-I" in p.info["cmdline"]:
                     i = p.info["cmdline"].index("-I")
                     if p.info["cmdline"][i + 1] == "1" and time.time() - p.create_time() > 1.5:
@@ -152,6 +155,12 @@ def test_killed_party_fails_the_cell_and_the_sweep_goes_on(tmp_path):
     assert records[0]["correct"] is False
     assert records[1]["error"] is None and records[1]["correct"]
     assert party_processes() == []
+    assert listened
+    for port in listened:  # no listener left: each port can be listened on again at once
+        with socket.socket() as s:  # (SO_REUSEADDR: closed connections may sit in TIME_WAIT)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+            s.listen()
 
 
 def test_results_written_as_they_come_and_resume(tmp_path):
