@@ -102,6 +102,14 @@ class CellStats:
         return (self.first.get("network") or {}).get("name", "?")
 
     @property
+    def options(self) -> str:
+        """The engine settings that change cost: compile options, bit length, TLS."""
+        f = self.first
+        parts = [f.get("compile_options"), f"l={f['bit_length']}" if f.get("bit_length") else None,
+                 "tls" if f.get("tls") else None]
+        return " ".join(p for p in parts if p) or "-"
+
+    @property
     def network_order(self) -> tuple:
         n = self.first.get("network") or {}
         bw = n.get("bandwidth_mbit")
@@ -596,6 +604,7 @@ def figures(all_cells: list[CellStats]) -> list[Figure]:
 
 CSV_COLUMNS = ("config", "cell", "engine", "protocol", "parties", "security", "majority", "population",
                "population_source", "network", "delay_ms", "bandwidth_mbit", "padding", "query",
+               "options",
                "runs", "failures", "wall_median_s", "wall_q1_s", "wall_q3_s", "wall_iqr_s",
                "wall_min_s", "wall_max_s", "bytes_sent_median", "bytes_sent_min", "bytes_sent_max",
                "bytes_deterministic", "bytes_by_party_median", "rounds_median", "cohort_size",
@@ -613,7 +622,7 @@ def csv_rows(all_cells: list[CellStats]) -> list[dict]:
             "majority": c.security[1], "population": c.population,
             "population_source": f.get("population_source"), "network": c.network,
             "delay_ms": n.get("delay_ms"), "bandwidth_mbit": n.get("bandwidth_mbit"),
-            "padding": c.padding, "query": c.query, "runs": len(c.runs),
+            "padding": c.padding, "query": c.query, "options": c.options, "runs": len(c.runs),
             "failures": len(c.runs) - len(c.ok), "wall_median_s": c.wall,
             "wall_q1_s": q[0] if q else None, "wall_q3_s": q[1] if q else None,
             "wall_iqr_s": q[1] - q[0] if q else None,
@@ -719,7 +728,7 @@ def _metas(records: list[dict]) -> list[dict]:
 
 def _summary(all_cells: list[CellStats]) -> tuple[list[str], list[list[dict]]]:
     head = ["config", "engine/protocol", "security", "parties", "population", "network", "padding",
-            "query", "median wall", "IQR", "bytes", "bytes det.", "rounds", "cohort", "correct", "runs",
+            "query", "options", "median wall", "IQR", "bytes", "bytes det.", "rounds", "cohort", "correct", "runs",
             "speed-up", "bytes ratio"]
     ratios = _speedups(all_cells)
     rows = []
@@ -734,7 +743,7 @@ def _summary(all_cells: list[CellStats]) -> tuple[list[str], list[list[dict]]]:
         rows.append([
             num(c.config, ""), num(f"{f.get('engine')}/{f.get('protocol')}", ""),
             num(", ".join(c.security), ""), num(str(f.get("parties"))), num(str(c.population)),
-            num(c.network, ""), num(c.padding, ""), num(c.query, ""),
+            num(c.network, ""), num(c.padding, ""), num(c.query, ""), num(c.options, ""),
             num(format_value(c.wall, " s")), num(format_value(q[1] - q[0] if q else None, " s")),
             num(format_value(c.bytes_sent, "B")), num("-" if det is None else "yes" if det else "no"),
             num(format_value(c.rounds)), num("-" if c.cohort is None else str(c.cohort)),
