@@ -120,7 +120,7 @@ def table(records: list[dict]) -> Table:
         vs_fastest = (row.time / fastest.time) if fastest and row.time and fastest.time else None
         rounds = (f"{row.rounds:.0f}" if row.rounds is not None else
                   f"~{row.engine_rounds:.0f}" if row.engine_rounds is not None else "-")
-        t.add_row(f"{f['engine']}/{f['protocol']}", f"{f['security']}/{f['majority']}",
+        t.add_row(f"{f['engine']}/{f['protocol']}" + (" tls" if f.get("tls") else ""), f"{f['security']}/{f['majority']}",
                   str(f["parties"]), str(f["population"]), f["network"]["name"],
                   format_value(row.median, " s"), format_value(row.iqr, " s"),
                   format_value(row.engine_s, " s"), format_value(row.bytes_sent, "B"),
