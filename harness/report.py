@@ -49,6 +49,7 @@ from rich.console import Console
 
 from circuits.errors import InputError
 from harness.compare import load
+from harness import tamper
 from harness.results import measured
 from harness.summary import format_value
 
@@ -689,6 +690,12 @@ same population and network; "bytes det." says whether every repeat sent exactly
 {% if skipped %}<h3>Figures the data does not support</h3><ul>
 {% for f in skipped %}<li><b>{{ f.title }}</b>: skipped, {{ f.skipped }}.</li>{% endfor %}</ul>{% endif %}
 
+{% if tamper_rows %}<h2>Tampering</h2>
+<table><tr>{% for h in tamper_head %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for row in tamper_rows %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>
+{% endfor %}</table>
+<p class="muted">{{ tamper_legend }}; percentages are of the runs whose fault fired.</p>{% endif %}
+
 {% if errors %}<h2>Failed runs</h2>
 <table><tr><th>cell</th><th>repeat</th><th>error</th></tr>
 {% for e in errors %}<tr><td>{{ e.label }}</td><td class="num">{{ e.repeat }}</td><td><pre>{{ e.error }}</pre></td></tr>{% endfor %}
@@ -785,7 +792,8 @@ def html(inputs: list[tuple[Path, list[dict]]], all_cells: list[CellStats], figs
         figures=[{"name": f.name, "title": f.title, "caption": f.caption, "png": f.png,
                   "skipped": f.skipped, "omitted": f.omitted,
                   "b64": base64.b64encode(f.png).decode() if f.png else ""} for f in figs],
-        errors=errors)
+        tamper_head=tamper.TABLE_HEAD, tamper_rows=tamper.summary(records),
+        tamper_legend=tamper.LEGEND, errors=errors)
 
 
 def build(inputs: list[tuple[Path, list[dict]]], out_dir: Path) -> tuple[list[Path], list[Figure]]:

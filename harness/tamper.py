@@ -220,29 +220,43 @@ def _pct(n: int, total: int) -> str:
     return f"{100 * n / total:.0f}% ({n})" if total else "-"
 
 
-def table(records: list[dict]) -> Table | None:
-    """The tamper table, or None when no record carries a fault."""
-    found = rows(records)
-    if not found:
-        return None
-    t = Table(title="tampering: what became of the runs whose fault fired",
-              caption="per fault, one letter a run: P detected by the protocol, T by TLS, "
-                      "C completed correct, W completed WRONG, F failed otherwise, - not fired")
-    for name in ("engine/protocol", "security", "tampered", "detected: protocol",
-                 "detected: TLS", "right answer", "WRONG answer", "failed otherwise",
-                 "not fired", "per fault", "most frequent failure"):
-        t.add_column(name, justify="left" if name in ("engine/protocol", "security", "per fault",
-                                                      "most frequent failure") else "right")
-    for row in sorted(found, key=lambda r: (r.first["config"], r.first["security"],
-                                            r.first["majority"], r.first["engine"],
-                                            r.first["protocol"])):
+TABLE_HEAD = ("engine/protocol", "security", "tampered", "detected: protocol", "detected: TLS",
+              "right answer", "WRONG answer", "failed otherwise", "not fired", "per fault",
+              "most frequent failure")
+LEGEND = ("per fault, one letter a run: P detected by the protocol, T by TLS, C completed "
+          "correct, W completed WRONG, F failed otherwise, - not fired")
+
+
+def summary(records: list[dict]) -> list[list[str]]:
+    """The tamper table's rows as plain text (TABLE_HEAD columns); empty without faults."""
+    out = []
+    for row in sorted(rows(records), key=lambda r: (r.first["config"], r.first["security"],
+                                                    r.first["majority"], r.first["engine"],
+                                                    r.first["protocol"])):
         f, c, n = row.first, row.counts, row.tampered
         message = "-" if row.message is None else (
             f"{row.message if len(row.message) <= 70 else row.message[:67] + '...'} "
             f"({row.message_runs})")
-        t.add_row(f"{f['engine']}/{f['protocol']} {f['parties']}p",
-                  f"{f['security']}/{f['majority']}", str(n),
-                  _pct(c["protocol"], n), _pct(c["tls"], n), _pct(c["correct"], n),
-                  f"[red]{_pct(c['wrong'], n)}[/]" if c["wrong"] else _pct(0, n),
-                  _pct(c["failed"], n), str(row.not_fired), row.by_fault, message)
+        out.append([f"{f['engine']}/{f['protocol']} {f['parties']}p",
+                    f"{f['security']}/{f['majority']}", str(n),
+                    _pct(c["protocol"], n), _pct(c["tls"], n), _pct(c["correct"], n),
+                    _pct(c["wrong"], n), _pct(c["failed"], n), str(row.not_fired), row.by_fault,
+                    message])
+    return out
+
+
+def table(records: list[dict]) -> Table | None:
+    """The tamper table, or None when no record carries a fault."""
+    found = summary(records)
+    if not found:
+        return None
+    t = Table(title="tampering: what became of the runs whose fault fired", caption=LEGEND)
+    left = ("engine/protocol", "security", "per fault", "most frequent failure")
+    for name in TABLE_HEAD:
+        t.add_column(name, justify="left" if name in left else "right")
+    wrong = TABLE_HEAD.index("WRONG answer")
+    for cells in found:
+        if not cells[wrong].startswith("0%") and cells[wrong] != "-":
+            cells = cells[:wrong] + [f"[red]{cells[wrong]}[/]"] + cells[wrong + 1:]
+        t.add_row(*cells)
     return t

@@ -417,6 +417,12 @@ def test_cli_tamper_failures_do_not_fail_the_sweep(tmp_path):
     assert r["failing_party_message"] and r["tamper_detected_by"] == "none"
     assert "tampering" in p.stdout and "failed otherwise" in p.stdout
     assert "tampered run(s) failed" in p.stderr
+    report = subprocess.run([sys.executable, "-m", "harness.cli", "report", str(out), "--out",
+                             str(tmp_path / "report")], capture_output=True, text=True, cwd=REPO,
+                            timeout=120)
+    assert report.returncode == 0, report.stderr[-2000:]
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "<h2>Tampering</h2>" in page and "mpyc/shamir 3p" in page
 
 
 def test_unfaulted_records_have_null_tamper_fields(tmp_path):
