@@ -82,7 +82,6 @@ class Cost:
 
 AGE_BITS = signed_bits(-MAX_AGE - 2, MAX_AGE + 2)
 MONTH_BITS = signed_bits(-MAX_MONTHS - 1, MAX_MONTHS + 1)
-CODE_BITS = signed_bits(-3, 3)
 
 
 def field_bits_needed(node: Node, bounds: DataBounds) -> int:
