@@ -320,18 +320,10 @@ def fig_time_vs_population(data: list[CellStats]) -> Figure:
     if not series:
         f.skipped = "no protocol was run at two or more populations (with the other settings equal)"
         return f
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for label, s in zip(labels, series):
-        s = sorted(s, key=lambda c: c.population)
-        y, err = _errorbars(s)
-        ax.errorbar([c.population for c in s], y, yerr=err, marker="o", capsize=3, label=label)
+    fig, ax = _time_lines(labels, series, lambda c: c.population, lambda c: c.population)
     _log_axis(ax.xaxis, "x", sorted({c.population for s in series for c in s}))
-    _log_axis(ax.yaxis, "y")
     ax.set_xlabel("population (patients)")
-    ax.set_ylabel("wall time per run (s)")
     ax.set_title("Wall time vs population (median, IQR)")
-    _legend(ax, len(series))
     f.png = _png(fig)
     return f
 
@@ -346,20 +338,28 @@ def fig_time_vs_network(data: list[CellStats]) -> Figure:
         return f
     profiles = sorted({(c.network_order, c.network_label) for s in series for c in s})
     xpos = {label: i for i, (_, label) in enumerate(profiles)}
+    fig, ax = _time_lines(labels, series, lambda c: c.network_order,
+                          lambda c: xpos[c.network_label])
+    ax.set_xticks(range(len(profiles)), [label for _, label in profiles])
+    ax.set_xlabel("network profile (one-way delay, bandwidth)")
+    ax.set_title("Wall time vs network profile (median, IQR)")
+    f.png = _png(fig)
+    return f
+
+
+def _time_lines(labels: list[str], series: list[list[CellStats]], order: Callable,
+                x: Callable):
+    """One median-with-IQR line of wall time per series, on a log time axis."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for label, s in zip(labels, series):
-        s = sorted(s, key=lambda c: c.network_order)
+        s = sorted(s, key=order)
         y, err = _errorbars(s)
-        ax.errorbar([xpos[c.network_label] for c in s], y, yerr=err, marker="o", capsize=3, label=label)
-    ax.set_xticks(range(len(profiles)), [label for _, label in profiles])
+        ax.errorbar([x(c) for c in s], y, yerr=err, marker="o", capsize=3, label=label)
     _log_axis(ax.yaxis, "y")
-    ax.set_xlabel("network profile (one-way delay, bandwidth)")
     ax.set_ylabel("wall time per run (s)")
-    ax.set_title("Wall time vs network profile (median, IQR)")
     _legend(ax, len(series))
-    f.png = _png(fig)
-    return f
+    return fig, ax
 
 
 def fig_bytes_per_party(data: list[CellStats]) -> Figure:
