@@ -51,7 +51,10 @@ class EngineSpec(_Model):
     parties: Annotated[int, Field(ge=1, le=16)] = 3
     bit_length: Annotated[int, Field(ge=8, le=256)] | None = None
     populations: list[str] | None = None  # run this engine on these populations only
-    ssl: bool = False  # MPyC --ssl: TLS between parties, certificates made per cell
+    # TLS between parties, certificates made per cell.  None: the engine's default (MPyC
+    # and MP-SPDZ's dishonest-majority VMs: off; its honest-majority VMs: on); true: on
+    # (MPyC --ssl, MP-SPDZ -e); false: off (MP-SPDZ -u: plaintext links).
+    ssl: bool | None = None
     batch_size: Annotated[int, Field(ge=1)] = 10_000  # vectorised: patients per batch
     lowering: Literal["binary", "arithmetic"] | None = None  # MP-SPDZ: None = measured default
     edabit: bool | None = None  # MP-SPDZ compile option -Y; None = measured default
@@ -86,7 +89,7 @@ class EngineSpec(_Model):
 
     @property
     def label(self) -> str:
-        extra = (f" l={self.bit_length}" if self.bit_length else "") + (" tls" if self.ssl else "")
+        extra = (f" l={self.bit_length}" if self.bit_length else "") + {True: " tls", False: " no-tls", None: ""}[self.ssl]
         extra += f" {self.lowering}" if self.lowering else ""
         extra += "" if self.edabit is None else (" edabit" if self.edabit else " no-edabit")
         return f"{self.engine}/{self.protocol}/{self.parties}p{extra}"
@@ -110,6 +113,7 @@ class Config(_Model):
     truncate: bool = False
     interleave: bool = False  # run repeat by repeat across cells instead of cell by cell
     budget_s: Annotated[float, Field(gt=0)] | None = None  # skip larger populations past it
+    isolation: Literal["auto", "netns", "none"] = "auto"  # a network namespace per run
 
     @model_validator(mode="after")
     def _one_query_key(self) -> Config:

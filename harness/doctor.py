@@ -4,7 +4,8 @@ It lists MPyC (the installed version), MP-SPDZ at $MP_SPDZ_HOME (default
 /opt/mp-spdz: its commit when it is a git checkout or carries a version file,
 the compiler, and every virtual machine of backends.mp_spdz.protocols, each
 present or missing, and whether it starts), and the openssl command that TLS
-certificates are made with.  For anything missing it prints the fix.  Exit
+certificates are made with; also the optional -DINSECURE build of MP-SPDZ at
+$MP_SPDZ_INSECURE_HOME that `ssl: false` cells of honest-majority protocols need.  For anything missing it prints the fix.  Exit
 status 0 when everything is there, 1 otherwise.
 """
 from __future__ import annotations
@@ -98,6 +99,23 @@ def _mp_spdz(home: Path | None) -> list[Finding]:
     return found
 
 
+def _plaintext_build(home: Path | None) -> list[Finding]:
+    """The optional -DINSECURE build that runs honest-majority VMs with plaintext links
+    (`ssl: false` cells); never a failure, since only such cells need it."""
+    root = protocols.plaintext_home()
+    needed = [p for p in protocols.PROTOCOLS.values() if p.tls]
+    present = [p.name for p in needed if p.vm_path(root).is_file()]
+    if not present:
+        return [Finding("MP-SPDZ", "plaintext links", True,
+                        f"optional, absent: no -DINSECURE build at {root} (${protocols.PLAINTEXT_HOME_ENV}); "
+                        f"`ssl: false` cells of {', '.join(p.name for p in needed)} fail without it")]
+    same = protocols.commit(root) == protocols.commit(protocols.mp_spdz_home(home))
+    return [Finding("MP-SPDZ", "plaintext links", same,
+                    f"{root}: {', '.join(present)}"
+                    + ("" if same else f"; commit {protocols.commit(root)} differs from the main build's"),
+                    None if same else "build it from the same commit as the main build")]
+
+
 def _tools() -> list[Finding]:
     openssl = shutil.which("openssl")
     return [Finding("TLS", "openssl", openssl is not None,
@@ -107,7 +125,7 @@ def _tools() -> list[Finding]:
 
 def diagnose(home: Path | None = None) -> list[Finding]:
     """Everything the doctor checks, in order."""
-    return _mpyc() + _mp_spdz(home) + _tools()
+    return _mpyc() + _mp_spdz(home) + _plaintext_build(home) + _tools()
 
 
 @click.command("doctor")

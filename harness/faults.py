@@ -10,7 +10,12 @@ Where (at least one of):
 
 * ``offset: n``: byte ``n`` of the link's stream;
 * ``chunk: k``: the start of the k-th chunk; with ``offset: n`` too, ``n``
-  bytes after the start of the k-th chunk (which may lie in a later chunk).
+  bytes after the start of the k-th chunk (which may lie in a later chunk);
+* ``fraction: f`` (0 <= f < 1, alone): byte ``floor(f * L)``, where ``L`` is
+  the length of the link's stream in a clean run of the same cell (the harness
+  makes that calibration run first, see :meth:`Fault.at_fraction_of`).  Late
+  fractions aim at the end of a run, where dishonest-majority protocols, whose
+  streams are mostly preprocessing, open their results and check their MACs.
 
 What (``mode``):
 
@@ -31,11 +36,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 MODES = ("flip", "replace", "drop", "delay")
-_KEYS = {"mode", "offset", "chunk", "bit", "data", "seconds"}
+_KEYS = {"mode", "offset", "chunk", "fraction", "bit", "data", "seconds"}
 _ONLY = {"bit": "flip", "data": "replace", "seconds": "delay"}  # keys of one mode
 _HEX = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
 
@@ -50,6 +55,7 @@ class Fault:
     mode: str
     offset: int | None = None  # byte of the link's stream (or after the start of `chunk`)
     chunk: int | None = None  # the k-th chunk (socket read) of the link
+    fraction: float | None = None  # of the link's stream in a clean run (resolved to offset)
     bit: int = 0  # flip: which bit of the byte, 0 = least significant
     data: bytes = b""  # replace: the bytes written over the stream
     seconds: float = 0.0  # delay: how long the chunk is held
@@ -61,9 +67,16 @@ class Fault:
             value = getattr(self, name)
             if value is not None and not _whole(value):
                 raise ValueError(f"fault {name} must be a whole number >= 0, not {value!r}")
-        if self.offset is None and self.chunk is None:
-            raise ValueError(f"a {self.mode} fault needs offset: (a byte of the link's stream) "
-                             "or chunk: (the k-th socket read of the link), or both")
+        f = self.fraction
+        if f is not None:
+            if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1:
+                raise ValueError(f"fault fraction must be a number from 0 to below 1, not {f!r}")
+            if self.chunk is not None:
+                raise ValueError("give fraction: alone, without chunk:")
+        elif self.offset is None and self.chunk is None:
+            raise ValueError(f"a {self.mode} fault needs offset: (a byte of the link's stream), "
+                             "chunk: (the k-th socket read of the link), both, or fraction: "
+                             "(of the stream of a clean run)")
         if not (_whole(self.bit) and self.bit <= 7):
             raise ValueError(f"fault bit must be 0 to 7 (0 = least significant), not {self.bit!r}")
         if not isinstance(self.data, bytes):
@@ -85,6 +98,8 @@ class Fault:
     def record(self) -> dict:
         """JSON-ready, as it would be written in YAML."""
         out: dict[str, Any] = {"mode": self.mode}
+        if self.fraction is not None:
+            out["fraction"] = self.fraction
         if self.offset is not None:
             out["offset"] = self.offset
         if self.chunk is not None:
@@ -99,10 +114,28 @@ class Fault:
 
     @property
     def label(self) -> str:
-        """Short, for network names: flip@5000, drop@chunk3, delay@chunk3+10."""
-        where = (f"{self.offset}" if self.chunk is None else
-                 f"chunk{self.chunk}" + (f"+{self.offset}" if self.offset else ""))
-        return f"{self.mode}@{where}"
+        """Short, for network names: flip@5000, drop@chunk3, delay@chunk3+10, flip@0.95."""
+        return f"{self.mode}@{where(self.record())}"
+
+    @property
+    def needs_calibration(self) -> bool:
+        """A fraction not yet resolved to an offset."""
+        return self.fraction is not None and self.offset is None
+
+    def at_fraction_of(self, stream_bytes: int) -> Fault:
+        """This fault with its fraction resolved against a clean run's stream length."""
+        return replace(self, offset=math.floor(self.fraction * stream_bytes))
+
+
+def where(record: dict) -> str:
+    """A fault's place from its record: 5000, chunk3+10, 0.95 (a fraction) or 0.95=5000
+    (a fraction resolved to an offset)."""
+    if record.get("fraction") is not None:
+        resolved = record.get("offset")
+        return f"{record['fraction']:g}" + ("" if resolved is None else f"={resolved}")
+    if record.get("chunk") is None:
+        return str(record.get("offset"))
+    return f"chunk{record['chunk']}" + (f"+{record['offset']}" if record.get("offset") else "")
 
 
 def parse_fault(spec: Any) -> Fault:
@@ -132,8 +165,11 @@ def parse_fault(spec: Any) -> Fault:
         data = bytes.fromhex(data.replace(" ", ""))
     else:
         data = b""
-    return Fault(mode, spec.get("offset"), spec.get("chunk"), spec.get("bit", 0), data,
-                 spec.get("seconds", 0.0))
+    if "fraction" in spec and "offset" in spec:
+        raise ValueError("give fraction: alone, without offset: (the harness resolves it to an "
+                         "offset from a clean run)")
+    return Fault(mode, spec.get("offset"), spec.get("chunk"), spec.get("fraction"),
+                 spec.get("bit", 0), data, spec.get("seconds", 0.0))
 
 
 class FaultState:

@@ -13,7 +13,7 @@ faults is always relayed.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.faults import Fault, parse_fault
@@ -51,6 +51,24 @@ class Network:
     def fault_parties(self) -> int:
         """How many parties the faults need (the highest party they name + 1; 0 without)."""
         return max((max(link) + 1 for link, _ in self.faults), default=0)
+
+    @property
+    def needs_calibration(self) -> bool:
+        """A fault is placed at a fraction of its link's stream: a clean run must measure
+        the stream's length first (`without_faults`, then `calibrated`)."""
+        return any(f.needs_calibration for _, f in self.faults)
+
+    def without_faults(self) -> Network:
+        """The same links, relayed, and no fault: the calibration run's network."""
+        return replace(self, name=f"{self.name} (calibration)", default=self.default or LinkShape(),
+                       faults=())
+
+    def calibrated(self, bytes_by_link: list[list[int]]) -> Network:
+        """Faults at a fraction resolved to offsets in streams of these lengths
+        ([src][dst], a clean run's relay counts)."""
+        return replace(self, faults=tuple(
+            (link, f.at_fraction_of(bytes_by_link[link[0]][link[1]]) if f.needs_calibration else f)
+            for link, f in self.faults))
 
     def shape(self, src: int, dst: int) -> LinkShape:
         for link, shape in self.links:

@@ -744,6 +744,9 @@ class Relay:
                 raise ValueError(f"fault on link {s}->{d}: no route carries that link")
             if not isinstance(fault, Fault):
                 raise TypeError(f"fault on link {s}->{d} is {fault!r}, not a Fault")
+            if fault.needs_calibration:
+                raise ValueError(f"fault on link {s}->{d} is at fraction {fault.fraction} of the "
+                                 "stream; resolve it to an offset first (Fault.at_fraction_of)")
             self._faults[(s, d)] = fault
         self._max_queue_bytes = max_queue_bytes
         self._connect_timeout_s = connect_timeout_s

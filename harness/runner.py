@@ -16,6 +16,7 @@ from backends.mp_spdz import compile as mp_compile
 from backends.mp_spdz import launch as mp_launch
 from backends.mp_spdz import program as mp_program
 from backends.mp_spdz import protocols as mp_protocols
+from backends.mp_spdz import throwtrace
 from backends.mpyc import launch as mpyc_launch
 from backends.mpyc.job import Job, bounds_of, write_inputs
 from circuits.ir import Output, Query, to_plain
@@ -155,7 +156,7 @@ class MpycCell:
         m = self.spec.parties
         ports = free_ports(m)
         with relayed(network, m, ports) as (views, relay):
-            group = run_group(mpyc_launch.commands(views, self.spec.ssl), env, rundir, timeout_s,
+            group = run_group(mpyc_launch.commands(views, bool(self.spec.ssl)), env, rundir, timeout_s,
                               cwd=self.workdir)
         failure = group.failure()
         if failure:
@@ -208,8 +209,11 @@ class MpSpdzCell:
         with relayed(network, m, ports, every_direction=True) as (views, relay):
             addresses = [[f"127.0.0.1:{port}" for port in view] for view in views]
             plan = mp_launch.prepare_run(rundir, self.compiled, self.pop, ports,
-                                         tls=True if self.spec.ssl else None, addresses=addresses)
-            group = run_group(plan.argv(), dict(os.environ), rundir, timeout_s)
+                                         tls=self.spec.ssl, addresses=addresses)
+            # Tampering: trace the VMs' exceptions, so that an integrity abort whose message
+            # MP-SPDZ never prints (see throwtrace.c) is still recognised.
+            env = dict(os.environ, **(throwtrace.env() if network.faults else {}))
+            group = run_group(plan.argv(), env, rundir, timeout_s)
         mp_launch.clean_run(plan)
         try:
             reports = [mp_launch.read_report(i, group.logs[i], self.query, len(self.pop),

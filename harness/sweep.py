@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from backends.mp_spdz import protocols as mp_protocols
 from backends.mpyc import launch as mpyc_launch
 from circuits.errors import InputError
-from harness import meta, results, sources
+from harness import isolation, meta, results, sources
 from harness.config import EngineSpec, Experiment
 from harness.networks import Network
 from harness.runner import PLAIN, MpSpdzCell, MpycCell, Outcome, run_plain
@@ -95,7 +95,15 @@ def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], No
         results.rewrite(out, kept)
         done = {results.run_key(r) for r in kept}
     runs_dir = out.with_suffix(".runs")
-    sweep_meta = meta.collect(exp.config_hash)
+    try:
+        isolated, note = isolation.resolve(exp.config.isolation)
+    except ValueError as e:
+        raise InputError(str(exp.path), "isolation", str(e),
+                         "run as root, or set isolation: auto (or none)") from None
+    if note:
+        warn(note)
+    sweep_meta = {**meta.collect(exp.config_hash), "isolation": "netns" if isolated else "host"}
+    enter = isolation.call if isolated else _here
     plan = runs(exp)
     todo = [(c, rep, warm) for c, rep, warm in plan if (c.key(exp), rep, warm) not in done]
     if done:
@@ -105,6 +113,7 @@ def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], No
     budget = Budget(exp.config.budget_s)
     populations: dict[tuple, Population] = {}
     runners: dict[str, MpycCell | MpSpdzCell] = {}  # by cell key
+    calibrations = Calibrations(exp.config.timeout_s, enter)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=False)
     try:
@@ -135,9 +144,16 @@ def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], No
                     if key not in runners:
                         kind = MpycCell if cell.engine.engine == "mpyc" else MpSpdzCell
                         runners[key] = kind(cell.engine, cell.query, pop, runs_dir / key)
-                    outcome = runners[key].run(name, exp.config.timeout_s, cell.network)
+                    runner = runners[key]
+                    network = calibrations.network(cell, runner)
+                    if isinstance(network, Outcome):
+                        outcome = network
+                    else:
+                        outcome = enter(lambda: runner.run(name, exp.config.timeout_s, network))
                     logs = runs_dir / key / name
                 record = _record(exp, cell, pop, rep, warm, outcome, sweep_meta, logs)
+                if cell.network.needs_calibration:
+                    record["fault_calibration"] = calibrations.streams(cell)
                 budget.observe(cell, len(pop), outcome)
                 writer.append(record)
                 written.append(record)
@@ -152,6 +168,48 @@ def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], No
     return written
 
 
+def _here(fn: Callable[[], Outcome]) -> Outcome:
+    return fn()
+
+
+class Calibrations:
+    """Clean runs that place faults given as a `fraction` of their link's stream: one per
+    setting (engine, data, query, links), shared by its networks that differ only in
+    their faults."""
+
+    def __init__(self, timeout_s: float, enter: Callable[[Callable[[], Outcome]], Outcome]):
+        self.timeout_s, self.enter = timeout_s, enter
+        self.found: dict[tuple, Outcome] = {}
+
+    @staticmethod
+    def _key(cell: Cell) -> tuple:
+        return (json.dumps(cell.engine.model_dump(mode="json", exclude_defaults=True)),
+                cell.source.text, cell.padding, cell.query.ir_hash, cell.network.default,
+                cell.network.links)
+
+    def network(self, cell: Cell, runner: MpycCell | MpSpdzCell) -> Network | Outcome:
+        """The cell's network with its faults placed, or the failed calibration's outcome."""
+        if not cell.network.needs_calibration:
+            return cell.network
+        key = self._key(cell)
+        if key not in self.found:
+            clean = cell.network.without_faults()
+            name = f"calibration-{len(self.found)}"
+            self.found[key] = self.enter(lambda: runner.run(name, self.timeout_s, clean))
+        done = self.found[key]
+        if done.error is not None:
+            return Outcome(None, {}, None, False, "the clean calibration run that places this "
+                           f"cell's faults failed: {done.error}")
+        return cell.network.calibrated(done.figures["bytes_by_link"])
+
+    def streams(self, cell: Cell) -> dict[str, int] | None:
+        """The calibration's stream length of each faulted link, e.g. {"1->0": 52113}."""
+        done = self.found.get(self._key(cell))
+        if done is None or done.error is not None:
+            return None
+        return {f"{s}->{t}": done.figures["bytes_by_link"][s][t] for (s, t), _ in cell.network.faults}
+
+
 def _tamper_fields(cell: Cell, o: Outcome) -> dict:
     """The fault of the cell's network and what came of it (null fields without a fault)."""
     f = o.figures
@@ -164,6 +222,7 @@ def _tamper_fields(cell: Cell, o: Outcome) -> dict:
         "fault": faults,
         "fault_fired": any(e["fired"] for e in events.values()) if faults else None,
         "fault_events": events or None,
+        "fault_calibration": None,  # set by the sweep for faults at a fraction of the stream
         "tamper_detected": detected_by in ("protocol", "tls") if faults else None,
         "tamper_detected_by": detected_by,
         "result_correct": o.result_correct,
@@ -202,7 +261,8 @@ def _record(exp: Experiment, cell: Cell, pop, rep: int, warm: bool, o: Outcome, 
         "messages": f.get("messages"), "bytes_by_link": f.get("bytes_by_link"),
         "relay_bytes": f.get("relay_bytes"), "engine_rounds": f.get("engine_rounds"),
         "global_bytes": f.get("global_bytes"), "online_s": f.get("online_s"),
-        "offline_s": f.get("offline_s"), "tls": f.get("tls", cell.engine.ssl),
+        "offline_s": f.get("offline_s"), "tls": f.get("tls", bool(cell.engine.ssl)),
+        "isolation": sweep_meta.get("isolation"),
         "compile_s": f.get("compile_s"), "compile_cached": f.get("compile_cached"),
         "compile_options": f.get("compile_options"), "compiler_expected": f.get("compiler_expected"),
         "peak_rss_kib_by_party": f.get("peak_rss_kib_by_party"),

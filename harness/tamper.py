@@ -28,6 +28,7 @@ from typing import Sequence
 
 from rich.table import Table
 
+from harness.faults import where
 from harness.results import measured
 
 # Integrity aborts: MP-SPDZ's checks (Tools/Exceptions.h and the protocols): mac_fail
@@ -36,7 +37,10 @@ from harness.results import measured
 # sacrifice's bad_value ("Some value is wrong somewhere"), commitments, broadcasts, and the
 # OT extension's own checks (libOTe's SoftSpoken: "PPRF failed consistency check", "Failed
 # subspace VOLE consistency check"; "OT consistency check failed", "correlation check"),
-# which run in the semi-honest OT-based VMs too.
+# which run in the semi-honest OT-based VMs too.  In tamper experiments the VMs also print the
+# type of every exception they throw (backends/mp_spdz/throwtrace.c): "cohortbench: C++
+# exception thrown: mac_fail" shows a check that failed even where MP-SPDZ's own message is
+# lost (a MAC checker destroyed with unchecked openings calls terminate() first).
 PROTOCOL_ABORTS = re.compile(
     r"MacCheck Failure|mac_fail|MAC check|check hash mismatch|inconsistent Shamir secret sharing"
     r"|mismatch in private output|Offline-Check-Error|Offline_Check_Error|consistency check"
@@ -103,6 +107,11 @@ def first_error_line(text: str) -> str | None:
     return None
 
 
+def _abort_line(text: str) -> str | None:
+    """The first line that shows an integrity abort, if any."""
+    return next((ln.strip() for ln in text.splitlines() if PROTOCOL_ABORTS.search(ln)), None)
+
+
 def _rank(text: str) -> int:
     """How much a party's log says it found the fault itself (lower: more)."""
     if PROTOCOL_ABORTS.search(text):
@@ -137,7 +146,7 @@ def diagnose(logs: Sequence[Path], returncodes: Sequence[int | None], timed_out:
         by = "tls"
     message = None
     if failing is not None:
-        message = first_error_line(texts[failing])
+        message = _abort_line(texts[failing]) or first_error_line(texts[failing])
         if message is None:
             message = f"exited with {returncodes[failing]} and printed no error line"
     elif timed_out:
@@ -174,13 +183,13 @@ class Row:
 
 
 def rows(records: list[dict]) -> list[Row]:
-    """One row per (config, engine, protocol, parties): outcome counts over the runs whose
+    """One row per (config, engine, protocol, parties, tls): outcome counts over the runs whose
     fault fired, the runs whose fault did not fire, the faults, the usual failure."""
     groups: dict[tuple, list[dict]] = {}
     for r in measured(records):
         if not r.get("fault") or r.get("skipped"):
             continue
-        key = (r["config"], r["engine"], r["protocol"], r["parties"])
+        key = (r["config"], r["engine"], r["protocol"], r["parties"], bool(r.get("tls")))
         groups.setdefault(key, []).append(r)
     out = []
     for runs in groups.values():
@@ -190,13 +199,13 @@ def rows(records: list[dict]) -> list[Row]:
             counts[outcome(r)] += 1
         by_fault: dict[str, list[str]] = {}
         for r in sorted(runs, key=lambda r: r.get("repeat", 0)):
-            label = ", ".join(f"{link} {_fault_label(f)}" for link, f in sorted(r["fault"].items()))
+            label = ", ".join(f"{link} {f['mode']}@{where(f)}" for link, f in sorted(r["fault"].items()))
             by_fault.setdefault(label, []).append(
                 CODES[outcome(r) if r.get("fault_fired") else None])
         parts, previous = [], None
         for label in sorted(by_fault, key=_natural):
-            head, _, where = label.rpartition("@")
-            shown = f"@{where}" if head == previous and "," not in label else label
+            head, _, at = label.rpartition("@")
+            shown = f"@{at}" if head == previous and "," not in label else label
             parts.append(f"{shown}: {''.join(by_fault[label])}")
             previous = head
         messages = Counter(r["failing_party_message"] for r in fired
@@ -208,12 +217,6 @@ def rows(records: list[dict]) -> list[Row]:
 
 def _natural(text: str) -> list:
     return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text)]
-
-
-def _fault_label(f: dict) -> str:
-    where = (str(f.get("offset")) if f.get("chunk") is None
-             else f"chunk {f['chunk']}" + (f"+{f['offset']}" if f.get("offset") else ""))
-    return f"{f['mode']}@{where}"
 
 
 def _pct(n: int, total: int) -> str:
@@ -232,12 +235,13 @@ def summary(records: list[dict]) -> list[list[str]]:
     out = []
     for row in sorted(rows(records), key=lambda r: (r.first["config"], r.first["security"],
                                                     r.first["majority"], r.first["engine"],
-                                                    r.first["protocol"])):
+                                                    r.first["protocol"], bool(r.first.get("tls")))):
         f, c, n = row.first, row.counts, row.tampered
         message = "-" if row.message is None else (
             f"{row.message if len(row.message) <= 70 else row.message[:67] + '...'} "
             f"({row.message_runs})")
-        out.append([f"{f['engine']}/{f['protocol']} {f['parties']}p",
+        out.append([f"{f['engine']}/{f['protocol']} {f['parties']}p"
+                    + (" TLS" if f.get("tls") else " plain"),
                     f"{f['security']}/{f['majority']}", str(n),
                     _pct(c["protocol"], n), _pct(c["tls"], n), _pct(c["correct"], n),
                     _pct(c["wrong"], n), _pct(c["failed"], n), str(row.not_fired), row.by_fault,

@@ -278,8 +278,23 @@ def test_run_layout_and_address_views(tmp_path, cache):
         assert len(list(data.glob("P*.pem"))) == 3 and len(list(data.glob("*.0"))) >= 3
         assert (data / "Input-P0-0").exists() == (i == 0)
     assert plan.commands[1][-1] == "cohort" and "-N" not in plan.commands[1]
-    with pytest.raises(ValueError, match="always encrypts"):
-        launch.prepare_run(tmp_path / "x", compiled, pop, [1, 2, 3], tls=False)
+    assert "-u" not in plan.commands[1] and "-e" not in plan.commands[1]  # TLS by default
+    home = tmp_path / "no-insecure-build"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(protocols.PLAINTEXT_HOME_ENV, str(home))
+        with pytest.raises(RuntimeError, match="only when built with -DINSECURE"):
+            launch.prepare_run(tmp_path / "x", compiled, pop, [1, 2, 3], tls=False)
+
+
+def test_tls_flags_against_each_vms_default(tmp_path):
+    honest, dishonest = protocols.get("shamir"), protocols.get("semi")
+    home = tmp_path / "insecure"
+    command = lambda p, tls: launch.party_command(p, 0, 3, "cohort", tls, home)  # noqa: E731
+    assert "-u" in command(honest, False) and "-e" not in command(honest, False)
+    assert not {"-u", "-e"} & set(command(honest, True))
+    assert "-e" in command(dishonest, True) and not {"-u", "-e"} & set(command(dishonest, False))
+    assert honest.needs_plaintext_build(False) and not honest.needs_plaintext_build(None)
+    assert not dishonest.needs_plaintext_build(False)
 
 
 def test_a_failing_vm_is_an_error(tmp_path, cache):

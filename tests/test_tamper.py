@@ -275,6 +275,10 @@ def test_fault_state_is_pure_bookkeeping():
     ({"1->1": {"mode": "drop", "offset": 1}}, "names one party twice"),
     ({"0-1": {"mode": "drop", "offset": 1}, "1->0": {"mode": "flip", "offset": 1}}, "twice"),
     ({"one->two": {"mode": "drop", "offset": 1}}, "must look like '1->0'"),
+    ({"1->0": {"mode": "flip", "fraction": 1.0}}, "from 0 to below 1"),
+    ({"1->0": {"mode": "flip", "fraction": 0.5, "offset": 3}}, "fraction: alone"),
+    ({"1->0": {"mode": "flip", "fraction": 0.5, "chunk": 3}}, "fraction: alone"),
+    ({"1->0": {"mode": "flip", "fraction": "late"}}, "from 0 to below 1"),
 ])
 def test_fault_spec_errors(faults, says):
     with pytest.raises(ValueError, match=says):
@@ -291,6 +295,22 @@ def test_network_with_faults_is_relayed_and_recorded():
     assert net.name == "lan+delay@chunk4(0-2)"
     plain = parse_network({"profile": "relay"}, PROFILES)
     assert "faults" not in plain.record() and plain.fault_map() == {}
+
+
+def test_fault_at_a_fraction_is_placed_by_a_clean_run():
+    net = parse_network({"profile": "wan", "faults": {"1->0": {"mode": "flip", "fraction": 0.95}}},
+                        PROFILES)
+    assert net.needs_calibration and net.name == "wan+flip@0.95(1->0)"
+    clean = net.without_faults()
+    assert clean.relayed and not clean.faults and clean.default == net.default
+    with pytest.raises(ValueError, match="resolve it to an offset first"):
+        Relay([(1, 0, 5000)], faults=net.fault_map())
+    placed = net.calibrated([[0, 10], [2001, 0]])  # the clean run sent 2001 bytes on 1->0
+    assert not placed.needs_calibration
+    assert placed.fault_map()[(1, 0)].offset == 1900  # floor(0.95 * 2001)
+    assert placed.faults[0][1].record() == {"mode": "flip", "fraction": 0.95, "offset": 1900,
+                                            "bit": 0}
+    assert placed.faults[0][1].label == "flip@0.95=1900"
 
 
 def test_config_rejects_a_fault_on_a_missing_party(tmp_path):
@@ -422,7 +442,29 @@ def test_cli_tamper_failures_do_not_fail_the_sweep(tmp_path):
                             timeout=120)
     assert report.returncode == 0, report.stderr[-2000:]
     page = (tmp_path / "report" / "report.html").read_text()
-    assert "<h2>Tampering</h2>" in page and "mpyc/shamir 3p" in page
+    assert "<h2>Tampering</h2>" in page and "mpyc/shamir 3p plain" in page
+
+
+def test_fraction_faults_share_one_calibration_run(tmp_path):
+    """Two networks that differ only in where their fault sits: one clean run measures
+    link 1->0, both faults are placed in it, and the records say where."""
+    cfg = config(tmp_path, "  - {engine: mpyc, protocol: shamir}",
+                 '[{profile: relay, faults: {"1->0": {mode: flip, fraction: 0.5}}}, '
+                 '{profile: relay, faults: {"1->0": {mode: delay, fraction: 0.9, seconds: 0.2}}}]',
+                 population="synthetic:10")
+    records = run_sweep(load_experiment(cfg), tmp_path / "r.jsonl", False, lambda m: None)
+    assert len(records) == 2
+    calibrations = [p.name for p in (tmp_path / "r.runs").glob("*/calibration-*")]
+    assert calibrations == ["calibration-0"]
+    streams = {r["fault_calibration"]["1->0"] for r in records}
+    assert len(streams) == 1 and streams.pop() > 1000
+    for r, fraction in zip(records, (0.5, 0.9)):
+        length = r["fault_calibration"]["1->0"]
+        assert r["fault"]["1->0"]["fraction"] == fraction and "offset" not in r["fault"]["1->0"]
+        event = r["fault_events"]["1->0"]
+        assert r["fault_fired"] and event["offset"] == int(fraction * length)
+        assert event["fault"]["offset"] == event["offset"]
+    assert records[1]["error"] is None and records[1]["result_correct"] is True  # a delay only
 
 
 def test_unfaulted_records_have_null_tamper_fields(tmp_path):
@@ -433,13 +475,34 @@ def test_unfaulted_records_have_null_tamper_fields(tmp_path):
     assert [r[k] for k in FIELDS] == [None, None, None, None, True, None]
 
 
-def _mp_spdz_vm(name: str) -> None:
+def _mp_spdz_vm(name: str, plaintext: bool = False) -> None:
     from backends.mp_spdz import protocols
     home = protocols.mp_spdz_home()
     if not protocols.compiler_script(home).is_file():
         pytest.skip(f"MP-SPDZ not found at {home}")
     if not protocols.get(name).vm_path(home).is_file():
         pytest.skip(f"{protocols.get(name).vm} is not built in {home}")
+    vm = protocols.get(name).vm_path(protocols.plaintext_home())
+    if plaintext and not vm.is_file():
+        pytest.skip(f"no MP-SPDZ build with -DINSECURE at {vm} (${protocols.PLAINTEXT_HOME_ENV}), "
+                    "which plaintext links of honest-majority VMs need")
+
+
+@pytest.mark.parametrize("protocol,message", [("malicious-shamir", "mac_fail"),
+                                              ("ps-rep-ring", "mac_fail")])
+def test_plaintext_links_show_the_protocols_own_check(tmp_path, protocol, message):
+    """Without TLS (ssl: false, an -DINSECURE build), a bit flipped halfway through the
+    stream reaches the protocol, whose MAC check aborts; the exception tracer names it
+    even where MP-SPDZ's own message is lost.  A clean run on plaintext links is correct."""
+    _mp_spdz_vm(protocol, plaintext=True)
+    cfg = config(tmp_path, f"  - {{engine: mp-spdz, protocol: {protocol}, ssl: false}}",
+                 '[relay, {profile: relay, faults: {"1->0": {mode: flip, fraction: 0.5}}}]')
+    clean, tampered = run_sweep(load_experiment(cfg), tmp_path / "r.jsonl", False, lambda m: None)
+    assert clean["error"] is None and clean["correct"] and clean["tls"] is False
+    assert tampered["fault_fired"] is True and tampered["error"] is not None
+    assert tampered["tamper_detected_by"] == "protocol", tampered["failing_party_message"]
+    assert message in tampered["failing_party_message"]
+    assert tampered["fault_calibration"]["1->0"] == clean["bytes_by_link"][1][0]
 
 
 @pytest.mark.parametrize("protocol,offset,detected_by", [("malicious-shamir", 3300, "tls"),

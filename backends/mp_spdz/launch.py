@@ -44,7 +44,7 @@ from typing import Sequence
 
 from backends.mp_spdz import program
 from backends.mp_spdz.compile import Compiled
-from backends.mp_spdz.protocols import Protocol, get
+from backends.mp_spdz.protocols import PLAINTEXT_HOME_ENV, Protocol, get, plaintext_home
 from circuits.ir import Output, Query
 from circuits.population import Population
 
@@ -129,8 +129,8 @@ def party_command(protocol: Protocol, pid: int, parties: int, name: str, tls: bo
     if protocol.takes_N:
         argv += ["-N", str(parties)]
     argv += ["-ip", HOSTS_FILE]
-    if tls and not protocol.tls:
-        argv.append("-e")  # dishonest-majority VMs encrypt only when asked
+    if tls != protocol.tls:
+        argv.append("-e" if tls else "-u")  # against the VM's default (see protocols.py)
     # -OF .: public output (the count) on every party's stdout, not only party 0's;
     # output for party 0 alone (the eligible bits) still appears only there.
     argv += ["-OF", "."]
@@ -146,17 +146,22 @@ def prepare_run(run_dir: Path, compiled: Compiled, pop: Population, ports: Seque
     """Lay out a run of `compiled` on `pop` in run_dir (a fresh directory per run).
 
     `ports`: one free port per party (every party listens on its own).  `tls`: None
-    means the protocol's default (honest-majority VMs always encrypt; the others can
-    be asked to with True).  `addresses`: per party, that party's view of every
+    means the protocol's default (honest-majority VMs encrypt, the others do not);
+    True or False asks for encrypted or plaintext links (-e, -u).  `addresses`: per party, that party's view of every
     party's host:port (default: 127.0.0.1 and `ports` for everyone).  `vm_args`: extra
     VM options (e.g. -lgp 192); `verbose`: -v, for the online/offline split."""
     protocol = get(compiled.protocol)
     parties = compiled.parties
     if len(ports) != parties:
         raise ValueError(f"{parties} parties need {parties} ports, got {len(ports)}")
-    if protocol.tls and tls is False:
-        raise ValueError(f"MP-SPDZ's {protocol.name} always encrypts its links; it cannot run "
-                         "without TLS")
+    if protocol.needs_plaintext_build(tls) and home is None:
+        home = plaintext_home()
+        if not protocol.vm_path(home).is_file():
+            raise RuntimeError(
+                f"MP-SPDZ's {protocol.vm} runs with plaintext links (ssl: false, -u) only when "
+                f"built with -DINSECURE; there is none at {protocol.vm_path(home)} (set "
+                f"{PLAINTEXT_HOME_ENV} to such a build of the same commit, or drop "
+                "ssl: false)")
     tls = protocol.tls if tls is None else tls
     views = addresses or [[f"127.0.0.1:{p}" for p in ports]] * parties
     if len(views) != parties or any(len(v) != parties for v in views):

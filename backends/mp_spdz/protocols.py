@@ -4,13 +4,13 @@ Each `Protocol` records the facts the rest of the backend needs: the virtual
 machine binary, the security model (semi-honest or malicious, honest or
 dishonest majority), the computation domain (a prime field or the ring
 Z_2^64), the party counts the VM accepts, whether it takes `-N`, whether its
-links are always TLS-encrypted, and how to ask the compiler to optimise for it
+links are TLS-encrypted by default, and how to ask the compiler to optimise for it
 (`-E <name>`, which also picks the domain's protocol-specific options).
 
 Facts checked against MP-SPDZ 3a0a7b1d (/opt/mp-spdz-NOTES.md): the
-honest-majority VMs always encrypt (they need Player-Data/P<i>.pem/.key);
-replicated-ring and ps-rep-ring are fixed at three parties and reject `-N`;
-the dishonest-majority VMs run unencrypted unless given `-e`.
+honest-majority VMs encrypt unless given `-u` (then they need
+Player-Data/P<i>.pem/.key); replicated-ring and ps-rep-ring are fixed at three
+parties and reject `-N`; the dishonest-majority VMs run unencrypted unless given `-e`.
 """
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ from pathlib import Path
 
 DEFAULT_HOME = Path("/opt/mp-spdz")
 HOME_ENV = "MP_SPDZ_HOME"
+# The honest-majority VMs refuse -u unless MP-SPDZ was compiled with -DINSECURE (for
+# benchmarks of the protocol without its channel, e.g. tampering that TLS would stop):
+# a second build of the same commit, used only for cells with `ssl: false`.
+DEFAULT_PLAINTEXT_HOME = Path("/opt/mp-spdz-insecure")
+PLAINTEXT_HOME_ENV = "MP_SPDZ_INSECURE_HOME"
 INSTALL_DOCS = "https://mp-spdz.readthedocs.io/en/latest/readme.html#tl-dr-source-distribution"
 
 SEMI_HONEST, MALICIOUS = "semi-honest", "malicious"
@@ -41,7 +46,7 @@ class Protocol:
     min_parties: int
     max_parties: int
     takes_N: bool  # the VM accepts -N <parties>
-    tls: bool  # the VM always encrypts its links (certificates needed)
+    tls: bool  # the VM encrypts its links by default (certificates needed; -u turns it off)
     compiler_protocol: str  # the compiler's -E name
 
     @property
@@ -66,6 +71,10 @@ class Protocol:
 
     def vm_path(self, home: Path | None = None) -> Path:
         return mp_spdz_home(home) / self.vm
+
+    def needs_plaintext_build(self, tls: bool | None) -> bool:
+        """Plaintext links asked of a VM that encrypts by default: only an -DINSECURE build runs it."""
+        return tls is False and self.tls
 
 
 _MAX = 16  # the harness's limit on parties
@@ -99,6 +108,11 @@ def mp_spdz_home(home: Path | str | None = None) -> Path:
     if home is not None:
         return Path(home)
     return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME)
+
+
+def plaintext_home() -> Path:
+    """The -DINSECURE build's directory: $MP_SPDZ_INSECURE_HOME, else /opt/mp-spdz-insecure."""
+    return Path(os.environ.get(PLAINTEXT_HOME_ENV) or DEFAULT_PLAINTEXT_HOME)
 
 
 def compiler_script(home: Path | None = None) -> Path:
