@@ -5,7 +5,8 @@ It lists MPyC (the installed version), MP-SPDZ at $MP_SPDZ_HOME (default
 the compiler, and every virtual machine of backends.mp_spdz.protocols, each
 present or missing, and whether it starts), and the openssl command that TLS
 certificates are made with; also the optional -DINSECURE build of MP-SPDZ at
-$MP_SPDZ_INSECURE_HOME that `ssl: false` cells of honest-majority protocols need.  For anything missing it prints the fix.  Exit
+$MP_SPDZ_INSECURE_HOME that `ssl: false` cells of honest-majority protocols need, and
+whether runs can be isolated in network namespaces.  For anything missing it prints the fix.  Exit
 status 0 when everything is there, 1 otherwise.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backends.mp_spdz import protocols
+from harness import isolation
 
 MP_SPDZ_FIX = (f"build MP-SPDZ from source ({protocols.INSTALL_DOCS}) and set "
                f"{protocols.HOME_ENV} to its directory")
@@ -118,9 +120,14 @@ def _plaintext_build(home: Path | None) -> list[Finding]:
 
 def _tools() -> list[Finding]:
     openssl = shutil.which("openssl")
+    why_not = isolation.probe()
     return [Finding("TLS", "openssl", openssl is not None,
                     openssl or "not found (needed for MP-SPDZ's honest-majority protocols and "
-                    "MPyC's --ssl)", None if openssl else "apt-get install openssl")]
+                    "MPyC's --ssl)", None if openssl else "apt-get install openssl"),
+            Finding("harness", "isolation", True,
+                    "a network namespace per run (isolation: auto)" if why_not is None else
+                    f"runs use the host's loopback: {why_not}",
+                    None if why_not is None else "run as root for a namespace per run")]
 
 
 def diagnose(home: Path | None = None) -> list[Finding]:

@@ -229,7 +229,7 @@ class MpSpdzCell:
         figures["engine_rounds"] = figures.pop("rounds")
         figures.update(compile_s=self.compiled.compile_s, compile_cached=self.compiled.cached,
                        compiler_expected=self.compiled.expected,
-                       compile_options=self.compiled.options.label, tls=plan.tls)
+                       compile_options=self.compiled.options.label)
         if relay is not None:
             figures.update(_relay_figures(relay))
         return _answer(self.query, self.expected, [r.result for r in reports], group.wall_s,

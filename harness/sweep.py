@@ -237,6 +237,13 @@ def expected_failure(record: dict) -> bool:
     return bool(record.get("fault")) and bool(record.get("fault_fired"))
 
 
+def _tls(engine: EngineSpec) -> bool:
+    """Whether the cell's links were encrypted: its `ssl`, else the engine's default."""
+    if engine.ssl is not None:
+        return engine.ssl
+    return engine.engine == "mp-spdz" and mp_protocols.get(engine.protocol).tls
+
+
 def _record(exp: Experiment, cell: Cell, pop, rep: int, warm: bool, o: Outcome, sweep_meta: dict,
             logs: Path | None) -> dict:
     f = o.figures
@@ -261,7 +268,7 @@ def _record(exp: Experiment, cell: Cell, pop, rep: int, warm: bool, o: Outcome, 
         "messages": f.get("messages"), "bytes_by_link": f.get("bytes_by_link"),
         "relay_bytes": f.get("relay_bytes"), "engine_rounds": f.get("engine_rounds"),
         "global_bytes": f.get("global_bytes"), "online_s": f.get("online_s"),
-        "offline_s": f.get("offline_s"), "tls": f.get("tls", bool(cell.engine.ssl)),
+        "offline_s": f.get("offline_s"), "tls": _tls(cell.engine),
         "isolation": sweep_meta.get("isolation"),
         "compile_s": f.get("compile_s"), "compile_cached": f.get("compile_cached"),
         "compile_options": f.get("compile_options"), "compiler_expected": f.get("compiler_expected"),

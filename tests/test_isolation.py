@@ -91,3 +91,11 @@ def test_isolation_none_runs_on_the_host(tmp_path):
                  extra="isolation: none")
     [r] = run_sweep(load_experiment(cfg), tmp_path / "r.jsonl", False, lambda m: None)
     assert r["error"] is None and r["isolation"] == "host"
+
+
+def test_doctor_reports_isolation_and_the_plaintext_build():
+    from harness import doctor
+    found = {f.item: f for f in doctor.diagnose()}
+    assert found["isolation"].ok  # never a failure: auto falls back to the host's loopback
+    assert ("namespace per run" in found["isolation"].detail) == (WHY_NOT is None)
+    assert "plaintext links" in found

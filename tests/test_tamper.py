@@ -25,7 +25,7 @@ from harness.faults import Fault, FaultState, parse_fault
 from harness.networks import PROFILES, parse_network
 from harness.relay import LinkShape, Relay
 from harness.sweep import run_sweep
-from harness.tamper import diagnose, first_error_line, outcome, rows, table
+from harness.tamper import PROTOCOL_ABORTS, diagnose, first_error_line, outcome, rows, table
 
 REPO = Path(__file__).resolve().parent.parent
 QUERY = REPO / "configs" / "queries" / "five-criteria.yaml"
@@ -503,6 +503,20 @@ def test_plaintext_links_show_the_protocols_own_check(tmp_path, protocol, messag
     assert tampered["tamper_detected_by"] == "protocol", tampered["failing_party_message"]
     assert message in tampered["failing_party_message"]
     assert tampered["fault_calibration"]["1->0"] == clean["bytes_by_link"][1][0]
+
+
+@pytest.mark.parametrize("protocol", ["malicious-shamir", "mascot"])
+def test_traced_clean_runs_show_no_integrity_abort(tmp_path, protocol):
+    """The exception tracer is on in tamper experiments; in a run whose fault never fires
+    the VMs throw (and catch) exceptions of their own, none of them an integrity abort."""
+    _mp_spdz_vm(protocol)
+    cfg = config(tmp_path, f"  - {{engine: mp-spdz, protocol: {protocol}}}",
+                 '[{profile: relay, faults: {"1->0": {mode: flip, offset: 1000000000000}}}]')
+    [r] = run_sweep(load_experiment(cfg), tmp_path / "r.jsonl", False, lambda m: None)
+    assert r["error"] is None and r["correct"] and r["fault_fired"] is False
+    logs = [p.read_text(errors="replace") for p in Path(r["logs"]).glob("party-*.log")]
+    assert any("cohortbench: C++ exception thrown: " in text for text in logs)  # traced
+    assert not any(PROTOCOL_ABORTS.search(text) for text in logs)
 
 
 @pytest.mark.parametrize("protocol,offset,detected_by", [("malicious-shamir", 3300, "tls"),
