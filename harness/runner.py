@@ -156,8 +156,8 @@ class MpycCell:
         m = self.spec.parties
         ports = free_ports(m)
         with relayed(network, m, ports) as (views, relay):
-            group = run_group(mpyc_launch.commands(views, bool(self.spec.ssl)), env, rundir, timeout_s,
-                              cwd=self.workdir)
+            group = run_group(mpyc_launch.commands(views, bool(self.spec.ssl)), env, rundir,
+                              timeout_s, cwd=self.workdir)
         failure = group.failure()
         if failure:
             return Outcome(group.wall_s, _failure_figures(group, relay), None, False,

@@ -147,8 +147,10 @@ def prepare_run(run_dir: Path, compiled: Compiled, pop: Population, ports: Seque
 
     `ports`: one free port per party (every party listens on its own).  `tls`: None
     means the protocol's default (honest-majority VMs encrypt, the others do not);
-    True or False asks for encrypted or plaintext links (-e, -u).  `addresses`: per party, that party's view of every
-    party's host:port (default: 127.0.0.1 and `ports` for everyone).  `vm_args`: extra
+    True or False asks for encrypted or plaintext links (-e, -u; plaintext links of an
+    honest-majority VM take it from the -DINSECURE build, see `plaintext_home`).
+    `addresses`: per party, that party's view of every party's host:port (default:
+    127.0.0.1 and `ports` for everyone).  `vm_args`: extra
     VM options (e.g. -lgp 192); `verbose`: -v, for the online/offline split."""
     protocol = get(compiled.protocol)
     parties = compiled.parties
