@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -58,18 +59,40 @@ def _die_with_parent() -> None:
         pass
 
 
-def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on the loopback address."""
-    socks = []
+_LOWEST_PORT = 10_000
+_PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for the source ports of outgoing connections (Linux default)."""
     try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        low, high = map(int, _PORT_RANGE.read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct TCP ports free on every interface, for parties to listen on.
+
+    They lie outside the kernel's ephemeral range: an outgoing connection (the relay
+    retrying to reach a party that is not listening yet) can then never take one as
+    its source port, or even connect to itself on it (TCP self-connect), before the
+    party binds it."""
+    low, high = _ephemeral_ports()
+    pool = [p for p in range(_LOWEST_PORT, 65536) if not low <= p <= high]
+    random.Random().shuffle(pool)
+    chosen: list[int] = []
+    for port in pool:
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        chosen.append(port)
+        if len(chosen) == n:
+            return chosen
+    raise RuntimeError(f"fewer than {n} free TCP ports outside the ephemeral range {low}-{high}")
 
 
 def run_group(commands: list[list[str]], env: dict[str, str], logdir: Path, timeout_s: float,

@@ -254,3 +254,13 @@ def test_budget_skips_larger_populations(tmp_path):
     assert first["error"] is None and first["correct"] and not first.get("skipped")
     assert second["skipped"] is True and "budget_s" in second["error"]
     assert second["population"] == 12
+
+
+def test_free_ports_lie_outside_the_ephemeral_range():
+    """So that no outgoing connection (the relay retrying a party that does not listen yet)
+    can take a party's port as its source port, or connect to itself on it."""
+    from harness import parties
+    low, high = parties._ephemeral_ports()
+    ports = parties.free_ports(8)
+    assert len(set(ports)) == 8
+    assert all(p >= 10_000 and not low <= p <= high for p in ports)
