@@ -14,6 +14,9 @@ GENDERS: Final = ("male", "female", "other", "unknown")
 
 # Smoking status, as in the paper's Listing 2: code -> SNOMED CT concept.
 SMOKER_STATES: Final = ("never", "current", "former", "unknown")
+# The public domain of a gender or smoking-status code: 0..SMALL_DOMAIN - 1.
+SMALL_DOMAIN: Final = len(GENDERS)
+assert len(SMOKER_STATES) == SMALL_DOMAIN
 SMOKER_SNOMED: Final = {"266919005": 0, "449868002": 1, "8517006": 2}
 TOBACCO_SMOKING_STATUS_LOINC: Final = "72166-2"
 

@@ -24,9 +24,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from circuits.codes import EXAM_VOCABULARY
 from circuits.ir import (MAX_AGE, MAX_MONTHS, AgeRange, And, ExamCount, Gender, HasCondition, Node,
                          Not, Or, Smoker, leaves)
+from circuits.population import Population
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,19 @@ class DataBounds:
         """Bounds rounded up to a power of two minus one, so only a bit length is revealed."""
         return DataBounds((1 << max(max_condition, 1).bit_length()) - 1,
                           (1 << max(max_exam, 1).bit_length()) - 1)
+
+    @staticmethod
+    def of(pop: Population) -> DataBounds:
+        """The public bounds of a population: its largest codes, rounded up as in `covering`."""
+        return DataBounds.covering(int(pop.conditions.max(initial=0)),
+                                   int(pop.exam_codes.max(initial=0)))
+
+    def exam_indexes(self, codes: np.ndarray) -> np.ndarray:
+        """`exam_index` of every code in an array (0 where a code is outside the vocabulary)."""
+        out = np.zeros(np.shape(codes), dtype=np.int64)
+        for i, code in enumerate(self.exam_vocabulary, 1):
+            out[np.asarray(codes) == code] = i
+        return out
 
     def exam_index(self, loinc: int) -> int | None:
         """Index of a LOINC code in the exam vocabulary (1..V), None when outside it."""
@@ -80,8 +96,12 @@ class Cost:
                     self.depth + depth, self.max_bits)
 
 
-AGE_BITS = signed_bits(-MAX_AGE - 2, MAX_AGE + 2)
-MONTH_BITS = signed_bits(-MAX_MONTHS - 1, MAX_MONTHS + 1)
+# Comparison widths (signed): the differences the lowerings compare with zero.
+AGE_CMP_BITS = signed_bits(-MAX_AGE - 2, MAX_AGE + 2)
+MONTH_CMP_BITS = signed_bits(-MAX_MONTHS - 1, MAX_MONTHS + 1)
+# Column widths (unsigned): the bits that hold an age or a "months ago" value.
+AGE_BITS = MAX_AGE.bit_length()
+MONTH_BITS = MAX_MONTHS.bit_length()
 
 
 def field_bits_needed(node: Node, bounds: DataBounds) -> int:
@@ -126,7 +146,7 @@ def estimate(node: Node, conditions: int, exams: int, bounds: DataBounds = DataB
     if isinstance(node, (Gender, Smoker)):
         return Cost(multiplications=indicator_multiplications(4), depth=_log2(3))
     if isinstance(node, AgeRange):
-        return Cost(comparisons=2, multiplications=1, depth=2, max_bits=AGE_BITS)
+        return Cost(comparisons=2, multiplications=1, depth=2, max_bits=AGE_CMP_BITS)
     if isinstance(node, HasCondition):
         factors = conditions * len(node.codes)
         return Cost(equalities=1, multiplications=factors - 1, depth=_log2(factors) + 1)
@@ -136,9 +156,9 @@ def estimate(node: Node, conditions: int, exams: int, bounds: DataBounds = DataB
             k = indicator_multiplications(bounds.exam_domain)
             return Cost(comparisons=exams + 1, multiplications=exams * (k + 1),
                         depth=max(_log2(bounds.exam_domain - 1), 1) + 2,
-                        max_bits=max(MONTH_BITS, count))
+                        max_bits=max(MONTH_CMP_BITS, count))
         return Cost(comparisons=exams + 1, equalities=exams, multiplications=exams, depth=3,
-                    max_bits=max(exam_code_bits(bounds, node), MONTH_BITS, count))
+                    max_bits=max(exam_code_bits(bounds, node), MONTH_CMP_BITS, count))
     if isinstance(node, Not):
         return estimate(node.child, conditions, exams, bounds)
     if isinstance(node, (And, Or)):

@@ -15,9 +15,11 @@ from circuits.errors import InputError
 from circuits.oracle import cohort
 from circuits.population import EXACT, Padding, write_jsonl
 from circuits.queryfile import load_query
-from harness import compare, doctor, fhir, latency, report, results, sources, summary, tamper
-from harness.config import load_experiment
-from harness.sweep import cells, expected_failure, run_sweep, runs
+from harness.analysis import compare, latency, report, records as results, summary, tamper
+from harness import doctor
+from harness.data import fhir, sources
+from harness.run.config import load_experiment
+from harness.run.sweep import cells, expected_failure, run_sweep, runs
 
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backends.mp_spdz import protocols
-from harness import isolation
+from harness.net import isolation
 
 MP_SPDZ_FIX = (f"build MP-SPDZ from source ({protocols.INSTALL_DOCS}) and set "
                f"{protocols.HOME_ENV} to its directory")

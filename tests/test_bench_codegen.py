@@ -7,7 +7,7 @@ from backends.mp_spdz import program
 from circuits.population import Padding
 from circuits.queryfile import load_query
 from conftest import REPO
-from harness.synthetic import generate
+from harness.data.synthetic import generate
 
 QUERY, _ = load_query(REPO / "configs" / "queries" / "five-criteria.yaml")
 

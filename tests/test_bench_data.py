@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from circuits.population import Padding
-from harness.fhir import extract_dir
-from harness.synthetic import generate
+from harness.data.fhir import extract_dir
+from harness.data.synthetic import generate
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "synthea-r4"
 AS_OF = dt.date(2021, 4, 1)

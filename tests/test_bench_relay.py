@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from harness.relay import Relay
+from harness.net.relay import Relay
 
 MB = 1 << 20
 BULK = 64 * MB

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from harness import compare as cmp
+from harness.analysis import compare as cmp
+from harness.run import meta
 from conftest import run_cli_sweep, REPO
 
 QUERY = str(REPO / "configs" / "queries" / "five-criteria.yaml")
@@ -170,8 +171,8 @@ def test_calibration_normalises_times_when_both_files_have_it():
 
 
 def test_calibrate_is_a_short_fixed_workload():
-    assert cmp._workload() == cmp._workload()  # deterministic
-    t = cmp.calibrate(repeats=3)
+    assert meta._workload() == meta._workload()  # deterministic
+    t = meta.calibrate(repeats=3)
     assert 0.01 < t < 5.0
 
 
@@ -269,7 +270,7 @@ def test_zero_baseline_bytes_and_json_without_infinity(tmp_path):
 
 def test_times_warn_keeps_exact_figures_failing():
     """--times warn: a slowed series is a warning, a changed byte count still fails."""
-    from harness.compare import Thresholds, compare
+    from harness.analysis.compare import Thresholds, compare
     base = sweep(cells=("c1",))
     slow = sweep(cells=("c1",), scale=3.0)
     assert compare(base, slow, Thresholds(times_fail=False)).exit_code == 0

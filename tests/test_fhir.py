@@ -1,4 +1,4 @@
-"""harness.fhir: extraction of the paper's fields from FHIR R4 bundles.
+"""harness.data.fhir: extraction of the paper's fields from FHIR R4 bundles.
 
 The expected values for the shared Synthea bundles were read by hand from the
 JSON with jq (Patient, 72166-2 Observations, Conditions, DiagnosticReports),
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.fhir import BundleError, extract_bundle, extract_dir
+from harness.data.fhir import BundleError, extract_bundle, extract_dir
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "synthea-r4"
 AS_OF = dt.date(2021, 4, 1)

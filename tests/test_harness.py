@@ -15,9 +15,9 @@ import psutil
 import pytest
 
 from circuits.errors import InputError
-from harness import results
-from harness.config import load_experiment
-from harness.sweep import run_sweep
+from harness.analysis import records as results
+from harness.run.config import load_experiment
+from harness.run.sweep import run_sweep
 from conftest import REPO, SYNTHEA
 
 CLI = [sys.executable, "-m", "harness.cli"]
@@ -240,7 +240,7 @@ def test_kill_9_of_the_harness_then_resume(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     final = results.read(out)
     exp = load_experiment(cfg)
-    from harness.sweep import runs
+    from harness.run.sweep import runs
     expected = {(c.key(exp), rep, warm) for c, rep, warm in runs(exp)}
     assert {results.run_key(x) for x in final} == expected and len(final) == len(expected)
     assert all(x["correct"] for x in final)
@@ -259,7 +259,7 @@ def test_budget_skips_larger_populations(tmp_path):
 def test_free_ports_lie_outside_the_ephemeral_range():
     """So that no outgoing connection (the relay retrying a party that does not listen yet)
     can take a party's port as its source port, or connect to itself on it."""
-    from harness import parties
+    from harness.run import parties
     low, high = parties._ephemeral_ports()
     ports = parties.free_ports(8)
     assert len(set(ports)) == 8

@@ -1,5 +1,5 @@
 """Each run in a network namespace of its own: nothing a party listens on is reachable
-from the host (see harness/isolation.py)."""
+from the host (see harness/net/isolation.py)."""
 from __future__ import annotations
 
 import os
@@ -10,9 +10,9 @@ import time
 import psutil
 import pytest
 
-from harness import isolation
-from harness.config import load_experiment
-from harness.sweep import run_sweep
+from harness.net import isolation
+from harness.run.config import load_experiment
+from harness.run.sweep import run_sweep
 from tests.test_harness import config, party_processes
 
 WHY_NOT = isolation.probe()

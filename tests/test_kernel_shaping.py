@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from harness import kernel_shaping as ks
+from harness.net import kernel_shaping as ks
 
 # tbf counts whole frames (14 + 20 + 20 + 12 bytes of headers around 1448 of payload);
 # the relay's bandwidth is TCP payload, so tbf's payload rate is this fraction of the line rate.

@@ -23,9 +23,9 @@ from circuits.ir import (AgeRange, And, ExamCount, Gender, HasCondition, Not, Or
 from circuits.oracle import cohort
 from circuits.population import EXACT, Padding, encode
 from circuits.queryfile import load_query
-from harness.parties import free_ports, run_group
-from harness.runner import check
-from harness.synthetic import generate
+from harness.run.parties import free_ports, run_group
+from harness.run.runner import check
+from harness.data.synthetic import generate
 
 REPO = Path(__file__).resolve().parent.parent
 HOME = protocols.mp_spdz_home()
@@ -314,7 +314,7 @@ def test_a_failing_vm_is_an_error(tmp_path, cache):
 
 @pytest.mark.parametrize("protocol", ["replicated-ring", "shamir"])
 def test_synthea_sample(protocol, synthea_dir, tmp_path, cache):
-    from harness.fhir import extract_dir
+    from harness.data.fhir import extract_dir
     patients, _ = extract_dir(synthea_dir, dt.date(2021, 4, 1))
     pop = encode(patients, Padding(16, 32))
     query = five_criteria()
@@ -329,8 +329,8 @@ def test_synthea_sample(protocol, synthea_dir, tmp_path, cache):
 def test_sweep_through_the_harness_and_the_relay(tmp_path):
     """`cohortbench run` with MP-SPDZ protocols beside MPyC, direct and through the relay:
     records carry the protocol's security model, the VM's and the relay's figures."""
-    from harness.config import load_experiment
-    from harness.sweep import run_sweep
+    from harness.run.config import load_experiment
+    from harness.run.sweep import run_sweep
     query = Path(__file__).resolve().parent.parent / "configs" / "queries" / "five-criteria.yaml"
     cfg = tmp_path / "mps.yaml"
     cfg.write_text(f"""

@@ -7,9 +7,9 @@ import pytest
 
 from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, Not, Or, Output, Query, Smoker
 from circuits.population import Padding
-from harness import fhir, synthetic
-from harness.config import EngineSpec
-from harness.runner import MpycCell
+from harness.data import fhir, synthetic
+from harness.run.config import EngineSpec
+from harness.run.runner import MpycCell
 from circuits.population import encode
 
 BROAD = Or((And((Smoker(0), AgeRange(30, 70), ExamCount(57698, 1, 60))),

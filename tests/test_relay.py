@@ -1,4 +1,4 @@
-"""The shaping relay (harness/relay.py): delay, bandwidth, jitter, counting, rounds, cleanup.
+"""The shaping relay (harness/net/relay.py): delay, bandwidth, jitter, counting, rounds, cleanup.
 
 Servers run in a subprocess (the parties are separate processes too), the client in
 the test.  Timing checks use medians and generous bounds and retry up to 3 times,
@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import psutil
 import pytest
 
-from harness.relay import LinkShape, Relay, RelayStats, routes_for_full_mesh
+from harness.net.relay import LinkShape, Relay, RelayStats, routes_for_full_mesh
 
 timing = pytest.mark.skipif(os.environ.get("COHORTBENCH_NO_TIMING") == "1",
                             reason="COHORTBENCH_NO_TIMING=1: timing accuracy checks skipped")
@@ -456,7 +456,7 @@ def mpyc_p_lists(parties: int, real_ports: list[int], relay: Relay) -> list[list
 
 
 def test_mpyc_parties_through_the_relay() -> None:
-    from harness.parties import free_ports
+    from harness.run.parties import free_ports
     m, rounds = 3, 6
     ports = free_ports(m)
     with Relay(routes_for_full_mesh(m, ports), LinkShape(delay_ms=2)) as relay:

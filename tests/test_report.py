@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from harness import report
+from harness.analysis import report
 from conftest import run_cli_sweep, REPO
 
 QUERY = str(REPO / "configs" / "queries" / "five-criteria.yaml")

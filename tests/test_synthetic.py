@@ -1,4 +1,4 @@
-"""harness.synthetic: the seeded numpy population generator."""
+"""harness.data.synthetic: the seeded numpy population generator."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from circuits.population import EMPTY, EXACT, Padding, Patient, Population, encode
-from harness.synthetic import SYNTHEA_R4, generate, measure_dir
+from harness.data.synthetic import SYNTHEA_R4, generate, measure_dir
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "synthea-r4"
 ARRAYS = ("age", "gender", "smoker", "conditions", "exam_codes", "exam_months",

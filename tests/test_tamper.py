@@ -1,4 +1,4 @@
-"""Faults in the relay (harness/faults.py, harness/relay.py) and tamper experiments.
+"""Faults in the relay (harness/net/faults.py, harness/net/relay.py) and tamper experiments.
 
 Relay level: an in-process server behind the relay, a client in the test; every socket
 has a timeout, so no test can hang.  Integration: small populations (<= 30 patients)
@@ -20,12 +20,13 @@ import pytest
 
 from circuits.errors import InputError
 from test_relay import connect, recv_exact
-from harness.config import load_experiment
-from harness.faults import Fault, FaultState, parse_fault
-from harness.networks import PROFILES, parse_network
-from harness.relay import LinkShape, Relay
-from harness.sweep import run_sweep
-from harness.tamper import PROTOCOL_ABORTS, diagnose, first_error_line, outcome, rows, table
+from harness.run.config import load_experiment
+from harness.net.faults import Fault, FaultState, parse_fault
+from harness.net.networks import PROFILES, parse_network
+from harness.net.relay import LinkShape, Relay
+from harness.run.sweep import run_sweep
+from harness.analysis.tamper import outcome, rows, table
+from harness.run.diagnosis import PROTOCOL_ABORTS, diagnose, first_error_line
 
 REPO = Path(__file__).resolve().parent.parent
 QUERY = REPO / "configs" / "queries" / "five-criteria.yaml"

@@ -61,7 +61,7 @@ _CD_EXEC = 'cd "$1" && shift && exec "$@"'
 
 @dataclass(frozen=True)
 class RunPlan:
-    """Everything needed to start a run's parties (e.g. with harness.parties.run_group)."""
+    """Everything needed to start a run's parties (e.g. with harness.run.parties.run_group)."""
     directory: Path
     party_dirs: tuple[Path, ...]
     commands: tuple[tuple[str, ...], ...]

@@ -53,9 +53,9 @@ from pathlib import Path
 
 import numpy as np
 
-from circuits.codes import GENDERS, SMOKER_STATES
-from circuits.cost import DataBounds
-from circuits.ir import (MAX_AGE, MAX_MONTHS, AgeRange, And, ExamCount, Gender, HasCondition,
+from circuits.codes import GENDERS, SMALL_DOMAIN, SMOKER_STATES
+from circuits.cost import AGE_BITS, MONTH_BITS, DataBounds
+from circuits.ir import (AgeRange, And, ExamCount, Gender, HasCondition,
                          Node, Not, Or, Output, Query, Smoker, leaves, normalise, render)
 from circuits.population import Population
 
@@ -66,16 +66,7 @@ PROGRAM_NAME = "cohort"
 INPUT_FILE = "Input-P0-0"  # party 0, main thread, under Player-Data/
 TRANSLATOR_VERSION = 3  # bump when the generated source changes for the same inputs
 
-AGE_BITS = MAX_AGE.bit_length()  # 8: ages 0..150
-MONTH_BITS = MAX_MONTHS.bit_length()  # 11: 0..1800 months ago
-SMALL_CODE_BITS = 2  # gender and smoking status: 0..3
-SMALL_DOMAIN = 4
-
-
-def data_bounds(pop: Population) -> DataBounds:
-    """The public code bounds of a population: its largest codes rounded up to 2^k - 1
-    (as the MPyC backend derives them), so only bit lengths are revealed."""
-    return DataBounds.covering(int(pop.conditions.max(initial=0)), int(pop.exam_codes.max(initial=0)))
+SMALL_CODE_BITS = (SMALL_DOMAIN - 1).bit_length()  # gender and smoking status: 0..3
 
 
 @dataclass(frozen=True)
@@ -93,7 +84,7 @@ class Shape:
 
     @staticmethod
     def of(pop: Population, bounds: DataBounds | None = None) -> Shape:
-        return Shape(len(pop), tuple(int(s) for s in pop.slots), bounds or data_bounds(pop))
+        return Shape(len(pop), tuple(int(s) for s in pop.slots), bounds or DataBounds.of(pop))
 
 
 @dataclass(frozen=True)
@@ -557,12 +548,7 @@ def translate(query: Query, shape: Shape, lowering: str = BINARY, domain: str = 
 def column_values(pop: Population, name: str, bounds: DataBounds) -> np.ndarray:
     """A column of the population as the program reads it: (N,) or (N, slots)."""
     if name == "exam_index":
-        vocabulary = {code: i + 1 for i, code in enumerate(bounds.exam_vocabulary)}
-        codes = pop.exam_codes
-        out = np.zeros(codes.shape, dtype=np.int64)
-        for code, i in vocabulary.items():
-            out[codes == code] = i
-        return out
+        return bounds.exam_indexes(pop.exam_codes)
     return np.asarray(getattr(pop, name), dtype=np.int64)
 
 

@@ -50,6 +50,3 @@ def write_inputs(pop: Population, workdir: Path) -> tuple[str, str]:
         np.savez(counts, conditions=pop.condition_counts, exams=pop.exam_counts)
     return str(data), counts
 
-
-def bounds_of(pop: Population) -> DataBounds:
-    return DataBounds.covering(int(pop.conditions.max(initial=0)), int(pop.exam_codes.max(initial=0)))

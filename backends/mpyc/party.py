@@ -48,11 +48,7 @@ def _private(job: Job) -> dict[str, np.ndarray]:
         return {name: np.zeros(shape, dtype=np.int64) for name, shape in shapes.items()}
     with np.load(job.data_path) as data:
         cols = {name: data[name] for name in COLUMNS}
-    vocabulary = np.array((0, *job.bounds.exam_vocabulary), dtype=np.int64)
-    order = np.argsort(vocabulary)
-    pos = np.searchsorted(vocabulary, cols["exam_codes"], sorter=order).clip(0, len(order) - 1)
-    found = vocabulary[order[pos]] == cols["exam_codes"]
-    cols["exam_index"] = np.where(found, order[pos], 0)
+    cols["exam_index"] = job.bounds.exam_indexes(cols["exam_codes"])
     return cols
 
 

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from circuits import cost
+from circuits.codes import SMALL_DOMAIN
 from circuits.cost import DataBounds
 from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, Node, Not, Or, Smoker
 
@@ -38,11 +39,11 @@ class Vectorised:
     def eval(self, node: Node):
         mpc = self.mpc
         if isinstance(node, (Gender, Smoker)):
-            return self._indicator(self.column(type(node).__name__.lower()), node.code, 4)
+            return self._indicator(self.column(type(node).__name__.lower()), node.code, SMALL_DOMAIN)
         if isinstance(node, AgeRange):
             age = self.column("age")
             below = mpc.np_stack((age - node.max_exclusive, node.min_exclusive - age))
-            lt = mpc.np_sgn(below, l=cost.AGE_BITS, LT=True)
+            lt = mpc.np_sgn(below, l=cost.AGE_CMP_BITS, LT=True)
             return lt[0] * lt[1]
         if isinstance(node, HasCondition):
             return self._any_condition(node)
@@ -100,7 +101,7 @@ class Vectorised:
             same = self._indicator(kinds, index, self.bounds.exam_domain)
         else:
             same = mpc.np_sgn(kinds - node.loinc, l=cost.exam_code_bits(self.bounds, node), EQ=True)
-        recent = mpc.np_sgn(months - (node.within_months + 1), l=cost.MONTH_BITS, LT=True)
+        recent = mpc.np_sgn(months - (node.within_months + 1), l=cost.MONTH_CMP_BITS, LT=True)
         hits = same * recent
         if mask is not None:
             zeros = type(self.column("exam_months"))(np.zeros(mask.shape, dtype=np.int64))

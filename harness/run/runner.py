@@ -18,18 +18,19 @@ from backends.mp_spdz import program as mp_program
 from backends.mp_spdz import protocols as mp_protocols
 from backends.mp_spdz import throwtrace
 from backends.mpyc import launch as mpyc_launch
-from backends.mpyc.job import Job, bounds_of, write_inputs
+from backends.mpyc.job import Job, write_inputs
+from circuits.cost import DataBounds
 from circuits.ir import Output, Query, to_plain
 from circuits.oracle import Cohort, cohort
 from circuits.population import Population
-from harness.certs import make_mpyc_certs
-from harness.config import EngineSpec
-from harness.networks import Network, PROFILES
-from harness.parties import free_ports, run_group
-from harness.relay import Relay, routes_for_full_mesh
-from harness.tamper import diagnose
+from backends.mpyc.certs import make_mpyc_certs
+from harness.run.config import EngineSpec
+from harness.net.networks import Network, PROFILES
+from harness.run.parties import free_ports, run_group
+from harness.net.relay import Relay, routes_for_full_mesh
+from harness.run.diagnosis import diagnose
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 PLAIN = {"security": "none", "majority": "none"}
 LOOPBACK = Network("loopback", PROFILES["loopback"])
 
@@ -146,7 +147,7 @@ class MpycCell:
         rundir.mkdir(parents=True, exist_ok=True)
         job = Job(self.spec.protocol, {"root": to_plain(self.query.root),
                                        "output": self.query.output.value},
-                  self.spec.bit_length, len(self.pop), self.pop.slots, bounds_of(self.pop),
+                  self.spec.bit_length, len(self.pop), self.pop.slots, DataBounds.of(self.pop),
                   self.pop.padding.exact, self.data_path, self.counts_path, str(rundir),
                   self.spec.batch_size)
         job_path = rundir / "job.json"

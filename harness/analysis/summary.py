@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from rich.table import Table
 
-from harness.results import measured
+from harness.analysis.records import measured
 
 
 @dataclass(frozen=True)

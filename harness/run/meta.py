@@ -4,13 +4,16 @@ from __future__ import annotations
 import os
 import platform
 import socket
+import statistics
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 
-from harness.compare import calibrate
+import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+
+REPO = Path(__file__).resolve().parent.parent.parent
 
 
 def _version(package: str) -> str | None:
@@ -54,3 +57,27 @@ def collect(config_hash: str) -> dict:
 
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
+
+
+def _workload() -> int:
+    """A fixed CPU job, half interpreter-bound (like MPyC's asyncio and bookkeeping), half
+    single-threaded numpy kernels (no BLAS, so the core count does not matter)."""
+    acc, table = 0, {}
+    for i in range(750_000):
+        acc = (acc * 31 + i) % 1_000_003
+        table[i & 1023] = acc ^ table.get((i * 7) & 1023, 0)
+    a = np.random.default_rng(20240601).integers(0, 2**31, size=500_000, dtype=np.int64)
+    for _ in range(9):
+        a = np.sort(a ^ (a >> 3))
+        a = (np.cumsum(a % 65521) + a) % (2**31 - 1)
+    return acc + int(a[::997].sum())
+
+
+def calibrate(repeats: int = 5) -> float:
+    """Seconds for the fixed workload (~0.2 s on a 2-core EPYC VM): the median of `repeats`."""
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _workload()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)

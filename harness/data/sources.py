@@ -13,7 +13,7 @@ from typing import Callable
 
 from circuits.errors import InputError
 from circuits.population import Padding, PaddingOverflow, Population, encode, read_jsonl
-from harness import fhir, synthetic
+from harness.data import fhir, synthetic
 
 _SYNTHETIC = re.compile(r"^synthetic:(\d+)(?::(\d+))?$")
 

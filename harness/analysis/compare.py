@@ -34,18 +34,16 @@ import json
 import math
 import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import click
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from circuits.errors import InputError
-from harness import results
+from harness.analysis import records as results
 
 OK, IMPROVED, WARN, MISSING, REGRESSION = "ok", "improved", "warn", "missing", "REGRESSION"
 _SEVERITY = {OK: 0, IMPROVED: 1, WARN: 2, MISSING: 3, REGRESSION: 4}
@@ -138,32 +136,6 @@ def _finite(x):
     if isinstance(x, (list, tuple)):
         return [_finite(v) for v in x]
     return x
-
-
-# ---------------------------------------------------------------- calibration
-
-def _workload() -> int:
-    """A fixed CPU job, half interpreter-bound (like MPyC's asyncio and bookkeeping), half
-    single-threaded numpy kernels (no BLAS, so the core count does not matter)."""
-    acc, table = 0, {}
-    for i in range(750_000):
-        acc = (acc * 31 + i) % 1_000_003
-        table[i & 1023] = acc ^ table.get((i * 7) & 1023, 0)
-    a = np.random.default_rng(20240601).integers(0, 2**31, size=500_000, dtype=np.int64)
-    for _ in range(9):
-        a = np.sort(a ^ (a >> 3))
-        a = (np.cumsum(a % 65521) + a) % (2**31 - 1)
-    return acc + int(a[::997].sum())
-
-
-def calibrate(repeats: int = 5) -> float:
-    """Seconds for the fixed workload (~0.2 s on a 2-core EPYC VM): the median of `repeats`."""
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        _workload()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
 
 
 # ---------------------------------------------------------------- input

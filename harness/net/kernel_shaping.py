@@ -5,12 +5,12 @@ probes find out at run time, each in a throwaway network namespace, so nothing o
 the host changes.  The cross-check builds two namespaces joined by a veth pair (it
 is created inside the first namespace, so no interface of the host is ever
 touched), puts a `tbf` on the sender's end, and compares a bulk transfer through it
-with one through :class:`harness.relay.Relay` at the same rate.  The namespaces use
+with one through :class:`harness.net.relay.Relay` at the same rate.  The namespaces use
 198.18.0.0/30 (RFC 2544's benchmarking range); their traffic cannot leave them.
 Namespaces are deleted in `finally` blocks (which deletes their veth ends too).
 
 Needs root, `ip` (iproute2) with `netns` and `tc`.  Run it with
-`python -m harness.kernel_shaping [RATE_MBIT ...]`.
+`python -m harness.net.kernel_shaping [RATE_MBIT ...]`.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
-from harness.relay import LinkShape, Relay
+from harness.net.relay import LinkShape, Relay
 
 SENDER_IP, RECEIVER_IP = "198.18.0.1", "198.18.0.2"
 

@@ -44,7 +44,7 @@ from circuits.population import EMPTY, EXACT, Padding, Patient, Population
 # Measured with `measure(extract_dir(Path("/work/shared/data/synthea-r4"),
 # date(2021, 4, 1))[0])`: the 60 Synthea v2.4 bundles (smart-on-fhir
 # generated-sample-data, dates shifted 2 years ahead) read as of 2021-04-01 by
-# harness.fhir.  Counts are patients (or, for exams, reports) of the sample.
+# harness.data.fhir.  Counts are patients (or, for exams, reports) of the sample.
 SYNTHEA_R4: dict = {
     "patients": 60,
     "as_of": "2021-04-01",
@@ -128,7 +128,7 @@ def measure(patients: Iterable[Patient], as_of: dt.date = dt.date(2021, 4, 1)) -
 
 def measure_dir(directory: Path, as_of: dt.date = dt.date(2021, 4, 1)) -> dict:
     """`measure` of the bundles in a directory; raises if any bundle fails to extract."""
-    from harness.fhir import extract_dir
+    from harness.data.fhir import extract_dir
     patients, errors = extract_dir(Path(directory), as_of)
     if errors:
         raise ValueError(f"{len(errors)} bundle(s) failed, first: {errors[0]}")

@@ -48,10 +48,10 @@ import click
 from rich.console import Console
 
 from circuits.errors import InputError
-from harness.compare import load
-from harness import tamper
-from harness.results import measured
-from harness.summary import format_value
+from harness.analysis.compare import load
+from harness.analysis import tamper
+from harness.analysis.records import measured
+from harness.analysis.summary import format_value
 
 PAPER, PAPER_SLOTS = "paper", "paper-slots"  # the paper-reproduction configs
 PAPER_POPULATIONS = (5, 100)

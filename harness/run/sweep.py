@@ -13,11 +13,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from backends.mp_spdz import protocols as mp_protocols
 from backends.mpyc import launch as mpyc_launch
 from circuits.errors import InputError
-from harness import isolation, meta, results, sources
-from harness.config import EngineSpec, Experiment
-from harness.networks import Network
-from harness.runner import PLAIN, MpSpdzCell, MpycCell, Outcome, run_plain
-from harness.sources import Source
+from harness.net import isolation
+from harness.run import meta
+from harness.analysis import records as results
+from harness.data import sources
+from harness.run.config import EngineSpec, Experiment
+from harness.net.networks import Network
+from harness.run.runner import PLAIN, MpSpdzCell, MpycCell, Outcome, run_plain
+from harness.data.sources import Source
 from circuits.ir import Query
 from circuits.population import Padding, Population
 

@@ -1,11 +1,11 @@
 """Network settings of a cell: named profiles, explicit numbers, per-link overrides.
 
 `loopback` runs the parties directly on 127.0.0.1.  Every other network routes
-each party's connections through the user-space relay (`harness.relay`), which
+each party's connections through the user-space relay (`harness.net.relay`), which
 injects one-way delay, jitter and bandwidth per directed link and counts bytes,
 messages and rounds.  `relay` is the relay with no shaping (its own overhead).
 
-A network may also carry faults (`harness.faults`), per directed link, e.g.
+A network may also carry faults (`harness.net.faults`), per directed link, e.g.
 `{profile: relay, faults: {"1->0": {mode: flip, offset: 5000}}}` ("i-j": the
 same fault on both directions, each counting its own stream); a network with
 faults is always relayed.
@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from harness.faults import Fault, parse_fault
-from harness.relay import LinkShape
+from harness.net.faults import Fault, parse_fault
+from harness.net.relay import LinkShape
 
 PROFILES: dict[str, LinkShape | None] = {
     "loopback": None,
@@ -99,7 +99,7 @@ def parse_network(spec: str | dict, profiles: dict[str, LinkShape | None]) -> Ne
 
     `links` maps "i-j" (both directions) or "i->j" (one direction) to overrides,
     e.g. one party far away: {profile: lan, links: {"0-2": {delay_ms: 75}}}.
-    `faults` maps links the same way to one fault each (see `harness.faults`),
+    `faults` maps links the same way to one fault each (see `harness.net.faults`),
     e.g. {profile: relay, faults: {"1->0": {mode: flip, offset: 5000}}}.
     """
     if isinstance(spec, str):

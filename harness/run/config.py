@@ -18,9 +18,9 @@ from circuits.errors import InputError, from_pydantic
 from circuits.ir import Query
 from circuits.population import EXACT, Padding
 from circuits.queryfile import load_query, parse_query, read_structured
-from harness.networks import PROFILES, Network, parse_network
-from harness.relay import LinkShape
-from harness.sources import Source, parse_source
+from harness.net.networks import PROFILES, Network, parse_network
+from harness.net.relay import LinkShape
+from harness.data.sources import Source, parse_source
 
 
 def _check_padding(v: Any) -> Any:

@@ -1,16 +1,8 @@
-"""Tamper experiments: who noticed a fault, and the summary table of their outcomes.
+"""Who noticed a fault: the failing party of a failed run and what detected the tampering.
 
-A run on a network with faults (`harness.faults`) ends in one of these ways,
-decided from its record:
-
-* ``protocol``: the run failed and a party aborted with the engine's own
-  integrity error (MP-SPDZ's MAC/consistency checks, see `PROTOCOL_ABORTS`);
-* ``tls``: the run failed and a party's TLS layer rejected the tampered record
-  (`TLS_ERRORS`): detection by the channel, not by the protocol;
-* ``correct``: it completed and the revealed answer equals the oracle's;
-* ``wrong``: it completed and revealed a wrong answer, and nobody noticed;
-* ``failed``: it failed otherwise (a crash on garbage, a hang until the
-  timeout, a party that printed nothing useful): nothing detected as such.
+A failed run of a tampered cell was detected by ``protocol`` (a party aborted
+with the engine's own integrity error), by ``tls`` (a party's TLS layer rejected
+the tampered record), or by ``none``.
 
 `diagnose` reads a failed run's party logs: the failing party (the one that
 failed on its own account rather than because a peer went away), its first
@@ -21,15 +13,10 @@ VMs (see tests/test_tamper.py and configs/tamper.yaml).
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from rich.table import Table
-
-from harness.faults import where
-from harness.results import measured
 
 # Integrity aborts: MP-SPDZ's checks (Tools/Exceptions.h and the protocols): mac_fail
 # ("MacCheck Failure", "check hash mismatch", "inconsistent Shamir secret sharing",
@@ -68,8 +55,6 @@ _ERROR_LINE = re.compile(
 _PY_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)\b.*")
 
 DETECTED_BY = ("protocol", "tls", "none")
-OUTCOMES = ("protocol", "tls", "correct", "wrong", "failed")
-CODES = {"protocol": "P", "tls": "T", "correct": "C", "wrong": "W", "failed": "F", None: "-"}
 
 
 @dataclass(frozen=True)
@@ -152,115 +137,3 @@ def diagnose(logs: Sequence[Path], returncodes: Sequence[int | None], timed_out:
     elif timed_out:
         message = "timed out; no party had failed"
     return Diagnosis(failing, message, by)
-
-
-# --- the summary table ---------------------------------------------------------------------
-
-def outcome(record: dict) -> str:
-    """One of OUTCOMES for a record of a tampered run."""
-    if record.get("error") is None:
-        return "correct"
-    if record.get("result_correct") is False:
-        return "wrong"
-    by = record.get("tamper_detected_by")
-    if by in ("protocol", "tls"):
-        return by
-    return "failed"
-
-
-@dataclass(frozen=True)
-class Row:
-    first: dict  # one record of the group, for its settings
-    counts: dict[str, int]  # outcome -> runs, over the runs whose fault fired
-    not_fired: int
-    by_fault: str  # each fault's runs as letters (see CODES), e.g. "1->0 flip@3300: TTT, @3900: TTT"
-    message: str | None  # the most frequent failing party message of the fired, failed runs
-    message_runs: int
-
-    @property
-    def tampered(self) -> int:
-        return sum(self.counts.values())
-
-
-def rows(records: list[dict]) -> list[Row]:
-    """One row per (config, engine, protocol, parties, tls): outcome counts over the runs whose
-    fault fired, the runs whose fault did not fire, the faults, the usual failure."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in measured(records):
-        if not r.get("fault") or r.get("skipped"):
-            continue
-        key = (r["config"], r["engine"], r["protocol"], r["parties"], bool(r.get("tls")))
-        groups.setdefault(key, []).append(r)
-    out = []
-    for runs in groups.values():
-        fired = [r for r in runs if r.get("fault_fired")]
-        counts = {k: 0 for k in OUTCOMES}
-        for r in fired:
-            counts[outcome(r)] += 1
-        by_fault: dict[str, list[str]] = {}
-        for r in sorted(runs, key=lambda r: r.get("repeat", 0)):
-            label = ", ".join(f"{link} {f['mode']}@{where(f)}" for link, f in sorted(r["fault"].items()))
-            by_fault.setdefault(label, []).append(
-                CODES[outcome(r) if r.get("fault_fired") else None])
-        parts, previous = [], None
-        for label in sorted(by_fault, key=_natural):
-            head, _, at = label.rpartition("@")
-            shown = f"@{at}" if head == previous and "," not in label else label
-            parts.append(f"{shown}: {''.join(by_fault[label])}")
-            previous = head
-        messages = Counter(r["failing_party_message"] for r in fired
-                           if r.get("error") is not None and r.get("failing_party_message"))
-        message, n = messages.most_common(1)[0] if messages else (None, 0)
-        out.append(Row(runs[0], counts, len(runs) - len(fired), ", ".join(parts), message, n))
-    return out
-
-
-def _natural(text: str) -> list:
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text)]
-
-
-def _pct(n: int, total: int) -> str:
-    return f"{100 * n / total:.0f}% ({n})" if total else "-"
-
-
-TABLE_HEAD = ("engine/protocol", "security", "tampered", "detected: protocol", "detected: TLS",
-              "right answer", "WRONG answer", "failed otherwise", "not fired", "per fault",
-              "most frequent failure")
-LEGEND = ("per fault, one letter a run: P detected by the protocol, T by TLS, C completed "
-          "correct, W completed WRONG, F failed otherwise, - not fired")
-
-
-def summary(records: list[dict]) -> list[list[str]]:
-    """The tamper table's rows as plain text (TABLE_HEAD columns); empty without faults."""
-    out = []
-    for row in sorted(rows(records), key=lambda r: (r.first["config"], r.first["security"],
-                                                    r.first["majority"], r.first["engine"],
-                                                    r.first["protocol"], bool(r.first.get("tls")))):
-        f, c, n = row.first, row.counts, row.tampered
-        message = "-" if row.message is None else (
-            f"{row.message if len(row.message) <= 70 else row.message[:67] + '...'} "
-            f"({row.message_runs})")
-        out.append([f"{f['engine']}/{f['protocol']} {f['parties']}p"
-                    + (" TLS" if f.get("tls") else " plain"),
-                    f"{f['security']}/{f['majority']}", str(n),
-                    _pct(c["protocol"], n), _pct(c["tls"], n), _pct(c["correct"], n),
-                    _pct(c["wrong"], n), _pct(c["failed"], n), str(row.not_fired), row.by_fault,
-                    message])
-    return out
-
-
-def table(records: list[dict]) -> Table | None:
-    """The tamper table, or None when no record carries a fault."""
-    found = summary(records)
-    if not found:
-        return None
-    t = Table(title="tampering: what became of the runs whose fault fired", caption=LEGEND)
-    left = ("engine/protocol", "security", "per fault", "most frequent failure")
-    for name in TABLE_HEAD:
-        t.add_column(name, justify="left" if name in left else "right")
-    wrong = TABLE_HEAD.index("WRONG answer")
-    for cells in found:
-        if not cells[wrong].startswith("0%") and cells[wrong] != "-":
-            cells = cells[:wrong] + [f"[red]{cells[wrong]}[/]"] + cells[wrong + 1:]
-        t.add_row(*cells)
-    return t

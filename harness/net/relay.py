@@ -27,7 +27,7 @@ Shaping, per direction (a queue per direction, served by one loop timer):
   previous bytes have left it (a FIFO queue), and then experience the
   propagation delay.  ``bandwidth_mbit`` is the rate of TCP *payload*: a real
   Ethernet link of line rate L carries about ``L * 1448/1514`` (95.6 %) of
-  payload, which is what `tc tbf` at L gives (see harness/kernel_shaping.py),
+  payload, which is what `tc tbf` at L gives (see harness/net/kernel_shaping.py),
   so to emulate a line rate L configure ``L * ETHERNET_GOODPUT``.  Chunks are
   cut into segments of about 1 ms of link time (at least 1448 bytes, at most
   64 KiB) so that a large read is delivered progressively, as on a real link,
@@ -45,7 +45,7 @@ At 0 ms and no bandwidth limit a direction is a pass-through: each read (up to
 256 KiB, TCP_NODELAY on both sockets) is written straight to the other
 transport in the same callback, with O(1) Python work per read and none per byte.
 
-Faults (``harness.faults``): a directed link may be given one :class:`Fault`
+Faults (``harness.net.faults``): a directed link may be given one :class:`Fault`
 (``faults={(src, dst): Fault(...)}``): flip a bit, replace bytes, drop the
 connection, or hold one chunk, at a byte offset of the link's stream (all
 its connections, in read order, from the relay's start) or at its k-th chunk.
@@ -113,7 +113,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.faults import Fault, FaultState
+from harness.net.faults import Fault, FaultState
 
 Link = tuple[int, int]
 Route = tuple[int, int, int]
@@ -708,7 +708,7 @@ class Relay:
     retry connecting to a target that does not listen yet before dropping the
     client.  ``seed``: for the jitter.  ``loop``: "auto", "asyncio" or "uvloop".
     ``faults``: ``{(src, dst): Fault}``, at most one per directed link (see
-    ``harness.faults``); a faulted direction is never a pass-through.
+    ``harness.net.faults``); a faulted direction is never a pass-through.
     """
 
     def __init__(self, routes: Iterable[Route],

@@ -1,0 +1,1 @@
+"""Reading results: the record schema, statistics, summary tables, the gate and the report."""

@@ -1,0 +1,1 @@
+"""Patient data: FHIR extraction, the synthetic generator, and population sources."""

@@ -1,0 +1,1 @@
+"""The network between parties: the shaping relay, faults, named networks, kernel shaping, isolation."""

@@ -1,0 +1,1 @@
+"""Running a grid: configs, the sweep, one run of a cell, party processes, run metadata."""
