@@ -8,8 +8,8 @@ import pytest
 from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, Not, Or, Output, Query, Smoker
 from circuits.population import Padding
 from harness.data import fhir, synthetic
-from harness.run.config import EngineSpec
-from harness.run.runner import MpycCell
+from backends.mpyc.engine import MpycSpec
+from harness.run.runner import CellRunner
 from circuits.population import encode
 
 BROAD = Or((And((Smoker(0), AgeRange(30, 70), ExamCount(57698, 1, 60))),
@@ -17,7 +17,7 @@ BROAD = Or((And((Smoker(0), AgeRange(30, 70), ExamCount(57698, 1, 60))),
 
 
 def run(tmp_path, protocol, parties, query, pop, timeout=120):
-    cell = MpycCell(EngineSpec(engine="mpyc", protocol=protocol, parties=parties), query, pop,
+    cell = CellRunner(MpycSpec(engine="mpyc", protocol=protocol, parties=parties), query, pop,
                     tmp_path / f"{protocol}-{parties}")
     try:
         return cell.run("r0", timeout)
@@ -62,7 +62,7 @@ def test_synthea_sample(tmp_path, synthea_dir):
 def test_explicit_bit_length_long_codes(tmp_path):
     """15-digit SNOMED codes next to 8-digit ones, with an explicit bit length."""
     pop = encode([synthetic_patient(368581000119106), synthetic_patient(55822004)], Padding(2, 2))
-    cell = MpycCell(EngineSpec(engine="mpyc", protocol="paper-loop", parties=3, bit_length=64),
+    cell = CellRunner(MpycSpec(engine="mpyc", protocol="paper-loop", parties=3, bit_length=64),
                     Query(HasCondition((55822004,))), pop, tmp_path / "w")
     o = cell.run("r0", 60)
     assert o.correct and o.cohort_size == 1
@@ -75,7 +75,7 @@ def synthetic_patient(code):
 
 def test_tls_between_parties(tmp_path):
     pop = synthetic.generate(10, seed=9, padding=Padding(3, 4))
-    cell = MpycCell(EngineSpec(engine="mpyc", protocol="shamir", parties=3, ssl=True),
+    cell = CellRunner(MpycSpec(engine="mpyc", protocol="shamir", parties=3, ssl=True),
                     Query(BROAD), pop, tmp_path / "tls")
     o = cell.run("r0", 120)
     cell.close()

@@ -26,7 +26,8 @@ from harness.net.networks import PROFILES, parse_network
 from harness.net.relay import LinkShape, Relay
 from harness.run.sweep import run_sweep
 from harness.analysis.tamper import outcome, rows, table
-from harness.run.diagnosis import PROTOCOL_ABORTS, diagnose, first_error_line
+from backends.mp_spdz.engine import ABORTS as PROTOCOL_ABORTS, TLS_ERRORS
+from harness.run.diagnosis import diagnose, first_error_line
 
 REPO = Path(__file__).resolve().parent.parent
 QUERY = REPO / "configs" / "queries" / "five-criteria.yaml"
@@ -347,15 +348,15 @@ def test_first_error_line_and_diagnosis(tmp_path):
             "Fatal error in OT thread: PPRF failed consistency check.\n"]):
         logs.append(tmp_path / f"party-{i}.log")
         logs[-1].write_text(text)
-    d = diagnose(logs, [1, 1], False, first_failed=(0, 1))
+    d = diagnose(logs, [1, 1], False, (0, 1), PROTOCOL_ABORTS, TLS_ERRORS)
     assert (d.failing_party, d.detected_by) == (1, "protocol")
     assert d.message == "Fatal error in OT thread: PPRF failed consistency check."
     logs[1].write_text("Fatal error in communication: read_some: cipher operation failed "
                        "(Provider routines) [asio.ssl:478150758]\n")
-    assert diagnose(logs, [-9, 1], False, (1,)).detected_by == "tls"
+    assert diagnose(logs, [-9, 1], False, (1,), PROTOCOL_ABORTS, TLS_ERRORS).detected_by == "tls"
     logs[1].write_text("Fatal error in communication: read_some: stream truncated "
                        "[asio.ssl.stream:1]\n")
-    assert diagnose(logs, [1, 1], False, (0,)).detected_by == "none"
+    assert diagnose(logs, [1, 1], False, (0,), PROTOCOL_ABORTS, TLS_ERRORS).detected_by == "none"
 
 
 def test_outcome_classes():

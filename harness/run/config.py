@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from backends import registry
 from circuits.errors import InputError, from_pydantic
 from circuits.ir import Query
 from circuits.population import EXACT, Padding
@@ -45,54 +46,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class EngineSpec(_Model):
-    engine: Literal["mpyc", "mp-spdz", "plain"]
-    protocol: str = "shamir"
-    parties: Annotated[int, Field(ge=1, le=16)] = 3
-    bit_length: Annotated[int, Field(ge=8, le=256)] | None = None
-    populations: list[str] | None = None  # run this engine on these populations only
-    # TLS between parties, certificates made per cell.  None: the engine's default (MPyC
-    # and MP-SPDZ's dishonest-majority VMs: off; its honest-majority VMs: on); true: on
-    # (MPyC --ssl, MP-SPDZ -e); false: off (MP-SPDZ -u: plaintext links).
-    ssl: bool | None = None
-    batch_size: Annotated[int, Field(ge=1)] = 10_000  # vectorised: patients per batch
-    lowering: Literal["binary", "arithmetic"] | None = None  # MP-SPDZ: None = measured default
-    edabit: bool | None = None  # MP-SPDZ compile option -Y; None = measured default
+def _engine_spec() -> Any:
+    """An `engines:` entry: the spec of the engine its `engine:` key names."""
+    specs = tuple(e.spec for e in registry.engines().values())
+    return Annotated[Union[specs], Field(discriminator="engine")]  # type: ignore[valid-type]
 
-    @model_validator(mode="before")
-    @classmethod
-    def _plain_defaults(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("engine") == "plain":
-            return {"protocol": "oracle", "parties": 1, **data}
-        if isinstance(data, dict) and data.get("engine") == "mp-spdz" and "parties" not in data:
-            from backends.mp_spdz import protocols
-            try:
-                return {**data, "parties": protocols.get(str(data.get("protocol"))).default_parties}
-            except ValueError:
-                return data  # reported by _check with the list of protocols
-        return data
 
-    @model_validator(mode="after")
-    def _check(self) -> EngineSpec:
-        from backends.mpyc.job import PROTOCOLS
-        if self.engine == "mpyc":
-            if self.protocol not in PROTOCOLS:
-                raise ValueError(f"unknown MPyC protocol {self.protocol!r}; use one of "
-                                 + ", ".join(PROTOCOLS))
-            if self.parties < 3:
-                raise ValueError(f"{self.parties} parties cannot run Shamir with an honest "
-                                 "majority; use 3 or more")
-        if self.engine == "mp-spdz":
-            from backends.mp_spdz import protocols
-            protocols.get(self.protocol).check_parties(self.parties)
-        return self
-
-    @property
-    def label(self) -> str:
-        extra = (f" l={self.bit_length}" if self.bit_length else "") + {True: " tls", False: " no-tls", None: ""}[self.ssl]
-        extra += f" {self.lowering}" if self.lowering else ""
-        extra += "" if self.edabit is None else (" edabit" if self.edabit else " no-edabit")
-        return f"{self.engine}/{self.protocol}/{self.parties}p{extra}"
+EngineSpec = _engine_spec()
 
 
 class Config(_Model):
@@ -103,7 +63,7 @@ class Config(_Model):
     populations: Annotated[list[str], Field(min_length=1)]
     padding: _PaddingSpec = Field(default_factory=lambda: {"conditions": 16, "exams": 32})
     paddings: Annotated[list[_PaddingSpec], Field(min_length=1)] | None = None  # a padding axis
-    engines: Annotated[list[EngineSpec], Field(min_length=1)]
+    engines: Annotated[list[EngineSpec], Field(min_length=1)]  # type: ignore[valid-type]
     networks: Annotated[list[Union[str, dict[str, Any]]], Field(min_length=1)] = ["loopback"]
     network_profiles: dict[str, dict[str, Any]] = {}  # user profiles, beside the built-in ones
     repeats: Annotated[int, Field(ge=1)] = 3
@@ -144,7 +104,7 @@ class Config(_Model):
             except ValueError as e:
                 raise ValueError(f"networks[{i}]: {e}") from None
             for j, e in enumerate(self.engines):
-                if e.engine != "plain" and e.parties < network.fault_parties:
+                if 1 < e.parties < network.fault_parties:
                     raise ValueError(f"networks[{i}]: its faults name party "
                                      f"{network.fault_parties - 1}, but engines[{j}] "
                                      f"({e.label}) has {e.parties} parties (0 to {e.parties - 1})")
@@ -178,7 +138,7 @@ def load_experiment(path: Path) -> Experiment:
     try:
         config = Config.model_validate(data)
     except ValidationError as e:
-        raise from_pydantic(source, e) from None
+        raise from_pydantic(source, e, drop=frozenset(registry.locations())) from None
     warnings: list[str] = []
     queries = []
     refs = [config.query] if config.query is not None else config.queries or []

@@ -7,8 +7,8 @@ the tampered record), or by ``none``.
 `diagnose` reads a failed run's party logs: the failing party (the one that
 failed on its own account rather than because a peer went away), its first
 error line, and whether any party's log shows an integrity abort
-(``protocol``), else a TLS error (``tls``), else ``none``.  The patterns were read off real failures of MP-SPDZ 3a0a7b1d's
-VMs (see tests/test_tamper.py and configs/tamper.yaml).
+(``protocol``), else a TLS error (``tls``), else ``none``.  What an integrity
+abort and a TLS error look like is the engine's (`Engine.aborts`, `Engine.tls_errors`).
 """
 from __future__ import annotations
 
@@ -18,31 +18,6 @@ from pathlib import Path
 from typing import Sequence
 
 
-# Integrity aborts: MP-SPDZ's checks (Tools/Exceptions.h and the protocols): mac_fail
-# ("MacCheck Failure", "check hash mismatch", "inconsistent Shamir secret sharing",
-# "mismatch in private output"), Offline_Check_Error ("Offline-Check-Error : ..."), the
-# sacrifice's bad_value ("Some value is wrong somewhere"), commitments, broadcasts, and the
-# OT extension's own checks (libOTe's SoftSpoken: "PPRF failed consistency check", "Failed
-# subspace VOLE consistency check"; "OT consistency check failed", "correlation check"),
-# which run in the semi-honest OT-based VMs too.  In tamper experiments the VMs also print the
-# type of every exception they throw (backends/mp_spdz/throwtrace.c): "cohortbench: C++
-# exception thrown: mac_fail" shows a check that failed even where MP-SPDZ's own message is
-# lost (a MAC checker destroyed with unchecked openings calls terminate() first).
-PROTOCOL_ABORTS = re.compile(
-    r"MacCheck Failure|mac_fail|MAC check|check hash mismatch|inconsistent Shamir secret sharing"
-    r"|mismatch in private output|Offline-Check-Error|Offline_Check_Error|consistency check"
-    r"|consistency_check_fail|correlation check|Invalid Commitment|invalid_commitment"
-    r"|Inconsistent broadcast|broadcast_invalid|Some value is wrong somewhere"
-    r"|hash mismatch in joint message passing|invalid replicated secret sharing")
-# TLS rejecting a record: OpenSSL via Boost.Asio reports e.g. "read_some: cipher operation
-# failed (Provider routines) [asio.ssl:478150758]" (AES-GCM tag mismatch) or "wrong version
-# number (SSL routines) [asio.ssl:167772427]" (a corrupted record header); Python's ssl
-# module "[SSL: ...]".  NOT "stream truncated [asio.ssl.stream:1]": that is a peer that went
-# away, the consequence of someone else's failure.
-TLS_ERRORS = re.compile(
-    r"\[asio\.ssl:\d+\]|bad record mac|decryption failed|cipher operation failed"
-    r"|wrong version number|record layer failure|packet length too long|\[SSL: [A-Z_]+\]"
-    r"|ssl\.SSLError", re.I)
 # Lines that report someone else's failure, not one's own.
 _CONSEQUENCE = re.compile(
     r"Connection closed down|closed_connection|stream truncated|Event loop stopped before Future"
@@ -92,16 +67,16 @@ def first_error_line(text: str) -> str | None:
     return None
 
 
-def _abort_line(text: str) -> str | None:
+def _abort_line(text: str, aborts: re.Pattern[str]) -> str | None:
     """The first line that shows an integrity abort, if any."""
-    return next((ln.strip() for ln in text.splitlines() if PROTOCOL_ABORTS.search(ln)), None)
+    return next((ln.strip() for ln in text.splitlines() if aborts.search(ln)), None)
 
 
-def _rank(text: str) -> int:
+def _rank(text: str, aborts: re.Pattern[str], tls_errors: re.Pattern[str]) -> int:
     """How much a party's log says it found the fault itself (lower: more)."""
-    if PROTOCOL_ABORTS.search(text):
+    if aborts.search(text):
         return 0
-    if TLS_ERRORS.search(text):
+    if tls_errors.search(text):
         return 1
     line = first_error_line(text)
     if line is not None and not _CONSEQUENCE.search(line):
@@ -110,7 +85,8 @@ def _rank(text: str) -> int:
 
 
 def diagnose(logs: Sequence[Path], returncodes: Sequence[int | None], timed_out: bool,
-             first_failed: Sequence[int] = ()) -> Diagnosis:
+             first_failed: Sequence[int], aborts: re.Pattern[str],
+             tls_errors: re.Pattern[str]) -> Diagnosis:
     """The failing party, its first error line, and whether an integrity check (protocol)
     or TLS (tls) or nothing (none) rejected the tampered data.
 
@@ -123,15 +99,15 @@ def diagnose(logs: Sequence[Path], returncodes: Sequence[int | None], timed_out:
     failing = None
     if failed:
         first = set(first_failed)
-        failing = min(failed, key=lambda i: (_rank(texts[i]), i not in first, i))
+        failing = min(failed, key=lambda i: (_rank(texts[i], aborts, tls_errors), i not in first, i))
     by = "none"
-    if any(PROTOCOL_ABORTS.search(t) for t in texts):
+    if any(aborts.search(t) for t in texts):
         by = "protocol"
-    elif any(TLS_ERRORS.search(t) for t in texts):
+    elif any(tls_errors.search(t) for t in texts):
         by = "tls"
     message = None
     if failing is not None:
-        message = _abort_line(texts[failing]) or first_error_line(texts[failing])
+        message = _abort_line(texts[failing], aborts) or first_error_line(texts[failing])
         if message is None:
             message = f"exited with {returncodes[failing]} and printed no error line"
     elif timed_out:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backends import registry
+
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -48,7 +50,7 @@ def collect(config_hash: str) -> dict:
     """Metadata that is fixed for a sweep."""
     return {
         "cohortbench": _version("cohortbench"), "commit": git_commit(),
-        "engines": {"mpyc": _version("mpyc"), "gmpy2": _version("gmpy2"), "numpy": _version("numpy")},
+        "engines": {k: v for e in registry.engines().values() for k, v in e.versions().items()},
         "python": platform.python_version(), "cpu": cpu_model(), "cores": os.cpu_count(),
         "hostname": socket.gethostname(), "config_hash": config_hash,
         "calibration_s": calibrate(),

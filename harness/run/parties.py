@@ -13,8 +13,11 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import psutil
+
+from backends.engine import Party
 
 
 @dataclass(frozen=True)
@@ -95,22 +98,22 @@ def free_ports(n: int) -> list[int]:
     raise RuntimeError(f"fewer than {n} free TCP ports outside the ephemeral range {low}-{high}")
 
 
-def run_group(commands: list[list[str]], env: dict[str, str], logdir: Path, timeout_s: float,
-              cwd: Path | None = None) -> GroupResult:
-    """Run one process per command in a new process group; kill the group on failure."""
+def run_group(parties: Sequence[Party], logdir: Path, timeout_s: float) -> GroupResult:
+    """Run one process per party in a new process group; kill the group on failure.
+    Each party's environment is the harness's plus the party's own variables."""
     logdir.mkdir(parents=True, exist_ok=True)
-    logs = tuple(logdir / f"party-{i}.log" for i in range(len(commands)))
+    logs = tuple(logdir / f"party-{i}.log" for i in range(len(parties)))
     procs: list[subprocess.Popen] = []
     pgid = 0
     timed_out = False
     first_failed: tuple[int, ...] = ()
     start = last_exit = time.perf_counter()
     try:
-        for cmd, log in zip(commands, logs):
+        for party, log in zip(parties, logs):
             with log.open("wb") as f:
-                p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=env, cwd=cwd, process_group=pgid,
-                                     preexec_fn=_die_with_parent)
+                p = subprocess.Popen(party.argv, stdout=f, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env={**os.environ, **party.env},
+                                     cwd=party.cwd, process_group=pgid, preexec_fn=_die_with_parent)
             pgid = pgid or p.pid
             procs.append(p)
         while True:

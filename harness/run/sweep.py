@@ -10,24 +10,25 @@ from typing import Callable
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from backends.mp_spdz import protocols as mp_protocols
-from backends.mpyc import launch as mpyc_launch
+from backends.engine import Spec
 from circuits.errors import InputError
 from harness.net import isolation
 from harness.run import meta
 from harness.analysis import records as results
 from harness.data import sources
-from harness.run.config import EngineSpec, Experiment
+from harness.run.config import Experiment
 from harness.net.networks import Network
-from harness.run.runner import PLAIN, MpSpdzCell, MpycCell, Outcome, run_plain
+from harness.run.runner import CellRunner, Outcome
 from harness.data.sources import Source
 from circuits.ir import Query
 from circuits.population import Padding, Population
 
+Enter = Callable[[Callable[[], Outcome]], Outcome]  # how a run is entered (isolation)
+
 
 @dataclass(frozen=True)
 class Cell:
-    engine: EngineSpec
+    engine: Spec
     source: Source
     padding: Padding
     network: Network
@@ -41,7 +42,8 @@ class Cell:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def label(self) -> str:
-        return f"{self.engine.label} {self.query.name} {self.source.text} {self.padding.label()} {self.network.name}"
+        return (f"{self.engine.label} {self.query.name} {self.source.text} {self.padding.label()} "
+                f"{self.network.name}")
 
 
 def cells(exp: Experiment) -> list[Cell]:
@@ -86,18 +88,20 @@ def runs(exp: Experiment) -> list[tuple[Cell, int, bool]]:
     return [(c, rep, warm) for c in grid for warm, reps in phases for rep in range(reps)]
 
 
-def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], None],
-              console=None) -> list[dict]:
-    """Run every missing run of the grid, appending records to `out`; returns this sweep's records."""
-    done: set = set()
-    if out.exists() and out.stat().st_size:
-        if not resume:
-            raise InputError(str(out), "", "results file exists",
-                             "pass --resume to continue it, or choose another --out")
-        kept = results.read(out, warn)
-        results.rewrite(out, kept)
-        done = {results.run_key(r) for r in kept}
-    runs_dir = out.with_suffix(".runs")
+def _done(out: Path, resume: bool, warn: Callable[[str], None]) -> set:
+    """The runs already in `out` (resumed), after dropping a torn last line."""
+    if not (out.exists() and out.stat().st_size):
+        return set()
+    if not resume:
+        raise InputError(str(out), "", "results file exists",
+                         "pass --resume to continue it, or choose another --out")
+    kept = results.read(out, warn)
+    results.rewrite(out, kept)
+    return {results.run_key(r) for r in kept}
+
+
+def _isolation(exp: Experiment, warn: Callable[[str], None]) -> tuple[Enter, str]:
+    """How each run is entered (in a namespace of its own, or here) and what to record."""
     try:
         isolated, note = isolation.resolve(exp.config.isolation)
     except ValueError as e:
@@ -105,70 +109,99 @@ def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], No
                          "run as root, or set isolation: auto (or none)") from None
     if note:
         warn(note)
-    sweep_meta = {**meta.collect(exp.config_hash), "isolation": "netns" if isolated else "host"}
-    enter = isolation.call if isolated else _here
+    return (isolation.call, "netns") if isolated else (_here, "host")
+
+
+class Sweep:
+    """The state of one sweep: the data loaded, the cells prepared, the records written."""
+
+    def __init__(self, exp: Experiment, out: Path, enter: Enter, sweep_meta: dict,
+                 warn: Callable[[str], None]):
+        self.exp, self.enter, self.meta, self.warn = exp, enter, sweep_meta, warn
+        self.runs_dir = out.with_suffix(".runs")
+        self.writer = results.Writer(out)
+        self.written: list[dict] = []
+        self.budget = Budget(exp.config.budget_s)
+        self.populations: dict[tuple, Population] = {}
+        self.runners: dict[str, CellRunner] = {}  # by cell key
+        self.calibrations = Calibrations(exp.config.timeout_s, enter)
+
+    def population(self, cell: Cell) -> Population:
+        key = (cell.source.text, cell.padding)
+        if key not in self.populations:
+            cfg = self.exp.config
+            self.populations[key] = sources.load(cell.source, cell.padding, cfg.as_of,
+                                                 cfg.truncate, self.warn)
+        return self.populations[key]
+
+    def runner(self, cell: Cell, pop: Population) -> CellRunner:
+        key = cell.key(self.exp)
+        if key not in self.runners:
+            self.runners[key] = CellRunner(cell.engine, cell.query, pop, self.runs_dir / key)
+        return self.runners[key]
+
+    def run(self, cell: Cell, rep: int, warm: bool) -> None:
+        """One run of a cell (or its record as skipped, past the budget), written at once."""
+        over = self.budget.exceeded(cell)
+        if over is not None:
+            record = _record(self.exp, cell, None, rep, warm, Outcome(None, {}, None, False, over),
+                             self.meta, None)
+            self._write({**record, "skipped": True})
+            return
+        name = run_name(rep, warm)
+        pop = self.population(cell)
+        runner = self.runner(cell, pop)
+        network = self.calibrations.network(cell, runner)
+        if isinstance(network, Outcome):
+            outcome = network
+        else:
+            outcome = self.enter(lambda: runner.run(name, self.exp.config.timeout_s, network))
+        record = _record(self.exp, cell, pop, rep, warm, outcome, self.meta,
+                         self.runs_dir / cell.key(self.exp) / name)
+        if cell.network.needs_calibration:
+            record["fault_calibration"] = self.calibrations.streams(cell)
+        self.budget.observe(cell, len(pop), outcome)
+        self._write(record)
+        if outcome.error:
+            tampered = "tampered (an expected outcome): " if expected_failure(record) else ""
+            self.warn(f"{cell.label()} {name}: {tampered}{outcome.error.splitlines()[0]}")
+
+    def _write(self, record: dict) -> None:
+        self.writer.append(record)
+        self.written.append(record)
+
+    def close(self) -> None:
+        self.writer.close()
+        for runner in self.runners.values():
+            runner.close()
+
+
+def run_name(rep: int, warm: bool) -> str:
+    return f"{'warmup' if warm else 'repeat'}-{rep}"
+
+
+def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], None],
+              console=None) -> list[dict]:
+    """Run every missing run of the grid, appending records to `out`; returns this sweep's records."""
+    done = _done(out, resume, warn)
+    enter, isolated = _isolation(exp, warn)
     plan = runs(exp)
     todo = [(c, rep, warm) for c, rep, warm in plan if (c.key(exp), rep, warm) not in done]
     if done:
         warn(f"resuming: {len(plan) - len(todo)} run(s) already in {out}, {len(todo)} to go")
-    writer = results.Writer(out)
-    written: list[dict] = []
-    budget = Budget(exp.config.budget_s)
-    populations: dict[tuple, Population] = {}
-    runners: dict[str, MpycCell | MpSpdzCell] = {}  # by cell key
-    calibrations = Calibrations(exp.config.timeout_s, enter)
+    sweep = Sweep(exp, out, enter, {**meta.collect(exp.config_hash), "isolation": isolated}, warn)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=False)
     try:
         with progress:
             task = progress.add_task(exp.config.name, total=len(todo))
             for cell, rep, warm in todo:
-                name = f"{'warmup' if warm else 'repeat'}-{rep}"
-                progress.update(task, description=f"{cell.label()} {name}")
-                over = budget.exceeded(cell)
-                if over is not None:
-                    record = _record(exp, cell, None, rep, warm, Outcome(None, {}, None, False, over),
-                                     sweep_meta, None)
-                    record["skipped"] = True
-                    writer.append(record)
-                    written.append(record)
-                    progress.advance(task)
-                    continue
-                data_key = (cell.source.text, cell.padding)
-                if data_key not in populations:
-                    populations[data_key] = sources.load(
-                        cell.source, cell.padding, exp.config.as_of, exp.config.truncate, warn)
-                pop = populations[data_key]
-                logs = None
-                if cell.engine.engine == "plain":
-                    outcome = run_plain(cell.query, pop)
-                else:
-                    key = cell.key(exp)
-                    if key not in runners:
-                        kind = MpycCell if cell.engine.engine == "mpyc" else MpSpdzCell
-                        runners[key] = kind(cell.engine, cell.query, pop, runs_dir / key)
-                    runner = runners[key]
-                    network = calibrations.network(cell, runner)
-                    if isinstance(network, Outcome):
-                        outcome = network
-                    else:
-                        outcome = enter(lambda: runner.run(name, exp.config.timeout_s, network))
-                    logs = runs_dir / key / name
-                record = _record(exp, cell, pop, rep, warm, outcome, sweep_meta, logs)
-                if cell.network.needs_calibration:
-                    record["fault_calibration"] = calibrations.streams(cell)
-                budget.observe(cell, len(pop), outcome)
-                writer.append(record)
-                written.append(record)
-                if outcome.error:
-                    tampered = "tampered (an expected outcome): " if expected_failure(record) else ""
-                    warn(f"{cell.label()} {name}: {tampered}{outcome.error.splitlines()[0]}")
+                progress.update(task, description=f"{cell.label()} {run_name(rep, warm)}")
+                sweep.run(cell, rep, warm)
                 progress.advance(task)
     finally:
-        writer.close()
-        for runner in runners.values():
-            runner.close()
-    return written
+        sweep.close()
+    return sweep.written
 
 
 def _here(fn: Callable[[], Outcome]) -> Outcome:
@@ -190,7 +223,7 @@ class Calibrations:
                 cell.source.text, cell.padding, cell.query.ir_hash, cell.network.default,
                 cell.network.links)
 
-    def network(self, cell: Cell, runner: MpycCell | MpSpdzCell) -> Network | Outcome:
+    def network(self, cell: Cell, runner: CellRunner) -> Network | Outcome:
         """The cell's network with its faults placed, or the failed calibration's outcome."""
         if not cell.network.needs_calibration:
             return cell.network
@@ -240,21 +273,12 @@ def expected_failure(record: dict) -> bool:
     return bool(record.get("fault")) and bool(record.get("fault_fired"))
 
 
-def _tls(engine: EngineSpec) -> bool:
-    """Whether the cell's links were encrypted: its `ssl`, else the engine's default."""
-    if engine.ssl is not None:
-        return engine.ssl
-    return engine.engine == "mp-spdz" and mp_protocols.get(engine.protocol).tls
-
-
 def _record(exp: Experiment, cell: Cell, pop, rep: int, warm: bool, o: Outcome, sweep_meta: dict,
             logs: Path | None) -> dict:
     f = o.figures
     load = meta.load_average()
-    security = {"mpyc": mpyc_launch.SECURITY, "plain": PLAIN}.get(cell.engine.engine)
-    if security is None:
-        p = mp_protocols.get(cell.engine.protocol)
-        security = {"security": p.security, "majority": p.majority}
+    facts = cell.engine.facts
+    security = {"security": facts.security, "majority": facts.majority}
     return {
         "config": exp.config.name, "cell": cell.key(exp), "engine": cell.engine.engine,
         "protocol": cell.engine.protocol, **security, "parties": cell.engine.parties,
@@ -271,7 +295,7 @@ def _record(exp: Experiment, cell: Cell, pop, rep: int, warm: bool, o: Outcome, 
         "messages": f.get("messages"), "bytes_by_link": f.get("bytes_by_link"),
         "relay_bytes": f.get("relay_bytes"), "engine_rounds": f.get("engine_rounds"),
         "global_bytes": f.get("global_bytes"), "online_s": f.get("online_s"),
-        "offline_s": f.get("offline_s"), "tls": _tls(cell.engine),
+        "offline_s": f.get("offline_s"), "tls": cell.engine.tls,
         "isolation": sweep_meta.get("isolation"),
         "compile_s": f.get("compile_s"), "compile_cached": f.get("compile_cached"),
         "compile_options": f.get("compile_options"), "compiler_expected": f.get("compiler_expected"),

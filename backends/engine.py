@@ -1,0 +1,253 @@
+"""The engine interface: all the harness asks of a backend, and all a backend may assume.
+
+An engine translates the criteria IR (`circuits`) for one framework and runs
+it as separate party processes that the harness starts, connects (directly or
+through its relay), measures and checks against the oracle.  An engine:
+
+* declares its YAML spec (`Spec`: the common keys below plus its own, each
+  validated where it is written) and its protocols' security facts;
+* prepares a cell once (`Engine.cell`: inputs written, programs compiled) and
+  each run of it (`Cell.plan`: per party the argv, environment and directory,
+  given the ports every party listens on and reaches the others by);
+* reads what its parties printed into `Figures`, or raises `OutputError`;
+* says how its parties report an integrity abort (`Engine.aborts`) and what
+  `cohortbench doctor` should check.
+
+The harness never names an engine: it finds them in `backends.registry`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Mapping, Protocol, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from circuits.ir import Query
+from circuits.population import Population
+
+SEMI_HONEST, MALICIOUS, NO_SECURITY = "semi-honest", "malicious", "none"
+HONEST, DISHONEST = "honest", "dishonest"
+MAX_PARTIES = 16  # the harness's limit on parties
+
+
+@dataclass(frozen=True)
+class ProtocolFacts:
+    """What a protocol guarantees and needs, as the records and the checks use it."""
+    name: str
+    security: str  # semi-honest | malicious | none
+    majority: str  # honest | dishonest | none (of the parties)
+    domain: str  # field | ring | plaintext
+    min_parties: int
+    max_parties: int
+    tls: bool = False  # links encrypted unless a cell sets ssl: false
+    too_few: str = ""  # why fewer than min_parties cannot run it, for the error message
+
+    @property
+    def default_parties(self) -> int:
+        return self.min_parties
+
+    def parties_problem(self, engine: str, parties: int) -> str | None:
+        """None when the protocol runs with `parties`; else the error message."""
+        if self.min_parties <= parties <= self.max_parties:
+            return None
+        if parties < self.min_parties and self.too_few:
+            return f"{parties} parties {self.too_few}; use {self.min_parties} or more"
+        span = (str(self.min_parties) if self.min_parties == self.max_parties
+                else f"{self.min_parties} to {self.max_parties}")
+        return f"{engine} {self.name} runs with {span} parties, not {parties}"
+
+
+class Spec(BaseModel):
+    """One `engines:` entry of an experiment config: the keys every engine takes.
+
+    An engine subclasses it with its own keys (and `engine: Literal[...]`); field
+    order and defaults are part of each cell's key, so new keys go at the end.
+    """
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    title: ClassVar[str] = ""  # the engine's name in messages, e.g. "MPyC"
+    defaults: ClassVar[Mapping[str, ProtocolFacts]] = {}  # set by each engine: its protocols
+
+    engine: str
+    protocol: str = "shamir"
+    parties: Annotated[int, Field(ge=1, le=MAX_PARTIES)] = 3
+    bit_length: Annotated[int, Field(ge=8, le=256)] | None = None
+    populations: list[str] | None = None  # run this engine on these populations only
+    # TLS between parties: None, the protocol's default; true, on; false, off.
+    ssl: bool | None = None
+
+    @classmethod
+    def default_protocol(cls) -> str:
+        return "shamir"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _protocol_defaults(cls, data: Any) -> Any:
+        """An omitted protocol is the engine's default; omitted parties, its protocol's."""
+        if not isinstance(data, dict):
+            return data
+        protocol = data.get("protocol", cls.default_protocol())
+        facts = cls.defaults.get(str(protocol))
+        out = {**data, "protocol": protocol}
+        if "parties" not in data and facts is not None:
+            out["parties"] = facts.default_parties
+        return out
+
+    @model_validator(mode="after")
+    def _protocol_and_parties(self) -> Spec:
+        facts = self.defaults.get(self.protocol)
+        if facts is None:
+            raise ValueError(f"unknown {self.title} protocol {self.protocol!r}; use one of "
+                             + ", ".join(self.defaults))
+        problem = facts.parties_problem(self.title, self.parties)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def facts(self) -> ProtocolFacts:
+        return self.defaults[self.protocol]
+
+    @property
+    def tls(self) -> bool:
+        """Whether the links are encrypted: `ssl`, else the protocol's default."""
+        return self.facts.tls if self.ssl is None else self.ssl
+
+    def options_label(self) -> str:
+        """The engine's own options, for a cell's label (e.g. " binary")."""
+        return ""
+
+    @property
+    def label(self) -> str:
+        extra = (f" l={self.bit_length}" if self.bit_length else "")
+        extra += {True: " tls", False: " no-tls", None: ""}[self.ssl]
+        return f"{self.engine}/{self.protocol}/{self.parties}p{extra}{self.options_label()}"
+
+
+@dataclass(frozen=True)
+class Links:
+    """Where a run's parties listen and how each reaches the others (all on `host`).
+
+    `views[i][j]` is the port party i uses for party j: j's own listening port, or a
+    relay's; `views[i][i]` is i's listening port."""
+    listen: tuple[int, ...]
+    views: tuple[tuple[int, ...], ...]
+    host: str = "127.0.0.1"
+
+    @property
+    def parties(self) -> int:
+        return len(self.listen)
+
+
+@dataclass(frozen=True)
+class Party:
+    """One party process: its command, the variables added to its environment, its directory."""
+    argv: tuple[str, ...]
+    cwd: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What a run's parties reported.  Lists hold one entry per party."""
+    answers: list[Any]  # what each party learnt: the eligible bits, the count, or None
+    engine_s: list[float]  # each party's own start-to-stop time
+    bytes_by_party: list[int] | None  # bytes each party sent, by the engine's count (None: no links)
+    compute_s: list[float] | None = None
+    peak_rss_kib_by_party: list[int] | None = None
+    bit_length: int | None = None
+    engine_rounds: int | None = None  # the engine's own count of rounds
+    global_bytes: int | None = None  # the engine's own total over all parties
+    online_s: list[float | None] | None = None
+    offline_s: list[float | None] | None = None
+
+    @property
+    def bytes_sent(self) -> int | None:
+        return None if self.bytes_by_party is None else sum(self.bytes_by_party)
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """What a cell cost before its first run (e.g. compiling its program), recorded per run."""
+    compile_s: float | None = None
+    compile_cached: bool | None = None
+    compile_options: str | None = None
+    compiler_expected: dict | None = None
+
+
+class Unavailable(Exception):
+    """This machine cannot run the cell (a binary not built, a compiler missing): each of
+    its runs fails with this message, and the sweep goes on."""
+
+
+class OutputError(Exception):
+    """The parties' output does not give figures and answers.  `revealed`: party 0
+    printed something as its answer that is not one (after tampering, say): a wrong
+    answer was revealed."""
+
+    def __init__(self, message: str, revealed: bool = False) -> None:
+        super().__init__(message)
+        self.revealed = revealed
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A run whose parties all exited: where they ran, their logs and exit codes."""
+    run_dir: Path
+    logs: Sequence[Path]
+    returncodes: Sequence[int | None]
+    timed_out: bool
+
+
+class Cell(Protocol):
+    """One engine setting on one query and population, prepared once for all its runs."""
+    preparation: Preparation
+
+    def plan(self, run_dir: Path, links: Links, traced: bool) -> list[Party]:
+        """The parties of one run in the fresh directory `run_dir`.  `traced`: the run is
+        tampered with, so that an engine may log what its integrity checks see."""
+        ...
+
+    def read(self, run: Finished) -> Figures:
+        """The figures and answers of a run whose parties all exited 0; OutputError if
+        they are missing or malformed."""
+        ...
+
+    def finish(self, run_dir: Path) -> None:
+        """After a run, failed or not: remove what is private (inputs, keys)."""
+        ...
+
+    def close(self) -> None:
+        """After the cell's last run."""
+        ...
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing `cohortbench doctor` looked for."""
+    engine: str
+    item: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+
+NO_ABORTS = re.compile(r"(?!)")  # matches nothing: an engine without integrity checks
+
+
+class Engine(Protocol):
+    """A backend as the harness sees it (one object per backend, found in the registry)."""
+    name: str  # the YAML's `engine:` value
+    spec: type[Spec]  # the YAML spec of its cells
+    # How parties connect: only to higher-numbered parties (False: the relay routes i -> j
+    # for j > i) or to every other party (True).
+    connects_every_direction: bool
+    aborts: re.Pattern[str]  # a log line by which a party reports a failed integrity check
+    tls_errors: re.Pattern[str]  # a log line by which a party's TLS layer rejected a record
+
+    def cell(self, spec: Spec, query: Query, pop: Population, workdir: Path) -> Cell: ...
+
+    def doctor(self) -> list[Finding]: ...
+
+    def versions(self) -> dict[str, str | None]: ...

@@ -1,0 +1,209 @@
+"""MP-SPDZ as a cohortbench engine: its YAML spec, its protocols' facts, and one cell's runs.
+
+A cell compiles its program once (cached across sweeps); each run lays out the
+parties' directories, certificates and address files afresh and removes the
+private input file and keys when it ends.  VMs connect in every direction.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal
+
+from backends.engine import (Figures, Finding, Finished, Links, OutputError, Party, Preparation,
+                             ProtocolFacts, Spec, Unavailable)
+from backends.mp_spdz import compile as mp_compile
+from backends.mp_spdz import launch, program, protocols, throwtrace
+from circuits.ir import Query
+from circuits.population import Population
+
+FACTS = {p.name: ProtocolFacts(p.name, p.security, p.majority, p.domain, p.min_parties,
+                               p.max_parties, p.tls) for p in protocols.PROTOCOLS.values()}
+# What the program prints as its answer (see program.parse_output).
+_ANSWER = re.compile(r"^(?:ELIGIBLE|COUNT) ", re.M)
+# Integrity aborts: MP-SPDZ's checks (Tools/Exceptions.h and the protocols): mac_fail
+# ("MacCheck Failure", "check hash mismatch", "inconsistent Shamir secret sharing",
+# "mismatch in private output"), Offline_Check_Error ("Offline-Check-Error : ..."), the
+# sacrifice's bad_value ("Some value is wrong somewhere"), commitments, broadcasts, and the
+# OT extension's own checks (libOTe's SoftSpoken: "PPRF failed consistency check", "Failed
+# subspace VOLE consistency check"; "OT consistency check failed", "correlation check"),
+# which run in the semi-honest OT-based VMs too.  In tamper experiments the VMs also print the
+# type of every exception they throw (throwtrace.c): "cohortbench: C++ exception thrown:
+# mac_fail" shows a check that failed even where MP-SPDZ's own message is lost (a MAC checker
+# destroyed with unchecked openings calls terminate() first).
+ABORTS = re.compile(
+    r"MacCheck Failure|mac_fail|MAC check|check hash mismatch|inconsistent Shamir secret sharing"
+    r"|mismatch in private output|Offline-Check-Error|Offline_Check_Error|consistency check"
+    r"|consistency_check_fail|correlation check|Invalid Commitment|invalid_commitment"
+    r"|Inconsistent broadcast|broadcast_invalid|Some value is wrong somewhere"
+    r"|hash mismatch in joint message passing|invalid replicated secret sharing")
+# TLS rejecting a record: OpenSSL via Boost.Asio reports e.g. "read_some: cipher operation
+# failed (Provider routines) [asio.ssl:478150758]" (AES-GCM tag mismatch) or "wrong version
+# number (SSL routines) [asio.ssl:167772427]" (a corrupted record header).  NOT "stream
+# truncated [asio.ssl.stream:1]": that is a peer that went away.
+TLS_ERRORS = re.compile(
+    r"\[asio\.ssl:\d+\]|bad record mac|decryption failed|cipher operation failed"
+    r"|wrong version number|record layer failure|packet length too long", re.I)
+
+
+class MpSpdzSpec(Spec):
+    title = "MP-SPDZ"
+    defaults = FACTS
+    engine: Literal["mp-spdz"]
+    lowering: Literal["binary", "arithmetic"] | None = None  # None: the measured default
+    edabit: bool | None = None  # compile option -Y; None: the measured default
+
+    def options_label(self) -> str:
+        label = f" {self.lowering}" if self.lowering else ""
+        return label + ("" if self.edabit is None else (" edabit" if self.edabit else " no-edabit"))
+
+
+class MpSpdzCell:
+    """A cell's program compiled once; each run in its own directory."""
+
+    def __init__(self, spec: MpSpdzSpec, query: Query, pop: Population, workdir: Path):
+        self.spec, self.query, self.pop = spec, query, pop
+        protocol = protocols.get(spec.protocol)
+        options = mp_compile.default_options(protocol)
+        chosen = {k: v for k, v in (("lowering", spec.lowering), ("edabit", spec.edabit))
+                  if v is not None}
+        try:
+            self.compiled = mp_compile.compile_program(query, program.Shape.of(pop), protocol,
+                                                       spec.parties, replace(options, **chosen))
+        except RuntimeError as e:
+            raise Unavailable(str(e)) from None
+        self.preparation = Preparation(self.compiled.compile_s, self.compiled.cached,
+                                       self.compiled.options.label, self.compiled.expected)
+        self.plans: dict[Path, launch.RunPlan] = {}
+
+    def plan(self, run_dir: Path, links: Links, traced: bool) -> list[Party]:
+        addresses = [[f"{links.host}:{port}" for port in view] for view in links.views]
+        try:
+            plan = launch.prepare_run(run_dir, self.compiled, self.pop, list(links.listen),
+                                      tls=self.spec.ssl, addresses=addresses)
+        except RuntimeError as e:
+            raise Unavailable(str(e)) from None
+        self.plans[run_dir] = plan
+        # Tampering: trace the VMs' exceptions, so that an integrity abort whose message
+        # MP-SPDZ never prints (see throwtrace.c) is still recognised.
+        env = throwtrace.env() if traced else {}
+        return [Party(tuple(argv), run_dir, env) for argv in plan.argv()]
+
+    def read(self, run: Finished) -> Figures:
+        try:
+            reports = [launch.read_report(i, log, self.query, len(self.pop), run.returncodes[i],
+                                          run.timed_out) for i, log in enumerate(run.logs)]
+        except ValueError as e:
+            # Every VM finished and party 0 printed an answer that is not one (e.g. values
+            # that are not bits, after tampering): a wrong answer was revealed.
+            raise OutputError(str(e), revealed=_printed_answer(run.logs[0])) from None
+        f = launch.figures(reports)
+        return Figures(answers=[r.result for r in reports], engine_s=f["engine_s"],
+                       bytes_by_party=f["bytes_by_party"], engine_rounds=f["rounds"],
+                       global_bytes=f["global_bytes"], online_s=f["online_s"],
+                       offline_s=f["offline_s"])
+
+    def finish(self, run_dir: Path) -> None:
+        plan = self.plans.pop(run_dir, None)
+        if plan is not None:
+            launch.clean_run(plan)
+
+    def close(self) -> None:
+        """Nothing private stays: each run removes its input file."""
+
+
+def _printed_answer(log: Path) -> bool:
+    try:
+        return bool(_ANSWER.search(log.read_text(errors="replace")))
+    except OSError:
+        return False
+
+
+def _starts(vm: Path) -> str | None:
+    """None when `vm --help` runs; else why not (e.g. a shared library it cannot find)."""
+    try:
+        done = subprocess.run([str(vm), "--help"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    text = done.stdout + done.stderr
+    if "error while loading shared libraries" in text or "Illegal instruction" in text \
+            or done.returncode < 0:
+        return text.strip().splitlines()[-1] if text.strip() else f"exit {done.returncode}"
+    return None
+
+
+FIX = (f"build MP-SPDZ from source ({protocols.INSTALL_DOCS}; the steps measured here are in "
+       f"backends/mp_spdz/README.md) and set {protocols.HOME_ENV} to its directory")
+
+
+def _home() -> list[Finding]:
+    root = protocols.mp_spdz_home()
+    where = f"{root} (from ${protocols.HOME_ENV})" if os.environ.get(protocols.HOME_ENV) else str(root)
+    if not root.is_dir():
+        return [Finding("MP-SPDZ", "home", False, f"no directory {where}", FIX)]
+    described = protocols.describe(root)
+    version = " ".join(filter(None, [protocols.commit(root), f"({described})" if described else None]))
+    script = protocols.compiler_script(root)
+    ok = script.is_file() and (root / "Compiler").is_dir()
+    return [Finding("MP-SPDZ", "home", True, f"{where}, commit {version or 'no .git or version file'}"),
+            Finding("MP-SPDZ", "compile.py", ok, str(script) if ok else f"missing: {script}",
+                    None if ok else FIX)]
+
+
+def _vm(p: protocols.Protocol, root: Path) -> Finding:
+    vm = p.vm_path(root)
+    label = f"{p.name} ({p.security}, {p.majority} majority, {p.domain})"
+    if not vm.is_file():
+        return Finding("MP-SPDZ", p.vm, False, f"missing: {label}",
+                       f"cd {root} && make -j2 {p.vm} (see {protocols.INSTALL_DOCS})")
+    problem = _starts(vm)
+    return Finding("MP-SPDZ", p.vm, problem is None,
+                   label if problem is None else f"does not start: {problem}",
+                   None if problem is None else
+                   f"rebuild it in {root} (`make clean && make -j2 {p.vm}`); the binaries "
+                   "must not be moved (they link libSPDZ.so by absolute path)")
+
+
+def _plaintext_build() -> Finding:
+    """The optional -DINSECURE build that runs honest-majority VMs with plaintext links
+    (`ssl: false` cells); never a failure, since only such cells need it."""
+    root = protocols.plaintext_home()
+    needed = [p for p in protocols.PROTOCOLS.values() if p.tls]
+    present = [p.name for p in needed if p.vm_path(root).is_file()]
+    if not present:
+        return Finding("MP-SPDZ", "plaintext links", True,
+                       f"optional, absent: no -DINSECURE build at {root} "
+                       f"(${protocols.PLAINTEXT_HOME_ENV}); `ssl: false` cells of "
+                       f"{', '.join(p.name for p in needed)} fail without it")
+    same = protocols.commit(root) == protocols.commit(protocols.mp_spdz_home())
+    return Finding("MP-SPDZ", "plaintext links", same,
+                   f"{root}: {', '.join(present)}"
+                   + ("" if same else f"; commit {protocols.commit(root)} differs from the main build's"),
+                   None if same else "build it from the same commit as the main build")
+
+
+class MpSpdzEngine:
+    name = "mp-spdz"
+    spec = MpSpdzSpec
+    connects_every_direction = True
+    aborts = ABORTS
+    tls_errors = TLS_ERRORS
+
+    def cell(self, spec: MpSpdzSpec, query: Query, pop: Population, workdir: Path) -> MpSpdzCell:
+        return MpSpdzCell(spec, query, pop, workdir)
+
+    def versions(self) -> dict[str, str | None]:
+        return {"mp-spdz": protocols.commit()}
+
+    def doctor(self) -> list[Finding]:
+        found = _home()
+        if not found[0].ok:
+            return found
+        root = protocols.mp_spdz_home()
+        return found + [_vm(p, root) for p in protocols.PROTOCOLS.values()] + [_plaintext_build()]
+
+
+ENGINE = MpSpdzEngine()

@@ -1,0 +1,1 @@
+"""The plaintext engine: the oracle run as one party process, the baseline of no security."""

@@ -1,0 +1,83 @@
+"""The `plain` engine: one party evaluates the query in the clear with the oracle.
+
+It is what a data holder computes on its own records, and the floor every
+secure engine is compared with.  It writes the population once per cell; its
+one party has no links, so networks do not apply to it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Literal
+
+from backends.engine import (NO_ABORTS, NO_SECURITY, Figures, Finding, Finished, Links,
+                             OutputError, Party, Preparation, ProtocolFacts, Spec)
+from backends.plain import party
+from circuits.ir import Query, to_plain
+from circuits.population import Population
+
+REPO = Path(__file__).resolve().parent.parent.parent
+FACTS = {"oracle": ProtocolFacts("oracle", NO_SECURITY, NO_SECURITY, "plaintext", 1, 1)}
+
+
+class PlainSpec(Spec):
+    title = "plain"
+    defaults = FACTS
+    engine: Literal["plain"]
+
+    @classmethod
+    def default_protocol(cls) -> str:
+        return "oracle"
+
+
+class PlainCell:
+    def __init__(self, query: Query, pop: Population, workdir: Path):
+        self.query, self.workdir = query, workdir.resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data = party.write_population(pop, self.workdir / "population.npz")
+        self.preparation = Preparation()
+
+    def plan(self, run_dir: Path, links: Links, traced: bool) -> list[Party]:
+        job = run_dir / "job.json"
+        job.write_text(json.dumps({"root": to_plain(self.query.root),
+                                   "output": self.query.output.value,
+                                   "population": str(self.data), "result": str(run_dir / "result.json")}))
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        return [Party((sys.executable, "-m", "backends.plain.party", str(job)), run_dir,
+                      {"PYTHONPATH": path})]
+
+    def read(self, run: Finished) -> Figures:
+        path = run.run_dir / "result.json"
+        try:
+            r = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise OutputError(f"the party wrote no readable result ({path}: {e})") from None
+        return Figures(answers=[r["answer"]], engine_s=[r["compute_s"]], bytes_by_party=None)
+
+    def finish(self, run_dir: Path) -> None:
+        """Nothing private is written per run."""
+
+    def close(self) -> None:
+        self.data.unlink(missing_ok=True)
+
+
+class PlainEngine:
+    name = "plain"
+    spec = PlainSpec
+    connects_every_direction = False
+    aborts = NO_ABORTS
+    tls_errors = NO_ABORTS
+
+    def cell(self, spec: PlainSpec, query: Query, pop: Population, workdir: Path) -> PlainCell:
+        return PlainCell(query, pop, workdir)
+
+    def versions(self) -> dict[str, str | None]:
+        return {}
+
+    def doctor(self) -> list[Finding]:
+        return []
+
+
+ENGINE = PlainEngine()

@@ -1,0 +1,43 @@
+"""The plain engine's one party: the oracle on the population file, its answer and time."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from circuits.ir import Output, Query, from_plain
+from circuits.oracle import cohort
+from circuits.population import Padding, Population
+
+_COLUMNS = ("age", "gender", "smoker", "conditions", "exam_codes", "exam_months",
+            "condition_counts", "exam_counts")
+
+
+def write_population(pop: Population, path: Path) -> Path:
+    np.savez(path, **{c: getattr(pop, c) for c in _COLUMNS})
+    return path
+
+
+def read_population(path: Path) -> Population:
+    with np.load(path) as data:
+        cols = {c: data[c] for c in _COLUMNS}
+    slots = Padding(max(cols["conditions"].shape[1], 1), max(cols["exam_codes"].shape[1], 1))
+    return Population(tuple(map(str, range(len(cols["age"])))), padding=slots, **cols)
+
+
+def main(job_path: Path) -> None:
+    job = json.loads(job_path.read_text())
+    query = Query(from_plain(job["root"]), Output(job["output"]))
+    pop = read_population(Path(job["population"]))
+    t0 = time.perf_counter()
+    result = cohort(query, pop)
+    compute_s = time.perf_counter() - t0
+    answer = result.count if query.output is Output.COUNT else result.eligible.astype(int).tolist()
+    Path(job["result"]).write_text(json.dumps({"answer": answer, "compute_s": compute_s}))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
