@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from backends.engine import Party
 from backends.mp_spdz import launch, program, protocols
 from backends.mp_spdz.compile import CompileOptions, compile_program, field_bits
 from circuits.ir import (AgeRange, And, ExamCount, Gender, HasCondition, Not, Or, Output, Query,
@@ -69,7 +69,7 @@ def run(query: Query, pop, protocol: str, workdir: Path, cache: Path, parties: i
     compiled = compile_program(query, program.Shape.of(pop), protocol, parties, options,
                                cache_dir=cache)
     plan = launch.prepare_run(workdir, compiled, pop, free_ports(compiled.parties), tls=tls)
-    group = run_group(plan.argv(), dict(os.environ), workdir, timeout_s)
+    group = run_group([Party(tuple(a), workdir) for a in plan.argv()], workdir, timeout_s)
     reports = [launch.read_report(i, group.logs[i], query, len(pop), group.returncodes[i],
                                   group.timed_out) for i in range(compiled.parties)]
     if query.output is Output.COUNT:
@@ -304,7 +304,7 @@ def test_a_failing_vm_is_an_error(tmp_path, cache):
     compiled = compile_program(query, program.Shape.of(pop), "replicated-ring", cache_dir=cache)
     plan = launch.prepare_run(tmp_path, compiled, pop, free_ports(3))
     (plan.party_dirs[0] / "Player-Data" / "Input-P0-0").unlink()  # party 0 has no data
-    group = run_group(plan.argv(), dict(os.environ), tmp_path, 60)
+    group = run_group([Party(tuple(a), tmp_path) for a in plan.argv()], tmp_path, 60)
     assert not group.ok
     bad = next(i for i, rc in enumerate(group.returncodes) if rc not in (0, None))
     with pytest.raises(ValueError, match=f"party {bad}"):
