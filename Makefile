@@ -9,7 +9,7 @@ CI_NEW ?= $(RESULTS)/ci-new.jsonl
 COMPARE_FLAGS ?=
 REPORT_INPUTS ?= $(RESULTS)/default-latest.jsonl
 
-.PHONY: install test bench bench-ci bench-micro baseline report clean
+.PHONY: install lint test bench bench-ci bench-micro baseline report clean
 
 install: $(VENV)/.installed
 
@@ -19,7 +19,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-test: install
+# ruff (lint and format) on the whole tree, mypy on the IR and the engines.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy circuits backends
+
+test: install lint
 	$(BIN)/python -m pytest -q
 
 # Each run writes a new results file; results/default-latest.jsonl points at the newest.

@@ -67,12 +67,12 @@ class MpSpdzCell:
     def __init__(self, spec: MpSpdzSpec, query: Query, pop: Population, workdir: Path):
         self.spec, self.query, self.pop = spec, query, pop
         protocol = protocols.get(spec.protocol)
-        options = mp_compile.default_options(protocol)
-        chosen = {k: v for k, v in (("lowering", spec.lowering), ("edabit", spec.edabit))
-                  if v is not None}
+        default = mp_compile.default_options(protocol)
+        options = replace(default, lowering=spec.lowering or default.lowering,
+                          edabit=default.edabit if spec.edabit is None else spec.edabit)
         try:
             self.compiled = mp_compile.compile_program(query, program.Shape.of(pop), protocol,
-                                                       spec.parties, replace(options, **chosen))
+                                                       spec.parties, options)
         except RuntimeError as e:
             raise Unavailable(str(e)) from None
         self.preparation = Preparation(self.compiled.compile_s, self.compiled.cached,
