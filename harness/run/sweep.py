@@ -213,7 +213,7 @@ class Calibrations:
     setting (engine, data, query, links), shared by its networks that differ only in
     their faults."""
 
-    def __init__(self, timeout_s: float, enter: Callable[[Callable[[], Outcome]], Outcome]):
+    def __init__(self, timeout_s: float, enter: Enter):
         self.timeout_s, self.enter = timeout_s, enter
         self.found: dict[tuple, Outcome] = {}
 
