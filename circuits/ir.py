@@ -11,7 +11,7 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass, field, fields
-from typing import ClassVar, Union
+from typing import Any, ClassVar, Union
 
 from circuits.codes import GENDERS, SMOKER_STATES, format_loinc
 from circuits.visitor import Visitor
@@ -173,7 +173,7 @@ def from_plain(data: list) -> Node:
     """The inverse of `to_plain`."""
     kind, values = data
     cls = {c.__name__: c for c in NODES}[kind]
-    def node_or_value(v: object) -> object:
+    def node_or_value(v: Any) -> Any:
         if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str):
             return from_plain(v)
         return tuple(map(node_or_value, v)) if isinstance(v, list) else v
