@@ -9,6 +9,7 @@ MP-SPDZ program source.  The paper's query.json is only ever read, so there is n
 paper-format writer to test.  `EXAMPLES` must cover `NODES` exactly: a node type
 added to circuits/ir.py without its translators fails here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,8 +26,7 @@ import circuits
 from backends.mp_spdz import program
 from circuits import cost
 from circuits.cost import DataBounds
-from circuits.ir import (NODES, AgeRange, And, ExamCount, Gender, HasCondition, Not, Or, Query,
-                         Smoker, render)
+from circuits.ir import NODES, AgeRange, And, ExamCount, Gender, HasCondition, Not, Or, Query, Smoker, render
 from circuits.oracle import evaluate
 from circuits.queryfile import dump_native, parse_query
 from circuits.visitor import Unsupported, Visitor
@@ -54,16 +54,21 @@ def _import(name: str) -> ModuleType | None:
         raise
 
 
-MODULES = [_import(m.name) for pkg in (circuits, backends)
-           for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")]
+MODULES = [
+    _import(m.name)
+    for pkg in (circuits, backends)
+    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")
+]
 
 
 def _subclasses(cls: type) -> list[type]:
     return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
 
 
-VISITORS = sorted({v for v in _subclasses(Visitor) if v.__module__.startswith(("circuits.", "backends."))},
-                  key=lambda v: f"{v.__module__}.{v.__qualname__}")
+VISITORS = sorted(
+    {v for v in _subclasses(Visitor) if v.__module__.startswith(("circuits.", "backends."))},
+    key=lambda v: f"{v.__module__}.{v.__qualname__}",
+)
 
 
 def test_every_module_of_circuits_and_backends_imports():
@@ -72,8 +77,15 @@ def test_every_module_of_circuits_and_backends_imports():
 
 def test_the_translators_are_found():
     names = {v.__name__ for v in VISITORS}
-    assert {"Oracle", "CostModel", "PaperCodeBits", "Renderer", "NativeWriter", "Vectorised",
-            "PaperPatient"} <= names
+    assert {
+        "Oracle",
+        "CostModel",
+        "PaperCodeBits",
+        "Renderer",
+        "NativeWriter",
+        "Vectorised",
+        "PaperPatient",
+    } <= names
 
 
 @pytest.mark.parametrize("visitor", VISITORS, ids=lambda v: f"{v.__module__}.{v.__qualname__}")
@@ -89,6 +101,7 @@ def test_examples_cover_every_node_type():
 def test_a_node_without_its_method_is_unsupported_naming_node_and_target():
     class Stranger:
         pass
+
     with pytest.raises(Unsupported, match="the tree renderer cannot translate Stranger nodes"):
         render(Stranger())  # type: ignore[arg-type]
 
