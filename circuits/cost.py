@@ -2,8 +2,8 @@
 
 The vectorised backends lower each leaf the same way, which this module counts:
 
-* `Gender`/`Smoker`: the Lagrange indicator polynomial of the code on {0..3}:
-  two multiplications, no comparison.
+* `Gender`/`Smoker`: the Lagrange indicator polynomial of the code on its public
+  domain {0..SMALL_DOMAIN - 1} (`circuits.codes`): two multiplications, no comparison.
 * `AgeRange`: two comparisons (min < age, age < max) and one multiplication (AND).
 * `HasCondition`: the product of every (slot - code) difference, then one zero
   test: C*k - 1 multiplications in a log-depth tree instead of C*k equality tests.
@@ -26,10 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from circuits.codes import EXAM_VOCABULARY
+from circuits.codes import EXAM_VOCABULARY, SMALL_DOMAIN
 from circuits.ir import (MAX_AGE, MAX_MONTHS, AgeRange, And, ExamCount, Gender, HasCondition, Node,
                          Not, Or, Smoker, leaves)
 from circuits.population import Population
+from circuits.visitor import Visitor
 
 
 @dataclass(frozen=True)
@@ -110,13 +111,41 @@ def field_bits_needed(node: Node, bounds: DataBounds) -> int:
                 if isinstance(leaf, HasCondition)), default=0)
 
 
-def paper_code_bits(leaf: Node, bounds: DataBounds) -> int:
+@dataclass(frozen=True)
+class PaperCodeBits(Visitor[int]):
+    """Width of the widest raw-code equality test under a node in the paper's lowering
+    (codes, not vocabulary indexes); 0 where it tests no code."""
+    bounds: DataBounds
+    target = "the paper-loop code widths"
+
+    def visit_age_range(self, node: AgeRange) -> int:
+        return 0
+
+    def visit_gender(self, node: Gender) -> int:
+        return 0
+
+    def visit_smoker(self, node: Smoker) -> int:
+        return 0
+
+    def visit_has_condition(self, node: HasCondition) -> int:
+        return condition_code_bits(self.bounds, node)
+
+    def visit_exam_count(self, node: ExamCount) -> int:
+        return exam_code_bits(self.bounds, node)
+
+    def visit_not(self, node: Not) -> int:
+        return self.visit(node.child)
+
+    def visit_and(self, node: And) -> int:
+        return max(map(self.visit, node.children))
+
+    def visit_or(self, node: Or) -> int:
+        return max(map(self.visit, node.children))
+
+
+def paper_code_bits(node: Node, bounds: DataBounds) -> int:
     """Width of a raw-code equality test (the paper's lowering): codes, not indexes."""
-    if isinstance(leaf, HasCondition):
-        return condition_code_bits(bounds, leaf)
-    if isinstance(leaf, ExamCount):
-        return exam_code_bits(bounds, leaf)
-    return 0
+    return PaperCodeBits(bounds).visit(node)
 
 
 def exam_code_bits(bounds: DataBounds, node: ExamCount) -> int:
@@ -141,16 +170,33 @@ def _log2(k: int) -> int:
     return math.ceil(math.log2(k)) if k > 1 else 0
 
 
-def estimate(node: Node, conditions: int, exams: int, bounds: DataBounds = DataBounds()) -> Cost:
-    """Per-patient cost of `node` with C condition slots and E exam slots."""
-    if isinstance(node, (Gender, Smoker)):
-        return Cost(multiplications=indicator_multiplications(4), depth=_log2(3))
-    if isinstance(node, AgeRange):
+@dataclass(frozen=True)
+class CostModel(Visitor[Cost]):
+    """Per-patient cost of each node with C condition slots and E exam slots."""
+    conditions: int
+    exams: int
+    bounds: DataBounds = DataBounds()
+    target = "the cost model"
+
+    def visit_age_range(self, node: AgeRange) -> Cost:
         return Cost(comparisons=2, multiplications=1, depth=2, max_bits=AGE_CMP_BITS)
-    if isinstance(node, HasCondition):
-        factors = conditions * len(node.codes)
+
+    def visit_gender(self, node: Gender) -> Cost:
+        return self._small_domain()
+
+    def visit_smoker(self, node: Smoker) -> Cost:
+        return self._small_domain()
+
+    def _small_domain(self) -> Cost:
+        return Cost(multiplications=indicator_multiplications(SMALL_DOMAIN),
+                    depth=_log2(SMALL_DOMAIN - 1))
+
+    def visit_has_condition(self, node: HasCondition) -> Cost:
+        factors = self.conditions * len(node.codes)
         return Cost(equalities=1, multiplications=factors - 1, depth=_log2(factors) + 1)
-    if isinstance(node, ExamCount):
+
+    def visit_exam_count(self, node: ExamCount) -> Cost:
+        exams, bounds = self.exams, self.bounds
         count = count_bits(exams, node.at_least)
         if bounds.exam_index(node.loinc) is not None:
             k = indicator_multiplications(bounds.exam_domain)
@@ -159,12 +205,24 @@ def estimate(node: Node, conditions: int, exams: int, bounds: DataBounds = DataB
                         max_bits=max(MONTH_CMP_BITS, count))
         return Cost(comparisons=exams + 1, equalities=exams, multiplications=exams, depth=3,
                     max_bits=max(exam_code_bits(bounds, node), MONTH_CMP_BITS, count))
-    if isinstance(node, Not):
-        return estimate(node.child, conditions, exams, bounds)
-    if isinstance(node, (And, Or)):
+
+    def visit_not(self, node: Not) -> Cost:
+        return self.visit(node.child)
+
+    def visit_and(self, node: And) -> Cost:
+        return self._combination(node.children)
+
+    def visit_or(self, node: Or) -> Cost:
+        return self._combination(node.children)
+
+    def _combination(self, children: tuple[Node, ...]) -> Cost:
         total = Cost()
-        for c in node.children:
-            total = total.beside(estimate(c, conditions, exams, bounds))
-        k = len(node.children)
+        for c in children:
+            total = total.beside(self.visit(c))
+        k = len(children)
         return total.then(k - 1, _log2(k))
-    raise TypeError(f"not an IR node: {node!r}")
+
+
+def estimate(node: Node, conditions: int, exams: int, bounds: DataBounds = DataBounds()) -> Cost:
+    """Per-patient cost of `node` with C condition slots and E exam slots."""
+    return CostModel(conditions, exams, bounds).visit(node)

@@ -1,6 +1,8 @@
 """The one error type for bad input: which file, which field, what is wrong, how to fix it."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class InputError(Exception):
     """Bad user input (query, config, data), reported as `source: location: problem; fix`."""
@@ -14,7 +16,7 @@ class InputError(Exception):
         return f"{where}: {self.problem}" + (f"; {self.fix}" if self.fix else "")
 
 
-def format_location(loc: tuple) -> str:
+def format_location(loc: Sequence[object]) -> str:
     """('restrictions', 2, 'min_age') -> 'restrictions[2].min_age'."""
     out = ""
     for part in loc:

@@ -11,9 +11,10 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass, field, fields
-from typing import Union
+from typing import Any, ClassVar, Union
 
 from circuits.codes import GENDERS, SMOKER_STATES, format_loinc
+from circuits.visitor import Visitor
 
 MAX_AGE = 150  # public bound on ages, in whole years
 MAX_MONTHS = 12 * MAX_AGE  # public bound on "months ago" of an exam
@@ -45,23 +46,29 @@ class AgeRange:
 
 
 @dataclass(frozen=True)
-class Gender:
-    """gender == code (0 male, 1 female, 2 other, 3 unknown)."""
+class _SmallCode:
+    """attribute == code, for an attribute with the public domain `names` (0..len - 1)."""
     code: int
+    names: ClassVar[tuple[str, ...]]
+    what: ClassVar[str]
 
     def __post_init__(self) -> None:
-        _require(_is_int(self.code) and 0 <= self.code < len(GENDERS),
-                 f"gender code must be 0-3 ({', '.join(GENDERS)})")
+        _require(_is_int(self.code) and 0 <= self.code < len(self.names),
+                 f"{self.what} code must be 0-{len(self.names) - 1} ({', '.join(self.names)})")
 
 
 @dataclass(frozen=True)
-class Smoker:
-    """smoking status == code (0 never, 1 current, 2 former, 3 unknown)."""
-    code: int
+class Gender(_SmallCode):
+    """gender == code (0 male, 1 female, 2 other, 3 unknown)."""
+    names = GENDERS
+    what = "gender"
 
-    def __post_init__(self) -> None:
-        _require(_is_int(self.code) and 0 <= self.code < len(SMOKER_STATES),
-                 f"smoker code must be 0-3 ({', '.join(SMOKER_STATES)})")
+
+@dataclass(frozen=True)
+class Smoker(_SmallCode):
+    """smoking status == code (0 never, 1 current, 2 former, 3 unknown)."""
+    names = SMOKER_STATES
+    what = "smoker"
 
 
 @dataclass(frozen=True)
@@ -166,7 +173,7 @@ def from_plain(data: list) -> Node:
     """The inverse of `to_plain`."""
     kind, values = data
     cls = {c.__name__: c for c in NODES}[kind]
-    def node_or_value(v: object) -> object:
+    def node_or_value(v: Any) -> Any:
         if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str):
             return from_plain(v)
         return tuple(map(node_or_value, v)) if isinstance(v, list) else v
@@ -198,20 +205,40 @@ def normalise(node: Node) -> Node:
     return node
 
 
+class Renderer(Visitor[str]):
+    """The tree as indented lines, one per node."""
+
+    target = "the tree renderer"
+
+    def visit_age_range(self, node: AgeRange, indent: str) -> str:
+        return f"{indent}{node.min_exclusive} < age < {node.max_exclusive}"
+
+    def visit_gender(self, node: Gender, indent: str) -> str:
+        return f"{indent}gender = {GENDERS[node.code]}"
+
+    def visit_smoker(self, node: Smoker, indent: str) -> str:
+        return f"{indent}smoker = {SMOKER_STATES[node.code]}"
+
+    def visit_has_condition(self, node: HasCondition, indent: str) -> str:
+        return f"{indent}condition in {{{', '.join(map(str, node.codes))}}}"
+
+    def visit_exam_count(self, node: ExamCount, indent: str) -> str:
+        return (f"{indent}at least {node.at_least} x LOINC {node.loinc_code} "
+                f"in the last {node.within_months} months")
+
+    def visit_not(self, node: Not, indent: str) -> str:
+        return f"{indent}NOT\n{self.visit(node.child, indent + '  ')}"
+
+    def visit_and(self, node: And, indent: str) -> str:
+        return self._combination("ALL", node.children, indent)
+
+    def visit_or(self, node: Or, indent: str) -> str:
+        return self._combination("ANY", node.children, indent)
+
+    def _combination(self, head: str, children: tuple[Node, ...], indent: str) -> str:
+        return f"{indent}{head}\n" + "\n".join(self.visit(c, indent + "  ") for c in children)
+
+
 def render(node: Node, indent: str = "") -> str:
     """A readable multi-line rendering of the tree (for `cohortbench check`)."""
-    if isinstance(node, Not):
-        return f"{indent}NOT\n{render(node.child, indent + '  ')}"
-    if isinstance(node, (And, Or)):
-        head = "ALL" if isinstance(node, And) else "ANY"
-        return f"{indent}{head}\n" + "\n".join(render(c, indent + "  ") for c in node.children)
-    if isinstance(node, AgeRange):
-        return f"{indent}{node.min_exclusive} < age < {node.max_exclusive}"
-    if isinstance(node, Gender):
-        return f"{indent}gender = {GENDERS[node.code]}"
-    if isinstance(node, Smoker):
-        return f"{indent}smoker = {SMOKER_STATES[node.code]}"
-    if isinstance(node, HasCondition):
-        return f"{indent}condition in {{{', '.join(map(str, node.codes))}}}"
-    return (f"{indent}at least {node.at_least} x LOINC {node.loinc_code} "
-            f"in the last {node.within_months} months")
+    return Renderer().visit(node, indent)

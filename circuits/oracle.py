@@ -10,6 +10,7 @@ import numpy as np
 
 from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, Node, Not, Or, Query, Smoker
 from circuits.population import Population
+from circuits.visitor import Visitor
 
 
 @dataclass(frozen=True, eq=False)
@@ -25,26 +26,41 @@ class Cohort:
         return [population.ids[i] for i in np.flatnonzero(self.eligible)]
 
 
+@dataclass(frozen=True)
+class Oracle(Visitor[np.ndarray]):
+    """Each node as a boolean vector over the population: which patients satisfy it."""
+    pop: Population
+    target = "the plaintext oracle"
+
+    def visit_age_range(self, node: AgeRange) -> np.ndarray:
+        return (self.pop.age > node.min_exclusive) & (self.pop.age < node.max_exclusive)
+
+    def visit_gender(self, node: Gender) -> np.ndarray:
+        return self.pop.gender == node.code
+
+    def visit_smoker(self, node: Smoker) -> np.ndarray:
+        return self.pop.smoker == node.code
+
+    def visit_has_condition(self, node: HasCondition) -> np.ndarray:
+        return np.asarray(np.isin(self.pop.conditions, node.codes).any(axis=1))
+
+    def visit_exam_count(self, node: ExamCount) -> np.ndarray:
+        hits = (self.pop.exam_codes == node.loinc) & (self.pop.exam_months <= node.within_months)
+        return hits.sum(axis=1) >= node.at_least
+
+    def visit_not(self, node: Not) -> np.ndarray:
+        return ~self.visit(node.child)
+
+    def visit_and(self, node: And) -> np.ndarray:
+        return np.logical_and.reduce([self.visit(c) for c in node.children])
+
+    def visit_or(self, node: Or) -> np.ndarray:
+        return np.logical_or.reduce([self.visit(c) for c in node.children])
+
+
 def evaluate(node: Node, pop: Population) -> np.ndarray:
     """Boolean vector: which patients satisfy `node`."""
-    if isinstance(node, AgeRange):
-        return (pop.age > node.min_exclusive) & (pop.age < node.max_exclusive)
-    if isinstance(node, Gender):
-        return pop.gender == node.code
-    if isinstance(node, Smoker):
-        return pop.smoker == node.code
-    if isinstance(node, HasCondition):
-        return np.isin(pop.conditions, node.codes).any(axis=1)
-    if isinstance(node, ExamCount):
-        hits = (pop.exam_codes == node.loinc) & (pop.exam_months <= node.within_months)
-        return hits.sum(axis=1) >= node.at_least
-    if isinstance(node, Not):
-        return ~evaluate(node.child, pop)
-    if isinstance(node, And):
-        return np.logical_and.reduce([evaluate(c, pop) for c in node.children])
-    if isinstance(node, Or):
-        return np.logical_or.reduce([evaluate(c, pop) for c in node.children])
-    raise TypeError(f"not an IR node: {node!r}")
+    return Oracle(pop).visit(node)
 
 
 def cohort(query: Query, pop: Population) -> Cohort:

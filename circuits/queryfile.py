@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union, cast
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
-                      field_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag,
+                      ValidationError, field_validator)
 
 from circuits import codes
 from circuits.errors import InputError, from_pydantic
 from circuits.ir import (MAX_AGE, MAX_MONTHS, AgeRange, And, ExamCount, Gender, HasCondition,
                          Node, Not, Or, Output, Query, Smoker)
+from circuits.visitor import Visitor
 
 
 class _Strict(BaseModel):
@@ -28,6 +29,7 @@ class _Strict(BaseModel):
 _AgeBound = Annotated[int, Field(ge=-1, le=MAX_AGE + 1)]
 _AtLeast = Annotated[int, Field(ge=1)]
 _Months = Annotated[int, Field(ge=0, le=MAX_MONTHS)]
+_SmallCode = Annotated[int, Field(ge=0, le=codes.SMALL_DOMAIN - 1)]
 
 
 def _check_loinc(v: int | str) -> int:
@@ -38,14 +40,20 @@ def _check_loinc(v: int | str) -> int:
 
 class _PaperSmoker(_Strict):
     restriction_type: Literal["SMOKER"]
-    value: Annotated[int, Field(ge=0, le=3)]
+    value: _SmallCode
     inverse: bool = False
+
+    def leaf(self) -> Node:
+        return Smoker(self.value)
 
 
 class _PaperGender(_Strict):
     restriction_type: Literal["GENDER"]
-    value: Annotated[int, Field(ge=0, le=3)]
+    value: _SmallCode
     inverse: bool = False
+
+    def leaf(self) -> Node:
+        return Gender(self.value)
 
 
 class _PaperAge(_Strict):
@@ -54,11 +62,21 @@ class _PaperAge(_Strict):
     max_age: _AgeBound
     inverse: bool = False
 
+    def leaf(self) -> Node:
+        return AgeRange(self.min_age, self.max_age)
+
 
 class _PaperCondition(_Strict):
     restriction_type: Literal["CONDITION"]
     value: Union[int, list[int]]
     inverse: bool = False
+
+    @property
+    def codes(self) -> list[int]:
+        return [self.value] if isinstance(self.value, int) else self.value
+
+    def leaf(self) -> Node:
+        return HasCondition(tuple(self.codes))
 
 
 class _PaperExams(_Strict):
@@ -70,10 +88,12 @@ class _PaperExams(_Strict):
 
     _loinc = field_validator("type")(classmethod(lambda cls, v: _check_loinc(v)))
 
+    def leaf(self) -> Node:
+        return ExamCount(int(self.type), self.nr_exams, self.nr_months)
 
-_PaperRestriction = Annotated[
-    Union[_PaperSmoker, _PaperGender, _PaperAge, _PaperCondition, _PaperExams],
-    Field(discriminator="restriction_type")]
+
+_PaperLeaf = Union[_PaperSmoker, _PaperGender, _PaperAge, _PaperCondition, _PaperExams]
+_PaperRestriction = Annotated[_PaperLeaf, Field(discriminator="restriction_type")]
 _PAPER_TAGS = frozenset({"SMOKER", "GENDER", "AGE", "CONDITION", "NUMBEREXAMS"})
 
 
@@ -107,36 +127,49 @@ class _ExamSpec(_Strict):
 class _All(_Strict):
     all: Annotated[list["_Criterion"], Field(min_length=1)]
 
+    def to_ir(self) -> Node:
+        return And(tuple(c.to_ir() for c in self.all))
+
 
 class _Any(_Strict):
     any: Annotated[list["_Criterion"], Field(min_length=1)]
+
+    def to_ir(self) -> Node:
+        return Or(tuple(c.to_ir() for c in self.any))
 
 
 class _Not(_Strict):
     model_config = ConfigDict(populate_by_name=False)
     not_: "_Criterion" = Field(alias="not")
 
+    def to_ir(self) -> Node:
+        return Not(self.not_.to_ir())
+
 
 class _Age(_Strict):
     age: _AgeSpec
 
+    def to_ir(self) -> Node:
+        return AgeRange(self.age.min_exclusive, self.age.max_exclusive)
+
+
+def _enum_code(names: tuple[str, ...], what: str) -> AfterValidator:
+    """A code given as its number or its name (`codes.parse_enum`), checked after the type."""
+    return AfterValidator(lambda v: codes.parse_enum(v, names, what))
+
 
 class _Gender(_Strict):
-    gender: Union[int, str]
+    gender: Annotated[Union[int, str], _enum_code(codes.GENDERS, "gender")]
 
-    @field_validator("gender")
-    @classmethod
-    def _code(cls, v: int | str) -> int:
-        return codes.parse_enum(v, codes.GENDERS, "gender")
+    def to_ir(self) -> Node:
+        return Gender(int(self.gender))
 
 
 class _Smoker(_Strict):
-    smoker: Union[int, str]
+    smoker: Annotated[Union[int, str], _enum_code(codes.SMOKER_STATES, "smoking status")]
 
-    @field_validator("smoker")
-    @classmethod
-    def _code(cls, v: int | str) -> int:
-        return codes.parse_enum(v, codes.SMOKER_STATES, "smoking status")
+    def to_ir(self) -> Node:
+        return Smoker(int(self.smoker))
 
 
 class _Condition(_Strict):
@@ -150,18 +183,28 @@ class _Condition(_Strict):
                 raise ValueError(_snomed_problem(c))
         return [v] if isinstance(v, int) else v
 
+    def to_ir(self) -> Node:
+        return HasCondition(tuple(cast(list[int], self.condition)))  # a list once validated
+
 
 class _Exams(_Strict):
     exams: _ExamSpec
 
+    def to_ir(self) -> Node:
+        e = self.exams
+        return ExamCount(int(e.loinc), e.at_least, e.within_months)
+
 
 _NATIVE_KINDS = {"all": _All, "any": _Any, "not": _Not, "age": _Age, "gender": _Gender,
                  "smoker": _Smoker, "condition": _Condition, "exams": _Exams}
-_Criterion = Annotated[
-    Union[tuple(Annotated[model, Tag(tag)] for tag, model in _NATIVE_KINDS.items())],
-    Discriminator(_criterion_kind, custom_error_type="criterion",
-                  custom_error_message="a criterion is a mapping with exactly one key: "
-                                       + ", ".join(_NATIVE_KINDS))]
+if TYPE_CHECKING:
+    _Criterion: TypeAlias = Union[_All, _Any, _Not, _Age, _Gender, _Smoker, _Condition, _Exams]
+else:
+    _Criterion = Annotated[
+        Union[tuple(Annotated[model, Tag(tag)] for tag, model in _NATIVE_KINDS.items())],
+        Discriminator(_criterion_kind, custom_error_type="criterion",
+                      custom_error_message="a criterion is a mapping with exactly one key: "
+                                           + ", ".join(_NATIVE_KINDS))]
 for _m in (_All, _Any, _Not):
     _m.model_rebuild()
 
@@ -182,47 +225,24 @@ def _snomed_problem(code: int) -> str:
     return text
 
 
-def _native_to_ir(c: BaseModel) -> Node:
-    if isinstance(c, _All):
-        return And(tuple(map(_native_to_ir, c.all)))
-    if isinstance(c, _Any):
-        return Or(tuple(map(_native_to_ir, c.any)))
-    if isinstance(c, _Not):
-        return Not(_native_to_ir(c.not_))
-    if isinstance(c, _Age):
-        return AgeRange(c.age.min_exclusive, c.age.max_exclusive)
-    if isinstance(c, _Gender):
-        return Gender(c.gender)
-    if isinstance(c, _Smoker):
-        return Smoker(c.smoker)
-    if isinstance(c, _Condition):
-        return HasCondition(tuple(c.condition))
-    assert isinstance(c, _Exams)
-    return ExamCount(c.exams.loinc, c.exams.at_least, c.exams.within_months)
-
-
-def _paper_to_ir(r: BaseModel, where: str, source: str, strict: bool,
+def _paper_to_ir(r: _PaperLeaf, where: str, source: str, strict: bool,
                  warnings: list[str]) -> Node:
-    if isinstance(r, _PaperSmoker):
-        node: Node = Smoker(r.value)
-    elif isinstance(r, _PaperGender):
-        node = Gender(r.value)
-    elif isinstance(r, _PaperAge):
-        node = AgeRange(r.min_age, r.max_age)
-    elif isinstance(r, _PaperCondition):
-        values = [r.value] if isinstance(r.value, int) else r.value
-        for c in values:
-            if not codes.snomed_valid(c):
-                problem = _snomed_problem(c)
-                if strict:
-                    raise InputError(source, f"{where}.value", problem, "correct the code")
-                warnings.append(f"{source}: {where}.value: {problem} Kept as written: "
-                                "it matches no patient (use --strict to make this an error)")
-        node = HasCondition(tuple(values))
-    else:
-        assert isinstance(r, _PaperExams)
-        node = ExamCount(r.type, r.nr_exams, r.nr_months)
+    if isinstance(r, _PaperCondition):
+        _check_paper_conditions(r.codes, where, source, strict, warnings)
+    node = r.leaf()
     return Not(node) if r.inverse else node
+
+
+def _check_paper_conditions(values: list[int], where: str, source: str, strict: bool,
+                            warnings: list[str]) -> None:
+    """A legacy query's invalid SNOMED CT codes: an error with `strict`, else kept with a warning."""
+    for c in values:
+        if not codes.snomed_valid(c):
+            problem = _snomed_problem(c)
+            if strict:
+                raise InputError(source, f"{where}.value", problem, "correct the code")
+            warnings.append(f"{source}: {where}.value: {problem} Kept as written: "
+                            "it matches no patient (use --strict to make this an error)")
 
 
 def parse_query(data: Any, source: str, name: str = "query",
@@ -245,7 +265,7 @@ def parse_query(data: Any, source: str, name: str = "query",
     if isinstance(data, dict) and "criteria" in data:
         try:
             native = _NativeQuery.model_validate(data)
-            root = _native_to_ir(native.criteria)
+            root = native.criteria.to_ir()
         except ValidationError as e:
             raise from_pydantic(source, e, dedupe=frozenset(_NATIVE_KINDS)) from None
         except ValueError as e:  # a relation between fields, checked by the IR
@@ -284,23 +304,36 @@ def read_structured(path: Path) -> Any:
 
 def dump_native(query: Query) -> dict:
     """The native form of a query: parse_query(dump_native(q)) == q."""
-    return {"name": query.name, "output": query.output.value, "criteria": _node_to_native(query.root)}
+    return {"name": query.name, "output": query.output.value,
+            "criteria": NativeWriter().visit(query.root)}
 
 
-def _node_to_native(node: Node) -> dict:
-    if isinstance(node, And):
-        return {"all": [_node_to_native(c) for c in node.children]}
-    if isinstance(node, Or):
-        return {"any": [_node_to_native(c) for c in node.children]}
-    if isinstance(node, Not):
-        return {"not": _node_to_native(node.child)}
-    if isinstance(node, AgeRange):
+class NativeWriter(Visitor[dict]):
+    """Each node as its native criterion: a mapping with one key."""
+
+    target = "the native query format"
+
+    def visit_age_range(self, node: AgeRange) -> dict:
         return {"age": {"min_exclusive": node.min_exclusive, "max_exclusive": node.max_exclusive}}
-    if isinstance(node, Gender):
+
+    def visit_gender(self, node: Gender) -> dict:
         return {"gender": codes.GENDERS[node.code]}
-    if isinstance(node, Smoker):
+
+    def visit_smoker(self, node: Smoker) -> dict:
         return {"smoker": codes.SMOKER_STATES[node.code]}
-    if isinstance(node, HasCondition):
+
+    def visit_has_condition(self, node: HasCondition) -> dict:
         return {"condition": list(node.codes)}
-    return {"exams": {"loinc": node.loinc_code, "at_least": node.at_least,
-                      "within_months": node.within_months}}
+
+    def visit_exam_count(self, node: ExamCount) -> dict:
+        return {"exams": {"loinc": node.loinc_code, "at_least": node.at_least,
+                          "within_months": node.within_months}}
+
+    def visit_not(self, node: Not) -> dict:
+        return {"not": self.visit(node.child)}
+
+    def visit_and(self, node: And) -> dict:
+        return {"all": [self.visit(c) for c in node.children]}
+
+    def visit_or(self, node: Or) -> dict:
+        return {"any": [self.visit(c) for c in node.children]}

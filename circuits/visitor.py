@@ -12,8 +12,6 @@ from __future__ import annotations
 import re
 from typing import Any, Generic, TypeVar
 
-from circuits.ir import NODES
-
 T = TypeVar("T")
 
 
@@ -47,4 +45,5 @@ class Visitor(Generic[T]):
     @classmethod
     def missing(cls) -> list[str]:
         """The node types of `circuits.ir.NODES` this visitor has no method for."""
+        from circuits.ir import NODES  # here, not above: circuits.ir's own `render` is a Visitor
         return [n.__name__ for n in NODES if not hasattr(cls, "visit_" + method_suffix(n))]

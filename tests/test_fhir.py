@@ -106,7 +106,8 @@ def test_datetime_reference_date_is_taken_as_its_date() -> None:
 
 # ---- gender ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("gender, code", [("male", 0), ("female", 1), ("other", 2), ("unknown", 3), (None, 3)])
+@pytest.mark.parametrize("gender, code",
+                         [("male", 0), ("female", 1), ("other", 2), ("unknown", 3), (None, 3)])
 def test_gender_codes(gender, code) -> None:
     assert extract(patient(gender=gender)).gender == code
 
@@ -119,37 +120,27 @@ def test_invalid_gender_is_an_error() -> None:
 
 # ---- smoking status -------------------------------------------------------------------
 
-def test_latest_smoking_observation_wins_whatever_the_entry_order() -> None:
-    p = extract(patient(),
-                smoking("2019-05-01T10:00:00+00:00", FORMER),
-                smoking("2020-05-01T10:00:00+00:00", CURRENT),
-                smoking("2010-05-01T10:00:00+00:00", NEVER))
-    assert p.smoker == 1
-
-
-def test_smoking_observation_after_reference_date_ignored() -> None:
-    p = extract(patient(), smoking("2019-05-01T10:00:00+00:00", NEVER),
-                smoking("2021-04-02T00:00:00+00:00", CURRENT))
-    assert p.smoker == 0
-
-
-def test_smoking_on_reference_date_counts() -> None:
-    p = extract(patient(), smoking("2019-05-01T10:00:00+00:00", NEVER),
-                smoking("2021-04-01T23:00:00+00:00", FORMER))
-    assert p.smoker == 2
-
-
-def test_smoking_falls_back_to_issued() -> None:
-    p = extract(patient(), smoking("2019-05-01T10:00:00+00:00", NEVER),
-                smoking(None, FORMER, issued="2020-01-01T00:00:00.123+00:00"))
-    assert p.smoker == 2
-
-
-def test_smoking_timezones_ordered_as_instants() -> None:
+@pytest.mark.parametrize("observations, code", [
+    pytest.param([smoking("2019-05-01T10:00:00+00:00", FORMER),
+                  smoking("2020-05-01T10:00:00+00:00", CURRENT),
+                  smoking("2010-05-01T10:00:00+00:00", NEVER)], 1,
+                 id="the latest observation wins whatever the entry order"),
+    pytest.param([smoking("2019-05-01T10:00:00+00:00", NEVER),
+                  smoking("2021-04-02T00:00:00+00:00", CURRENT)], 0,
+                 id="an observation after the reference date is ignored"),
+    pytest.param([smoking("2019-05-01T10:00:00+00:00", NEVER),
+                  smoking("2021-04-01T23:00:00+00:00", FORMER)], 2,
+                 id="an observation on the reference date counts"),
+    pytest.param([smoking("2019-05-01T10:00:00+00:00", NEVER),
+                  smoking(None, FORMER, issued="2020-01-01T00:00:00.123+00:00")], 2,
+                 id="without effectiveDateTime, issued"),
     # 2020-05-01T01:00+05:00 is 2020-04-30T20:00Z, earlier than 2020-04-30T22:00Z
-    p = extract(patient(), smoking("2020-04-30T22:00:00+00:00", NEVER),
-                smoking("2020-05-01T01:00:00+05:00", CURRENT))
-    assert p.smoker == 0
+    pytest.param([smoking("2020-04-30T22:00:00+00:00", NEVER),
+                  smoking("2020-05-01T01:00:00+05:00", CURRENT)], 0,
+                 id="time zones ordered as instants"),
+])
+def test_smoking_status_is_the_latest_observation_up_to_the_reference_date(observations, code) -> None:
+    assert extract(patient(), *observations).smoker == code
 
 
 def test_smoking_unknown_value_and_absent() -> None:
@@ -204,8 +195,8 @@ def test_exam_months(when, months) -> None:
 
 def test_exam_months_day_of_month() -> None:
     # 2021-01-31 to 2021-03-30: the 31st is not reached, so one whole month
-    assert extract(patient(), report("57698-3", "2021-01-31"), as_of=dt.date(2021, 3, 30)).exams == ((57698, 1),)
-    assert extract(patient(), report("57698-3", "2021-02-28"), as_of=dt.date(2021, 3, 31)).exams == ((57698, 1),)
+    for written, as_of in (("2021-01-31", dt.date(2021, 3, 30)), ("2021-02-28", dt.date(2021, 3, 31))):
+        assert extract(patient(), report("57698-3", written), as_of=as_of).exams == ((57698, 1),)
 
 
 def test_exam_after_reference_date_ignored() -> None:
@@ -264,7 +255,8 @@ def test_bad_birth_date_names_the_field() -> None:
     assert "1980-13-01" in err.problem
 
 
-@pytest.mark.parametrize("birth, words", [(None, "missing"), ("1980", "partial"), (19800101, "not a FHIR date")])
+@pytest.mark.parametrize("birth, words",
+                         [(None, "missing"), ("1980", "partial"), (19800101, "not a FHIR date")])
 def test_missing_or_partial_birth_date(birth, words) -> None:
     with pytest.raises(BundleError) as e:
         extract(patient(birth))

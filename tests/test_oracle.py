@@ -76,7 +76,7 @@ patients = st.lists(st.builds(
     patient, st.uuids().map(str), st.integers(0, 110), st.integers(0, 3), st.integers(0, 3),
     st.lists(st.sampled_from([55822004, 38341003, 68496003, 410429000]), max_size=4,
              unique=True).map(tuple),
-    st.lists(st.tuples(st.sampled_from([57698, 58410, 51990]), st.integers(0, 300)),
+    st.lists(st.tuples(st.sampled_from([57698, 58410, 51990, 2345]), st.integers(0, 300)),
              max_size=6).map(tuple)), min_size=1, max_size=12)
 
 

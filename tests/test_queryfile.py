@@ -114,7 +114,7 @@ leaf = st.one_of(
     st.builds(Gender, st.integers(0, 3)), st.builds(Smoker, st.integers(0, 3)),
     st.builds(lambda cs: HasCondition(tuple(cs)),
               st.lists(st.sampled_from(VALID_CONDITIONS), min_size=1, max_size=3, unique=True)),
-    st.builds(ExamCount, st.sampled_from([57698, 58410, 51990]), st.integers(1, 5),
+    st.builds(ExamCount, st.sampled_from([57698, 58410, 51990, 2345]), st.integers(1, 5),
               st.integers(0, 300)),
 )
 trees = st.recursive(leaf, lambda kids: st.one_of(

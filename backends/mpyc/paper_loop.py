@@ -8,38 +8,51 @@ It exists so that the speed-up of the vectorised protocol is measured.
 """
 from __future__ import annotations
 
-from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, Node, Not, Or, Smoker
+from typing import Any
+
+from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, Not, Or, Smoker
+from circuits.visitor import Visitor
 
 
-class PaperPatient:
-    """One patient's secret fields; `eval` translates an IR node to a secure bit."""
+class PaperPatient(Visitor[Any]):
+    """One patient's secret fields; `visit` translates an IR node to a secure bit."""
 
-    def __init__(self, mpc, secint, age, gender, smoker, conditions: list, exams: list):
+    target = "MPyC's paper-loop lowering"
+
+    def __init__(self, mpc: Any, secint: Any, age: Any, gender: Any, smoker: Any,
+                 conditions: list, exams: list):
         self.mpc, self.secint = mpc, secint
         self.age, self.gender, self.smoker = age, gender, smoker
         self.conditions, self.exams = conditions, exams  # exams: [(code, months)]
 
-    def eval(self, node: Node):
+    def visit_smoker(self, node: Smoker) -> Any:
+        return self.mpc.eq(self.secint(node.code), self.smoker)
+
+    def visit_gender(self, node: Gender) -> Any:
+        return self.mpc.eq(self.secint(node.code), self.gender)
+
+    def visit_age_range(self, node: AgeRange) -> Any:
         mpc, secint = self.mpc, self.secint
-        if isinstance(node, Smoker):
-            return mpc.eq(secint(node.code), self.smoker)
-        if isinstance(node, Gender):
-            return mpc.eq(secint(node.code), self.gender)
-        if isinstance(node, AgeRange):
-            return mpc.all([mpc.lt(secint(node.min_exclusive), self.age),
-                            mpc.lt(self.age, secint(node.max_exclusive))])
-        if isinstance(node, HasCondition):
-            found = [mpc.eq(c, secint(code)) for c in self.conditions for code in node.codes]
-            return mpc.any(found) if found else secint(0)
-        if isinstance(node, ExamCount):
-            hits = [mpc.eq(code, secint(node.loinc)) * mpc.lt(months, secint(node.within_months + 1))
-                    for code, months in self.exams]
-            count = mpc.sum(hits) if hits else secint(0)
-            return mpc.sub(secint(1), mpc.lt(count, secint(node.at_least)))
-        if isinstance(node, Not):
-            return mpc.sub(secint(1), self.eval(node.child))
-        if isinstance(node, And):
-            return mpc.all([self.eval(c) for c in node.children])
-        if isinstance(node, Or):
-            return mpc.any([self.eval(c) for c in node.children])
-        raise TypeError(f"not an IR node: {node!r}")
+        return mpc.all([mpc.lt(secint(node.min_exclusive), self.age),
+                        mpc.lt(self.age, secint(node.max_exclusive))])
+
+    def visit_has_condition(self, node: HasCondition) -> Any:
+        mpc, secint = self.mpc, self.secint
+        found = [mpc.eq(c, secint(code)) for c in self.conditions for code in node.codes]
+        return mpc.any(found) if found else secint(0)
+
+    def visit_exam_count(self, node: ExamCount) -> Any:
+        mpc, secint = self.mpc, self.secint
+        hits = [mpc.eq(code, secint(node.loinc)) * mpc.lt(months, secint(node.within_months + 1))
+                for code, months in self.exams]
+        count = mpc.sum(hits) if hits else secint(0)
+        return mpc.sub(secint(1), mpc.lt(count, secint(node.at_least)))
+
+    def visit_not(self, node: Not) -> Any:
+        return self.mpc.sub(self.secint(1), self.visit(node.child))
+
+    def visit_and(self, node: And) -> Any:
+        return self.mpc.all([self.visit(c) for c in node.children])
+
+    def visit_or(self, node: Or) -> Any:
+        return self.mpc.any([self.visit(c) for c in node.children])

@@ -12,6 +12,7 @@ import os
 import resource
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from mpyc.runtime import mpc
@@ -23,7 +24,7 @@ from circuits import cost
 from circuits.ir import Output, Query, from_plain, leaves
 
 
-def derived_bit_length(job: Job, query) -> int:
+def derived_bit_length(job: Job, query: Query) -> int:
     """Widest comparison the query needs on the data's public ranges, widened until
     MPyC's prime field (about bit_length + 32 bits) exceeds every code difference.
 
@@ -32,7 +33,7 @@ def derived_bit_length(job: Job, query) -> int:
     """
     widths = [cost.estimate(leaf, *job.slots, job.bounds).max_bits for leaf in leaves(query.root)]
     if job.protocol == "paper-loop":
-        widths += [cost.paper_code_bits(leaf, job.bounds) for leaf in leaves(query.root)]
+        widths.append(cost.paper_code_bits(query.root, job.bounds))
     bit_length = max(widths + [8])
     while mpc.SecInt(bit_length).field.order.bit_length() <= cost.field_bits_needed(query.root, job.bounds):
         bit_length += 1
@@ -52,7 +53,7 @@ def _private(job: Job) -> dict[str, np.ndarray]:
     return cols
 
 
-async def vectorised(job: Job, query, secint) -> object:
+async def vectorised(job: Job, query: Query, secint: Any) -> object:
     """All patients at once, in batches of `job.batch_size` to bound memory."""
     data = _private(job)
     mask = None
@@ -65,13 +66,13 @@ async def vectorised(job: Job, query, secint) -> object:
         hi = min(lo + job.batch_size, job.size)
         shared: dict[str, object] = {}
 
-        def column(name: str, lo: int = lo, hi: int = hi, shared: dict = shared):
+        def column(name: str, lo: int = lo, hi: int = hi, shared: dict = shared) -> Any:
             if name not in shared:
                 shared[name] = mpc.input(secint.array(data[name][lo:hi]), senders=0)
             return shared[name]
 
         bits = Vectorised(mpc, column, job.bounds, job.slots,
-                          None if mask is None else mask[lo:hi]).eval(query.root)
+                          None if mask is None else mask[lo:hi]).visit(query.root)
         if query.output is Output.COUNT:
             total = mpc.np_sum(bits) if total is None else total + mpc.np_sum(bits)
             await mpc.barrier(f"batch-{lo}")
@@ -83,7 +84,7 @@ async def vectorised(job: Job, query, secint) -> object:
     return bits_out if mpc.pid == 0 else None
 
 
-async def paper_loop(job: Job, query, secint) -> object:
+async def paper_loop(job: Job, query: Query, secint: Any) -> object:
     data = _private(job)
     c_counts = e_counts = None
     if job.exact:
@@ -100,7 +101,7 @@ async def paper_loop(job: Job, query, secint) -> object:
         x = mpc.input([secint(v) for v in scalars], senders=0)
         codes, months = x[3 + nc:3 + nc + ne], x[3 + nc + ne:]
         bit = PaperPatient(mpc, secint, x[0], x[1], x[2], x[3:3 + nc],
-                           list(zip(codes, months))).eval(query.root)
+                           list(zip(codes, months))).visit(query.root)
         if query.output is Output.COUNT:
             total += bit
             await mpc.barrier(f"patient-{i}")
@@ -111,8 +112,8 @@ async def paper_loop(job: Job, query, secint) -> object:
     return bits
 
 
-async def main() -> None:
-    job = Job.read(Path(os.environ["COHORTBENCH_JOB"]))
+async def run_job(job: Job) -> dict:
+    """This party's part of the job: its revealed result, timings and bit length."""
     query = Query(from_plain(job.query["root"]), Output(job.query["output"]))
     bit_length = job.bit_length or derived_bit_length(job, query)
     secint = mpc.SecInt(bit_length)
@@ -124,8 +125,13 @@ async def main() -> None:
     await mpc.shutdown()
     if isinstance(result, list):
         result = None if any(b is None for b in result) else [int(b) for b in result]
-    record = {"pid": mpc.pid, "bit_length": bit_length, "compute_s": compute_s, "result": result,
-              "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+    return {"pid": mpc.pid, "bit_length": bit_length, "compute_s": compute_s, "result": result,
+            "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+
+
+async def main() -> None:
+    job = Job.read(Path(os.environ["COHORTBENCH_JOB"]))
+    record = await run_job(job)
     Path(job.result_path, f"result-{mpc.pid}.json").write_text(json.dumps(record))
 
 

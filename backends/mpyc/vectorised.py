@@ -9,17 +9,30 @@ vocabulary) are tested with an indicator polynomial instead of a comparison.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from circuits import cost
 from circuits.codes import SMALL_DOMAIN
 from circuits.cost import DataBounds
-from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, Node, Not, Or, Smoker
+from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, Not, Or, Smoker
+from circuits.visitor import Visitor
 
 
-class Vectorised:
+def is_zero(mpc: Any, a: Any) -> Any:
+    """[a == 0] elementwise for any field elements a: MPyC's probabilistic zero test [NO07].
+
+    MPyC's public `np_equal` uses this test only for types wider than twice the
+    security parameter and otherwise a comparison, which assumes a value within
+    the type's bit length (a product of code differences is not).  The test itself
+    is private (`_np_is_zero`, in mpyc 0.9 to 0.11), hence the version range in
+    pyproject.toml and the check in tests/test_mpyc.py that it is still there.
+    """
+    return mpc._np_is_zero(a)
+
+
+class Vectorised(Visitor[Any]):
     """Translator of IR nodes to secure 0/1 arrays of shape (N,).
 
     `column(name)` returns a secret-shared column (age, gender, smoker: (N,);
@@ -27,7 +40,9 @@ class Vectorised:
     input on first use, so a query only pays for the data it reads.
     """
 
-    def __init__(self, mpc, column: Callable[[str], object], bounds: DataBounds,
+    target = "MPyC's vectorised lowering (shamir)"
+
+    def __init__(self, mpc: Any, column: Callable[[str], Any], bounds: DataBounds,
                  slots: tuple[int, int], exam_mask: np.ndarray | None):
         self.mpc = mpc
         self.column = column
@@ -36,31 +51,32 @@ class Vectorised:
         # With exact padding (public counts) only real exam slots are tested.
         self.exam_mask = exam_mask
 
-    def eval(self, node: Node):
-        mpc = self.mpc
-        if isinstance(node, (Gender, Smoker)):
-            return self._indicator(self.column(type(node).__name__.lower()), node.code, SMALL_DOMAIN)
-        if isinstance(node, AgeRange):
-            age = self.column("age")
-            below = mpc.np_stack((age - node.max_exclusive, node.min_exclusive - age))
-            lt = mpc.np_sgn(below, l=cost.AGE_CMP_BITS, LT=True)
-            return lt[0] * lt[1]
-        if isinstance(node, HasCondition):
-            return self._any_condition(node)
-        if isinstance(node, ExamCount):
-            return self._exam_count(node)
-        if isinstance(node, Not):
-            return 1 - self.eval(node.child)
-        if isinstance(node, And):
-            return self._product([self.eval(c) for c in node.children])
-        if isinstance(node, Or):
-            return 1 - self._product([1 - self.eval(c) for c in node.children])
-        raise TypeError(f"not an IR node: {node!r}")
+    def visit_gender(self, node: Gender) -> Any:
+        return self._indicator(self.column("gender"), node.code, SMALL_DOMAIN)
 
-    def _product(self, xs: list):
+    def visit_smoker(self, node: Smoker) -> Any:
+        return self._indicator(self.column("smoker"), node.code, SMALL_DOMAIN)
+
+    def visit_age_range(self, node: AgeRange) -> Any:
+        mpc = self.mpc
+        age = self.column("age")
+        below = mpc.np_stack((age - node.max_exclusive, node.min_exclusive - age))
+        lt = mpc.np_sgn(below, l=cost.AGE_CMP_BITS, LT=True)
+        return lt[0] * lt[1]
+
+    def visit_not(self, node: Not) -> Any:
+        return 1 - self.visit(node.child)
+
+    def visit_and(self, node: And) -> Any:
+        return self._product([self.visit(c) for c in node.children])
+
+    def visit_or(self, node: Or) -> Any:
+        return 1 - self._product([1 - self.visit(c) for c in node.children])
+
+    def _product(self, xs: list) -> Any:
         return xs[0] if len(xs) == 1 else self.mpc.np_prod(self.mpc.np_stack(xs), axis=0)
 
-    def _indicator(self, x, value: int, domain: int):
+    def _indicator(self, x: Any, value: int, domain: int) -> Any:
         """[x == value] for x known to lie in {0..domain-1}: the Lagrange basis polynomial
         prod_{j != value} (x - j) / (value - j), with no comparison and no random bits."""
         p = x.sectype.field.order
@@ -71,13 +87,11 @@ class Vectorised:
         factors = self.mpc.np_stack([x - j for j in range(domain) if j != value])
         return self.mpc.np_prod(factors, axis=0) * pow(scale, -1, p)
 
-    def _any_condition(self, node: HasCondition):
+    def visit_has_condition(self, node: HasCondition) -> Any:
         """Any slot equal to any code <=> the product of all differences is 0 (mod p).
 
         One zero test per patient instead of C*k equality tests.  The field
-        exceeds every difference (checked), so no factor wraps to 0.  MPyC's
-        probabilistic zero test [NO07] is exact for any field element; its
-        public `np_equal` uses it only for wide types, so it is called directly.
+        exceeds every difference (checked), so no factor wraps to 0.
         """
         mpc = self.mpc
         conds = self.column("conditions")
@@ -87,9 +101,9 @@ class Vectorised:
             raise ValueError(f"SNOMED codes need {needed} bits, the field has {field_bits}: "
                              "raise bit_length")
         factors = mpc.np_hstack([conds - c for c in node.codes])  # (N, C*k)
-        return mpc._np_is_zero(mpc.np_prod(factors, axis=1))
+        return is_zero(mpc, mpc.np_prod(factors, axis=1))
 
-    def _exam_count(self, node: ExamCount):
+    def visit_exam_count(self, node: ExamCount) -> Any:
         mpc = self.mpc
         mask = self.exam_mask
         index = self.bounds.exam_index(node.loinc)

@@ -18,18 +18,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jmespath
 
-from circuits.codes import GENDERS, SMOKER_SNOMED, TOBACCO_SMOKING_STATUS_LOINC, parse_loinc
+from circuits.codes import (GENDERS, SMOKER_SNOMED, SMOKER_STATES, TOBACCO_SMOKING_STATUS_LOINC,
+                           parse_loinc)
 from circuits.ir import MAX_AGE, MAX_MONTHS
 from circuits.population import Patient
 
 LOINC_SYSTEM = "http://loinc.org"
 SNOMED_SYSTEM = "http://snomed.info/sct"
 UNKNOWN_GENDER = GENDERS.index("unknown")
-UNKNOWN_SMOKER = 3
+UNKNOWN_SMOKER = SMOKER_STATES.index("unknown")
 
 # Each projection keeps the resource itself (`@`) last, to locate it on error.
 # Smoking-status Observations: [effectiveDateTime or issued, SNOMED value code, resource].
@@ -66,6 +67,20 @@ def extract_bundle(data: Any, as_of: dt.date, path: Path) -> Patient:
     if isinstance(as_of, dt.datetime):
         as_of = as_of.date()
     path = Path(path)
+    entries = _entries(data, path)
+    buckets, patient_index = _bucketed(entries)
+    p, where = _the_patient(buckets["Patient"], patient_index, path)
+    pid = _patient_id(p, where, path)
+    age = _age(p, where, as_of, path)
+    gender = _gender(p, where, path)
+    smoker = _smoking_status(buckets["Observation"], entries, as_of, path)
+    conditions = _conditions(buckets["Condition"], entries, as_of, path)
+    exams = _exams(buckets["DiagnosticReport"], entries, as_of, path)
+    return Patient(pid, age, gender, smoker, conditions, exams)
+
+
+def _entries(data: Any, path: Path) -> list:
+    """The bundle's entries (none when absent); anything but a Bundle is an error."""
     if not isinstance(data, dict):
         raise BundleError(path, "resourceType", f"not a FHIR Bundle (the JSON is a {type(data).__name__})")
     if data.get("resourceType") != "Bundle":
@@ -76,7 +91,11 @@ def extract_bundle(data: Any, as_of: dt.date, path: Path) -> Patient:
         entries = []
     if not isinstance(entries, list):
         raise BundleError(path, "entry", "is not a list")
+    return entries
 
+
+def _bucketed(entries: list) -> tuple[dict[str, list], int]:
+    """The wanted resources by type, in one pass, and the entry index of the first Patient."""
     buckets: dict[str, list] = {t: [] for t in _WANTED}
     patient_index = -1
     for i, e in enumerate(entries):
@@ -88,19 +107,27 @@ def extract_bundle(data: Any, as_of: dt.date, path: Path) -> Patient:
                 b.append(r)
                 if b is buckets["Patient"] and patient_index < 0:
                     patient_index = i
+    return buckets, patient_index
 
-    patients = buckets["Patient"]
+
+def _the_patient(patients: list, patient_index: int, path: Path) -> tuple[dict, str]:
+    """The bundle's one Patient resource and its location."""
     if not patients:
         raise BundleError(path, "entry", "no Patient resource in the bundle")
     if len(patients) > 1:
         raise BundleError(path, "entry", f"{len(patients)} Patient resources; expected one per bundle")
-    p = patients[0]
-    where = f"entry[{patient_index}].resource"
+    return patients[0], f"entry[{patient_index}].resource"
 
+
+def _patient_id(p: dict, where: str, path: Path) -> str:
     pid = p.get("id")
     if not isinstance(pid, str) or not pid:
         raise BundleError(path, f"{where}.id", "missing Patient id")
+    return pid
 
+
+def _age(p: dict, where: str, as_of: dt.date, path: Path) -> int:
+    """Whole years from `birthDate` to the reference date, within the public bound."""
     if "birthDate" not in p:
         raise BundleError(path, f"{where}.birthDate", "missing; the age cannot be computed")
     birth = _date(p["birthDate"], path, f"{where}.birthDate")
@@ -110,44 +137,56 @@ def extract_bundle(data: Any, as_of: dt.date, path: Path) -> Patient:
     age = as_of.year - birth.year - ((as_of.month, as_of.day) < (birth.month, birth.day))
     if age > MAX_AGE:
         raise BundleError(path, f"{where}.birthDate", f"age {age} exceeds the public bound {MAX_AGE}")
+    return age
 
+
+def _gender(p: dict, where: str, path: Path) -> int:
     g = p.get("gender")
     if g is None:
-        gender = UNKNOWN_GENDER
-    elif isinstance(g, str) and g in GENDERS:
-        gender = GENDERS.index(g)
-    else:
-        raise BundleError(path, f"{where}.gender", f"{g!r} is not one of {', '.join(GENDERS)}")
+        return UNKNOWN_GENDER
+    if isinstance(g, str) and g in GENDERS:
+        return GENDERS.index(g)
+    raise BundleError(path, f"{where}.gender", f"{g!r} is not one of {', '.join(GENDERS)}")
 
-    # Smoking status: the latest 72166-2 observation on or before as_of.
+
+def _smoking_status(observations: list, entries: list, as_of: dt.date, path: Path) -> int:
+    """The code of the latest 72166-2 observation on or before as_of (unknown if none)."""
     smoker, latest = UNKNOWN_SMOKER, None
-    for when, value, r in _SMOKING.search(buckets["Observation"]) or ():
+    for when, value, r in _SMOKING.search(observations) or ():
         if when is None:
             continue  # neither effectiveDateTime nor issued: cannot be ordered
         field = "effectiveDateTime" if r.get("effectiveDateTime") is not None else "issued"
-        key = _instant(when, path, lambda f=field, r=r: f"{_locate(entries, r)}.{f}")
+        key = _instant(when, path, _located(entries, r, field))
         if key[0] > as_of:
             continue
         if latest is None or key[1] >= latest:  # ties: the later entry wins
             latest = key[1]
             smoker = SMOKER_SNOMED.get(value, UNKNOWN_SMOKER) if isinstance(value, str) else UNKNOWN_SMOKER
+    return smoker
 
-    conditions: dict[int, None] = {}
-    for code, onset, r in _CONDITIONS.search(buckets["Condition"]) or ():
+
+def _conditions(conditions: list, entries: list, as_of: dt.date, path: Path) -> tuple[int, ...]:
+    """The distinct SNOMED CT codes of the active, confirmed conditions with no later onset, sorted."""
+    codes: dict[int, None] = {}
+    for code, onset, r in _CONDITIONS.search(conditions) or ():
         if code is None:
             continue  # no SNOMED CT coding: not encodable as a condition
-        if onset is not None and _date(onset, path, lambda r=r: f"{_locate(entries, r)}.onsetDateTime") > as_of:
+        if onset is not None and _date(onset, path, _located(entries, r, "onsetDateTime")) > as_of:
             continue
         if not (isinstance(code, str) and code.isdigit() and int(code) > 0):
             raise BundleError(path, f"{_locate(entries, r)}.code.coding",
                               f"SNOMED CT code {code!r} is not a positive integer")
-        conditions[int(code)] = None
+        codes[int(code)] = None
+    return tuple(sorted(codes))
 
+
+def _exams(reports: list, entries: list, as_of: dt.date, path: Path) -> tuple[tuple[int, int], ...]:
+    """(LOINC body, months before as_of) of each dated report up to as_of, most recent first."""
     exams = []
-    for code, when, r in _REPORTS.search(buckets["DiagnosticReport"]) or ():
+    for code, when, r in _REPORTS.search(reports) or ():
         if when is None:
             continue  # no effectiveDateTime: the exam has no date to count from
-        d = _date(when, path, lambda r=r: f"{_locate(entries, r)}.effectiveDateTime")
+        d = _date(when, path, _located(entries, r, "effectiveDateTime"))
         if d > as_of:
             continue
         months = (as_of.year - d.year) * 12 + (as_of.month - d.month) - (as_of.day < d.day)
@@ -160,8 +199,7 @@ def extract_bundle(data: Any, as_of: dt.date, path: Path) -> Patient:
             raise BundleError(path, f"{_locate(entries, r)}.code.coding", str(e)) from None
         exams.append((body, months))
     exams.sort(key=lambda e: e[1])  # most recent first, as circuits.population.encode
-
-    return Patient(pid, age, gender, smoker, tuple(sorted(conditions)), tuple(exams))
+    return tuple(exams)
 
 
 def extract_file(path: Path, as_of: dt.date) -> Patient:
@@ -222,11 +260,16 @@ def _locate(entries: list, resource: dict) -> str:
     return "entry[?].resource"
 
 
-def _field(field) -> str:
+def _located(entries: list, resource: dict, field: str) -> Callable[[], str]:
+    """The location of a resource's field, found only when an error needs it."""
+    return lambda: f"{_locate(entries, resource)}.{field}"
+
+
+def _field(field: str | Callable[[], str]) -> str:
     return field() if callable(field) else field
 
 
-def _date(value: Any, path: Path, field) -> dt.date:
+def _date(value: Any, path: Path, field: str | Callable[[], str]) -> dt.date:
     """The calendar date of a FHIR date or dateTime (as written, in its own offset)."""
     if isinstance(value, str) and len(value) >= 10 and (len(value) == 10 or value[10] == "T"):
         try:
@@ -239,7 +282,7 @@ def _date(value: Any, path: Path, field) -> dt.date:
     raise BundleError(path, _field(field), problem)
 
 
-def _instant(value: Any, path: Path, field) -> tuple[dt.date, dt.datetime]:
+def _instant(value: Any, path: Path, field: str | Callable[[], str]) -> tuple[dt.date, dt.datetime]:
     """(calendar date as written, comparable UTC instant) of a FHIR dateTime."""
     d = _date(value, path, field)
     try:

@@ -1,0 +1,43 @@
+"""MPyC's two lowerings run in this process, by one party (no -M), for tests of many small runs.
+
+The answers are those of a multi-party run (the same `party.run_job`); the costs
+are not, since nothing is sent.  MPyC reads the command line when its runtime is
+first imported, so it is imported here with pytest's arguments hidden from it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from backends.mpyc.job import Job, write_inputs
+from circuits.cost import DataBounds
+from circuits.ir import Query, to_plain
+from circuits.population import Population
+
+_argv, sys.argv = sys.argv, sys.argv[:1]
+try:
+    from mpyc.runtime import mpc
+
+    from backends.mpyc import party
+finally:
+    sys.argv = _argv
+
+
+def run(protocol: str, query: Query, pop: Population, workdir: Path) -> object:
+    """The revealed result of `query` on `pop`: the eligible bits, or the count."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    data, counts = write_inputs(pop, workdir)
+    job = Job(
+        protocol,
+        {"root": to_plain(query.root), "output": query.output.value},
+        None,
+        len(pop),
+        pop.slots,
+        DataBounds.of(pop),
+        pop.padding.exact,
+        data,
+        counts,
+        str(workdir),
+    )
+    return mpc.run(party.run_job(job))["result"]
