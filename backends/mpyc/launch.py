@@ -7,7 +7,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-SECURITY = {"security": "semi-honest", "majority": "honest"}  # Shamir, t = (m-1)//2
 _STOP = re.compile(r"Stop MPyC -- elapsed time: (\d+):(\d+):([\d.]+)\|bytes sent: (\d+)")
 
 
