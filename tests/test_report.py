@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from harness.analysis import report
+from harness.analysis.records import Record
 from conftest import run_cli_sweep, REPO
 
 QUERY = str(REPO / "configs" / "queries" / "five-criteria.yaml")
@@ -159,6 +160,11 @@ def network_records() -> list[dict]:
     return out
 
 
+def cells_of(records: list[dict]) -> list:
+    """The report's cells of built records, read as a results file would be."""
+    return report.cells([Record.from_json(r) for r in records])
+
+
 def write(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
@@ -185,7 +191,7 @@ def test_every_figure_when_the_data_has_it(tmp_path):
 
 
 def test_paper_figures_follow_the_paper_configs():
-    cells = report.cells(paper_records() + paper_slots_records())
+    cells = cells_of(paper_records() + paper_slots_records())
     fig = report.fig_paper_time_vs_population([c for c in cells if c.config == "paper"])
     assert fig.png and "8 series" in fig.omitted[0]  # conditions-N / exams-N: one population each
     assert not any(q in fig.omitted[0] for q in ("age", "smoker", "gender"))  # 5, 20 and 100
@@ -193,8 +199,8 @@ def test_paper_figures_follow_the_paper_configs():
     assert fig.png and _title(cells) == "n=100 patients"  # the largest population all criteria share
     points = sorted(p for c in cells if (p := report._slots_point(c)))
     assert ("conditions", 16) in points and ("exams", 4) in points and ("exams", 16) in points
-    assert report.fig_paper_bytes_vs_slots(report.cells(paper_slots_records())).png
-    none = report.figures(report.cells(network_records()))
+    assert report.fig_paper_bytes_vs_slots(cells_of(paper_slots_records())).png
+    none = report.figures(cells_of(network_records()))
     assert {f.name for f in none if f.skipped} == {
         "paper_time_vs_population", "paper_bytes_per_criterion", "paper_bytes_vs_slots"}
 
@@ -207,8 +213,8 @@ def _title(cells) -> str:
 
 
 def test_security_model_ratios_are_to_the_fastest_semi_honest_protocol():
-    cells = report.cells(network_records())
-    by = {(c.protocol, c.network, c.population): c for c in cells}
+    cells = cells_of(network_records())
+    by = {(c.engine_label, c.network, c.population): c for c in cells}
     assert by[("mpyc/loop/3p", "wan", 100)].wall / by[("mpyc/shamir/3p", "wan", 100)].wall == \
         pytest.approx(3.0, rel=0.05)
     fig = report.fig_security_model(cells)
