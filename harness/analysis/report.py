@@ -577,8 +577,8 @@ def _metas(records: list[dict]) -> list[dict]:
 
 def _summary(all_cells: list[Cell]) -> tuple[list[str], list[list[dict]]]:
     head = ["config", "engine/protocol", "security", "parties", "population", "network", "padding",
-            "query", "options", "median wall", "IQR", "bytes", "bytes det.", "rounds", "cohort", "correct", "runs",
-            "speed-up", "bytes ratio"]
+            "query", "options", "median wall", "IQR", "bytes", "bytes det.", "rounds", "cohort", "correct",
+            "runs", "speed-up", "bytes ratio"]
     rows = []
     for c in all_cells:
         f = c.first
