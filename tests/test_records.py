@@ -72,7 +72,8 @@ def _documented_fields() -> list[tuple[str, str, str]]:
 
 def test_the_readme_table_is_the_dataclass():
     expected = ["| field | type | meaning |", "| --- | --- | --- |"] + [
-        f"| `{name}` | `{kind.replace(BAR, ESCAPED_BAR)}` | {doc} |" for name, kind, doc in _documented_fields()]
+        f"| `{name}` | `{kind.replace(BAR, ESCAPED_BAR)}` | {doc} |"
+        for name, kind, doc in _documented_fields()]
     readme = (REPO / "README.md").read_text().splitlines()
     start = readme.index(expected[0])
     table = readme[start:start + len(expected) + 1]

@@ -54,7 +54,8 @@ def report_speedups(recs: list[Record]) -> dict[tuple[str, str], str]:
 
 @pytest.mark.parametrize("compare_to,expected", [
     ({"network": "loopback"}, {("mpyc/shamir/3p", "relay"): "0.7x", ("mpyc/shamir/5p", "relay"): "0.7x"}),
-    ({"protocol": "paper-loop"}, {("mpyc/shamir/3p", "loopback"): "4.0x", ("mpyc/shamir/3p", "relay"): "3.3x"}),
+    ({"protocol": "paper-loop"},
+     {("mpyc/shamir/3p", "loopback"): "4.0x", ("mpyc/shamir/3p", "relay"): "3.3x"}),
     ({"parties": 3}, {("mpyc/shamir/5p", "loopback"): "0.5x", ("mpyc/shamir/5p", "relay"): "0.5x"}),
 ])
 def test_show_and_report_print_the_same_speedups(compare_to, expected):

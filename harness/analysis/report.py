@@ -175,57 +175,57 @@ def _time_series(data: list[Cell], x_of: Callable[[Cell], object], exclude: str,
 
 
 def _time_figure(f: Figure, data: list[Cell], x_of: Callable[[Cell], object], axis: str,
-                 why_not: str) -> tuple[list[str], list[list[Cell]]] | None:
-    """The series of a time-against-`axis` figure, or None (and `f.skipped`) without any."""
+                 why_not: str, draw: Callable[[list[str], list[list[Cell]]], object]) -> Figure:
+    """A time-against-`axis` figure drawn by `draw(labels, series)`, or skipped for `why_not`."""
     labels, series = _time_series(data, x_of, axis, f.omitted)
     if not series:
         f.skipped = why_not
-        return None
-    return labels, series
+    else:
+        f.png = _png(draw(labels, series))
+    return f
+
+
+def _draw_time_vs_population(labels: list[str], series: list[list[Cell]]):
+    fig, ax = _time_lines(labels, series, lambda c: c.population, lambda c: c.population,
+                          "population (patients)", "Wall time vs population (median, IQR)")
+    _log_axis(ax.xaxis, "x", sorted({c.population for s in series for c in s}))
+    return fig
 
 
 def fig_time_vs_population(data: list[Cell]) -> Figure:
     f = Figure("time_vs_population", "Wall time vs population",
                "Median wall time per run against the number of patients, one line per protocol "
                "(log-log); error bars span the interquartile range of the repeats.")
-    found = _time_figure(f, data, lambda c: c.population, "population",
-                         "no protocol was run at two or more populations (with the other settings equal)")
-    if found is None:
-        return f
-    labels, series = found
-    fig, ax = _time_lines(labels, series, lambda c: c.population, lambda c: c.population)
-    _log_axis(ax.xaxis, "x", sorted({c.population for s in series for c in s}))
-    ax.set_xlabel("population (patients)")
-    ax.set_title("Wall time vs population (median, IQR)")
-    f.png = _png(fig)
-    return f
+    return _time_figure(f, data, lambda c: c.population, "population",
+                        "no protocol was run at two or more populations (with the other settings equal)",
+                        _draw_time_vs_population)
+
+
+def _draw_time_vs_network(labels: list[str], series: list[list[Cell]]):
+    profiles = sorted({(c.network_order, _network_label(c)) for s in series for c in s})
+    xpos = {label: i for i, (_, label) in enumerate(profiles)}
+    fig, ax = _time_lines(labels, series, lambda c: c.network_order, lambda c: xpos[_network_label(c)],
+                          "network profile (one-way delay, bandwidth)",
+                          "Wall time vs network profile (median, IQR)")
+    ax.set_xticks(range(len(profiles)), [label for _, label in profiles])
+    return fig
 
 
 def fig_time_vs_network(data: list[Cell]) -> Figure:
     f = Figure("time_vs_network", "Wall time vs network profile",
                "Median wall time per run on each emulated network profile (ordered by delay, then "
                "bandwidth), one line per protocol and population; IQR error bars.")
-    found = _time_figure(f, data, lambda c: c.network, "network",
-                         "every cell ran on a single network profile")
-    if found is None:
-        return f
-    labels, series = found
-    profiles = sorted({(c.network_order, _network_label(c)) for s in series for c in s})
-    xpos = {label: i for i, (_, label) in enumerate(profiles)}
-    fig, ax = _time_lines(labels, series, lambda c: c.network_order,
-                          lambda c: xpos[_network_label(c)])
-    ax.set_xticks(range(len(profiles)), [label for _, label in profiles])
-    ax.set_xlabel("network profile (one-way delay, bandwidth)")
-    ax.set_title("Wall time vs network profile (median, IQR)")
-    f.png = _png(fig)
-    return f
+    return _time_figure(f, data, lambda c: c.network, "network",
+                        "every cell ran on a single network profile", _draw_time_vs_network)
 
 
 def _time_lines(labels: list[str], series: list[list[Cell]], order: Callable,
-                x: Callable):
+                x: Callable, xlabel: str, title: str):
     """One median-with-IQR line of wall time per series, on a log time axis."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
     for label, s in zip(labels, series):
         s = sorted(s, key=order)
         y, err = _errorbars(s)
@@ -359,17 +359,9 @@ def fig_security_model(data: list[Cell]) -> Figure:
     return f
 
 
-def fig_paper_time_vs_population(data: list[Cell]) -> Figure:
+def _draw_paper_time_vs_population(labels: list[str], series: list[list[Cell]]):
+    """One panel per protocol, one line per criterion."""
     lo, hi = PAPER_POPULATIONS
-    f = Figure("paper_time_vs_population", f"Paper: wall time vs population ({lo}-{hi})",
-               "The paper's Figure 7: median wall time per run against the number of patients, "
-               "one panel per protocol, one line per criterion (query); IQR error bars.")
-    data = [c for c in data if lo <= c.population <= hi]
-    found = _time_figure(f, data, lambda c: c.population, "population",
-                         f"no protocol of config 'paper' was run at two or more populations in {lo}-{hi}")
-    if found is None:
-        return f
-    labels, series = found
     protocols = sorted({s[0].engine_label for s in series})
     plt = _plt()
     fig, axes = plt.subplots(1, len(protocols), figsize=(5.0 * len(protocols) + 1.5, 4.6),
@@ -388,8 +380,18 @@ def fig_paper_time_vs_population(data: list[Cell]) -> Figure:
         ax.set_title(proto)
         _legend(ax, len(mine))
     fig.suptitle(f"Wall time vs population, {lo}-{hi} patients (median, IQR)", fontsize=11)
-    f.png = _png(fig)
-    return f
+    return fig
+
+
+def fig_paper_time_vs_population(data: list[Cell]) -> Figure:
+    lo, hi = PAPER_POPULATIONS
+    f = Figure("paper_time_vs_population", f"Paper: wall time vs population ({lo}-{hi})",
+               "The paper's Figure 7: median wall time per run against the number of patients, "
+               "one panel per protocol, one line per criterion (query); IQR error bars.")
+    return _time_figure(f, [c for c in data if lo <= c.population <= hi], lambda c: c.population,
+                        "population",
+                        f"no protocol of config 'paper' was run at two or more populations in {lo}-{hi}",
+                        _draw_paper_time_vs_population)
 
 
 def _largest_common(chosen: list[Cell], group: Callable[[Cell], object]
