@@ -230,18 +230,19 @@ def test_half_written_last_line_is_a_warning_not_an_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def real_results(tmp_path_factory) -> Path:
-    """A real tiny sweep through the CLI: MPyC shamir and the plain engine on 10 patients."""
+    """A real tiny sweep through the CLI: MPyC shamir and the plain engine on 10 and 20 patients
+    (tests/test_report.py reports it too)."""
     d = tmp_path_factory.mktemp("real")
     cfg = d / "tiny.yaml"
     cfg.write_text(f"""
 name: tiny
 query: {QUERY}
-populations: [synthetic:10]
+populations: [synthetic:10, synthetic:20]
 padding: {{conditions: 4, exams: 6}}
 engines:
   - {{engine: mpyc, protocol: shamir, parties: 3}}
   - {{engine: plain}}
-repeats: 3
+repeats: 2
 warmup: 0
 timeout_s: 120
 """)
@@ -251,16 +252,16 @@ timeout_s: 120
 
 def test_real_sweep_against_itself_and_doctored(tmp_path, real_results):
     records = [json.loads(line) for line in real_results.read_text().splitlines()]
-    assert len(records) == 6 and all(r["error"] is None for r in records)
+    assert len(records) == 8 and all(r["error"] is None for r in records)
     r = CliRunner().invoke(cmp.command, [str(real_results), str(real_results)])
     assert r.exit_code == 0, r.output
-    assert "tiny mpyc/shamir/3p synthetic:10 loopback" in r.output and "PASS: 2 cell(s): 2 ok" in r.output
+    assert "tiny mpyc/shamir/3p synthetic:10 loopback" in r.output and "PASS: 4 cell(s): 4 ok" in r.output
     # the MPyC cell's bytes grow 2%: beyond any tolerance its own spread allows
     doctored = [dict(r, bytes_sent=int(r["bytes_sent"] * 1.02)) if r["engine"] == "mpyc" else r
                 for r in records]
     r = CliRunner().invoke(cmp.command, [str(real_results), str(write(tmp_path / "d.jsonl", doctored))])
     assert r.exit_code == 1 and "bytes_sent +2" in r.output, r.output
-    # the plain engine's times x10 (three samples: the ratio-alone rule)
+    # the plain engine's times x10 (two samples: the ratio-alone rule)
     doctored = [dict(r, wall_s=r["wall_s"] * 10) if r["engine"] == "plain" else r for r in records]
     r = CliRunner().invoke(cmp.command, [str(real_results), str(write(tmp_path / "d.jsonl", doctored))])
     assert r.exit_code == 1 and "too few for the U test" in r.output, r.output

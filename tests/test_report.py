@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from harness.analysis import report
 from harness.analysis.records import Record
-from conftest import run_cli_sweep, REPO
+import test_compare
 
-QUERY = str(REPO / "configs" / "queries" / "five-criteria.yaml")
+real_results = test_compare.real_results  # one real tiny sweep serves both files
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GENERAL = ("time_vs_population", "time_vs_network", "bytes_per_party", "security_model")
 PAPER = ("paper_time_vs_population", "paper_bytes_per_criterion", "paper_bytes_vs_slots")
@@ -44,27 +44,6 @@ def assert_self_contained(page: str) -> _Links:
 
 def run_report(*args: str):
     return CliRunner().invoke(report.command, list(args))
-
-
-@pytest.fixture(scope="module")
-def real_results(tmp_path_factory) -> Path:
-    """A real small sweep through the CLI: the plain engine and MPyC shamir at 10 and 20 patients."""
-    d = tmp_path_factory.mktemp("real")
-    cfg = d / "small.yaml"
-    cfg.write_text(f"""
-name: small
-query: {QUERY}
-populations: [synthetic:10, synthetic:20]
-padding: {{conditions: 4, exams: 6}}
-engines:
-  - {{engine: plain}}
-  - {{engine: mpyc, protocol: shamir, parties: 3}}
-repeats: 2
-warmup: 0
-timeout_s: 120
-""")
-    out = d / "small.jsonl"
-    return run_cli_sweep(cfg, out)
 
 
 def test_report_on_a_real_results_file(tmp_path, real_results):
