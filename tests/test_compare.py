@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from harness.analysis import compare as cmp
+from harness.analysis.records import Record
 from harness.run import meta
 from conftest import run_cli_sweep, REPO
 
@@ -47,6 +48,11 @@ def sweep(walls=WALLS, scale: float = 1.0, c1_bytes: int = 1000, c1_rounds: int 
     return out
 
 
+def compare(base: list[dict], new: list[dict], thresholds: cmp.Thresholds | None = None) -> cmp.Comparison:
+    """`compare` of built records, read as a results file would be."""
+    return cmp.compare([Record.from_json(r) for r in base], [Record.from_json(r) for r in new], thresholds)
+
+
 def write(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
@@ -65,7 +71,7 @@ def test_identical_inputs_exit_0(tmp_path):
     r = run(tmp_path, sweep(), sweep())
     assert r.exit_code == 0, r.output
     assert "PASS" in r.output and "REGRESSION" not in r.output
-    c = cmp.compare(sweep(), sweep())
+    c = compare(sweep(), sweep())
     assert [x.verdict for x in c.cells] == ["ok"] * 3
     assert c.cells[0].check("bytes_sent").rule.startswith("exact (deterministic)")
     assert "tolerance" in by_cell(c)["c2"].check("bytes_sent").rule
@@ -82,12 +88,12 @@ def test_injected_regression_exit_1(tmp_path, change, cell, metric):
     r = run(tmp_path, sweep(), sweep(**change))
     assert r.exit_code == 1, r.output
     assert "REGRESSION" in r.output and "FAIL" in r.output
-    c = by_cell(cmp.compare(sweep(), sweep(**change)))[cell]
+    c = by_cell(compare(sweep(), sweep(**change)))[cell]
     assert c.verdict == "REGRESSION" and c.check(metric).verdict == "REGRESSION"
 
 
 def test_slowed_time_series_is_significant(tmp_path):
-    c = by_cell(cmp.compare(sweep(), sweep(scale=2.0)))["c1"].check("wall_s")
+    c = by_cell(compare(sweep(), sweep(scale=2.0)))["c1"].check("wall_s")
     assert c.ratio == pytest.approx(2.0) and c.p_value < 0.05 and "U test" in c.rule
 
 
@@ -96,23 +102,23 @@ def test_noise_within_the_baseline_spread_is_ok(tmp_path):
     new = sweep(walls=[1.03, 0.98, 1.01, 0.96, 1.05], c2_bytes=[9_537_200, 9_536_800, 9_537_050])
     r = run(tmp_path, sweep(), new)
     assert r.exit_code == 0, r.output
-    assert {x.verdict for x in cmp.compare(sweep(), new).cells} == {"ok"}
+    assert {x.verdict for x in compare(sweep(), new).cells} == {"ok"}
 
 
 def test_large_but_insignificant_time_change_is_only_a_warning():
     # the median doubles, but the samples overlap so much that the U test cannot tell them apart
     base = sweep(walls=[1.0, 1.0, 3.0, 3.0, 1.0])
     new = sweep(walls=[3.0, 1.0, 3.0, 2.9, 1.0])
-    w = by_cell(cmp.compare(base, new))["c3"].check("wall_s")
+    w = by_cell(compare(base, new))["c3"].check("wall_s")
     assert w.ratio > 1.5 and w.p_value >= 0.05 and w.verdict == "warn"
     assert "not significant" in w.rule
 
 
 def test_few_samples_use_the_ratio_alone_against_a_wider_threshold(tmp_path):
     base = sweep(walls=[1.0, 1.02, 0.98])
-    c = by_cell(cmp.compare(base, sweep(walls=[1.0, 1.02, 0.98], scale=1.8)))["c3"].check("wall_s")
+    c = by_cell(compare(base, sweep(walls=[1.0, 1.02, 0.98], scale=1.8)))["c3"].check("wall_s")
     assert c.verdict == "warn" and c.p_value is None and "too few for the U test" in c.rule
-    c = by_cell(cmp.compare(base, sweep(walls=[1.0, 1.02, 0.98], scale=2.5)))["c3"].check("wall_s")
+    c = by_cell(compare(base, sweep(walls=[1.0, 1.02, 0.98], scale=2.5)))["c3"].check("wall_s")
     assert c.verdict == "REGRESSION" and "ratio alone vs x2.00" in c.rule
     r = run(tmp_path, base, sweep(walls=[1.0, 1.02, 0.98], scale=2.5))
     assert r.exit_code == 1 and "too few" in r.output
@@ -126,7 +132,7 @@ def test_thresholds_are_options(tmp_path):
 
 
 def test_faster_is_improved_not_a_failure(tmp_path):
-    c = cmp.compare(sweep(), sweep(scale=0.5, c1_bytes=900))
+    c = compare(sweep(), sweep(scale=0.5, c1_bytes=900))
     assert {x.verdict for x in c.cells} == {"improved"} and c.exit_code == 0
 
 
@@ -135,7 +141,7 @@ def test_missing_cells_on_either_side_are_reported_and_fail(tmp_path):
     assert r.exit_code == 1 and "missing" in r.output and "only in the baseline" in r.output
     r = run(tmp_path, sweep(cells=("c1",)), sweep())
     assert r.exit_code == 1 and "only in the new sweep" in r.output
-    c = cmp.compare(sweep(cells=("c1",)), sweep(cells=("c2",)))
+    c = compare(sweep(cells=("c1",)), sweep(cells=("c2",)))
     assert [(x.cell, x.verdict, x.runs) for x in c.cells] == [("c1", "missing", (5, 0)),
                                                                ("c2", "missing", (0, 5))]
 
@@ -143,30 +149,30 @@ def test_missing_cells_on_either_side_are_reported_and_fail(tmp_path):
 def test_same_cell_hash_in_another_config_is_another_cell():
     base = sweep()
     new = [dict(r, config="other") for r in sweep()]
-    assert {x.verdict for x in cmp.compare(base, new).cells} == {"missing"}
+    assert {x.verdict for x in compare(base, new).cells} == {"missing"}
 
 
 def test_an_error_or_a_wrong_cohort_is_a_regression(tmp_path):
     new = sweep()
     new[1] = record("c1", 1, None, None, None, None, False, "party 1 exited with -9")
-    c = by_cell(cmp.compare(sweep(), new))["c1"]
+    c = by_cell(compare(sweep(), new))["c1"]
     assert c.verdict == "REGRESSION" and "1 of 5 new run(s) failed: party 1 exited with -9" in \
         c.check("correct").rule
     new = [dict(r, cohort_size=6) if r["cell"] == "c2" else r for r in sweep()]
-    c = by_cell(cmp.compare(sweep(), new))["c2"]
+    c = by_cell(compare(sweep(), new))["c2"]
     assert c.verdict == "REGRESSION" and c.check("cohort_size").rule == "cohort size [5] -> [6]"
     new = [dict(r, correct=False) if r["cell"] == "c3" else r for r in sweep()]
-    assert by_cell(cmp.compare(sweep(), new))["c3"].verdict == "REGRESSION"
+    assert by_cell(compare(sweep(), new))["c3"].verdict == "REGRESSION"
     assert run(tmp_path, sweep(), new).exit_code == 1
 
 
 def test_calibration_normalises_times_when_both_files_have_it():
     # a machine twice as slow: every time and the calibration doubled -> not a regression
-    c = cmp.compare(sweep(calibration=0.2), sweep(scale=2.0, calibration=0.4))
+    c = compare(sweep(calibration=0.2), sweep(scale=2.0, calibration=0.4))
     assert c.normalised and c.exit_code == 0 and "normalised" in c.notes[0]
     assert by_cell(c)["c1"].check("wall_s").ratio == pytest.approx(1.0)
     # only one side calibrated: raw seconds, and it says so
-    c = cmp.compare(sweep(), sweep(scale=2.0, calibration=0.4))
+    c = compare(sweep(), sweep(scale=2.0, calibration=0.4))
     assert not c.normalised and c.exit_code == 1 and "missing in baseline" in c.notes[0]
 
 
@@ -224,18 +230,19 @@ def test_half_written_last_line_is_a_warning_not_an_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def real_results(tmp_path_factory) -> Path:
-    """A real tiny sweep through the CLI: MPyC shamir and the plain engine on 10 patients."""
+    """A real tiny sweep through the CLI: MPyC shamir and the plain engine on 10 and 20 patients
+    (tests/test_report.py reports it too)."""
     d = tmp_path_factory.mktemp("real")
     cfg = d / "tiny.yaml"
     cfg.write_text(f"""
 name: tiny
 query: {QUERY}
-populations: [synthetic:10]
+populations: [synthetic:10, synthetic:20]
 padding: {{conditions: 4, exams: 6}}
 engines:
   - {{engine: mpyc, protocol: shamir, parties: 3}}
   - {{engine: plain}}
-repeats: 3
+repeats: 2
 warmup: 0
 timeout_s: 120
 """)
@@ -245,16 +252,16 @@ timeout_s: 120
 
 def test_real_sweep_against_itself_and_doctored(tmp_path, real_results):
     records = [json.loads(line) for line in real_results.read_text().splitlines()]
-    assert len(records) == 6 and all(r["error"] is None for r in records)
+    assert len(records) == 8 and all(r["error"] is None for r in records)
     r = CliRunner().invoke(cmp.command, [str(real_results), str(real_results)])
     assert r.exit_code == 0, r.output
-    assert "tiny mpyc/shamir/3p synthetic:10 loopback" in r.output and "PASS: 2 cell(s): 2 ok" in r.output
+    assert "tiny mpyc/shamir/3p synthetic:10 loopback" in r.output and "PASS: 4 cell(s): 4 ok" in r.output
     # the MPyC cell's bytes grow 2%: beyond any tolerance its own spread allows
     doctored = [dict(r, bytes_sent=int(r["bytes_sent"] * 1.02)) if r["engine"] == "mpyc" else r
                 for r in records]
     r = CliRunner().invoke(cmp.command, [str(real_results), str(write(tmp_path / "d.jsonl", doctored))])
     assert r.exit_code == 1 and "bytes_sent +2" in r.output, r.output
-    # the plain engine's times x10 (three samples: the ratio-alone rule)
+    # the plain engine's times x10 (two samples: the ratio-alone rule)
     doctored = [dict(r, wall_s=r["wall_s"] * 10) if r["engine"] == "plain" else r for r in records]
     r = CliRunner().invoke(cmp.command, [str(real_results), str(write(tmp_path / "d.jsonl", doctored))])
     assert r.exit_code == 1 and "too few for the U test" in r.output, r.output
@@ -270,7 +277,7 @@ def test_zero_baseline_bytes_and_json_without_infinity(tmp_path):
 
 def test_times_warn_keeps_exact_figures_failing():
     """--times warn: a slowed series is a warning, a changed byte count still fails."""
-    from harness.analysis.compare import Thresholds, compare
+    from harness.analysis.compare import Thresholds
     base = sweep(cells=("c1",))
     slow = sweep(cells=("c1",), scale=3.0)
     assert compare(base, slow, Thresholds(times_fail=False)).exit_code == 0

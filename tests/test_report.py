@@ -10,9 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from harness.analysis import report
-from conftest import run_cli_sweep, REPO
+from harness.analysis.records import Record
+import test_compare
 
-QUERY = str(REPO / "configs" / "queries" / "five-criteria.yaml")
+real_results = test_compare.real_results  # one real tiny sweep serves both files
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GENERAL = ("time_vs_population", "time_vs_network", "bytes_per_party", "security_model")
 PAPER = ("paper_time_vs_population", "paper_bytes_per_criterion", "paper_bytes_vs_slots")
@@ -45,27 +46,6 @@ def run_report(*args: str):
     return CliRunner().invoke(report.command, list(args))
 
 
-@pytest.fixture(scope="module")
-def real_results(tmp_path_factory) -> Path:
-    """A real small sweep through the CLI: the plain engine and MPyC shamir at 10 and 20 patients."""
-    d = tmp_path_factory.mktemp("real")
-    cfg = d / "small.yaml"
-    cfg.write_text(f"""
-name: small
-query: {QUERY}
-populations: [synthetic:10, synthetic:20]
-padding: {{conditions: 4, exams: 6}}
-engines:
-  - {{engine: plain}}
-  - {{engine: mpyc, protocol: shamir, parties: 3}}
-repeats: 2
-warmup: 0
-timeout_s: 120
-""")
-    out = d / "small.jsonl"
-    return run_cli_sweep(cfg, out)
-
-
 def test_report_on_a_real_results_file(tmp_path, real_results):
     out = tmp_path / "report"
     r = run_report(str(real_results), "--out", str(out))
@@ -84,7 +64,8 @@ def test_report_on_a_real_results_file(tmp_path, real_results):
     links = assert_self_contained(page)
     assert sum(u.startswith("data:image/png;base64,") for u in links.urls) == 3
     assert "Wall time vs network profile</b>: skipped" in page
-    assert "ea53ff0" in page or "commit" in page  # run metadata
+    commits = {json.loads(line)["meta"]["commit"] for line in real_results.read_text().splitlines()}
+    assert commits and all(f"<td>{c}</td>" in page for c in commits)  # run metadata: the real value
     assert "mpyc/shamir" in page and "plain/" in page  # the summary table
 
     rows = list(csv.DictReader((out / "cells.csv").open()))
@@ -159,6 +140,11 @@ def network_records() -> list[dict]:
     return out
 
 
+def cells_of(records: list[dict]) -> list:
+    """The report's cells of built records, read as a results file would be."""
+    return report.cells([Record.from_json(r) for r in records])
+
+
 def write(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
@@ -185,7 +171,7 @@ def test_every_figure_when_the_data_has_it(tmp_path):
 
 
 def test_paper_figures_follow_the_paper_configs():
-    cells = report.cells(paper_records() + paper_slots_records())
+    cells = cells_of(paper_records() + paper_slots_records())
     fig = report.fig_paper_time_vs_population([c for c in cells if c.config == "paper"])
     assert fig.png and "8 series" in fig.omitted[0]  # conditions-N / exams-N: one population each
     assert not any(q in fig.omitted[0] for q in ("age", "smoker", "gender"))  # 5, 20 and 100
@@ -193,8 +179,8 @@ def test_paper_figures_follow_the_paper_configs():
     assert fig.png and _title(cells) == "n=100 patients"  # the largest population all criteria share
     points = sorted(p for c in cells if (p := report._slots_point(c)))
     assert ("conditions", 16) in points and ("exams", 4) in points and ("exams", 16) in points
-    assert report.fig_paper_bytes_vs_slots(report.cells(paper_slots_records())).png
-    none = report.figures(report.cells(network_records()))
+    assert report.fig_paper_bytes_vs_slots(cells_of(paper_slots_records())).png
+    none = report.figures(cells_of(network_records()))
     assert {f.name for f in none if f.skipped} == {
         "paper_time_vs_population", "paper_bytes_per_criterion", "paper_bytes_vs_slots"}
 
@@ -207,8 +193,8 @@ def _title(cells) -> str:
 
 
 def test_security_model_ratios_are_to_the_fastest_semi_honest_protocol():
-    cells = report.cells(network_records())
-    by = {(c.protocol, c.network, c.population): c for c in cells}
+    cells = cells_of(network_records())
+    by = {(c.engine_label, c.network, c.population): c for c in cells}
     assert by[("mpyc/loop/3p", "wan", 100)].wall / by[("mpyc/shamir/3p", "wan", 100)].wall == \
         pytest.approx(3.0, rel=0.05)
     fig = report.fig_security_model(cells)

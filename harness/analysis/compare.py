@@ -43,26 +43,14 @@ from rich.console import Console
 from rich.table import Table
 
 from circuits.errors import InputError
-from harness.analysis import records as results
+from harness.analysis import records as results, stats
+from harness.analysis.records import Record
+from harness.analysis.stats import format_value
 
 OK, IMPROVED, WARN, MISSING, REGRESSION = "ok", "improved", "warn", "missing", "REGRESSION"
 _SEVERITY = {OK: 0, IMPROVED: 1, WARN: 2, MISSING: 3, REGRESSION: 4}
 _STYLE = {OK: "green", IMPROVED: "cyan", WARN: "yellow", MISSING: "magenta", REGRESSION: "bold red"}
 COUNTED = ("bytes_sent", "rounds", "messages")  # compared exactly when deterministic
-
-_NUMBER = (int, float)
-_NONE = type(None)
-# key -> accepted types; a record lacking one of these, or holding another type, is malformed
-_REQUIRED: dict[str, tuple[type, ...]] = {
-    "config": (str,), "cell": (str,), "repeat": (int,), "warmup": (bool,),
-    "wall_s": (*_NUMBER, _NONE), "error": (str, _NONE), "correct": (bool,),
-    "cohort_size": (int, _NONE),
-}
-_OPTIONAL: dict[str, tuple[type, ...]] = {
-    "bytes_sent": (*_NUMBER, _NONE), "rounds": (*_NUMBER, _NONE), "messages": (*_NUMBER, _NONE),
-    "meta": (dict, _NONE), "network": (dict, _NONE), "query": (dict, _NONE),
-}
-
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -140,64 +128,34 @@ def _finite(x):
 
 # ---------------------------------------------------------------- input
 
-def load(path: Path, warn: Callable[[str], None] | None = None) -> list[dict]:
-    """Every record of a results file, checked for the fields `compare` needs."""
-    try:
-        records = results.read(path, warn)
-        text = path.read_text()
-    except UnicodeDecodeError:
-        raise InputError(str(path), "", "not a text file",
-                         "results files are JSON lines written by `cohortbench run`") from None
+def load(path: Path, warn: Callable[[str], None] | None = None) -> list[Record]:
+    """Every record of a results file (type-checked by `records.read`), some of them measured."""
+    records = results.read(path, warn)
     if not records:
         raise InputError(str(path), "", "no records", "run `cohortbench run CONFIG --out FILE` first")
-    lines = [n for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    for i, r in enumerate(records):
-        where = f"line {lines[i]}" if i < len(lines) else f"record {i + 1}"
-        _validate(r, str(path), where)
-    if all(r["warmup"] for r in records):
+    if all(r.warmup for r in records):
         raise InputError(str(path), "", "only warmup runs, nothing measured",
                          "use a config with repeats >= 1")
     return records
 
 
-def _validate(r: object, source: str, where: str) -> None:
-    fix = "results files are written by `cohortbench run`"
-    if not isinstance(r, dict):
-        raise InputError(source, where, f"not a result record (a JSON {type(r).__name__})", fix)
-    for key, types in _REQUIRED.items():
-        if key not in r:
-            raise InputError(source, where, f"malformed record: no {key!r}", fix)
-    for key, types in (_REQUIRED | _OPTIONAL).items():
-        v = r.get(key)
-        if key in r and (not isinstance(v, types) or (isinstance(v, bool) and bool not in types)
-                         or (isinstance(v, float) and not math.isfinite(v))):
-            raise InputError(source, where, f"malformed record: {key} is {v!r}", fix)
-
-
 # ---------------------------------------------------------------- comparison
 
-def _calibration(r: dict) -> float | None:
-    c = (r.get("meta") or {}).get("calibration_s")
-    return float(c) if isinstance(c, _NUMBER) and not isinstance(c, bool) and c > 0 else None
+def _calibration(r: Record) -> float | None:
+    c = (r.meta or {}).get("calibration_s")
+    return float(c) if isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0 else None
 
 
-def _group(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    cells: dict[tuple[str, str], list[dict]] = {}
-    for r in results.measured(records):
-        cells.setdefault((r["config"], r["cell"]), []).append(r)
-    return cells
+def _group(records: list[Record]) -> dict[tuple[str, str], stats.Cell]:
+    return {(c.config, c.key): c for c in stats.cells(records)}
 
 
-def _ok(runs: list[dict]) -> list[dict]:
-    return [r for r in runs if r["error"] is None and r["correct"]]
-
-
-def _label(r: dict, with_query: bool) -> str:
-    net = (r.get("network") or {}).get("name", "?")
-    text = (f"{r['config']} {r.get('engine', '?')}/{r.get('protocol', '?')}/{r.get('parties', '?')}p "
-            f"{r.get('population_source', r.get('population', '?'))} {net}")
+def _label(r: Record, with_query: bool) -> str:
+    net = (r.network or {}).get("name", "?")
+    text = (f"{r.config} {r.engine or '?'}/{r.protocol or '?'}/{r.parties or '?'}p "
+            f"{r.population_source or r.population or '?'} {net}")
     if with_query:
-        text += f" [{(r.get('query') or {}).get('name', '?')}]"
+        text += f" [{(r.query or {}).get('name', '?')}]"
     return text
 
 
@@ -205,20 +163,20 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.2f}%" if abs(x) < 0.1 else f"{x * 100:+.1f}%"
 
 
-def _check_correct(base: list[dict], new: list[dict]) -> Check:
+def _check_correct(base: list[Record], new: list[Record]) -> Check:
     bad = [r for r in new if r["error"] is not None or not r["correct"]]
     if bad:
         first = (bad[0]["error"] or "wrong answer").strip().splitlines()[0][:120]
         return Check("correct", REGRESSION, f"{len(bad)} of {len(new)} new run(s) failed: {first}",
                      1.0, 1 - len(bad) / len(new))
-    base_bad = len(base) - len(_ok(base))
+    base_bad = sum(1 for r in base if r.error is not None or not r.correct)
     if base_bad:
         return Check("correct", IMPROVED, f"all new runs correct ({base_bad} baseline run(s) failed)",
                      1 - base_bad / len(base), 1.0)
     return Check("correct", OK, "all runs correct", 1.0, 1.0)
 
 
-def _check_cohort(base: list[dict], new: list[dict]) -> Check | None:
+def _check_cohort(base: list[Record], new: list[Record]) -> Check | None:
     b = sorted({r["cohort_size"] for r in base if r["cohort_size"] is not None})
     n = sorted({r["cohort_size"] for r in new if r["cohort_size"] is not None})
     if not n:
@@ -230,7 +188,7 @@ def _check_cohort(base: list[dict], new: list[dict]) -> Check | None:
     return Check("cohort_size", OK, "cohort size equal", b[0], n[0])
 
 
-def _check_counted(metric: str, base: list[dict], new: list[dict], t: Thresholds) -> Check | None:
+def _check_counted(metric: str, base: list[Record], new: list[Record], t: Thresholds) -> Check | None:
     b = [float(r[metric]) for r in base if r.get(metric) is not None]
     n = [float(r[metric]) for r in new if r.get(metric) is not None]
     if not b:
@@ -272,8 +230,8 @@ def _mwu(x: list[float], y: list[float], alternative: str) -> float:
     return 1.0 if math.isnan(p) else p
 
 
-def _check_time(base: list[dict], new: list[dict], t: Thresholds, normalised: bool) -> Check | None:
-    def samples(runs: list[dict]) -> list[float]:
+def _check_time(base: list[Record], new: list[Record], t: Thresholds, normalised: bool) -> Check | None:
+    def samples(runs: list[Record]) -> list[float]:
         return [r["wall_s"] / _calibration(r) if normalised else float(r["wall_s"])
                 for r in runs if r["wall_s"] is not None]
     b, n = samples(base), samples(new)
@@ -318,7 +276,7 @@ def _time_verdict(check: Check, t: Thresholds) -> Check:
     return check
 
 
-def compare(baseline: list[dict], new: list[dict], thresholds: Thresholds | None = None) -> Comparison:
+def compare(baseline: list[Record], new: list[Record], thresholds: Thresholds | None = None) -> Comparison:
     """Match cells by (config, cell hash) and judge each figure of each matched cell."""
     t = thresholds or Thresholds()
     b_cells, n_cells = _group(baseline), _group(new)
@@ -334,18 +292,19 @@ def compare(baseline: list[dict], new: list[dict], thresholds: Thresholds | None
         side = " and ".join(s for s, cal, recs in (("baseline", b_cal, baseline), ("new", n_cal, new))
                             if len(cal) < sum(1 for _ in results.measured(recs)))
         notes.append(f"times in raw seconds: meta.calibration_s missing in {side}")
-    queries = {((r.get("query") or {}).get("name")) for runs in (*b_cells.values(), *n_cells.values())
-               for r in runs[:1]}
+    queries = {c.query for c in (*b_cells.values(), *n_cells.values())}
     out = []
     for key in sorted(b_cells.keys() | n_cells.keys(), key=lambda k: _sort_key(b_cells, n_cells, k)):
-        b, n = b_cells.get(key, []), n_cells.get(key, [])
+        b_cell, n_cell = b_cells.get(key), n_cells.get(key)
+        b = list(b_cell.runs) if b_cell else []
+        n = list(n_cell.runs) if n_cell else []
         label = _label((b or n)[0], len(queries) > 1)
         if not b or not n:
             out.append(CellResult(key[0], key[1], label, MISSING, (len(b), len(n)),
                                   note="only in the baseline: not run by the new sweep" if b
                                   else "only in the new sweep: not in the baseline (refresh it)"))
             continue
-        b_ok, n_ok = _ok(b), _ok(n)
+        b_ok, n_ok = b_cell.ok, n_cell.ok
         checks = [_check_correct(b, n), _check_cohort(b_ok, n_ok),
                   *(_check_counted(m, b_ok, n_ok, t) for m in COUNTED),
                   _check_time(b_ok, n_ok, t, normalised)]
@@ -358,7 +317,7 @@ def compare(baseline: list[dict], new: list[dict], thresholds: Thresholds | None
 
 
 def _sort_key(b_cells: dict, n_cells: dict, key: tuple[str, str]) -> tuple:
-    r = (b_cells.get(key) or n_cells.get(key))[0]
+    r = (b_cells.get(key) or n_cells[key]).first
     return (r["config"], str(r.get("engine")), str(r.get("protocol")), r.get("parties") or 0,
             r.get("population") or 0, str((r.get("network") or {}).get("name")), r["cell"])
 
@@ -366,14 +325,7 @@ def _sort_key(b_cells: dict, n_cells: dict, key: tuple[str, str]) -> tuple:
 # ---------------------------------------------------------------- output
 
 def _num(x: float | None, unit: str = "") -> str:
-    if x is None:
-        return "-"
-    if unit == "B":
-        for scale, suffix in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-            if abs(x) >= scale:
-                return f"{x / scale:.3f} {suffix}"
-        return f"{x:.0f} B"
-    return f"{x:.3g}{unit}"
+    return format_value(x, unit, byte_digits=3)
 
 
 def _ratio(c: Check | None) -> str:
@@ -411,7 +363,7 @@ def table(cmp: Comparison) -> Table:
     return t
 
 
-def provenance(path: Path, records: list[dict]) -> str:
+def provenance(path: Path, records: list[Record]) -> str:
     """Where a results file came from: its commit(s), when it ran, how many runs."""
     commits = sorted({(c[:12] + ("-dirty" if c.endswith("-dirty") else ""))
                       for r in records for c in [str((r.get("meta") or {}).get("commit") or "?")]})

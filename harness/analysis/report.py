@@ -38,7 +38,6 @@ import csv
 import datetime as dt
 import io
 import re
-import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,8 +49,9 @@ from rich.console import Console
 from circuits.errors import InputError
 from harness.analysis.compare import load
 from harness.analysis import tamper
-from harness.analysis.records import measured
-from harness.analysis.summary import format_value
+from harness.analysis import stats
+from harness.analysis.records import Record, measured
+from harness.analysis.stats import Cell, format_value
 
 PAPER, PAPER_SLOTS = "paper", "paper-slots"  # the paper-reproduction configs
 PAPER_POPULATIONS = (5, 100)
@@ -59,157 +59,19 @@ _SLOTS_QUERY = re.compile(r"^(conditions|exams)-(\d+)$")
 MB = 1e6
 
 
-# ---------------------------------------------------------------- per-cell statistics
+# ---------------------------------------------------------------- cells
 
-def _median(xs: list[float]) -> float | None:
-    return statistics.median(xs) if xs else None
-
-
-def _quartiles(xs: list[float]) -> tuple[float, float] | None:
-    if not xs:
-        return None
-    if len(xs) == 1:
-        return xs[0], xs[0]
-    q = statistics.quantiles(xs, n=4, method="inclusive")
-    return q[0], q[2]
+def cells(records: list[Record]) -> list[Cell]:
+    """The cells, in the report's order: config, query, population, network, protocol."""
+    return sorted(stats.cells(records),
+                  key=lambda c: (c.config, c.query, c.population, c.network_order, c.engine_label))
 
 
-@dataclass
-class CellStats:
-    """One cell (config + cell hash): its settings and statistics over its measured runs."""
-    first: dict
-    runs: list[dict]
-    ok: list[dict] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.ok = [r for r in self.runs if r.get("error") is None and r.get("correct")]
-
-    # settings
-    @property
-    def config(self) -> str:
-        return self.first["config"]
-
-    @property
-    def protocol(self) -> str:
-        f = self.first
-        return f"{f.get('engine')}/{f.get('protocol')}/{f.get('parties')}p"
-
-    @property
-    def population(self) -> int:
-        return int(self.first.get("population") or 0)
-
-    @property
-    def network(self) -> str:
-        return (self.first.get("network") or {}).get("name", "?")
-
-    @property
-    def options(self) -> str:
-        """The engine settings that change cost: compile options, bit length, TLS."""
-        f = self.first
-        parts = [f.get("compile_options"), f"l={f['bit_length']}" if f.get("bit_length") else None,
-                 "tls" if f.get("tls") else None]
-        return " ".join(p for p in parts if p) or "-"
-
-    @property
-    def network_order(self) -> tuple:
-        n = self.first.get("network") or {}
-        bw = n.get("bandwidth_mbit")
-        return (n.get("delay_ms") or 0.0, -(bw if bw is not None else float("inf")), self.network)
-
-    @property
-    def network_label(self) -> str:
-        n = self.first.get("network") or {}
-        bw = n.get("bandwidth_mbit")
-        return (f"{self.network}\n{n.get('delay_ms') or 0:g} ms, "
-                + (f"{bw:g} Mbit/s" if bw is not None else "unlimited"))
-
-    @property
-    def query(self) -> str:
-        return (self.first.get("query") or {}).get("name", "?")
-
-    @property
-    def padding(self) -> str:
-        p = self.first.get("padding") or {}
-        return f"C={p.get('conditions', '?')},E={p.get('exams', '?')}"
-
-    @property
-    def security(self) -> tuple[str, str]:
-        return str(self.first.get("security", "?")), str(self.first.get("majority", "?"))
-
-    # statistics
-    @property
-    def walls(self) -> list[float]:
-        return [float(r["wall_s"]) for r in self.ok if r.get("wall_s") is not None]
-
-    @property
-    def wall(self) -> float | None:
-        return _median(self.walls)
-
-    @property
-    def wall_q(self) -> tuple[float, float] | None:
-        return _quartiles(self.walls)
-
-    def _figure(self, key: str) -> list[float]:
-        return [float(r[key]) for r in self.ok if r.get(key) is not None]
-
-    @property
-    def bytes_sent(self) -> float | None:
-        return _median(self._figure("bytes_sent"))
-
-    @property
-    def bytes_deterministic(self) -> bool | None:
-        b = self._figure("bytes_sent")
-        return len(set(b)) == 1 if len(b) > 1 else None
-
-    @property
-    def bytes_by_party(self) -> list[float] | None:
-        per = [r["bytes_by_party"] for r in self.ok if r.get("bytes_by_party")]
-        if not per or len({len(p) for p in per}) != 1:
-            return None
-        return [statistics.median(col) for col in zip(*per)]
-
-    @property
-    def rounds(self) -> float | None:
-        return _median(self._figure("rounds"))
-
-    @property
-    def cohort(self) -> int | None:
-        sizes = sorted({r["cohort_size"] for r in self.ok if r.get("cohort_size") is not None})
-        return sizes[0] if len(sizes) == 1 else None
-
-    @property
-    def correct(self) -> bool:
-        return bool(self.runs) and all(r.get("error") is None and r.get("correct") for r in self.runs)
-
-    @property
-    def peak_rss_kib(self) -> float | None:
-        peaks = [max(r["peak_rss_kib_by_party"]) for r in self.ok if r.get("peak_rss_kib_by_party")]
-        return max(peaks) if peaks else None
-
-
-def cells(records: list[dict]) -> list[CellStats]:
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in measured(records):
-        groups.setdefault((r["config"], r["cell"]), []).append(r)
-    out = [CellStats(runs[0], runs) for runs in groups.values()]
-    return sorted(out, key=lambda c: (c.config, c.query, c.population, c.network_order, c.protocol))
-
-
-def _speedups(all_cells: list[CellStats]) -> dict[int, tuple[float | None, float | None]]:
-    """Per cell: speed-up and bytes ratio against its config's compare_to cell (as `show` does)."""
-    out = {}
-    for c in all_cells:
-        want = c.first.get("compare_to")
-        base = None
-        if want:
-            base = next((o for o in all_cells if o.config == c.config
-                         and o.first.get("population_source") == c.first.get("population_source")
-                         and o.network == c.network and o.query == c.query
-                         and all(o.first.get(k) == v for k, v in want.items())), None)
-        speed = base.wall / c.wall if base and base.wall and c.wall else None
-        ratio = c.bytes_sent / base.bytes_sent if base and base.bytes_sent and c.bytes_sent else None
-        out[id(c)] = (speed, ratio)
-    return out
+def _network_label(c: Cell) -> str:
+    n = c.first.network or {}
+    bw = n.get("bandwidth_mbit")
+    return (f"{c.network}\n{n.get('delay_ms') or 0:g} ms, "
+            + (f"{bw:g} Mbit/s" if bw is not None else "unlimited"))
 
 
 # ---------------------------------------------------------------- labels
@@ -223,8 +85,8 @@ def _series_labels(keys: list[dict[str, str]]) -> list[str]:
     return labels
 
 
-def _series_key(c: CellStats, *exclude: str) -> dict[str, str]:
-    key = {"config": c.config, "protocol": c.protocol, "query": c.query, "padding": c.padding,
+def _series_key(c: Cell, *exclude: str) -> dict[str, str]:
+    key = {"config": c.config, "protocol": c.engine_label, "query": c.query, "padding": c.padding,
            "population": f"n={c.population}", "network": c.network}
     for k in exclude:
         key.pop(k, None)
@@ -281,20 +143,20 @@ def _log_axis(axis, which: str, ticks: list[float] | None = None) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def _errorbars(c_list: list[CellStats]) -> tuple[list[float], list[list[float]]]:
+def _errorbars(c_list: list[Cell]) -> tuple[list[float], list[list[float]]]:
     y, err = [], [[], []]
     for c in c_list:
-        lo, hi = c.wall_q
+        lo, hi = c.wall_q or (c.wall, c.wall)  # one run: no bar
         y.append(c.wall)
         err[0].append(max(c.wall - lo, 0.0))
         err[1].append(max(hi - c.wall, 0.0))
     return y, err
 
 
-def _time_series(data: list[CellStats], x_of: Callable[[CellStats], object], exclude: str,
-                 omitted: list[str]) -> tuple[list[str], list[list[CellStats]]]:
+def _time_series(data: list[Cell], x_of: Callable[[Cell], object], exclude: str,
+                 omitted: list[str]) -> tuple[list[str], list[list[Cell]]]:
     """Group timed cells into series (all settings but `exclude` equal); keep those with >= 2 x."""
-    groups: dict[tuple, list[CellStats]] = {}
+    groups: dict[tuple, list[Cell]] = {}
     keys: dict[tuple, dict] = {}
     for c in data:
         if c.wall is None:
@@ -312,46 +174,58 @@ def _time_series(data: list[CellStats], x_of: Callable[[CellStats], object], exc
     return _series_labels([k for k, _ in kept]), [v for _, v in kept]
 
 
-def fig_time_vs_population(data: list[CellStats]) -> Figure:
+def _time_figure(f: Figure, data: list[Cell], x_of: Callable[[Cell], object], axis: str,
+                 why_not: str, draw: Callable[[list[str], list[list[Cell]]], object]) -> Figure:
+    """A time-against-`axis` figure drawn by `draw(labels, series)`, or skipped for `why_not`."""
+    labels, series = _time_series(data, x_of, axis, f.omitted)
+    if not series:
+        f.skipped = why_not
+    else:
+        f.png = _png(draw(labels, series))
+    return f
+
+
+def _draw_time_vs_population(labels: list[str], series: list[list[Cell]]):
+    fig, ax = _time_lines(labels, series, lambda c: c.population, lambda c: c.population,
+                          "population (patients)", "Wall time vs population (median, IQR)")
+    _log_axis(ax.xaxis, "x", sorted({c.population for s in series for c in s}))
+    return fig
+
+
+def fig_time_vs_population(data: list[Cell]) -> Figure:
     f = Figure("time_vs_population", "Wall time vs population",
                "Median wall time per run against the number of patients, one line per protocol "
                "(log-log); error bars span the interquartile range of the repeats.")
-    labels, series = _time_series(data, lambda c: c.population, "population", f.omitted)
-    if not series:
-        f.skipped = "no protocol was run at two or more populations (with the other settings equal)"
-        return f
-    fig, ax = _time_lines(labels, series, lambda c: c.population, lambda c: c.population)
-    _log_axis(ax.xaxis, "x", sorted({c.population for s in series for c in s}))
-    ax.set_xlabel("population (patients)")
-    ax.set_title("Wall time vs population (median, IQR)")
-    f.png = _png(fig)
-    return f
+    return _time_figure(f, data, lambda c: c.population, "population",
+                        "no protocol was run at two or more populations (with the other settings equal)",
+                        _draw_time_vs_population)
 
 
-def fig_time_vs_network(data: list[CellStats]) -> Figure:
+def _draw_time_vs_network(labels: list[str], series: list[list[Cell]]):
+    profiles = sorted({(c.network_order, _network_label(c)) for s in series for c in s})
+    xpos = {label: i for i, (_, label) in enumerate(profiles)}
+    fig, ax = _time_lines(labels, series, lambda c: c.network_order, lambda c: xpos[_network_label(c)],
+                          "network profile (one-way delay, bandwidth)",
+                          "Wall time vs network profile (median, IQR)")
+    ax.set_xticks(range(len(profiles)), [label for _, label in profiles])
+    return fig
+
+
+def fig_time_vs_network(data: list[Cell]) -> Figure:
     f = Figure("time_vs_network", "Wall time vs network profile",
                "Median wall time per run on each emulated network profile (ordered by delay, then "
                "bandwidth), one line per protocol and population; IQR error bars.")
-    labels, series = _time_series(data, lambda c: c.network, "network", f.omitted)
-    if not series:
-        f.skipped = "every cell ran on a single network profile"
-        return f
-    profiles = sorted({(c.network_order, c.network_label) for s in series for c in s})
-    xpos = {label: i for i, (_, label) in enumerate(profiles)}
-    fig, ax = _time_lines(labels, series, lambda c: c.network_order,
-                          lambda c: xpos[c.network_label])
-    ax.set_xticks(range(len(profiles)), [label for _, label in profiles])
-    ax.set_xlabel("network profile (one-way delay, bandwidth)")
-    ax.set_title("Wall time vs network profile (median, IQR)")
-    f.png = _png(fig)
-    return f
+    return _time_figure(f, data, lambda c: c.network, "network",
+                        "every cell ran on a single network profile", _draw_time_vs_network)
 
 
-def _time_lines(labels: list[str], series: list[list[CellStats]], order: Callable,
-                x: Callable):
+def _time_lines(labels: list[str], series: list[list[Cell]], order: Callable,
+                x: Callable, xlabel: str, title: str):
     """One median-with-IQR line of wall time per series, on a log time axis."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
     for label, s in zip(labels, series):
         s = sorted(s, key=order)
         y, err = _errorbars(s)
@@ -362,11 +236,11 @@ def _time_lines(labels: list[str], series: list[list[CellStats]], order: Callabl
     return fig, ax
 
 
-def fig_bytes_per_party(data: list[CellStats]) -> Figure:
+def fig_bytes_per_party(data: list[Cell]) -> Figure:
     f = Figure("bytes_per_party", "Bytes sent per party",
                "Data each party sent in one run (median over repeats), per protocol, at that "
                "protocol's largest population in the data.")
-    largest: dict[tuple, CellStats] = {}
+    largest: dict[tuple, Cell] = {}
     for c in data:
         if c.bytes_by_party is None:
             continue
@@ -376,7 +250,7 @@ def fig_bytes_per_party(data: list[CellStats]) -> Figure:
     if not largest:
         f.skipped = "no run recorded bytes per party (the plain engine does not communicate)"
         return f
-    chosen = sorted(largest.values(), key=lambda c: (c.config, c.protocol, c.network_order))
+    chosen = sorted(largest.values(), key=lambda c: (c.config, c.engine_label, c.network_order))
     labels = _series_labels([_series_key(c) for c in chosen])
     width = 0.8 / max(len(c.bytes_by_party) for c in chosen)
     plt = _plt()
@@ -397,55 +271,55 @@ def fig_bytes_per_party(data: list[CellStats]) -> Figure:
     return f
 
 
-def fig_security_model(data: list[CellStats]) -> Figure:
-    f = Figure("security_model", "Cost of the security model",
-               "Median wall time relative to the fastest semi-honest protocol run at the same "
-               "population, network, query and padding (1 = that protocol); bars grouped by "
-               "security model and majority, one bar colour per population and network.")
-    contexts: dict[tuple, list[CellStats]] = {}
+@dataclass(frozen=True)
+class _Bar:
+    """One bar of the security-model figure."""
+    security: tuple[str, str]
+    protocol: str
+    context: str  # config, population and network
+    ratio: float  # median wall / the fastest semi-honest protocol's in the context
+
+
+def _security_bars(data: list[Cell]) -> tuple[list[_Bar], dict[str, tuple]]:
+    """The bars, and each context label's sort key (numeric population, network order)."""
+    contexts: dict[tuple, list[Cell]] = {}
     for c in data:
         if c.wall:
-            contexts.setdefault((c.config, c.first.get("population_source"), c.network, c.query,
+            contexts.setdefault((c.config, c.first.population_source, c.network, c.query,
                                  c.padding), []).append(c)
-    bars: list[tuple[tuple[str, str], str, str, float]] = []  # (security, protocol, context, ratio)
-    order: dict[str, tuple] = {}  # context label -> sort key (numeric population, network order)
+    bars: list[_Bar] = []
+    order: dict[str, tuple] = {}
     for ctx, cs in contexts.items():
-        semi = [c.wall for c in cs if c.security[0] == "semi-honest"]
+        semi = [c.wall for c in cs if c.security[0] == "semi-honest" and c.wall]
         if len(cs) < 2 or not semi:
             continue
         fastest = min(semi)
         for c in cs:
             label = f"{ctx[0]} n={c.population} {c.network}"
             order[label] = (ctx[0], c.population, c.network_order, ctx[3], ctx[4])
-            bars.append((c.security, c.protocol, label, c.wall / fastest))
-    if not bars:
-        f.skipped = ("no population/network has two or more protocols including a semi-honest one, "
-                     "so there is nothing to compare")
-        return f
-    groups = sorted({b[0] for b in bars}, key=lambda s: (s[0] != "none", s))
-    ctx_names = sorted({b[2] for b in bars}, key=order.__getitem__)
-    plt = _plt()
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    slots: list[tuple[tuple[str, str], str]] = [(g, p) for g in groups
-                                                for p in sorted({b[1] for b in bars if b[0] == g})]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(slots) + 3), 4.8))
+            bars.append(_Bar(c.security, c.engine_label, label, (c.wall or 0.0) / fastest))
+    return bars, order
+
+
+def _draw_security_bars(ax, bars: list[_Bar], slots: list[tuple[tuple[str, str], str]],
+                        ctx_names: list[str], colours: list[str]) -> None:
+    """One bar colour per context, side by side in each (security, protocol) slot."""
     width = 0.8 / len(ctx_names)
     for j, ctx in enumerate(ctx_names):
         xs, ys = [], []
         for i, (g, p) in enumerate(slots):
             for b in bars:
-                if b[0] == g and b[1] == p and b[2] == ctx:
+                if b.security == g and b.protocol == p and b.context == ctx:
                     xs.append(i + (j - (len(ctx_names) - 1) / 2) * width)
-                    ys.append(b[3])
+                    ys.append(b.ratio)
         ax.bar(xs, ys, width, label=ctx, color=colours[j % len(colours)])
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ratios = [b[3] for b in bars]
-    if max(ratios) / min(ratios) > 20:  # e.g. the plaintext engine beside MPC: only a log axis shows both
-        _log_axis(ax.yaxis, "y")
-    else:
-        ax.set_ylim(bottom=0)
+
+
+def _label_security_groups(ax, slots: list[tuple[tuple[str, str], str]],
+                           groups: list[tuple[str, str]]) -> None:
+    """Each security group's name under its bars, a dashed line between groups."""
     ax.set_xticks(range(len(slots)), [p for _, p in slots])
-    for g in groups:  # the security group's name under its bars
+    for g in groups:
         idx = [i for i, (gg, _) in enumerate(slots) if gg == g]
         ax.annotate(f"security: {g[0]}\nmajority: {g[1]}", xy=((min(idx) + max(idx)) / 2, 0),
                     xycoords=("data", "axes fraction"), xytext=(0, -32), textcoords="offset points",
@@ -453,6 +327,31 @@ def fig_security_model(data: list[CellStats]) -> Figure:
     for i in range(1, len(slots)):
         if slots[i][0] != slots[i - 1][0]:
             ax.axvline(i - 0.5, color="grey", linewidth=0.8, linestyle="--")
+
+
+def fig_security_model(data: list[Cell]) -> Figure:
+    f = Figure("security_model", "Cost of the security model",
+               "Median wall time relative to the fastest semi-honest protocol run at the same "
+               "population, network, query and padding (1 = that protocol); bars grouped by "
+               "security model and majority, one bar colour per population and network.")
+    bars, order = _security_bars(data)
+    if not bars:
+        f.skipped = ("no population/network has two or more protocols including a semi-honest one, "
+                     "so there is nothing to compare")
+        return f
+    groups = sorted({b.security for b in bars}, key=lambda s: (s[0] != "none", s))
+    ctx_names = sorted({b.context for b in bars}, key=order.__getitem__)
+    slots = [(g, p) for g in groups for p in sorted({b.protocol for b in bars if b.security == g})]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(slots) + 3), 4.8))
+    _draw_security_bars(ax, bars, slots, ctx_names, plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ratios = [b.ratio for b in bars]
+    if max(ratios) / min(ratios) > 20:  # e.g. the plaintext engine beside MPC: only a log axis shows both
+        _log_axis(ax.yaxis, "y")
+    else:
+        ax.set_ylim(bottom=0)
+    _label_security_groups(ax, slots, groups)
     ax.set_ylabel("median time / fastest semi-honest protocol (x)")
     ax.set_title("Cost of the security model (same population and network)")
     _legend(ax, len(ctx_names))
@@ -460,22 +359,15 @@ def fig_security_model(data: list[CellStats]) -> Figure:
     return f
 
 
-def fig_paper_time_vs_population(data: list[CellStats]) -> Figure:
+def _draw_paper_time_vs_population(labels: list[str], series: list[list[Cell]]):
+    """One panel per protocol, one line per criterion."""
     lo, hi = PAPER_POPULATIONS
-    f = Figure("paper_time_vs_population", f"Paper: wall time vs population ({lo}-{hi})",
-               "The paper's Figure 7: median wall time per run against the number of patients, "
-               "one panel per protocol, one line per criterion (query); IQR error bars.")
-    data = [c for c in data if lo <= c.population <= hi]
-    labels, series = _time_series(data, lambda c: c.population, "population", f.omitted)
-    if not series:
-        f.skipped = f"no protocol of config 'paper' was run at two or more populations in {lo}-{hi}"
-        return f
-    protocols = sorted({s[0].protocol for s in series})
+    protocols = sorted({s[0].engine_label for s in series})
     plt = _plt()
     fig, axes = plt.subplots(1, len(protocols), figsize=(5.0 * len(protocols) + 1.5, 4.6),
                              squeeze=False, sharey=False)
     for ax, proto in zip(axes[0], protocols):
-        mine = [(label, s) for label, s in zip(labels, series) if s[0].protocol == proto]
+        mine = [(label, s) for label, s in zip(labels, series) if s[0].engine_label == proto]
         for label, s in mine:
             s = sorted(s, key=lambda c: c.population)
             y, err = _errorbars(s)
@@ -488,12 +380,22 @@ def fig_paper_time_vs_population(data: list[CellStats]) -> Figure:
         ax.set_title(proto)
         _legend(ax, len(mine))
     fig.suptitle(f"Wall time vs population, {lo}-{hi} patients (median, IQR)", fontsize=11)
-    f.png = _png(fig)
-    return f
+    return fig
 
 
-def _largest_common(chosen: list[CellStats], group: Callable[[CellStats], object]
-                    ) -> tuple[list[CellStats], str]:
+def fig_paper_time_vs_population(data: list[Cell]) -> Figure:
+    lo, hi = PAPER_POPULATIONS
+    f = Figure("paper_time_vs_population", f"Paper: wall time vs population ({lo}-{hi})",
+               "The paper's Figure 7: median wall time per run against the number of patients, "
+               "one panel per protocol, one line per criterion (query); IQR error bars.")
+    return _time_figure(f, [c for c in data if lo <= c.population <= hi], lambda c: c.population,
+                        "population",
+                        f"no protocol of config 'paper' was run at two or more populations in {lo}-{hi}",
+                        _draw_paper_time_vs_population)
+
+
+def _largest_common(chosen: list[Cell], group: Callable[[Cell], object]
+                    ) -> tuple[list[Cell], str]:
     """Keep, per group, the cells at the largest population every group has (else each its largest)."""
     pops: dict[object, set[int]] = {}
     for c in chosen:
@@ -502,13 +404,13 @@ def _largest_common(chosen: list[CellStats], group: Callable[[CellStats], object
     kept = [c for c in chosen if c.population == (max(common) if common else max(pops[group(c)]))]
     first_net = {}
     for c in sorted(kept, key=lambda c: c.network_order):  # one network: the fastest profile
-        first_net.setdefault((group(c), c.protocol), c.network)
-    kept = [c for c in kept if c.network == first_net[(group(c), c.protocol)]]
+        first_net.setdefault((group(c), c.engine_label), c.network)
+    kept = [c for c in kept if c.network == first_net[(group(c), c.engine_label)]]
     where = f"n={max(common)} patients" if common else "each at its largest population"
     return kept, where
 
 
-def fig_paper_bytes_per_criterion(data: list[CellStats]) -> Figure:
+def fig_paper_bytes_per_criterion(data: list[Cell]) -> Figure:
     f = Figure("paper_bytes_per_criterion", "Paper: bytes per criterion type",
                "The paper's Figure 8: total data sent by all parties in one run, one bar per "
                "criterion (config 'paper', grouped by query name) and protocol.")
@@ -518,7 +420,7 @@ def fig_paper_bytes_per_criterion(data: list[CellStats]) -> Figure:
         f.skipped = "no records of config 'paper' with a byte count"
         return f
     kept, where = _largest_common(chosen, lambda c: c.query)
-    cellmap = {(c.query, c.protocol): c for c in kept}
+    cellmap = {(c.query, c.engine_label): c for c in kept}
     queries = sorted({q for q, _ in cellmap})
     protocols = sorted({p for _, p in cellmap})
     plt = _plt()
@@ -540,7 +442,7 @@ def fig_paper_bytes_per_criterion(data: list[CellStats]) -> Figure:
     return f
 
 
-def _slots_point(c: CellStats) -> tuple[str, int] | None:
+def _slots_point(c: Cell) -> tuple[str, int] | None:
     """(kind, N) of a bytes-vs-slots point: a query named conditions-N / exams-N, or a
     condition / exams query of config 'paper-slots', whose N is the padding's slot count."""
     m = _SLOTS_QUERY.match(c.query)
@@ -554,7 +456,7 @@ def _slots_point(c: CellStats) -> tuple[str, int] | None:
     return (kind, n) if isinstance(n, int) and not isinstance(n, bool) else None
 
 
-def fig_paper_bytes_vs_slots(data: list[CellStats]) -> Figure:
+def fig_paper_bytes_vs_slots(data: list[Cell]) -> Figure:
     f = Figure("paper_bytes_vs_slots", "Paper: bytes vs number of conditions / exams",
                "The paper's Figure 9: total data sent in one run against the number of condition "
                "or exam slots per patient (config 'paper-slots': the padding, for the condition and "
@@ -570,9 +472,9 @@ def fig_paper_bytes_vs_slots(data: list[CellStats]) -> Figure:
     fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds) + 1, 4.5), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         mine = [c for c in kept if _slots_point(c)[0] == kind]
-        protocols = sorted({c.protocol for c in mine})
+        protocols = sorted({c.engine_label for c in mine})
         for p in protocols:
-            pts = sorted((_slots_point(c)[1], c.bytes_sent / MB) for c in mine if c.protocol == p)
+            pts = sorted((_slots_point(c)[1], c.bytes_sent / MB) for c in mine if c.engine_label == p)
             ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=p)
         ns = sorted({_slots_point(c)[1] for c in mine})
         if len(ns) >= 3 and ns[-1] / max(ns[0], 1) >= 16:
@@ -587,7 +489,7 @@ def fig_paper_bytes_vs_slots(data: list[CellStats]) -> Figure:
     return f
 
 
-def figures(all_cells: list[CellStats]) -> list[Figure]:
+def figures(all_cells: list[Cell]) -> list[Figure]:
     """Every figure, drawn or skipped with the reason."""
     paper = [c for c in all_cells if c.config in (PAPER, PAPER_SLOTS)]
     general = [c for c in all_cells if c.config not in (PAPER, PAPER_SLOTS)] or all_cells
@@ -612,11 +514,11 @@ CSV_COLUMNS = ("config", "cell", "engine", "protocol", "parties", "security", "m
                "correct", "peak_rss_kib_max")
 
 
-def csv_rows(all_cells: list[CellStats]) -> list[dict]:
+def csv_rows(all_cells: list[Cell]) -> list[dict]:
     rows = []
     for c in all_cells:
         f, n = c.first, c.first.get("network") or {}
-        q, b = c.wall_q, c._figure("bytes_sent")
+        q, b = c.wall_q, c.figure("bytes_sent")
         rows.append({
             "config": c.config, "cell": f["cell"], "engine": f.get("engine"),
             "protocol": f.get("protocol"), "parties": f.get("parties"), "security": c.security[0],
@@ -631,7 +533,7 @@ def csv_rows(all_cells: list[CellStats]) -> list[dict]:
             "bytes_sent_median": c.bytes_sent, "bytes_sent_min": min(b) if b else None,
             "bytes_sent_max": max(b) if b else None, "bytes_deterministic": c.bytes_deterministic,
             "bytes_by_party_median": ";".join(f"{x:.0f}" for x in c.bytes_by_party or []),
-            "rounds_median": c.rounds, "cohort_size": c.cohort, "correct": c.correct,
+            "rounds_median": c.median_of("rounds"), "cohort_size": c.cohort, "correct": c.correct,
             "peak_rss_kib_max": c.peak_rss_kib,
         })
     return rows
@@ -644,64 +546,6 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         for r in rows:
             w.writerow({k: ("" if v is None else v) for k, v in r.items()})
 
-
-TEMPLATE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>cohortbench report: {{ configs|join(", ") }}</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
-th, td { border: 1px solid #ddd; padding: 3px 7px; } th { background: #f3f3f3; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.bad { color: #b00; font-weight: bold; } .good { color: #070; } .muted { color: #777; }
-figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
-figcaption { font-size: 0.85em; color: #444; max-width: 60em; }
-pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; font-size: 0.8em; }
-</style></head><body>
-<h1>cohortbench report: {{ configs|join(", ") }}</h1>
-<p>Generated {{ generated }} from {{ files|length }} results file(s):
-{{ measured }} measured run(s) in {{ cells|length }} cell(s){% if failures %},
-<span class="bad">{{ failures }} failed</span>{% endif %}.
-Statistics use the measured runs that finished and agreed with the plaintext oracle; warmups are not counted.</p>
-<table><tr><th>file</th><th>records</th><th>measured</th><th>warmup</th><th>failed</th><th>first run</th><th>last run</th></tr>
-{% for f in files %}<tr><td>{{ f.name }}</td><td class="num">{{ f.records }}</td><td class="num">{{ f.measured }}</td>
-<td class="num">{{ f.warmup }}</td><td class="num">{{ f.failed }}</td><td>{{ f.first }}</td><td>{{ f.last }}</td></tr>
-{% endfor %}</table>
-
-<h2>Run metadata</h2>
-<table><tr>{% for k in meta_keys %}<th>{{ k }}</th>{% endfor %}</tr>
-{% for m in metas %}<tr>{% for k in meta_keys %}<td>{{ m[k] }}</td>{% endfor %}</tr>{% endfor %}</table>
-
-<h2>Summary</h2>
-<table><tr>{% for h in summary_head %}<th>{{ h }}</th>{% endfor %}</tr>
-{% for row in summary %}<tr>{% for cell in row %}<td class="{{ cell.cls }}">{{ cell.text }}</td>{% endfor %}</tr>
-{% endfor %}</table>
-<p class="muted">speed-up and bytes ratio are against the config's <code>compare_to</code> cell at the
-same population and network; "bytes det." says whether every repeat sent exactly the same number of bytes.</p>
-
-<h2>Figures</h2>
-{% for f in figures if f.png %}
-<figure id="{{ f.name }}"><img alt="{{ f.title }}" src="data:image/png;base64,{{ f.b64 }}">
-<figcaption><b>{{ f.title }}</b> ({{ f.name }}.png). {{ f.caption }}
-{% if f.omitted %}Left out, with a single point: {{ f.omitted|join("; ") }}.{% endif %}</figcaption></figure>
-{% endfor %}
-{% set skipped = figures|selectattr("skipped")|list %}
-{% if skipped %}<h3>Figures the data does not support</h3><ul>
-{% for f in skipped %}<li><b>{{ f.title }}</b>: skipped, {{ f.skipped }}.</li>{% endfor %}</ul>{% endif %}
-
-{% if tamper_rows %}<h2>Tampering</h2>
-<table><tr>{% for h in tamper_head %}<th>{{ h }}</th>{% endfor %}</tr>
-{% for row in tamper_rows %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>
-{% endfor %}</table>
-<p class="muted">{{ tamper_legend }}; percentages are of the runs whose fault fired.</p>{% endif %}
-
-{% if errors %}<h2>Failed runs</h2>
-<table><tr><th>cell</th><th>repeat</th><th>error</th></tr>
-{% for e in errors %}<tr><td>{{ e.label }}</td><td class="num">{{ e.repeat }}</td><td><pre>{{ e.error }}</pre></td></tr>{% endfor %}
-</table>{% endif %}
-</body></html>
-"""
 
 META_KEYS = ("config", "commit", "cohortbench", "engines", "python", "cpu", "cores", "hostname",
              "config_hash", "calibration_s", "load_avg", "runs")
@@ -733,16 +577,14 @@ def _metas(records: list[dict]) -> list[dict]:
     return rows
 
 
-def _summary(all_cells: list[CellStats]) -> tuple[list[str], list[list[dict]]]:
+def _summary(all_cells: list[Cell]) -> tuple[list[str], list[list[dict]]]:
     head = ["config", "engine/protocol", "security", "parties", "population", "network", "padding",
-            "query", "options", "median wall", "IQR", "bytes", "bytes det.", "rounds", "cohort", "correct", "runs",
-            "speed-up", "bytes ratio"]
-    ratios = _speedups(all_cells)
+            "query", "options", "median wall", "IQR", "bytes", "bytes det.", "rounds", "cohort", "correct",
+            "runs", "speed-up", "bytes ratio"]
     rows = []
     for c in all_cells:
         f = c.first
-        speed, bratio = ratios[id(c)]
-        q = c.wall_q
+        r = stats.ratios(c, all_cells)
         det = c.bytes_deterministic
 
         def num(text: str, cls: str = "num") -> dict:
@@ -751,12 +593,12 @@ def _summary(all_cells: list[CellStats]) -> tuple[list[str], list[list[dict]]]:
             num(c.config, ""), num(f"{f.get('engine')}/{f.get('protocol')}", ""),
             num(", ".join(c.security), ""), num(str(f.get("parties"))), num(str(c.population)),
             num(c.network, ""), num(c.padding, ""), num(c.query, ""), num(c.options, ""),
-            num(format_value(c.wall, " s")), num(format_value(q[1] - q[0] if q else None, " s")),
+            num(format_value(c.wall, " s")), num(stats.format_spread(c)),
             num(format_value(c.bytes_sent, "B")), num("-" if det is None else "yes" if det else "no"),
-            num(format_value(c.rounds)), num("-" if c.cohort is None else str(c.cohort)),
+            num(format_value(c.median_of("rounds"))), num("-" if c.cohort is None else str(c.cohort)),
             num("yes" if c.correct else "NO", "good" if c.correct else "bad"),
             num(f"{len(c.ok)}/{len(c.runs)}", "num" if len(c.ok) == len(c.runs) else "num bad"),
-            num(f"{speed:.1f}x" if speed else "-"), num(f"{bratio:.2f}" if bratio else "-"),
+            num(stats.format_ratio(r.speedup, 1, "x")), num(stats.format_ratio(r.bytes_ratio, 2)),
         ])
     return head, rows
 
@@ -770,19 +612,20 @@ def _file_info(path: Path, records: list[dict]) -> dict:
             "first": times[0] if times else "-", "last": times[-1] if times else "-"}
 
 
-def html(inputs: list[tuple[Path, list[dict]]], all_cells: list[CellStats], figs: list[Figure]) -> str:
+def html(inputs: list[tuple[Path, list[dict]]], all_cells: list[Cell], figs: list[Figure]) -> str:
     import jinja2
     records = [r for _, recs in inputs for r in recs]
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(loader=jinja2.PackageLoader("harness.analysis", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
     head, rows = _summary(all_cells)
     errors = []
     for c in all_cells:
         for r in c.runs:
             if r.get("error") is not None or not r.get("correct"):
-                label = f"{c.config} {c.protocol} n={c.population} {c.network} {c.query}"
+                label = f"{c.config} {c.engine_label} n={c.population} {c.network} {c.query}"
                 errors.append({"label": label, "repeat": r.get("repeat"),
                                "error": (r.get("error") or "wrong answer")[:1500]})
-    return env.from_string(TEMPLATE).render(
+    return env.get_template("report.html").render(
         configs=sorted({c.config for c in all_cells}),
         generated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         files=[_file_info(p, recs) for p, recs in inputs],

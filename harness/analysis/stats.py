@@ -1,0 +1,244 @@
+"""Cells and their statistics: runs grouped by (config, cell hash), medians, spreads, speed-ups.
+
+Statistics use a cell's measured runs (warmups are not counted) that finished and agreed
+with the plaintext oracle (`ok`). A spread needs two samples: one run has none (None, not 0).
+A speed-up is against the cell the config's `compare_to` names (see `baseline`).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Iterable
+
+from harness.analysis.records import Record, measured
+
+
+def median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def quartiles(xs: list[float]) -> tuple[float, float] | None:
+    """First and third quartiles; None below two samples (one run has no spread)."""
+    if len(xs) < 2:
+        return None
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell (config + cell hash): its settings and statistics over its measured runs."""
+    runs: tuple[Record, ...]
+
+    # settings
+    @property
+    def first(self) -> Record:
+        return self.runs[0]
+
+    @property
+    def config(self) -> str:
+        return self.first.config
+
+    @property
+    def key(self) -> str:
+        return self.first.cell
+
+    @property
+    def engine_label(self) -> str:
+        f = self.first
+        return f"{f.engine}/{f.protocol}/{f.parties}p"
+
+    @property
+    def population(self) -> int:
+        return int(self.first.population or 0)
+
+    @property
+    def network(self) -> str:
+        return (self.first.network or {}).get("name", "?")
+
+    @property
+    def query(self) -> str:
+        return (self.first.query or {}).get("name", "?")
+
+    @property
+    def padding(self) -> str:
+        p = self.first.padding or {}
+        return f"C={p.get('conditions', '?')},E={p.get('exams', '?')}"
+
+    @property
+    def security(self) -> tuple[str, str]:
+        return str(self.first.security or "?"), str(self.first.majority or "?")
+
+    @property
+    def options(self) -> str:
+        """The engine settings that change cost: compile options, bit length, TLS."""
+        f = self.first
+        parts = [f.compile_options, f"l={f.bit_length}" if f.bit_length else None, "tls" if f.tls else None]
+        return " ".join(p for p in parts if p) or "-"
+
+    @property
+    def network_order(self) -> tuple:
+        n = self.first.network or {}
+        bw = n.get("bandwidth_mbit")
+        return (n.get("delay_ms") or 0.0, -(bw if bw is not None else float("inf")), self.network)
+
+    # statistics
+    @cached_property
+    def ok(self) -> list[Record]:
+        return [r for r in self.runs if r.error is None and r.correct]
+
+    @property
+    def failures(self) -> int:
+        return len(self.runs) - len(self.ok)
+
+    def figure(self, key: str) -> list[float]:
+        """One figure of every ok run that recorded it."""
+        return [float(r[key]) for r in self.ok if r[key] is not None]
+
+    @cached_property
+    def walls(self) -> list[float]:
+        return self.figure("wall_s")
+
+    @property
+    def wall(self) -> float | None:
+        return median(self.walls)
+
+    @property
+    def wall_q(self) -> tuple[float, float] | None:
+        return quartiles(self.walls)
+
+    @property
+    def wall_iqr(self) -> float | None:
+        q = self.wall_q
+        return q[1] - q[0] if q else None
+
+    @property
+    def engine_s(self) -> float | None:
+        """The engine's own time (slowest party), median; None unless every ok run has it."""
+        if not self.ok or not all(r.engine_s for r in self.ok):
+            return None
+        return statistics.median(max(r.engine_s or [0.0]) for r in self.ok)
+
+    @property
+    def time(self) -> float | None:
+        """The engine's own time where it reports one (no process start-up), else wall."""
+        return self.engine_s if self.engine_s is not None else self.wall
+
+    @property
+    def bytes_sent(self) -> float | None:
+        return median(self.figure("bytes_sent"))
+
+    @property
+    def bytes_deterministic(self) -> bool | None:
+        b = self.figure("bytes_sent")
+        return len(set(b)) == 1 if len(b) > 1 else None
+
+    @property
+    def bytes_by_party(self) -> list[float] | None:
+        per = [r.bytes_by_party for r in self.ok if r.bytes_by_party]
+        if not per or len({len(p) for p in per}) != 1:
+            return None
+        return [statistics.median(col) for col in zip(*per)]
+
+    def median_of(self, key: str) -> float | None:
+        return median(self.figure(key))
+
+    @property
+    def cohort(self) -> int | None:
+        sizes = sorted({r.cohort_size for r in self.ok if r.cohort_size is not None})
+        return sizes[0] if len(sizes) == 1 else None
+
+    @property
+    def correct(self) -> bool:
+        return len(self.ok) == len(self.runs)
+
+    @property
+    def skipped(self) -> bool:
+        """Every run skipped by the sweep's budget_s."""
+        return all(r.skipped for r in self.runs)
+
+    @property
+    def peak_rss_kib(self) -> float | None:
+        peaks = [max(r.peak_rss_kib_by_party) for r in self.ok if r.peak_rss_kib_by_party]
+        return max(peaks) if peaks else None
+
+
+def cells(records: Iterable[Record]) -> list[Cell]:
+    """The measured runs grouped by (config, cell hash), in order of first appearance."""
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for r in measured(records):
+        groups.setdefault((r.config, r.cell), []).append(r)
+    return [Cell(tuple(runs)) for runs in groups.values()]
+
+
+# A cell's settings, by the `compare_to` key that frees each: a baseline equals its cell in
+# every setting but those its `compare_to` names (naming `protocol` frees the engine too).
+_SETTINGS: dict[str, tuple[str, ...]] = {
+    "protocol": ("engine", "protocol", "bit_length", "compile_options", "tls"),
+    "parties": ("parties",), "network": ("network",), "population_source": ("population_source",),
+    "padding": ("padding",), "query": ("query",),
+}
+
+
+def _value(c: Cell, key: str) -> object:
+    """A setting as `compare_to` writes it: a network or query by its name."""
+    if key == "network":
+        return c.network
+    if key == "query":
+        return c.query
+    v = c.first.get(key)
+    return json.dumps(v, sort_keys=True) if isinstance(v, dict) else v
+
+
+def baseline(c: Cell, all_cells: list[Cell]) -> Cell | None:
+    """The cell `compare_to` names (e.g. {protocol: paper-loop}, {network: loopback},
+    {parties: 3}) in the same config, equal to `c` in every setting it does not name."""
+    want = c.first.compare_to
+    if not want:
+        return None
+    fixed = [k for name, keys in _SETTINGS.items() if not set(keys) & set(want) for k in keys]
+    for o in all_cells:
+        if (o.config == c.config and all(_value(o, k) == _value(c, k) for k in fixed)
+                and all(_value(o, k) == v for k, v in want.items())):
+            return o
+    return None
+
+
+@dataclass(frozen=True)
+class Ratios:
+    speedup: float | None  # baseline's median wall / this cell's
+    bytes_ratio: float | None  # this cell's median bytes / baseline's
+
+
+def ratios(c: Cell, all_cells: list[Cell]) -> Ratios:
+    base = baseline(c, all_cells)
+    if base is None:
+        return Ratios(None, None)
+    speed = base.wall / c.wall if base.wall and c.wall else None
+    ratio = c.bytes_sent / base.bytes_sent if base.bytes_sent and c.bytes_sent else None
+    return Ratios(speed, ratio)
+
+
+def format_value(x: float | None, unit: str = "", byte_digits: int = 2) -> str:
+    """A figure for a table: bytes in kB/MB/GB with `byte_digits` decimals, else 3 digits."""
+    if x is None:
+        return "-"
+    if unit == "B":
+        for scale, suffix in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+            if abs(x) >= scale:
+                return f"{x / scale:.{byte_digits}f} {suffix}"
+        return f"{x:.0f} B"
+    return f"{x:.3g}{unit}"
+
+
+def format_spread(c: Cell, unit: str = " s") -> str:
+    """The IQR of a cell's wall times; a single run has no spread and says so."""
+    if len(c.walls) == 1:
+        return "1 run"
+    return format_value(c.wall_iqr, unit)
+
+
+def format_ratio(x: float | None, digits: int, suffix: str = "") -> str:
+    return f"{x:.{digits}f}{suffix}" if x else "-"
