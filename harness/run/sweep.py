@@ -15,6 +15,7 @@ from circuits.errors import InputError
 from harness.net import isolation
 from harness.run import meta
 from harness.analysis import records as results
+from harness.analysis.records import Record
 from harness.data import sources
 from harness.run.config import Experiment
 from harness.net.networks import Network
@@ -120,7 +121,7 @@ class Sweep:
         self.exp, self.enter, self.meta, self.warn = exp, enter, sweep_meta, warn
         self.runs_dir = out.with_suffix(".runs")
         self.writer = results.Writer(out)
-        self.written: list[dict] = []
+        self.written: list[Record] = []
         self.budget = Budget(exp.config.budget_s)
         self.populations: dict[tuple, Population] = {}
         self.runners: dict[str, CellRunner] = {}  # by cell key
@@ -144,9 +145,8 @@ class Sweep:
         """One run of a cell (or its record as skipped, past the budget), written at once."""
         over = self.budget.exceeded(cell)
         if over is not None:
-            record = _record(self.exp, cell, None, rep, warm, Outcome(None, {}, None, False, over),
-                             self.meta, None)
-            self._write({**record, "skipped": True})
+            self._write(_record(self.exp, cell, None, rep, warm,
+                                Outcome(None, {}, None, False, over), self.meta, None, skipped=True))
             return
         name = run_name(rep, warm)
         pop = self.population(cell)
@@ -156,17 +156,16 @@ class Sweep:
             outcome = network
         else:
             outcome = self.enter(lambda: runner.run(name, self.exp.config.timeout_s, network))
+        streams = self.calibrations.streams(cell) if cell.network.needs_calibration else None
         record = _record(self.exp, cell, pop, rep, warm, outcome, self.meta,
-                         self.runs_dir / cell.key(self.exp) / name)
-        if cell.network.needs_calibration:
-            record["fault_calibration"] = self.calibrations.streams(cell)
+                         self.runs_dir / cell.key(self.exp) / name, fault_calibration=streams)
         self.budget.observe(cell, len(pop), outcome)
         self._write(record)
         if outcome.error:
             tampered = "tampered (an expected outcome): " if expected_failure(record) else ""
             self.warn(f"{cell.label()} {name}: {tampered}{outcome.error.splitlines()[0]}")
 
-    def _write(self, record: dict) -> None:
+    def _write(self, record: Record) -> None:
         self.writer.append(record)
         self.written.append(record)
 
@@ -181,7 +180,7 @@ def run_name(rep: int, warm: bool) -> str:
 
 
 def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], None],
-              console=None) -> list[dict]:
+              console=None) -> list[Record]:
     """Run every missing run of the grid, appending records to `out`; returns this sweep's records."""
     done = _done(out, resume, warn)
     enter, isolated = _isolation(exp, warn)
@@ -258,7 +257,6 @@ def _tamper_fields(cell: Cell, o: Outcome) -> dict:
         "fault": faults,
         "fault_fired": any(e["fired"] for e in events.values()) if faults else None,
         "fault_events": events or None,
-        "fault_calibration": None,  # set by the sweep for faults at a fraction of the stream
         "tamper_detected": detected_by in ("protocol", "tls") if faults else None,
         "tamper_detected_by": detected_by,
         "result_correct": o.result_correct,
@@ -267,21 +265,22 @@ def _tamper_fields(cell: Cell, o: Outcome) -> dict:
     }
 
 
-def expected_failure(record: dict) -> bool:
+def expected_failure(record: Record) -> bool:
     """A failed run of a tamper experiment: its network had a fault and the fault fired
     (a run that fails before its fault fires is a real failure)."""
     return bool(record.get("fault")) and bool(record.get("fault_fired"))
 
 
-def _record(exp: Experiment, cell: Cell, pop, rep: int, warm: bool, o: Outcome, sweep_meta: dict,
-            logs: Path | None) -> dict:
+def _record(exp: Experiment, cell: Cell, pop: Population | None, rep: int, warm: bool, o: Outcome,
+            sweep_meta: dict, logs: Path | None, skipped: bool = False,
+            fault_calibration: dict[str, int] | None = None) -> Record:
     f = o.figures
     load = meta.load_average()
     facts = cell.engine.facts
-    security = {"security": facts.security, "majority": facts.majority}
-    return {
+    return Record(**{
         "config": exp.config.name, "cell": cell.key(exp), "engine": cell.engine.engine,
-        "protocol": cell.engine.protocol, **security, "parties": cell.engine.parties,
+        "protocol": cell.engine.protocol, "security": facts.security,
+        "majority": facts.majority, "parties": cell.engine.parties,
         "population": len(pop) if pop is not None else cell.source.size,
         "population_source": cell.source.text,
         "padding": {"conditions": cell.padding.conditions, "exams": cell.padding.exams},
@@ -305,4 +304,5 @@ def _record(exp: Experiment, cell: Cell, pop, rep: int, warm: bool, o: Outcome, 
         "logs": str(logs) if logs else None, "compare_to": exp.config.compare_to,
         "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "load_avg": load, "meta": {**sweep_meta, "load_avg": load},
-    }
+        "fault_calibration": fault_calibration, "skipped": skipped,
+    })
