@@ -117,21 +117,26 @@ class Not:
 
 
 @dataclass(frozen=True)
-class And:
+class _Combination:
+    """One or more criteria, combined (`word`: the native format's key, named in errors)."""
     children: tuple[Node, ...]
+    word: ClassVar[str]
 
     def __post_init__(self) -> None:
         _require(isinstance(self.children, tuple) and len(self.children) >= 1,
-                 "'all' needs at least one criterion")
+                 f"'{self.word}' needs at least one criterion")
 
 
 @dataclass(frozen=True)
-class Or:
-    children: tuple[Node, ...]
+class And(_Combination):
+    """Every child holds."""
+    word = "all"
 
-    def __post_init__(self) -> None:
-        _require(isinstance(self.children, tuple) and len(self.children) >= 1,
-                 "'any' needs at least one criterion")
+
+@dataclass(frozen=True)
+class Or(_Combination):
+    """At least one child holds."""
+    word = "any"
 
 
 Leaf = Union[AgeRange, Gender, Smoker, HasCondition, ExamCount]

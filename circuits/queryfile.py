@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union, cast
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeAlias, Union, cast
 
 import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag,
@@ -38,22 +38,24 @@ def _check_loinc(v: int | str) -> int:
 
 # --- the paper's query.json -------------------------------------------------------------
 
-class _PaperSmoker(_Strict):
+class _PaperCode(_Strict):
+    """A restriction to one code of a small public domain (`node` is its IR type)."""
+    value: _SmallCode
+    inverse: bool = False
+    node: ClassVar[type[Gender] | type[Smoker]]
+
+    def leaf(self) -> Node:
+        return self.node(self.value)
+
+
+class _PaperSmoker(_PaperCode):
     restriction_type: Literal["SMOKER"]
-    value: _SmallCode
-    inverse: bool = False
-
-    def leaf(self) -> Node:
-        return Smoker(self.value)
+    node = Smoker
 
 
-class _PaperGender(_Strict):
+class _PaperGender(_PaperCode):
     restriction_type: Literal["GENDER"]
-    value: _SmallCode
-    inverse: bool = False
-
-    def leaf(self) -> Node:
-        return Gender(self.value)
+    node = Gender
 
 
 class _PaperAge(_Strict):

@@ -1,11 +1,11 @@
 """Seeded synthetic patient populations, shaped like the Synthea sample, in numpy.
 
 `generate(n, seed, padding)` draws n encoded patients directly as numpy columns
-(no per-patient Python), so that 10^6 patients take a few seconds.  The
-marginals come from `SYNTHEA_R4`, measured once from the 60 Synthea FHIR R4
-bundles in /work/shared/data/synthea-r4/ (see `measure`, which recomputes the
-table from extracted patients, and tests/test_synthetic.py, which checks the
-embedded copy against the data when it is present).
+(no per-patient Python), so that large populations are cheap.  The marginals
+come from `SYNTHEA_R4`, measured once from the shared Synthea FHIR R4 sample
+(see the README's "Patient data"; `measure` recomputes the table from extracted
+patients, and tests/test_synthetic.py checks the embedded copy against the
+data when it is present).
 
 Fields are drawn independently of each other (an age does not make a
 condition likelier), except that an exam never predates the patient's birth:
@@ -41,8 +41,8 @@ from circuits.codes import GENDERS, SMOKER_STATES
 from circuits.ir import MAX_MONTHS
 from circuits.population import EMPTY, EXACT, Padding, Patient, Population
 
-# Measured with `measure(extract_dir(Path("/work/shared/data/synthea-r4"),
-# date(2021, 4, 1))[0])`: the 60 Synthea v2.4 bundles (smart-on-fhir
+# Measured with `measure(extract_dir(SYNTHEA, date(2021, 4, 1))[0])`, SYNTHEA the shared sample
+# (../shared/data/synthea-r4 beside the repo): the 60 Synthea v2.4 bundles (smart-on-fhir
 # generated-sample-data, dates shifted 2 years ahead) read as of 2021-04-01 by
 # harness.data.fhir.  Counts are patients (or, for exams, reports) of the sample.
 SYNTHEA_R4: dict = {
@@ -95,6 +95,10 @@ MONTHS_EDGES = (0, 12, 24, 36, 60, 120, 240, 360, 480, 600, MAX_MONTHS + 1)
 COUNT_BOUND_FACTOR = 2  # generated counts are redrawn above this many times the sample's max
 
 
+def _sample_variance(a: np.ndarray) -> float:
+    return round(float(a.var(ddof=1)), 4) if a.size > 1 else 0.0
+
+
 def measure(patients: Iterable[Patient], as_of: dt.date = dt.date(2021, 4, 1)) -> dict:
     """The `SYNTHEA_R4` table of a list of extracted patients (to re-measure it)."""
     ps = list(patients)
@@ -109,7 +113,6 @@ def measure(patients: Iterable[Patient], as_of: dt.date = dt.date(2021, 4, 1)) -
     last = int(np.flatnonzero(mbins).max()) + 1 if months.size else 0
     cond = Counter(c for p in ps for c in p.conditions)
     exams = Counter(c for p in ps for c, _ in p.exams)
-    var = (lambda a: round(float(a.var(ddof=1)), 4) if a.size > 1 else 0.0)
     return {
         "patients": len(ps),
         "as_of": as_of.isoformat(),
@@ -117,8 +120,8 @@ def measure(patients: Iterable[Patient], as_of: dt.date = dt.date(2021, 4, 1)) -
                           for b in range(top_bin + 1)),
         "gender": tuple(sum(p.gender == g for p in ps) for g in range(len(GENDERS))),
         "smoker": tuple(sum(p.smoker == s for p in ps) for s in range(len(SMOKER_STATES))),
-        "conditions_per_patient": (round(float(nc.mean()), 4), var(nc), int(nc.max())),
-        "exams_per_patient": (round(float(ne.mean()), 4), var(ne), int(ne.min()), int(ne.max())),
+        "conditions_per_patient": (round(float(nc.mean()), 4), _sample_variance(nc), int(nc.max())),
+        "exams_per_patient": (round(float(ne.mean()), 4), _sample_variance(ne), int(ne.min()), int(ne.max())),
         "condition_codes": dict(sorted(cond.items(), key=lambda kv: (-kv[1], kv[0]))),
         "exam_codes": dict(sorted(exams.items(), key=lambda kv: (-kv[1], kv[0]))),
         "months_bins": tuple((MONTHS_EDGES[i], MONTHS_EDGES[i + 1], int(mbins[i]))

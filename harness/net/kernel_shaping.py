@@ -1,16 +1,17 @@
-"""What the kernel can shape here, and a cross-check of the relay's bandwidth against `tc tbf`.
+"""What the kernel can shape, and a cross-check of the relay's bandwidth against `tc tbf`.
 
-This kernel has no `netem` qdisc (so no kernel delay/jitter), but has `tbf`.  The
-probes find out at run time, each in a throwaway network namespace, so nothing on
-the host changes.  The cross-check builds two namespaces joined by a veth pair (it
-is created inside the first namespace, so no interface of the host is ever
-touched), puts a `tbf` on the sender's end, and compares a bulk transfer through it
-with one through :class:`harness.net.relay.Relay` at the same rate.  The namespaces use
-198.18.0.0/30 (RFC 2544's benchmarking range); their traffic cannot leave them.
-Namespaces are deleted in `finally` blocks (which deletes their veth ends too).
+The probes (`netns`, the `netem` and `tbf` qdiscs) find out at run time, each in a
+throwaway network namespace, so nothing on the host changes.  The cross-check builds
+two namespaces joined by a veth pair (created inside the first namespace, so no
+interface of the host is ever touched), puts a `tbf` on the sender's end, and
+compares a bulk transfer through it with one through :class:`harness.net.relay.Relay`
+at the same rate.  The namespaces use 198.18.0.0/30 (RFC 2544's benchmarking range);
+their traffic cannot leave them.  Namespaces are deleted in `finally` blocks (which
+deletes their veth ends too).
 
 Needs root, `ip` (iproute2) with `netns` and `tc`.  Run it with
-`python -m harness.net.kernel_shaping [RATE_MBIT ...]`.
+`python -m harness.net.kernel_shaping [RATE_MBIT ...]`; what it found on the
+development machine is in the README (Networks).
 """
 from __future__ import annotations
 

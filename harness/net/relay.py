@@ -1,101 +1,23 @@
-"""Network emulation in user space: a shaping, counting TCP relay between parties.
+"""A shaping, counting TCP relay between parties: network emulation in user space.
 
-This kernel has no ``netem`` qdisc, so delay, jitter and bandwidth between the
-parties (separate OS processes on loopback) are emulated by a relay that the
-parties connect *through*.  A :class:`Relay` is given routes ``(src, dst,
-target_port)``: "connections that party ``src`` makes to party ``dst`` go
-through me to ``127.0.0.1:target_port``".  It listens on a fresh loopback port
-per route (:meth:`Relay.port_for`), and for every accepted connection opens one
-to the target (retrying until ``connect_timeout_s`` while the target is not
-listening yet, holding the client's bytes meanwhile), then forwards both ways.
+The parties (separate processes on one host's loopback) connect *through* a
+:class:`Relay`.  Given routes ``(src, dst, target_port)`` it listens on a fresh
+loopback port per route (:meth:`Relay.port_for`) and forwards every accepted
+connection to ``127.0.0.1:target_port``, retrying until ``connect_timeout_s``
+while the target is not listening yet.  On route ``(i, j)`` the bytes the
+connecting side sends are the directed link ``(i, j)`` and the replies the link
+``(j, i)``.  Each directed link is shaped on its own (:class:`LinkShape`: one-way
+delay, jitter, a bandwidth given as a TCP payload rate, see `ETHERNET_GOODPUT`),
+may carry one fault (`harness.net.faults`), and is counted on its own
+(:class:`RelayStats`: bytes, socket reads, flights, causal rounds).
 
-One TCP connection carries both directions: on route ``(i, j)`` the bytes that
-the connecting side sends are the directed link ``(i, j)`` and the bytes that
-the accepting side sends back are the directed link ``(j, i)``.  Every directed
-link is shaped (:class:`LinkShape`) and counted on its own.
-
-Shaping, per direction (a queue per direction, served by one loop timer):
-
-* propagation delay: a chunk read from one side at time ``t`` is written to the
-  other side at ``t + delay`` (+ a jitter sample, uniform in ``[-jitter,
-  +jitter]`` like netem's default, delay clamped at 0).  Chunks never reorder,
-  so TCP byte order is kept: a chunk's send time is ``max(its own time, the
-  previous chunk's send time)`` -- with jitter the mean delay is therefore a
-  little above ``delay`` when chunks follow each other closely.
-* bandwidth: serialisation delay with pacing (a token bucket with no burst):
-  ``b`` bytes occupy the link for ``8 b / bandwidth`` seconds after the
-  previous bytes have left it (a FIFO queue), and then experience the
-  propagation delay.  ``bandwidth_mbit`` is the rate of TCP *payload*: a real
-  Ethernet link of line rate L carries about ``L * 1448/1514`` (95.6 %) of
-  payload, which is what `tc tbf` at L gives (see harness/net/kernel_shaping.py),
-  so to emulate a line rate L configure ``L * ETHERNET_GOODPUT``.  Chunks are
-  cut into segments of about 1 ms of link time (at least 1448 bytes, at most
-  64 KiB) so that a large read is delivered progressively, as on a real link,
-  not in one lump.
-* back-pressure: a direction stops reading from its source while more than
-  ``max_queue_bytes`` are queued (not yet due) or while the destination's
-  transport buffer is above its high-water mark, and resumes below half of
-  it; no buffer grows without bound.  With a delay, ``max_queue_bytes``
-  plays the role of TCP's window: throughput is at most
-  ``max_queue_bytes / delay``.
-* A FIN is forwarded (``write_eof``) after the data before it, with the same
-  delay; a connection is closed once both directions have ended.
-
-At 0 ms and no bandwidth limit a direction is a pass-through: each read (up to
-256 KiB, TCP_NODELAY on both sockets) is written straight to the other
-transport in the same callback, with O(1) Python work per read and none per byte.
-
-Faults (``harness.net.faults``): a directed link may be given one :class:`Fault`
-(``faults={(src, dst): Fault(...)}``): flip a bit, replace bytes, drop the
-connection, or hold one chunk, at a byte offset of the link's stream (all
-its connections, in read order, from the relay's start) or at its k-th chunk.
-A faulted direction never takes the pass-through path (it goes through the
-queue, with no delay if its shape has none); the other links are untouched,
-and a link without a fault pays one attribute test per read.  Each fault
-fires at most once; ``RelayStats.faults_fired`` says whether, when and where
-(kept across ``reset_stats``, like the streams it counts).
-
-Counting, per directed link ``(src, dst)``, over all connections of that link:
-
-* ``bytes``: payload bytes read from ``src`` (TCP payload, no headers);
-* ``messages``: chunks, i.e. socket reads by the relay.  This is NOT the
-  engine's message count: TCP may merge several engine messages into one read
-  or split one into several;
-* ``flights``: maximal bursts of chunks on ``(src, dst)`` separated by the
-  delivery of traffic in the opposite direction ``(dst, src)``;
-* timestamps of the first/last read and first/last delivery (seconds since
-  :meth:`Relay.start`).
-
-Communication rounds.  Each chunk gets a *depth* = 1 + the highest depth among
-the chunks that had been DELIVERED to its sender (by the relay, on any link)
-before it was read from the sender (0 if none).  ``rounds`` = the maximum depth
-over all chunks: the longest causal chain of one-way flights.  A ping-pong of
-``k`` request/response exchanges has ``2k`` rounds; ``m`` parties sending to
-each other simultaneously and then replying have 2.  Causality is as the relay
-observes it (a chunk that the sender wrote just before a delivery to it but
-that the relay read just after counts as caused by it), so on a busy loop
-``rounds`` can slightly overestimate; it never underestimates a chain.
-
-Timing: delayed chunks are written by loop timers.  Stock epoll waits round up
-to whole milliseconds, so the standard loop runs here with an epoll selector
-whose timed waits have microsecond resolution, the loop thread asks Linux for
-1 ns timer slack (default 50 us), and timers are armed early by the median
-wake-up lateness of the loop's last 64 timers (at most 0.5 ms), so that the
-median delivery is on time; a chunk may then leave up to that lead early, or
-late when the machine is busy.  Chunks are timestamped when the relay reads
-them, so the relay's own wake-up latency on reads (~50 us on a loaded 2-core
-machine) adds to each hop, as do the endpoints' own.
-
-Event loop: the relay runs in its own thread with its own event loop.  With
-``loop="auto"`` uvloop is used if it is importable *and* every link is a
-pass-through (uvloop's timers and clock have millisecond resolution, which
-would add up to 1 ms per delayed chunk); otherwise the standard asyncio loop.
-Measured on this 2-core machine at 0 ms (Python 3.11.7, uvloop 0.23, load
-average ~5, sender and receiver in other processes, median of 18 x 64 MiB and
-of 18 x 1000 ping-pongs): direct loopback 1252 MiB/s and 22 us RTT; through
-the relay with uvloop 1137 MiB/s and 74 us, with asyncio 1043 MiB/s and 98 us.
-uvloop is the faster but is not a project dependency, so unless it is
-installed the standard loop runs.
+It assumes, and keeps: TCP byte order (chunks never reorder, whatever the
+jitter), bounded queues (a direction stops reading while its queue or the
+destination's buffer is full), and FINs delivered after the data before them.
+A link with no delay, no bandwidth limit and no fault is a pass-through.  The
+relay runs in its own thread with its own event loop.  The shaping and counting
+rules in full, the timer precision and the relay's measured overhead are in the
+README (Networks, "The relay").
 """
 from __future__ import annotations
 
