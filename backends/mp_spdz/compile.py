@@ -18,11 +18,9 @@ Flags (see `compile_flags`):
   where k is the widest comparison operand of the program in bits (signed):
   the compiler then asks for a prime of k + 40 bits (40 = its statistical
   security for masking in comparisons) and the VM rounds that up to a multiple
-  of 64, at least 128.  For the five-criteria query on Synthea-like codes the
-  arithmetic lowering needs k = 50 (49-bit SNOMED codes plus sign) -> 90 -> a
-  128-bit prime; the binary lowering compares nothing in the field (only its
-  final bits are summed), k = bits of the population size + 1, and also runs
-  with the VM's default 128-bit prime.
+  of 64, at least 128 (the README gives the widths of the measured queries).
+  The binary lowering compares nothing in the field (only its final bits are
+  summed): k = bits of the population size + 1.
 * `-b 100000`: a loop-unrolling budget large enough that no vector operation
   is split into chunks.
 * Options (`CompileOptions`): `-Y` edaBits for the masks of comparisons and
