@@ -1,7 +1,8 @@
 """MP-SPDZ backend: translation, input files, compile cache, reports, and real VM runs.
 
-The whole module is skipped when MP-SPDZ is absent (MP_SPDZ_HOME, default
-/opt/mp-spdz); a protocol whose VM is missing is skipped on its own.  Every
+Translation, input files and report parsing run everywhere; compiling skips
+without MP-SPDZ's compiler (MP_SPDZ_HOME, default /opt/mp-spdz), and each run
+skips when its protocol's VM is not built (tests/mp_spdz_vms.py).  Every
 run is checked against the plaintext oracle.  Populations are small, and
 tiny for the slow dishonest-majority malicious protocols (mascot, spdz2k),
 so that the module takes well under three minutes on two cores.
@@ -26,14 +27,10 @@ from circuits.queryfile import load_query
 from harness.run.parties import free_ports, run_group
 from harness.run.runner import check
 from harness.data.synthetic import generate
+from mp_spdz_vms import need_compiler, need_vm
 
 REPO = Path(__file__).resolve().parent.parent
 HOME = protocols.mp_spdz_home()
-
-if not protocols.compiler_script(HOME).is_file():
-    pytest.skip(f"MP-SPDZ not found at {HOME} (no compile.py there): set MP_SPDZ_HOME to an "
-                f"MP-SPDZ build ({protocols.INSTALL_DOCS}); `cohortbench doctor` lists what is "
-                "missing", allow_module_level=True)
 
 # Every node type, both exam encodings (a vocabulary code and one outside it), at_least > 1.
 EVERY_NODE = And((
@@ -47,13 +44,6 @@ SLOW = {"mascot", "spdz2k"}  # dishonest-majority malicious: big fixed preproces
 
 def five_criteria() -> Query:
     return load_query(REPO / "configs" / "queries" / "five-criteria.yaml")[0]
-
-
-def need_vm(name: str) -> protocols.Protocol:
-    p = protocols.get(name)
-    if not p.vm_path(HOME).is_file():
-        pytest.skip(f"{p.vm} is not built in {HOME} (cd {HOME} && make {p.vm})")
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +162,7 @@ def test_read_report_parses_and_names_what_is_missing(tmp_path):
 # --- compiling ----------------------------------------------------------------------------
 
 def test_compile_is_cached_outside_mp_spdz(cache):
+    need_compiler()
     before = {p for p in (HOME / "Compiler").rglob("__pycache__")}
     pop = generate(20, 1, Padding(4, 6))
     shape = program.Shape.of(pop)
@@ -329,6 +320,8 @@ def test_synthea_sample(protocol, synthea_dir, tmp_path, cache):
 def test_sweep_through_the_harness_and_the_relay(tmp_path):
     """`cohortbench run` with MP-SPDZ protocols beside MPyC, direct and through the relay:
     records carry the protocol's security model, the VM's and the relay's figures."""
+    need_vm("replicated-ring")
+    need_vm("semi")
     from harness.run.config import load_experiment
     from harness.run.sweep import run_sweep
     query = Path(__file__).resolve().parent.parent / "configs" / "queries" / "five-criteria.yaml"

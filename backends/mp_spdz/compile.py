@@ -18,11 +18,9 @@ Flags (see `compile_flags`):
   where k is the widest comparison operand of the program in bits (signed):
   the compiler then asks for a prime of k + 40 bits (40 = its statistical
   security for masking in comparisons) and the VM rounds that up to a multiple
-  of 64, at least 128.  For the five-criteria query on Synthea-like codes the
-  arithmetic lowering needs k = 50 (49-bit SNOMED codes plus sign) -> 90 -> a
-  128-bit prime; the binary lowering compares nothing in the field (only its
-  final bits are summed), k = bits of the population size + 1, and also runs
-  with the VM's default 128-bit prime.
+  of 64, at least 128 (the README gives the widths of the measured queries).
+  The binary lowering compares nothing in the field (only its final bits are
+  summed): k = bits of the population size + 1.
 * `-b 100000`: a loop-unrolling budget large enough that no vector operation
   is split into chunks.
 * Options (`CompileOptions`): `-Y` edaBits for the masks of comparisons and
@@ -198,6 +196,62 @@ def parse_compiler_output(text: str) -> dict:
     return out
 
 
+def _script(home: Path | None) -> Path:
+    script = compiler_script(home)
+    if not script.is_file():
+        raise RuntimeError(f"MP-SPDZ's compiler is not at {script}; set MP_SPDZ_HOME "
+                           "(see `cohortbench doctor`)")
+    return script
+
+
+def _key_fields(query: Query, shape: program.Shape, proto: Protocol, parties: int,
+                options: CompileOptions, flags: tuple[str, ...], version: str) -> dict:
+    """Everything besides the source that the compiled program depends on."""
+    return {
+        "ir_hash": query.ir_hash, "output": query.output.value, "patients": shape.patients,
+        "slots": list(shape.slots), "bounds": asdict(shape.bounds), "protocol": proto.name,
+        "domain": proto.domain, "parties": parties, "options": asdict(options),
+        "flags": list(flags), "compiler": version, "translator": program.TRANSLATOR_VERSION,
+    }
+
+
+def _run_compiler(work: Path, source: str, script: Path, flags: tuple[str, ...], parties: int,
+                  python: str | None, timeout_s: float) -> tuple[list[str], str, float]:
+    """compile.py on `source` in `work`: (argv, its stdout, seconds); RuntimeError if it fails."""
+    src = work / f"{program.PROGRAM_NAME}.mpc"
+    src.write_text(source)
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PLAYERS=str(parties))
+    argv = [python or sys.executable, str(script), *flags, src.name]
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"MP-SPDZ's compiler took over {timeout_s:.0f} s "
+                           f"({' '.join(argv)})") from None
+    compile_s = time.perf_counter() - t0
+    log = done.stdout + done.stderr
+    (work / "compile.log").write_text(log)
+    schedule = work / "Programs" / "Schedules" / f"{program.PROGRAM_NAME}.sch"
+    if done.returncode != 0 or not schedule.is_file():
+        tail = "\n".join(log.splitlines()[-25:])
+        raise RuntimeError(f"MP-SPDZ's compiler failed (exit {done.returncode}) on {src}:\n"
+                           f"{' '.join(argv)}\n{tail}")
+    return argv, done.stdout, compile_s
+
+
+def _publish(work: Path, entry: Path) -> dict | None:
+    """Rename the finished `work` into place: None, or the metadata of the entry another
+    process compiled first (then `work` is left to be removed)."""
+    try:
+        work.rename(entry)
+    except OSError:
+        if not (entry / META).is_file():
+            raise
+        return json.loads((entry / META).read_text())
+    return None
+
+
 def compile_program(query: Query, shape: program.Shape, protocol: Protocol | str,
                     parties: int | None = None, options: CompileOptions | None = None,
                     cache_dir: Path | None = None, home: Path | None = None,
@@ -208,20 +262,12 @@ def compile_program(query: Query, shape: program.Shape, protocol: Protocol | str
     parties = parties or proto.default_parties
     proto.check_parties(parties)
     options = options or default_options(proto)
-    script = compiler_script(home)
-    if not script.is_file():
-        raise RuntimeError(f"MP-SPDZ's compiler is not at {script}; set MP_SPDZ_HOME "
-                           "(see `cohortbench doctor`)")
+    script = _script(home)
     flags = compile_flags(proto, query, shape, options, parties)
     source = program.translate(query, shape, options.lowering, proto.domain,
                                _settings(proto, options))
     version = compiler_version(home)
-    key_fields = {
-        "ir_hash": query.ir_hash, "output": query.output.value, "patients": shape.patients,
-        "slots": list(shape.slots), "bounds": asdict(shape.bounds), "protocol": proto.name,
-        "domain": proto.domain, "parties": parties, "options": asdict(options),
-        "flags": list(flags), "compiler": version, "translator": program.TRANSLATOR_VERSION,
-    }
+    key_fields = _key_fields(query, shape, proto, parties, options, flags, version)
     key = hashlib.sha256(json.dumps([key_fields, source], sort_keys=True).encode()).hexdigest()[:20]
     cache = (cache_dir or default_cache_dir()).resolve()
     entry = cache / f"{proto.name}-{key}"
@@ -235,39 +281,18 @@ def compile_program(query: Query, shape: program.Shape, protocol: Protocol | str
     cache.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{proto.name}-{key}-", dir=cache))
     try:
-        src = work / f"{program.PROGRAM_NAME}.mpc"
-        src.write_text(source)
-        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PLAYERS=str(parties))
-        argv = [python or sys.executable, str(script), *flags, src.name]
-        t0 = time.perf_counter()
-        try:
-            done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True,
-                                  timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"MP-SPDZ's compiler took over {timeout_s:.0f} s "
-                               f"({' '.join(argv)})") from None
-        compile_s = time.perf_counter() - t0
-        log = done.stdout + done.stderr
-        (work / "compile.log").write_text(log)
-        schedule = work / "Programs" / "Schedules" / f"{program.PROGRAM_NAME}.sch"
-        if done.returncode != 0 or not schedule.is_file():
-            tail = "\n".join(log.splitlines()[-25:])
-            raise RuntimeError(f"MP-SPDZ's compiler failed (exit {done.returncode}) on {src}:\n"
-                               f"{' '.join(argv)}\n{tail}")
+        argv, stdout, compile_s = _run_compiler(work, source, script, flags, parties, python,
+                                                timeout_s)
         meta = {"key": key, "key_fields": key_fields, "argv": argv, "compile_s": compile_s,
-                "expected": parse_compiler_output(done.stdout),
+                "expected": parse_compiler_output(stdout),
                 "query": {"root": to_plain(query.root), "output": query.output.value,
                           "name": query.name}}
         (work / META).write_text(json.dumps(meta, indent=1))
-        try:
-            work.rename(entry)
-        except OSError:  # another process compiled the same key first
-            if not (entry / META).is_file():
-                raise
-            return compiled(json.loads((entry / META).read_text()), True)
+        first = _publish(work, entry)
+        if first is not None:
+            return compiled(first, True)
         work = None
         return compiled(meta, False)
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
-

@@ -139,6 +139,50 @@ def party_command(protocol: Protocol, pid: int, parties: int, name: str, tls: bo
     return argv + list(vm_args) + [name]
 
 
+def _vm_home(protocol: Protocol, tls: bool | None, home: Path | None) -> Path | None:
+    """Where the VM comes from: `home`, or the -DINSECURE build for plaintext links of a VM
+    that encrypts by default; RuntimeError if that VM is not built."""
+    if protocol.needs_plaintext_build(tls) and home is None:
+        home = plaintext_home()
+        if not protocol.vm_path(home).is_file():
+            raise RuntimeError(
+                f"MP-SPDZ's {protocol.vm} runs with plaintext links (ssl: false, -u) only when "
+                f"built with -DINSECURE; there is none at {protocol.vm_path(home)} (set "
+                f"{PLAINTEXT_HOME_ENV} to such a build of the same commit, or drop "
+                "ssl: false)")
+    vm = protocol.vm_path(home)
+    if not vm.is_file():
+        raise RuntimeError(f"MP-SPDZ's {protocol.vm} is not at {vm} (see `cohortbench doctor`)")
+    return home
+
+
+def _views(ports: Sequence[int], addresses: Sequence[Sequence[str]] | None,
+           parties: int) -> Sequence[Sequence[str]]:
+    """Each party's view of every party's host:port (default: 127.0.0.1 and `ports`)."""
+    if len(ports) != parties:
+        raise ValueError(f"{parties} parties need {parties} ports, got {len(ports)}")
+    views = addresses or [[f"127.0.0.1:{p}" for p in ports]] * parties
+    if len(views) != parties or any(len(v) != parties for v in views):
+        raise ValueError(f"addresses must give each of the {parties} parties a view of "
+                         f"{parties} addresses")
+    return views
+
+
+def _party_dir(run_dir: Path, pid: int, compiled: Compiled, pop: Population, view: Sequence[str],
+               certs: Path | None, hashes: list[list[str]]) -> Path:
+    """Party `pid`'s directory: Programs link, Player-Data (inputs, TLS files), hosts file."""
+    pdir = run_dir / f"P{pid}"
+    data = pdir / "Player-Data"
+    data.mkdir(parents=True, exist_ok=True)
+    (pdir / "Programs").symlink_to(compiled.programs, target_is_directory=True)
+    if pid == 0:
+        program.write_inputs(pop, compiled.query, compiled.shape, data, compiled.options.lowering)
+    if certs is not None:
+        _install_certs(certs, hashes, data, pid)
+    (pdir / HOSTS_FILE).write_text("".join(f"{a}\n" for a in view))
+    return pdir
+
+
 def prepare_run(run_dir: Path, compiled: Compiled, pop: Population, ports: Sequence[int],
                 tls: bool | None = None, addresses: Sequence[Sequence[str]] | None = None,
                 home: Path | None = None, vm_args: Sequence[str] = (),
@@ -154,24 +198,9 @@ def prepare_run(run_dir: Path, compiled: Compiled, pop: Population, ports: Seque
     VM options (e.g. -lgp 192); `verbose`: -v, for the online/offline split."""
     protocol = get(compiled.protocol)
     parties = compiled.parties
-    if len(ports) != parties:
-        raise ValueError(f"{parties} parties need {parties} ports, got {len(ports)}")
-    if protocol.needs_plaintext_build(tls) and home is None:
-        home = plaintext_home()
-        if not protocol.vm_path(home).is_file():
-            raise RuntimeError(
-                f"MP-SPDZ's {protocol.vm} runs with plaintext links (ssl: false, -u) only when "
-                f"built with -DINSECURE; there is none at {protocol.vm_path(home)} (set "
-                f"{PLAINTEXT_HOME_ENV} to such a build of the same commit, or drop "
-                "ssl: false)")
+    views = _views(ports, addresses, parties)
+    home = _vm_home(protocol, tls, home)
     tls = protocol.tls if tls is None else tls
-    views = addresses or [[f"127.0.0.1:{p}" for p in ports]] * parties
-    if len(views) != parties or any(len(v) != parties for v in views):
-        raise ValueError(f"addresses must give each of the {parties} parties a view of "
-                         f"{parties} addresses")
-    vm = protocol.vm_path(home)
-    if not vm.is_file():
-        raise RuntimeError(f"MP-SPDZ's {protocol.vm} is not at {vm} (see `cohortbench doctor`)")
     run_dir = run_dir.resolve()
     if (run_dir / "P0").exists():
         raise ValueError(f"{run_dir} already holds a run; give each run a fresh directory")
@@ -180,16 +209,7 @@ def prepare_run(run_dir: Path, compiled: Compiled, pop: Population, ports: Seque
     hashes = [_hash_links(certs / f"P{j}.pem") for j in range(parties)] if certs else []
     dirs, commands = [], []
     for pid in range(parties):
-        pdir = run_dir / f"P{pid}"
-        data = pdir / "Player-Data"
-        data.mkdir(parents=True, exist_ok=True)
-        (pdir / "Programs").symlink_to(compiled.programs, target_is_directory=True)
-        if pid == 0:
-            program.write_inputs(pop, compiled.query, compiled.shape, data,
-                                 compiled.options.lowering)
-        if certs is not None:
-            _install_certs(certs, hashes, data, pid)
-        (pdir / HOSTS_FILE).write_text("".join(f"{a}\n" for a in views[pid]))
+        pdir = _party_dir(run_dir, pid, compiled, pop, views[pid], certs, hashes)
         vm_argv = party_command(protocol, pid, parties, compiled.name, tls, home, vm_args, verbose)
         commands.append(("/bin/sh", "-c", _CD_EXEC, "sh", str(pdir), *vm_argv))
         dirs.append(pdir)

@@ -53,18 +53,19 @@ from pathlib import Path
 
 import numpy as np
 
+from backends.mp_spdz.protocols import FIELD, RING
 from circuits.codes import GENDERS, SMALL_DOMAIN, SMOKER_STATES
 from circuits.cost import AGE_BITS, MONTH_BITS, DataBounds
 from circuits.ir import (AgeRange, And, ExamCount, Gender, HasCondition,
                          Node, Not, Or, Output, Query, Smoker, leaves, normalise, render)
 from circuits.population import Population
+from circuits.visitor import Visitor
 
 BINARY, ARITHMETIC = "binary", "arithmetic"
 LOWERINGS = (BINARY, ARITHMETIC)
-FIELD, RING = "field", "ring"
 PROGRAM_NAME = "cohort"
 INPUT_FILE = "Input-P0-0"  # party 0, main thread, under Player-Data/
-TRANSLATOR_VERSION = 3  # bump when the generated source changes for the same inputs
+TRANSLATOR_VERSION = 4  # bump when the generated source changes for the same inputs
 
 SMALL_CODE_BITS = (SMALL_DOMAIN - 1).bit_length()  # gender and smoking status: 0..3
 
@@ -138,305 +139,37 @@ def columns(query: Query, shape: Shape) -> tuple[Column, ...]:
 
 
 # --------------------------------------------------------------------------------------------
-# The helpers each lowering defines at the top of the program.  Node translations call them by
-# the same names with the same arguments, so the translator below serves both lowerings.
+# The program: a header, the lowering's prelude (package data under preludes/), party 0's
+# inputs and one line per node of the criteria tree.
 
-_COMMON_PRELUDE = '''\
-import operator
-from Compiler import util
+PRELUDES = Path(__file__).with_name("preludes")
+COMMON_PRELUDE = "common.py"  # the helpers both lowerings share, included first
 
+# The prelude functions the generated program calls (common.py and the lowering's own file
+# together define them all); each node translation calls them by the same names with the
+# same arguments, so one translator serves both lowerings.
+PRELUDE_INTERFACE = ("input_column", "NOT", "AND", "OR", "greater_than", "less_than", "equals",
+                     "is_value", "any_code", "at_least", "reveal_eligible", "reveal_count")
 
-def _fold(x):
-    """Public constants (Python ints/bools) become True/False."""
-    return bool(x) if isinstance(x, int) else x
 
+def prelude(lowering: str) -> str:
+    """The source that `lowering`'s programs include: common.py, then <lowering>.py."""
+    if lowering not in LOWERINGS:
+        raise ValueError(f"unknown lowering {lowering!r}; use one of {', '.join(LOWERINGS)}")
+    return "\n\n".join((PRELUDES / name).read_text().rstrip() + "\n"
+                        for name in (COMMON_PRELUDE, f"{lowering}.py"))
 
-def _fold_count(hits, n):
-    """`at least n of hits` with public hits folded: (secret hits, n left, answer or None)."""
-    hits = [_fold(h) for h in hits]
-    n -= sum(1 for h in hits if h is True)
-    hits = [h for h in hits if not isinstance(h, bool)]
-    known = True if n <= 0 else False if n > len(hits) else None
-    return hits, n, known
 
-
-def NOT(x):
-    x = _fold(x)
-    return (not x) if isinstance(x, bool) else _negate(x)
-
-
-def AND(*xs):
-    xs = [_fold(x) for x in xs]
-    if any(x is False for x in xs):
-        return False
-    xs = [x for x in xs if x is not True]
-    return util.tree_reduce(_conjoin, xs) if xs else True
-
-
-def OR(*xs):
-    return NOT(AND(*(NOT(x) for x in xs)))
-
-
-def greater_than(x, c, bits):
-    """[x > c] for x of `bits` unsigned bits and a public c."""
-    return NOT(less_than(x, c + 1, bits))
-
-
-def reveal_eligible(bit):
-    """One bit per patient, revealed to party 0 only, who prints it."""
-    bit = _fold(bit)
-    value = sint(int(bit), size=N) if isinstance(bit, bool) else _to_sint(bit)
-    print_ln_to(0, 'ELIGIBLE %s', value.reveal_to(0))
-
-
-def reveal_count(bit):
-    """Only the number of eligible patients, revealed to every party."""
-    bit = _fold(bit)
-    value = sint(int(bit), size=N) if isinstance(bit, bool) else _to_sint(bit)
-    print_ln('COUNT %s', value.sum().reveal())
-'''
-
-_BINARY_PRELUDE = '''\
-# Bit-sliced lowering.  A value is a list of bit planes, least significant first;
-# plane i is one secret binary register holding bit i of every patient (one lane
-# per patient), so each gate below acts on all N patients at once.  XOR and NOT
-# are local; each AND is one round of bit multiplications for all lanes.
-from Compiler.GC.types import sbits
-
-lanes = sbits.get_type(N)
-
-
-def input_column(bits):
-    """A column from party 0, input as `bits` bit planes (one N-bit number each)."""
-    return [lanes.get_input_from(0) for _ in range(bits)]
-
-
-def _negate(x):
-    return ~x
-
-
-def _conjoin(x, y):
-    return x & y
-
-
-def _to_sint(x):
-    return sint(x)  # one daBit per lane
-
-
-def XOR(x, y):
-    x, y = _fold(x), _fold(y)
-    if isinstance(x, bool) and isinstance(y, bool):
-        return x != y
-    if isinstance(x, bool):
-        x, y = y, x
-    return (~x if y else x) if isinstance(y, bool) else x ^ y
-
-
-def MUX(s, if1, if0):
-    """if1 where s else if0, with one AND: if0 ^ (s & (if0 ^ if1))."""
-    return XOR(if0, AND(s, XOR(if0, if1)))
-
-
-def literal(x, bit):
-    return x if bit else NOT(x)
-
-
-def equals(x, c, bits):
-    """[x == c] for a public c: the AND of the bits' literals."""
-    if not 0 <= c < 2 ** len(x):
-        return False
-    return AND(*(literal(b, (c >> i) & 1) for i, b in enumerate(x)))
-
-
-def is_value(x, v, bits, domain):
-    """[x == v] for x in a small public domain {0..domain-1}."""
-    return equals(x, v, bits)
-
-
-def less_than(x, c, bits):
-    """[x < c] for a public c: the borrow of x - c.  From the least significant bit up,
-    r = NOT x_i OR r where c has a 1, r = NOT x_i AND r where c has a 0; each run of equal
-    bits of c is one balanced tree (at most len(x) - 1 gates, depth = runs of c)."""
-    if c <= 0:
-        return False
-    if c >= 2 ** len(x):
-        return True
-    r, i = False, 0
-    while i < len(x):
-        bit, j = (c >> i) & 1, i
-        while j < len(x) and (c >> j) & 1 == bit:
-            j += 1
-        run = [NOT(b) for b in x[i:j]]
-        r = OR(r, OR(*run)) if bit else AND(r, AND(*run))
-        i = j
-    return r
-
-
-def in_codes(x, codes):
-    """[x in codes] for distinct public codes, in about len(x) gates whatever the number
-    of codes.  Relative to the first code, bit i of x "flips" when it differs from that
-    code's bit.  Where all codes agree, no bit may flip; bits whose pattern across the
-    codes is the same must flip together, so one bit z stands for its class and the
-    others are tested against it; what remains is whether the flips z of the classes
-    are those of one of the codes: a small decision diagram over z."""
-    codes = [c for c in codes if 0 <= c < 2 ** len(x)]
-    if not codes:
-        return False
-    base = codes[0]
-    flips = [XOR(b, bool((base >> i) & 1)) for i, b in enumerate(x)]
-    classes = {}  # pattern across the codes -> bit positions
-    for i in range(len(x)):
-        classes.setdefault(tuple(((c ^ base) >> i) & 1 for c in codes), []).append(i)
-    tests = [NOT(flips[i]) for i in classes.pop((0,) * len(codes), [])]
-    z, patterns = [], []
-    for pattern, positions in classes.items():
-        z.append(flips[positions[0]])
-        tests += [NOT(XOR(flips[i], z[-1])) for i in positions[1:]]
-        patterns.append(pattern)
-    wanted = [sum(p[j] << k for k, p in enumerate(patterns)) for j in range(len(codes))]
-    return AND(*tests, _in_codes(z, wanted, list(range(len(z)))))
-
-
-def _in_codes(x, codes, positions):
-    """[x in codes] as a decision diagram: the literals of the bits where the codes
-    agree, then a branch (MUX) on a bit where they differ, recursively."""
-    agree = [i for i in positions if len({(c >> i) & 1 for c in codes}) == 1]
-    common = AND(*(literal(x[i], (codes[0] >> i) & 1) for i in agree))
-    if len(codes) == 1:
-        return common
-    split = next(i for i in positions if i not in agree)
-    rest = [i for i in positions if i not in agree and i != split]
-    ones = [c for c in codes if (c >> split) & 1]
-    zeros = [c for c in codes if not (c >> split) & 1]
-    return AND(common, MUX(x[split], _in_codes(x, ones, rest), _in_codes(x, zeros, rest)))
-
-
-def any_code(slots, codes, bits):
-    """[some slot holds one of the codes]."""
-    return OR(*(in_codes(x, codes) for x in slots))
-
-
-def at_least(hits, n):
-    """[at least n of the hit bits are set]."""
-    hits, n, known = _fold_count(hits, n)
-    if known is not None:
-        return known
-    if n == 1:
-        return OR(*hits)
-    if n == len(hits):
-        return AND(*hits)
-    count = popcount(hits)
-    return NOT(less_than(count, n, len(count)))
-
-
-def popcount(bits):
-    """The number of set bits, as bits (least significant first): a Wallace tree of full
-    adders (one AND each: carry = ((a ^ b) & (b ^ c)) ^ b) and half adders."""
-    columns = [list(bits)]
-    while any(len(col) > 1 for col in columns):
-        merged = [[] for _ in range(len(columns) + 1)]
-        for i, col in enumerate(columns):
-            while len(col) >= 3:
-                a, b, c = col.pop(), col.pop(), col.pop()
-                merged[i].append(XOR(XOR(a, b), c))
-                merged[i + 1].append(XOR(AND(XOR(a, b), XOR(b, c)), b))
-            if len(col) == 2:
-                a, b = col
-                merged[i].append(XOR(a, b))
-                merged[i + 1].append(AND(a, b))
-            else:
-                merged[i].extend(col)
-        columns = merged if merged[-1] else merged[:-1]
-    return [col[0] if col else False for col in columns]
-'''
-
-_ARITHMETIC_PRELUDE = '''\
-# Arithmetic lowering.  A value is an sint vector with one entry per patient; a
-# criterion is a 0/1 sint vector; AND is a product, OR one minus the product of
-# complements; comparisons are MP-SPDZ's with explicit bit lengths.
-
-
-def input_column(bits):
-    """A column from party 0: one sint per patient (`bits` is the public width)."""
-    return sint.get_input_from(0, size=N)
-
-
-def _negate(x):
-    return 1 - x
-
-
-def _conjoin(x, y):
-    return x * y
-
-
-def _to_sint(x):
-    return x
-
-
-def equals(x, c, bits):
-    """[x == c] for a public c; x - c needs bits + 1 signed bits."""
-    if not 0 <= c < 2 ** bits:
-        return False
-    return x.equal(c, bit_length=bits + 1)
-
-
-def is_value(x, v, bits, domain):
-    """[x == v] for x in {0..domain-1}: the Lagrange basis polynomial
-    prod_{j != v} (x - j) / (v - j) in a prime field (domain - 2 multiplications, no
-    comparison); an equality test in a ring, where the division does not exist."""
-    if not 0 <= v < domain:
-        return False
-    if DOMAIN != 'field':
-        return equals(x, v, bits)
-    scale = 1
-    for j in range(domain):
-        if j != v:
-            scale *= v - j
-    factors = [x - j for j in range(domain) if j != v]
-    return util.tree_reduce(operator.mul, factors) * cint(1).field_div(cint(scale))
-
-
-def less_than(x, c, bits):
-    """[x < c] for x of `bits` unsigned bits and a public c (x - c needs bits + 1)."""
-    if c <= 0:
-        return False
-    if c >= 2 ** bits:
-        return True
-    return x.less_than(c, bit_length=bits)
-
-
-def any_code(slots, codes, bits):
-    """[some slot holds one of the codes]: the number of matches compared with 0."""
-    matches = [equals(x, c, bits) for x in slots for c in codes]
-    matches = [m for m in matches if m is not False]
-    if not matches:
-        return False
-    total = util.tree_reduce(operator.add, matches)
-    return greater_than(total, 0, len(matches).bit_length())
-
-
-def at_least(hits, n):
-    """[at least n of the hit bits are set]: their sum compared with n."""
-    hits, n, known = _fold_count(hits, n)
-    if known is not None:
-        return known
-    total = util.tree_reduce(operator.add, hits)
-    return NOT(less_than(total, n, len(hits).bit_length()))
-'''
-
-
-class Translator:
+class Translator(Visitor[str]):
     """The IR to program lines: one method per node type, each returning the name of the
     program variable that holds the node's per-patient bit (or a folded constant)."""
 
-    def __init__(self, shape: Shape):
+    def __init__(self, shape: Shape, domain: str = RING):
         self.shape = shape
+        self.domain = domain
         self.lines: list[str] = []
         self._names = 0
         self._bits = {name: c.bits for name, c in all_columns(shape).items()}
-
-    def translate(self, node: Node) -> str:
-        return getattr(self, "_" + type(node).__name__)(node)
 
     def _emit(self, expression: str, comment: str) -> str:
         self._names += 1
@@ -444,31 +177,34 @@ class Translator:
         self.lines.append(f"{name} = {expression}  # {comment}")
         return name
 
-    def _AgeRange(self, node: AgeRange) -> str:
+    def _is_value(self, x: str, v: int, column: str, domain: int) -> str:
+        return (f"is_value({x}, {v}, bits={self._bits[column]}, domain={domain}, "
+                f"prime_field={self.domain == FIELD})")
+
+    def visit_age_range(self, node: AgeRange) -> str:
         bits = self._bits["age"]
         return self._emit(f"AND(greater_than(age, {node.min_exclusive}, bits={bits}), "
                           f"less_than(age, {node.max_exclusive}, bits={bits}))",
                           f"{node.min_exclusive} < age < {node.max_exclusive}")
 
-    def _Gender(self, node: Gender) -> str:
-        return self._emit(f"is_value(gender, {node.code}, bits={self._bits['gender']}, "
-                          f"domain={SMALL_DOMAIN})", f"gender = {GENDERS[node.code]}")
+    def visit_gender(self, node: Gender) -> str:
+        return self._emit(self._is_value("gender", node.code, "gender", SMALL_DOMAIN),
+                          f"gender = {GENDERS[node.code]}")
 
-    def _Smoker(self, node: Smoker) -> str:
-        return self._emit(f"is_value(smoker, {node.code}, bits={self._bits['smoker']}, "
-                          f"domain={SMALL_DOMAIN})", f"smoker = {SMOKER_STATES[node.code]}")
+    def visit_smoker(self, node: Smoker) -> str:
+        return self._emit(self._is_value("smoker", node.code, "smoker", SMALL_DOMAIN),
+                          f"smoker = {SMOKER_STATES[node.code]}")
 
-    def _HasCondition(self, node: HasCondition) -> str:
+    def visit_has_condition(self, node: HasCondition) -> str:
         codes = tuple(node.codes)
         return self._emit(f"any_code(conditions, {codes!r}, bits={self._bits['conditions']})",
                           f"a condition in {{{', '.join(map(str, codes))}}}")
 
-    def _ExamCount(self, node: ExamCount) -> str:
+    def visit_exam_count(self, node: ExamCount) -> str:
         b = self.shape.bounds
         index = b.exam_index(node.loinc)
         if index is not None:
-            same = (f"is_value(exam_index[j], {index}, bits={self._bits['exam_index']}, "
-                    f"domain={b.exam_domain})")
+            same = self._is_value("exam_index[j]", index, "exam_index", b.exam_domain)
             kind = f"vocabulary index {index}"
         else:
             same = f"equals(exam_codes[j], {node.loinc}, bits={self._bits['exam_codes']})"
@@ -480,17 +216,59 @@ class Translator:
         return self._emit(f"at_least({hits}, {node.at_least})",
                           f"at least {node.at_least} such exams")
 
-    def _Not(self, node: Not) -> str:
-        child = self.translate(node.child)
+    def visit_not(self, node: Not) -> str:
+        child = self.visit(node.child)
         return self._emit(f"NOT({child})", f"not {child}")
 
-    def _And(self, node: And) -> str:
-        kids = [self.translate(c) for c in node.children]
+    def visit_and(self, node: And) -> str:
+        kids = [self.visit(c) for c in node.children]
         return self._emit(f"AND({', '.join(kids)})", "all of " + ", ".join(kids))
 
-    def _Or(self, node: Or) -> str:
-        kids = [self.translate(c) for c in node.children]
+    def visit_or(self, node: Or) -> str:
+        kids = [self.visit(c) for c in node.children]
         return self._emit(f"OR({', '.join(kids)})", "any of " + ", ".join(kids))
+
+
+class BinaryTranslator(Translator):
+    target = "MP-SPDZ binary lowering"
+
+
+class ArithmeticTranslator(Translator):
+    target = "MP-SPDZ arithmetic lowering"
+
+
+TRANSLATORS: dict[str, type[Translator]] = {BINARY: BinaryTranslator, ARITHMETIC: ArithmeticTranslator}
+
+
+def _header(query: Query, root: Node, shape: Shape, lowering: str, domain: str,
+            settings: tuple[str, ...]) -> list[str]:
+    """The comments naming the query and its tree, and the public sizes."""
+    c_slots, e_slots = shape.slots
+    tree = "\n".join("#   " + line for line in render(root).splitlines())
+    return [
+        f"# cohortbench cohort selection, generated by backends/mp_spdz/program.py (v{TRANSLATOR_VERSION})",
+        f"# query {query.name!r} (IR hash {query.ir_hash}), output: {query.output.value}",
+        tree,
+        f"# lowering: {lowering}; domain: {domain}",
+        "",
+        f"N = {shape.patients}  # patients (public)",
+        f"C = {c_slots}  # condition slots per patient (public padding)",
+        f"E = {e_slots}  # exam slots per patient (public padding)",
+        *settings,
+    ]
+
+
+def _input_lines(query: Query, shape: Shape) -> list[str]:
+    """One line per column the query reads, in the order of Player-Data/Input-P0-0."""
+    lines = ["# Party 0's inputs, in the order of Player-Data/Input-P0-0."]
+    for col in columns(query, shape):
+        if col.slots:
+            slots = "C" if col.name == "conditions" else "E"
+            lines.append(f"{col.name} = [input_column({col.bits}, N) for slot in range({slots})]"
+                         f"  # {col.meaning}, {col.bits} bits")
+        else:
+            lines.append(f"{col.name} = input_column({col.bits}, N)  # {col.meaning}, {col.bits} bits")
+    return lines
 
 
 def translate(query: Query, shape: Shape, lowering: str = BINARY, domain: str = RING,
@@ -504,42 +282,15 @@ def translate(query: Query, shape: Shape, lowering: str = BINARY, domain: str = 
     if domain not in (FIELD, RING):
         raise ValueError(f"unknown domain {domain!r}; use field or ring")
     root = normalise(query.root)
-    cols = columns(query, shape)
-    c_slots, e_slots = shape.slots
-    tree = "\n".join("#   " + line for line in render(root).splitlines())
-    head = [
-        f"# cohortbench cohort selection, generated by backends/mp_spdz/program.py (v{TRANSLATOR_VERSION})",
-        f"# query {query.name!r} (IR hash {query.ir_hash}), output: {query.output.value}",
-        tree,
-        f"# lowering: {lowering}; domain: {domain}",
-        "",
-        f"N = {shape.patients}  # patients (public)",
-        f"C = {c_slots}  # condition slots per patient (public padding)",
-        f"E = {e_slots}  # exam slots per patient (public padding)",
-        f"DOMAIN = {domain!r}",
-        *settings,
-        "",
-        _COMMON_PRELUDE.rstrip(),
-        "",
-        "",
-        (_BINARY_PRELUDE if lowering == BINARY else _ARITHMETIC_PRELUDE).rstrip(),
-        "",
-        "",
-        "# Party 0's inputs, in the order of Player-Data/Input-P0-0.",
-    ]
-    for col in cols:
-        if col.slots:
-            slots = "C" if col.name == "conditions" else "E"
-            head.append(f"{col.name} = [input_column({col.bits}) for slot in range({slots})]"
-                        f"  # {col.meaning}, {col.bits} bits")
-        else:
-            head.append(f"{col.name} = input_column({col.bits})  # {col.meaning}, {col.bits} bits")
-    t = Translator(shape)
-    result = t.translate(root)
+    translator = TRANSLATORS[lowering](shape, domain)
+    result = translator.visit(root)
     reveal = "reveal_count" if query.output is Output.COUNT else "reveal_eligible"
-    body = ["", "# The criteria, one line per node of the tree.", *t.lines, "",
-            f"{reveal}({result})", ""]
-    return "\n".join(head + body)
+    return "\n".join([
+        *_header(query, root, shape, lowering, domain, settings), "",
+        prelude(lowering), "",
+        *_input_lines(query, shape), "",
+        "# The criteria, one line per node of the tree.", *translator.lines, "",
+        f"{reveal}({result}, N)", ""])
 
 
 # --------------------------------------------------------------------------------------------

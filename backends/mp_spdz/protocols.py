@@ -5,12 +5,9 @@ machine binary, the security model (semi-honest or malicious, honest or
 dishonest majority), the computation domain (a prime field or the ring
 Z_2^64), the party counts the VM accepts, whether it takes `-N`, whether its
 links are TLS-encrypted by default, and how to ask the compiler to optimise for it
-(`-E <name>`, which also picks the domain's protocol-specific options).
-
-Facts checked against MP-SPDZ 3a0a7b1d (/opt/mp-spdz-NOTES.md): the
-honest-majority VMs encrypt unless given `-u` (then they need
-Player-Data/P<i>.pem/.key); replicated-ring and ps-rep-ring are fixed at three
-parties and reject `-N`; the dishonest-majority VMs run unencrypted unless given `-e`.
+(`-E <name>`, which also picks the domain's protocol-specific options).  It
+assumes the MP-SPDZ commit named in backends/mp_spdz/README.md, whose VM
+behaviours (TLS defaults, fixed party counts) the README lists.
 """
 from __future__ import annotations
 

@@ -1,0 +1,71 @@
+"""The helpers both lowerings share: the first part of every generated program's prelude.
+
+`program.translate` includes this file and then the lowering's own prelude
+(binary.py or arithmetic.py) in the `.mpc` source, where MP-SPDZ's compiler runs
+them in one namespace; the names imported under TYPE_CHECKING come from the
+lowering's prelude, and `program.PRELUDE_INTERFACE` lists what the two together
+provide to the generated program.  A criterion is a secret bit per patient or a
+public constant (a Python bool or int, e.g. a bound that every value satisfies),
+which folds away.
+"""
+
+from typing import TYPE_CHECKING
+
+from Compiler import util
+from Compiler.library import print_ln, print_ln_to
+from Compiler.types import sint
+
+if TYPE_CHECKING:  # every lowering's prelude defines these (binary.py, arithmetic.py)
+    from binary import _conjoin, _negate, _to_sint, less_than
+
+
+def _fold(x):
+    """Public constants (Python ints/bools) become True/False."""
+    return bool(x) if isinstance(x, int) else x
+
+
+def _fold_count(hits, n):
+    """`at least n of hits` with public hits folded: (secret hits, n left, answer or None)."""
+    hits = [_fold(h) for h in hits]
+    n -= sum(1 for h in hits if h is True)
+    hits = [h for h in hits if not isinstance(h, bool)]
+    known = True if n <= 0 else False if n > len(hits) else None
+    return hits, n, known
+
+
+def NOT(x):
+    x = _fold(x)
+    return (not x) if isinstance(x, bool) else _negate(x)
+
+
+def AND(*xs):
+    xs = [_fold(x) for x in xs]
+    if any(x is False for x in xs):
+        return False
+    xs = [x for x in xs if x is not True]
+    return util.tree_reduce(_conjoin, xs) if xs else True
+
+
+def OR(*xs):
+    return NOT(AND(*(NOT(x) for x in xs)))
+
+
+def greater_than(x, c, bits):
+    """[x > c] for x of `bits` unsigned bits and a public c."""
+    return NOT(less_than(x, c + 1, bits))
+
+
+def _lanes(bit, patients):
+    """A criterion as an sint vector of one 0/1 per patient."""
+    bit = _fold(bit)
+    return sint(int(bit), size=patients) if isinstance(bit, bool) else _to_sint(bit)
+
+
+def reveal_eligible(bit, patients):
+    """One bit per patient, revealed to party 0 only, who prints it."""
+    print_ln_to(0, "ELIGIBLE %s", _lanes(bit, patients).reveal_to(0))
+
+
+def reveal_count(bit, patients):
+    """Only the number of eligible patients, revealed to every party."""
+    print_ln("COUNT %s", _lanes(bit, patients).sum().reveal())
