@@ -15,12 +15,13 @@ through its relay), measures and checks against the oracle.  An engine:
 
 The harness never names an engine: it finds them in `backends.registry`.
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Mapping, Protocol, Sequence
+from typing import Annotated, Any, Callable, ClassVar, Mapping, Protocol, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -35,6 +36,7 @@ MAX_PARTIES = 16  # the harness's limit on parties
 @dataclass(frozen=True)
 class ProtocolFacts:
     """What a protocol guarantees and needs, as the records and the checks use it."""
+
     name: str
     security: str  # semi-honest | malicious | none
     majority: str  # honest | dishonest | none (of the parties)
@@ -54,8 +56,11 @@ class ProtocolFacts:
             return None
         if parties < self.min_parties and self.too_few:
             return f"{parties} parties {self.too_few}; use {self.min_parties} or more"
-        span = (str(self.min_parties) if self.min_parties == self.max_parties
-                else f"{self.min_parties} to {self.max_parties}")
+        span = (
+            str(self.min_parties)
+            if self.min_parties == self.max_parties
+            else f"{self.min_parties} to {self.max_parties}"
+        )
         return f"{engine} {self.name} runs with {span} parties, not {parties}"
 
 
@@ -65,6 +70,7 @@ class Spec(BaseModel):
     An engine subclasses it with its own keys (and `engine: Literal[...]`); field
     order and defaults are part of each cell's key, so new keys go at the end.
     """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     title: ClassVar[str] = ""  # the engine's name in messages, e.g. "MPyC"
     defaults: ClassVar[Mapping[str, ProtocolFacts]] = {}  # set by each engine: its protocols
@@ -98,8 +104,9 @@ class Spec(BaseModel):
     def _protocol_and_parties(self) -> Spec:
         facts = self.defaults.get(self.protocol)
         if facts is None:
-            raise ValueError(f"unknown {self.title} protocol {self.protocol!r}; use one of "
-                             + ", ".join(self.defaults))
+            raise ValueError(
+                f"unknown {self.title} protocol {self.protocol!r}; use one of " + ", ".join(self.defaults)
+            )
         problem = facts.parties_problem(self.title, self.parties)
         if problem:
             raise ValueError(problem)
@@ -120,7 +127,7 @@ class Spec(BaseModel):
 
     @property
     def label(self) -> str:
-        extra = (f" l={self.bit_length}" if self.bit_length else "")
+        extra = f" l={self.bit_length}" if self.bit_length else ""
         extra += {True: " tls", False: " no-tls", None: ""}[self.ssl]
         return f"{self.engine}/{self.protocol}/{self.parties}p{extra}{self.options_label()}"
 
@@ -131,6 +138,7 @@ class Links:
 
     `views[i][j]` is the port party i uses for party j: j's own listening port, or a
     relay's; `views[i][i]` is i's listening port."""
+
     listen: tuple[int, ...]
     views: tuple[tuple[int, ...], ...]
     host: str = "127.0.0.1"
@@ -143,6 +151,7 @@ class Links:
 @dataclass(frozen=True)
 class Party:
     """One party process: its command, the variables added to its environment, its directory."""
+
     argv: tuple[str, ...]
     cwd: Path
     env: Mapping[str, str] = field(default_factory=dict)
@@ -151,6 +160,7 @@ class Party:
 @dataclass(frozen=True)
 class Figures:
     """What a run's parties reported.  Lists hold one entry per party."""
+
     answers: list[Any]  # what each party learnt: the eligible bits, the count, or None
     engine_s: list[float]  # each party's own start-to-stop time
     bytes_by_party: list[int] | None  # bytes each party sent, by the engine's count (None: no links)
@@ -170,6 +180,7 @@ class Figures:
 @dataclass(frozen=True)
 class Preparation:
     """What a cell cost before its first run (e.g. compiling its program), recorded per run."""
+
     compile_s: float | None = None
     compile_cached: bool | None = None
     compile_options: str | None = None
@@ -194,6 +205,7 @@ class OutputError(Exception):
 @dataclass(frozen=True)
 class Finished:
     """A run whose parties all exited: where they ran, their logs and exit codes."""
+
     run_dir: Path
     logs: Sequence[Path]
     returncodes: Sequence[int | None]
@@ -202,6 +214,7 @@ class Finished:
 
 class Cell(Protocol):
     """One engine setting on one query and population, prepared once for all its runs."""
+
     preparation: Preparation
 
     def plan(self, run_dir: Path, links: Links, traced: bool) -> list[Party]:
@@ -226,6 +239,7 @@ class Cell(Protocol):
 @dataclass(frozen=True)
 class Finding:
     """One thing `cohortbench doctor` looked for."""
+
     engine: str
     item: str
     ok: bool
@@ -236,18 +250,26 @@ class Finding:
 NO_ABORTS = re.compile(r"(?!)")  # matches nothing: an engine without integrity checks
 
 
-class Engine(Protocol):
-    """A backend as the harness sees it (one object per backend, found in the registry)."""
+def _no_versions() -> dict[str, str | None]:
+    return {}
+
+
+def _no_findings() -> list[Finding]:
+    return []
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A backend as the harness sees it (one per backend, found in the registry)."""
+
     name: str  # the YAML's `engine:` value
     spec: type[Spec]  # the YAML spec of its cells
+    # Prepares one cell: (spec, query, population, work directory) -> Cell.
+    cell: Callable[[Any, Query, Population, Path], Cell]
     # How parties connect: only to higher-numbered parties (False: the relay routes i -> j
     # for j > i) or to every other party (True).
-    connects_every_direction: bool
-    aborts: re.Pattern[str]  # a log line by which a party reports a failed integrity check
-    tls_errors: re.Pattern[str]  # a log line by which a party's TLS layer rejected a record
-
-    def cell(self, spec: Spec, query: Query, pop: Population, workdir: Path) -> Cell: ...
-
-    def doctor(self) -> list[Finding]: ...
-
-    def versions(self) -> dict[str, str | None]: ...
+    connects_every_direction: bool = False
+    aborts: re.Pattern[str] = NO_ABORTS  # a log line: a party's integrity check failed
+    tls_errors: re.Pattern[str] = NO_ABORTS  # a log line: a party's TLS layer rejected a record
+    versions: Callable[[], dict[str, str | None]] = _no_versions  # recorded in every run's meta
+    doctor: Callable[[], list[Finding]] = _no_findings  # what `cohortbench doctor` checks

@@ -4,6 +4,7 @@ A new engine is one package exposing an `Engine` object (see `backends.engine`)
 and one line in `BUILT_IN`; an engine kept outside this repository is named at
 run time, as ``COHORTBENCH_ENGINES="name=package.module:OBJECT,..."``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -27,8 +28,12 @@ def locations(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     for item in filter(None, (s.strip() for s in environ.get(ENV, "").split(","))):
         name, sep, where = item.partition("=")
         if not sep or ":" not in where:
-            raise InputError(f"${ENV}", item, "not of the form name=module:object",
-                             "e.g. COHORTBENCH_ENGINES=toy=mypackage.engine:ENGINE")
+            raise InputError(
+                f"${ENV}",
+                item,
+                "not of the form name=module:object",
+                "e.g. COHORTBENCH_ENGINES=toy=mypackage.engine:ENGINE",
+            )
         out[name.strip()] = where.strip()
     return out
 
@@ -38,11 +43,13 @@ def load(name: str, where: str) -> Engine:
     try:
         engine = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:
-        raise InputError(f"${ENV}", name, f"cannot load {where}: {e}",
-                         "check the module path and the object's name") from None
+        raise InputError(
+            f"${ENV}", name, f"cannot load {where}: {e}", "check the module path and the object's name"
+        ) from None
     if engine.name != name:
-        raise InputError(f"${ENV}", name, f"{where} is the engine {engine.name!r}",
-                         f"register it as {engine.name}={where}")
+        raise InputError(
+            f"${ENV}", name, f"{where} is the engine {engine.name!r}", f"register it as {engine.name}={where}"
+        )
     return engine
 
 

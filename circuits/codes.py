@@ -5,6 +5,7 @@ order); SNOMED CT concept ids carry a Verhoeff check digit and LOINC codes a
 mod-10 (Luhn) check digit, both verified here so that a typo in a query is
 caught before any secure computation runs.
 """
+
 from __future__ import annotations
 
 from typing import Final
@@ -40,17 +41,26 @@ KNOWN_CONDITIONS: Final = {
 EXAM_VOCABULARY: Final = (57698, 58410, 51990, 24323, 69409, 55405, 24360)
 
 _VERHOEFF_D = (
-    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 3, 4, 0, 6, 7, 8, 9, 5),
-    (2, 3, 4, 0, 1, 7, 8, 9, 5, 6), (3, 4, 0, 1, 2, 8, 9, 5, 6, 7),
-    (4, 0, 1, 2, 3, 9, 5, 6, 7, 8), (5, 9, 8, 7, 6, 0, 4, 3, 2, 1),
-    (6, 5, 9, 8, 7, 1, 0, 4, 3, 2), (7, 6, 5, 9, 8, 2, 1, 0, 4, 3),
-    (8, 7, 6, 5, 9, 3, 2, 1, 0, 4), (9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
+    (1, 2, 3, 4, 0, 6, 7, 8, 9, 5),
+    (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),
+    (3, 4, 0, 1, 2, 8, 9, 5, 6, 7),
+    (4, 0, 1, 2, 3, 9, 5, 6, 7, 8),
+    (5, 9, 8, 7, 6, 0, 4, 3, 2, 1),
+    (6, 5, 9, 8, 7, 1, 0, 4, 3, 2),
+    (7, 6, 5, 9, 8, 2, 1, 0, 4, 3),
+    (8, 7, 6, 5, 9, 3, 2, 1, 0, 4),
+    (9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
 )
 _VERHOEFF_P = (
-    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 5, 7, 6, 2, 8, 3, 0, 9, 4),
-    (5, 8, 0, 3, 7, 9, 6, 1, 4, 2), (8, 9, 1, 6, 0, 4, 3, 5, 2, 7),
-    (9, 4, 5, 3, 1, 2, 6, 8, 7, 0), (4, 2, 8, 6, 5, 7, 3, 9, 0, 1),
-    (2, 7, 9, 3, 8, 0, 6, 4, 1, 5), (7, 0, 4, 6, 9, 1, 3, 2, 5, 8),
+    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
+    (1, 5, 7, 6, 2, 8, 3, 0, 9, 4),
+    (5, 8, 0, 3, 7, 9, 6, 1, 4, 2),
+    (8, 9, 1, 6, 0, 4, 3, 5, 2, 7),
+    (9, 4, 5, 3, 1, 2, 6, 8, 7, 0),
+    (4, 2, 8, 6, 5, 7, 3, 9, 0, 1),
+    (2, 7, 9, 3, 8, 0, 6, 4, 1, 5),
+    (7, 0, 4, 6, 9, 1, 3, 2, 5, 8),
 )
 
 
@@ -84,7 +94,7 @@ def _one_edit_apart(a: str, b: str) -> bool:
     if len(a) == len(b):
         return sum(x != y for x, y in zip(a, b)) == 1
     short, long_ = sorted((a, b), key=len)
-    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+    return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
 
 
 def loinc_check_digit(body: int) -> int:
@@ -112,8 +122,7 @@ def parse_loinc(code: int | str) -> int:
     if body <= 0 or body >= 10**7:
         raise ValueError(f"{code!r} is not a LOINC code; its number must have 1 to 7 digits")
     if sep and int(check) != loinc_check_digit(body):
-        raise ValueError(
-            f"{text} fails the LOINC check digit; did you mean {format_loinc(body)}?")
+        raise ValueError(f"{text} fails the LOINC check digit; did you mean {format_loinc(body)}?")
     return body
 
 
@@ -130,5 +139,4 @@ def parse_enum(value: int | str, names: tuple[str, ...], what: str) -> int:
         return value
     if isinstance(value, str) and value.strip().lower() in names:
         return names.index(value.strip().lower())
-    raise ValueError(
-        f"{value!r} is not a {what}; use one of {', '.join(names)} (or 0-{len(names) - 1})")
+    raise ValueError(f"{value!r} is not a {what}; use one of {', '.join(names)} (or 0-{len(names) - 1})")

@@ -19,6 +19,7 @@ test is one layer, whatever its internal rounds).  Bit lengths come from the
 public ranges of the query constants and of the data (`DataBounds`), never
 from private values.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from circuits.codes import EXAM_VOCABULARY, SMALL_DOMAIN
-from circuits.ir import (MAX_AGE, MAX_MONTHS, AgeRange, And, ExamCount, Gender, HasCondition, Node,
-                         Not, Or, Smoker, leaves)
+from circuits.ir import (
+    MAX_AGE,
+    MAX_MONTHS,
+    AgeRange,
+    And,
+    ExamCount,
+    Gender,
+    HasCondition,
+    Node,
+    Not,
+    Or,
+    Smoker,
+    leaves,
+)
 from circuits.population import Population
 from circuits.visitor import Visitor
 
@@ -36,6 +49,7 @@ from circuits.visitor import Visitor
 @dataclass(frozen=True)
 class DataBounds:
     """Public upper bounds on the data's codes (published with the data, like the padding)."""
+
     max_condition_code: int = 10**18 - 1
     max_exam_code: int = 10**7 - 1
     exam_vocabulary: tuple[int, ...] = EXAM_VOCABULARY
@@ -43,14 +57,14 @@ class DataBounds:
     @staticmethod
     def covering(max_condition: int, max_exam: int) -> DataBounds:
         """Bounds rounded up to a power of two minus one, so only a bit length is revealed."""
-        return DataBounds((1 << max(max_condition, 1).bit_length()) - 1,
-                          (1 << max(max_exam, 1).bit_length()) - 1)
+        return DataBounds(
+            (1 << max(max_condition, 1).bit_length()) - 1, (1 << max(max_exam, 1).bit_length()) - 1
+        )
 
     @staticmethod
     def of(pop: Population) -> DataBounds:
         """The public bounds of a population: its largest codes, rounded up as in `covering`."""
-        return DataBounds.covering(int(pop.conditions.max(initial=0)),
-                                   int(pop.exam_codes.max(initial=0)))
+        return DataBounds.covering(int(pop.conditions.max(initial=0)), int(pop.exam_codes.max(initial=0)))
 
     def exam_indexes(self, codes: np.ndarray) -> np.ndarray:
         """`exam_index` of every code in an array (0 where a code is outside the vocabulary)."""
@@ -80,6 +94,7 @@ def signed_bits(lo: int, hi: int) -> int:
 @dataclass(frozen=True)
 class Cost:
     """Secure operations per patient."""
+
     comparisons: int = 0
     equalities: int = 0
     multiplications: int = 0
@@ -88,13 +103,22 @@ class Cost:
 
     def beside(self, other: Cost) -> Cost:
         """Both, evaluated in parallel."""
-        return Cost(self.comparisons + other.comparisons, self.equalities + other.equalities,
-                    self.multiplications + other.multiplications, max(self.depth, other.depth),
-                    max(self.max_bits, other.max_bits))
+        return Cost(
+            self.comparisons + other.comparisons,
+            self.equalities + other.equalities,
+            self.multiplications + other.multiplications,
+            max(self.depth, other.depth),
+            max(self.max_bits, other.max_bits),
+        )
 
     def then(self, multiplications: int, depth: int) -> Cost:
-        return Cost(self.comparisons, self.equalities, self.multiplications + multiplications,
-                    self.depth + depth, self.max_bits)
+        return Cost(
+            self.comparisons,
+            self.equalities,
+            self.multiplications + multiplications,
+            self.depth + depth,
+            self.max_bits,
+        )
 
 
 # Comparison widths (signed): the differences the lowerings compare with zero.
@@ -107,14 +131,17 @@ MONTH_BITS = MAX_MONTHS.bit_length()
 
 def field_bits_needed(node: Node, bounds: DataBounds) -> int:
     """Bits the prime field must exceed: condition-code differences must not wrap to 0."""
-    return max((condition_code_bits(bounds, leaf) for leaf in leaves(node)
-                if isinstance(leaf, HasCondition)), default=0)
+    return max(
+        (condition_code_bits(bounds, leaf) for leaf in leaves(node) if isinstance(leaf, HasCondition)),
+        default=0,
+    )
 
 
 @dataclass(frozen=True)
 class PaperCodeBits(Visitor[int]):
     """Width of the widest raw-code equality test under a node in the paper's lowering
     (codes, not vocabulary indexes); 0 where it tests no code."""
+
     bounds: DataBounds
     target = "the paper-loop code widths"
 
@@ -173,6 +200,7 @@ def _log2(k: int) -> int:
 @dataclass(frozen=True)
 class CostModel(Visitor[Cost]):
     """Per-patient cost of each node with C condition slots and E exam slots."""
+
     conditions: int
     exams: int
     bounds: DataBounds = DataBounds()
@@ -188,8 +216,7 @@ class CostModel(Visitor[Cost]):
         return self._small_domain()
 
     def _small_domain(self) -> Cost:
-        return Cost(multiplications=indicator_multiplications(SMALL_DOMAIN),
-                    depth=_log2(SMALL_DOMAIN - 1))
+        return Cost(multiplications=indicator_multiplications(SMALL_DOMAIN), depth=_log2(SMALL_DOMAIN - 1))
 
     def visit_has_condition(self, node: HasCondition) -> Cost:
         factors = self.conditions * len(node.codes)
@@ -200,11 +227,19 @@ class CostModel(Visitor[Cost]):
         count = count_bits(exams, node.at_least)
         if bounds.exam_index(node.loinc) is not None:
             k = indicator_multiplications(bounds.exam_domain)
-            return Cost(comparisons=exams + 1, multiplications=exams * (k + 1),
-                        depth=max(_log2(bounds.exam_domain - 1), 1) + 2,
-                        max_bits=max(MONTH_CMP_BITS, count))
-        return Cost(comparisons=exams + 1, equalities=exams, multiplications=exams, depth=3,
-                    max_bits=max(exam_code_bits(bounds, node), MONTH_CMP_BITS, count))
+            return Cost(
+                comparisons=exams + 1,
+                multiplications=exams * (k + 1),
+                depth=max(_log2(bounds.exam_domain - 1), 1) + 2,
+                max_bits=max(MONTH_CMP_BITS, count),
+            )
+        return Cost(
+            comparisons=exams + 1,
+            equalities=exams,
+            multiplications=exams,
+            depth=3,
+            max_bits=max(exam_code_bits(bounds, node), MONTH_CMP_BITS, count),
+        )
 
     def visit_not(self, node: Not) -> Cost:
         return self.visit(node.child)

@@ -1,4 +1,5 @@
 """The one error type for bad input: which file, which field, what is wrong, how to fix it."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -24,8 +25,9 @@ def format_location(loc: Sequence[object]) -> str:
     return out
 
 
-def from_pydantic(source: str, error, drop: frozenset[str] = frozenset(),
-                  dedupe: frozenset[str] = frozenset()) -> InputError:
+def from_pydantic(
+    source: str, error, drop: frozenset[str] = frozenset(), dedupe: frozenset[str] = frozenset()
+) -> InputError:
     """The first error of a pydantic ValidationError, as an InputError with its exact location.
 
     pydantic inserts discriminated-union tags into locations: tags in `drop` are
@@ -49,8 +51,9 @@ def from_pydantic(source: str, error, drop: frozenset[str] = frozenset(),
         "union_tag_invalid": "",
         "union_tag_not_found": "",
     }
-    problem = {"missing": "required key is missing",
-               "extra_forbidden": "unknown key"}.get(kind, msg.removeprefix("Value error, "))
+    problem = {"missing": "required key is missing", "extra_forbidden": "unknown key"}.get(
+        kind, msg.removeprefix("Value error, ")
+    )
     if kind not in ("missing",) and "input" in e and not isinstance(e["input"], (dict, list)):
         problem += f" (got {e['input']!r})"
     return InputError(source, format_location(loc), problem, fixes.get(kind, ""))

@@ -5,6 +5,7 @@ Leaves test one patient attribute against public constants; `Not`, `And` and
 translator of this tree, and its hash keys compile caches and result records.
 Constructors validate their constants, so a tree that exists is a valid query.
 """
+
 from __future__ import annotations
 
 import enum
@@ -32,34 +33,45 @@ def _is_int(v: object) -> bool:
 @dataclass(frozen=True)
 class AgeRange:
     """min_exclusive < age < max_exclusive (the paper's exclusive interval)."""
+
     min_exclusive: int
     max_exclusive: int
 
     def __post_init__(self) -> None:
-        _require(_is_int(self.min_exclusive) and _is_int(self.max_exclusive),
-                 "age bounds must be whole numbers of years")
-        _require(-1 <= self.min_exclusive <= MAX_AGE and 0 <= self.max_exclusive <= MAX_AGE + 1,
-                 f"age bounds must lie between -1 and {MAX_AGE + 1}")
-        _require(self.max_exclusive - self.min_exclusive >= 2,
-                 f"no age lies strictly between {self.min_exclusive} and {self.max_exclusive}; "
-                 "the bounds are exclusive, so max must exceed min by at least 2")
+        _require(
+            _is_int(self.min_exclusive) and _is_int(self.max_exclusive),
+            "age bounds must be whole numbers of years",
+        )
+        _require(
+            -1 <= self.min_exclusive <= MAX_AGE and 0 <= self.max_exclusive <= MAX_AGE + 1,
+            f"age bounds must lie between -1 and {MAX_AGE + 1}",
+        )
+        _require(
+            self.max_exclusive - self.min_exclusive >= 2,
+            f"no age lies strictly between {self.min_exclusive} and {self.max_exclusive}; "
+            "the bounds are exclusive, so max must exceed min by at least 2",
+        )
 
 
 @dataclass(frozen=True)
 class _SmallCode:
     """attribute == code, for an attribute with the public domain `names` (0..len - 1)."""
+
     code: int
     names: ClassVar[tuple[str, ...]]
     what: ClassVar[str]
 
     def __post_init__(self) -> None:
-        _require(_is_int(self.code) and 0 <= self.code < len(self.names),
-                 f"{self.what} code must be 0-{len(self.names) - 1} ({', '.join(self.names)})")
+        _require(
+            _is_int(self.code) and 0 <= self.code < len(self.names),
+            f"{self.what} code must be 0-{len(self.names) - 1} ({', '.join(self.names)})",
+        )
 
 
 @dataclass(frozen=True)
 class Gender(_SmallCode):
     """gender == code (0 male, 1 female, 2 other, 3 unknown)."""
+
     names = GENDERS
     what = "gender"
 
@@ -67,6 +79,7 @@ class Gender(_SmallCode):
 @dataclass(frozen=True)
 class Smoker(_SmallCode):
     """smoking status == code (0 never, 1 current, 2 former, 3 unknown)."""
+
     names = SMOKER_STATES
     what = "smoker"
 
@@ -78,11 +91,14 @@ class HasCondition:
     Check digits are the front ends' business (a legacy query may carry a typo
     and still load, with a warning); the IR only needs positive concept ids.
     """
+
     codes: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.codes, tuple) and len(self.codes) > 0,
-                 "a condition criterion needs at least one SNOMED CT code")
+        _require(
+            isinstance(self.codes, tuple) and len(self.codes) > 0,
+            "a condition criterion needs at least one SNOMED CT code",
+        )
         for c in self.codes:
             _require(_is_int(c) and 0 < c < 10**18, f"{c!r} is not a SNOMED CT concept id")
         _require(len(set(self.codes)) == len(self.codes), "SNOMED CT codes are repeated")
@@ -95,16 +111,21 @@ class ExamCount:
     `loinc` is the code's numeric body (57698 for 57698-3); an exam exactly
     `within_months` months ago counts (inclusive).
     """
+
     loinc: int
     at_least: int
     within_months: int
 
     def __post_init__(self) -> None:
         _require(_is_int(self.loinc) and 0 < self.loinc < 10**7, "LOINC code body must be 1-7 digits")
-        _require(_is_int(self.at_least) and self.at_least >= 1,
-                 "at_least must be a whole number >= 1 (at least 0 exams is always true)")
-        _require(_is_int(self.within_months) and 0 <= self.within_months <= MAX_MONTHS,
-                 f"within_months must be a whole number from 0 to {MAX_MONTHS}")
+        _require(
+            _is_int(self.at_least) and self.at_least >= 1,
+            "at_least must be a whole number >= 1 (at least 0 exams is always true)",
+        )
+        _require(
+            _is_int(self.within_months) and 0 <= self.within_months <= MAX_MONTHS,
+            f"within_months must be a whole number from 0 to {MAX_MONTHS}",
+        )
 
     @property
     def loinc_code(self) -> str:
@@ -119,23 +140,28 @@ class Not:
 @dataclass(frozen=True)
 class _Combination:
     """One or more criteria, combined (`word`: the native format's key, named in errors)."""
+
     children: tuple[Node, ...]
     word: ClassVar[str]
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.children, tuple) and len(self.children) >= 1,
-                 f"'{self.word}' needs at least one criterion")
+        _require(
+            isinstance(self.children, tuple) and len(self.children) >= 1,
+            f"'{self.word}' needs at least one criterion",
+        )
 
 
 @dataclass(frozen=True)
 class And(_Combination):
     """Every child holds."""
+
     word = "all"
 
 
 @dataclass(frozen=True)
 class Or(_Combination):
     """At least one child holds."""
+
     word = "any"
 
 
@@ -147,6 +173,7 @@ NODES = LEAVES + (Not, And, Or)
 
 class Output(str, enum.Enum):
     """What a query reveals: one bit per patient, or only the cohort size."""
+
     ELIGIBLE = "eligible"
     COUNT = "count"
 
@@ -154,6 +181,7 @@ class Output(str, enum.Enum):
 @dataclass(frozen=True)
 class Query:
     """A named criteria tree with its output mode."""
+
     root: Node
     output: Output = Output.ELIGIBLE
     name: str = field(default="query", compare=False)
@@ -167,10 +195,12 @@ class Query:
 
 def to_plain(node: Node) -> list:
     """A canonical JSON-able form: [type name, {field: value}] with children nested."""
+
     def plain(v: object) -> object:
         if isinstance(v, NODES):
             return to_plain(v)
         return [plain(c) for c in v] if isinstance(v, tuple) else v
+
     return [type(node).__name__, {f.name: plain(getattr(node, f.name)) for f in fields(node)}]
 
 
@@ -178,10 +208,12 @@ def from_plain(data: list) -> Node:
     """The inverse of `to_plain`."""
     kind, values = data
     cls = {c.__name__: c for c in NODES}[kind]
+
     def node_or_value(v: Any) -> Any:
         if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str):
             return from_plain(v)
         return tuple(map(node_or_value, v)) if isinstance(v, list) else v
+
     return cls(**{k: node_or_value(v) for k, v in values.items()})
 
 
@@ -228,8 +260,10 @@ class Renderer(Visitor[str]):
         return f"{indent}condition in {{{', '.join(map(str, node.codes))}}}"
 
     def visit_exam_count(self, node: ExamCount, indent: str) -> str:
-        return (f"{indent}at least {node.at_least} x LOINC {node.loinc_code} "
-                f"in the last {node.within_months} months")
+        return (
+            f"{indent}at least {node.at_least} x LOINC {node.loinc_code} "
+            f"in the last {node.within_months} months"
+        )
 
     def visit_not(self, node: Not, indent: str) -> str:
         return f"{indent}NOT\n{self.visit(node.child, indent + '  ')}"

@@ -2,6 +2,7 @@
 
 Every secure run is checked against it; it is also the `plain` engine.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from circuits.visitor import Visitor
 @dataclass(frozen=True, eq=False)
 class Cohort:
     """The answer to a query: one bit per patient (the count is their sum)."""
+
     eligible: np.ndarray  # bool (N,)
 
     @property
@@ -29,6 +31,7 @@ class Cohort:
 @dataclass(frozen=True)
 class Oracle(Visitor[np.ndarray]):
     """Each node as a boolean vector over the population: which patients satisfy it."""
+
     pop: Population
     target = "the plaintext oracle"
 

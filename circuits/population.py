@@ -6,6 +6,7 @@ padded to E slots.  An empty slot holds code 0, which no valid SNOMED CT or
 LOINC code equals.  With fixed padding only the bounds C and E are public; with
 `exact` padding (the paper's choice) each patient's own counts are public too.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,6 +23,7 @@ EMPTY = 0  # code of an unused slot
 @dataclass(frozen=True)
 class Padding:
     """Slots per patient: an int bound, or 'exact' (each patient's own count, public)."""
+
     conditions: int | str = 16
     exams: int | str = 32
 
@@ -42,6 +44,7 @@ class Padding:
 @dataclass(frozen=True)
 class Patient:
     """One patient's extracted fields, before padding (lists in any order)."""
+
     id: str
     age: int
     gender: int
@@ -50,14 +53,25 @@ class Patient:
     exams: tuple[tuple[int, int], ...]  # (LOINC body, months before the reference date)
 
     def to_json(self) -> dict:
-        return {"id": self.id, "age": self.age, "gender": self.gender, "smoker": self.smoker,
-                "conditions": list(self.conditions), "exams": [list(e) for e in self.exams]}
+        return {
+            "id": self.id,
+            "age": self.age,
+            "gender": self.gender,
+            "smoker": self.smoker,
+            "conditions": list(self.conditions),
+            "exams": [list(e) for e in self.exams],
+        }
 
     @staticmethod
     def from_json(d: dict) -> Patient:
-        return Patient(str(d["id"]), int(d["age"]), int(d["gender"]), int(d["smoker"]),
-                       tuple(int(c) for c in d["conditions"]),
-                       tuple((int(c), int(m)) for c, m in d["exams"]))
+        return Patient(
+            str(d["id"]),
+            int(d["age"]),
+            int(d["gender"]),
+            int(d["smoker"]),
+            tuple(int(c) for c in d["conditions"]),
+            tuple((int(c), int(m)) for c, m in d["exams"]),
+        )
 
 
 class PaddingOverflow(ValueError):
@@ -67,6 +81,7 @@ class PaddingOverflow(ValueError):
 @dataclass(frozen=True, eq=False)
 class Population:
     """Encoded patients as numpy int64 columns; row i is patient ids[i]."""
+
     ids: tuple[str, ...]
     age: np.ndarray  # (N,)
     gender: np.ndarray  # (N,)
@@ -88,10 +103,19 @@ class Population:
 
     def subset(self, n: int) -> Population:
         """The first n patients."""
-        return Population(self.ids[:n], self.age[:n], self.gender[:n], self.smoker[:n],
-                          self.conditions[:n], self.exam_codes[:n], self.exam_months[:n],
-                          self.condition_counts[:n], self.exam_counts[:n], self.padding,
-                          self.truncated)
+        return Population(
+            self.ids[:n],
+            self.age[:n],
+            self.gender[:n],
+            self.smoker[:n],
+            self.conditions[:n],
+            self.exam_codes[:n],
+            self.exam_months[:n],
+            self.condition_counts[:n],
+            self.exam_counts[:n],
+            self.padding,
+            self.truncated,
+        )
 
 
 def encode(patients: Iterable[Patient], padding: Padding, truncate: bool = False) -> Population:
@@ -107,26 +131,35 @@ def encode(patients: Iterable[Patient], padding: Padding, truncate: bool = False
     if over_c:
         raise PaddingOverflow(
             f"{len(over_c)} patient(s) have more than {c_slots} active conditions "
-            f"(first: {over_c[0]}, {int(ccount.max())} at most); raise padding.conditions")
+            f"(first: {over_c[0]}, {int(ccount.max())} at most); raise padding.conditions"
+        )
     over_e = [p.id for p in plist if len(p.exams) > e_slots]
     if over_e and not truncate:
         raise PaddingOverflow(
             f"{len(over_e)} patient(s) have more than {e_slots} exams (first: {over_e[0]}, "
-            f"{int(ecount.max())} at most); raise padding.exams or pass --truncate")
+            f"{int(ecount.max())} at most); raise padding.exams or pass --truncate"
+        )
     cond = np.zeros((n, c_slots), dtype=np.int64)
     codes = np.zeros((n, e_slots), dtype=np.int64)
     months = np.zeros((n, e_slots), dtype=np.int64)
     for i, p in enumerate(plist):
-        cond[i, :len(p.conditions)] = p.conditions
+        cond[i, : len(p.conditions)] = p.conditions
         exams = sorted(p.exams, key=lambda e: e[1])[:e_slots]  # most recent first
         if exams:
-            codes[i, :len(exams)], months[i, :len(exams)] = zip(*exams)
+            codes[i, : len(exams)], months[i, : len(exams)] = zip(*exams)
     return Population(
         tuple(p.id for p in plist),
         np.array([p.age for p in plist], dtype=np.int64),
         np.array([p.gender for p in plist], dtype=np.int64),
         np.array([p.smoker for p in plist], dtype=np.int64),
-        cond, codes, months, ccount, np.minimum(ecount, e_slots), padding, len(over_e))
+        cond,
+        codes,
+        months,
+        ccount,
+        np.minimum(ecount, e_slots),
+        padding,
+        len(over_e),
+    )
 
 
 def _slots(bound: int | str, counts: np.ndarray) -> int:
@@ -143,8 +176,9 @@ def read_jsonl(path: Path) -> Iterator[Patient]:
                 try:
                     yield Patient.from_json(json.loads(line))
                 except (ValueError, KeyError, TypeError) as e:
-                    raise ValueError(f"{path}:{lineno}: not a patient record ({e}); "
-                                     "write it with `cohortbench extract`") from None
+                    raise ValueError(
+                        f"{path}:{lineno}: not a patient record ({e}); write it with `cohortbench extract`"
+                    ) from None
 
 
 def write_jsonl(patients: Iterable[Patient], path: Path) -> int:

@@ -5,6 +5,7 @@ with an `inverse` flag.  The native format nests `all`/`any`/`not` over the
 five leaf criteria and round-trips through the IR (`dump_native`).  Both are
 validated with pydantic so that an error names its exact field.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,13 +13,34 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeAlias, Union, cast
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag,
-                      ValidationError, field_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
 
 from circuits import codes
 from circuits.errors import InputError, from_pydantic
-from circuits.ir import (MAX_AGE, MAX_MONTHS, AgeRange, And, ExamCount, Gender, HasCondition,
-                         Node, Not, Or, Output, Query, Smoker)
+from circuits.ir import (
+    MAX_AGE,
+    MAX_MONTHS,
+    AgeRange,
+    And,
+    ExamCount,
+    Gender,
+    HasCondition,
+    Node,
+    Not,
+    Or,
+    Output,
+    Query,
+    Smoker,
+)
 from circuits.visitor import Visitor
 
 
@@ -38,8 +60,10 @@ def _check_loinc(v: int | str) -> int:
 
 # --- the paper's query.json -------------------------------------------------------------
 
+
 class _PaperCode(_Strict):
     """A restriction to one code of a small public domain (`node` is its IR type)."""
+
     value: _SmallCode
     inverse: bool = False
     node: ClassVar[type[Gender] | type[Smoker]]
@@ -106,6 +130,7 @@ class _PaperQuery(_Strict):
 
 
 # --- the native tree --------------------------------------------------------------------
+
 
 def _criterion_kind(v: Any) -> str | None:
     if isinstance(v, dict) and len(v) == 1:
@@ -197,16 +222,27 @@ class _Exams(_Strict):
         return ExamCount(int(e.loinc), e.at_least, e.within_months)
 
 
-_NATIVE_KINDS = {"all": _All, "any": _Any, "not": _Not, "age": _Age, "gender": _Gender,
-                 "smoker": _Smoker, "condition": _Condition, "exams": _Exams}
+_NATIVE_KINDS = {
+    "all": _All,
+    "any": _Any,
+    "not": _Not,
+    "age": _Age,
+    "gender": _Gender,
+    "smoker": _Smoker,
+    "condition": _Condition,
+    "exams": _Exams,
+}
 if TYPE_CHECKING:
     _Criterion: TypeAlias = Union[_All, _Any, _Not, _Age, _Gender, _Smoker, _Condition, _Exams]
 else:
     _Criterion = Annotated[
         Union[tuple(Annotated[model, Tag(tag)] for tag, model in _NATIVE_KINDS.items())],
-        Discriminator(_criterion_kind, custom_error_type="criterion",
-                      custom_error_message="a criterion is a mapping with exactly one key: "
-                                           + ", ".join(_NATIVE_KINDS))]
+        Discriminator(
+            _criterion_kind,
+            custom_error_type="criterion",
+            custom_error_message="a criterion is a mapping with exactly one key: " + ", ".join(_NATIVE_KINDS),
+        ),
+    ]
 for _m in (_All, _Any, _Not):
     _m.model_rebuild()
 
@@ -219,6 +255,7 @@ class _NativeQuery(_Strict):
 
 # --- conversion -------------------------------------------------------------------------
 
+
 def _snomed_problem(code: int) -> str:
     hint = codes.snomed_suggestion(code)
     text = f"{code} is not a valid SNOMED CT concept id (its Verhoeff check digit fails)"
@@ -227,28 +264,29 @@ def _snomed_problem(code: int) -> str:
     return text
 
 
-def _paper_to_ir(r: _PaperLeaf, where: str, source: str, strict: bool,
-                 warnings: list[str]) -> Node:
+def _paper_to_ir(r: _PaperLeaf, where: str, source: str, strict: bool, warnings: list[str]) -> Node:
     if isinstance(r, _PaperCondition):
         _check_paper_conditions(r.codes, where, source, strict, warnings)
     node = r.leaf()
     return Not(node) if r.inverse else node
 
 
-def _check_paper_conditions(values: list[int], where: str, source: str, strict: bool,
-                            warnings: list[str]) -> None:
+def _check_paper_conditions(
+    values: list[int], where: str, source: str, strict: bool, warnings: list[str]
+) -> None:
     """A legacy query's invalid SNOMED CT codes: an error with `strict`, else kept with a warning."""
     for c in values:
         if not codes.snomed_valid(c):
             problem = _snomed_problem(c)
             if strict:
                 raise InputError(source, f"{where}.value", problem, "correct the code")
-            warnings.append(f"{source}: {where}.value: {problem} Kept as written: "
-                            "it matches no patient (use --strict to make this an error)")
+            warnings.append(
+                f"{source}: {where}.value: {problem} Kept as written: "
+                "it matches no patient (use --strict to make this an error)"
+            )
 
 
-def parse_query(data: Any, source: str, name: str = "query",
-                strict: bool = False) -> tuple[Query, list[str]]:
+def parse_query(data: Any, source: str, name: str = "query", strict: bool = False) -> tuple[Query, list[str]]:
     """A Query from parsed JSON/YAML data in either format, plus warnings to show the user."""
     warnings: list[str] = []
     if isinstance(data, dict) and "restrictions" in data:
@@ -273,8 +311,12 @@ def parse_query(data: Any, source: str, name: str = "query",
         except ValueError as e:  # a relation between fields, checked by the IR
             raise InputError(source, "criteria", str(e)) from None
         return Query(root, Output(native.output), native.name or name), warnings
-    raise InputError(source, "", "not a cohort query",
-                     "a paper query.json has 'restrictions'; a native query has 'criteria'")
+    raise InputError(
+        source,
+        "",
+        "not a cohort query",
+        "a paper query.json has 'restrictions'; a native query has 'criteria'",
+    )
 
 
 def load_query(path: Path, strict: bool = False) -> tuple[Query, list[str]]:
@@ -295,8 +337,9 @@ def read_structured(path: Path) -> Any:
             return json.loads(text)
         return yaml.safe_load(text)
     except json.JSONDecodeError as e:
-        raise InputError(str(path), f"line {e.lineno} column {e.colno}",
-                         f"invalid JSON: {e.msg}", "fix the syntax") from None
+        raise InputError(
+            str(path), f"line {e.lineno} column {e.colno}", f"invalid JSON: {e.msg}", "fix the syntax"
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -306,8 +349,7 @@ def read_structured(path: Path) -> Any:
 
 def dump_native(query: Query) -> dict:
     """The native form of a query: parse_query(dump_native(q)) == q."""
-    return {"name": query.name, "output": query.output.value,
-            "criteria": NativeWriter().visit(query.root)}
+    return {"name": query.name, "output": query.output.value, "criteria": NativeWriter().visit(query.root)}
 
 
 class NativeWriter(Visitor[dict]):
@@ -328,8 +370,13 @@ class NativeWriter(Visitor[dict]):
         return {"condition": list(node.codes)}
 
     def visit_exam_count(self, node: ExamCount) -> dict:
-        return {"exams": {"loinc": node.loinc_code, "at_least": node.at_least,
-                          "within_months": node.within_months}}
+        return {
+            "exams": {
+                "loinc": node.loinc_code,
+                "at_least": node.at_least,
+                "within_months": node.within_months,
+            }
+        }
 
     def visit_not(self, node: Not) -> dict:
         return {"not": self.visit(node.child)}

@@ -7,6 +7,7 @@ native and paper-format writers, `render`) subclasses `Visitor` and defines
 `Unsupported` naming the node and the target, never a silent fall-through, so
 a new node in `circuits.ir.NODES` fails every translator that misses it.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,9 +21,10 @@ class Unsupported(Exception):
 
     def __init__(self, node: object, target: str, why: str = "") -> None:
         kind = type(node).__name__
-        super().__init__(f"{target} cannot translate {kind} nodes"
-                         + (f": {why}" if why else "; it has no visit_"
-                            f"{method_suffix(type(node))} method"))
+        super().__init__(
+            f"{target} cannot translate {kind} nodes"
+            + (f": {why}" if why else f"; it has no visit_{method_suffix(type(node))} method")
+        )
         self.node, self.target = node, target
 
 
@@ -46,4 +48,5 @@ class Visitor(Generic[T]):
     def missing(cls) -> list[str]:
         """The node types of `circuits.ir.NODES` this visitor has no method for."""
         from circuits.ir import NODES  # here, not above: circuits.ir's own `render` is a Visitor
+
         return [n.__name__ for n in NODES if not hasattr(cls, "visit_" + method_suffix(n))]

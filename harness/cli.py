@@ -1,4 +1,5 @@
 """The `cohortbench` command line: check, extract, eval (and the harness verbs)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -58,10 +59,16 @@ def _load(query: Path, strict: bool) -> ir.Query:
 
 
 padding_options = [
-    click.option("--conditions", "conditions", default="16", show_default=True,
-                 help="Condition slots per patient, or 'exact' (counts public, as in the paper)."),
-    click.option("--exams", "exams", default="32", show_default=True,
-                 help="Exam slots per patient, or 'exact'."),
+    click.option(
+        "--conditions",
+        "conditions",
+        default="16",
+        show_default=True,
+        help="Condition slots per patient, or 'exact' (counts public, as in the paper).",
+    ),
+    click.option(
+        "--exams", "exams", default="32", show_default=True, help="Exam slots per patient, or 'exact'."
+    ),
 ]
 
 
@@ -91,20 +98,24 @@ def check(query: Path, conditions: str, exams: str, strict: bool) -> None:
     out.print(f"[bold]{q.name}[/]  output={q.output.value}  ir_hash={q.ir_hash}")
     out.print(ir.render(root))
     c = cost.estimate(root, c_slots, e_slots)
-    table = Table(title=f"per-patient cost, padding {padding.label()}"
-                  + (" (exact: per real slot)" if padding.exact else ""))
+    table = Table(
+        title=f"per-patient cost, padding {padding.label()}"
+        + (" (exact: per real slot)" if padding.exact else "")
+    )
     for name in ("comparisons", "equalities", "multiplications", "depth", "max_bits"):
         table.add_column(name, justify="right")
-    table.add_row(*(str(getattr(c, n)) for n in
-                    ("comparisons", "equalities", "multiplications", "depth", "max_bits")))
+    table.add_row(
+        *(str(getattr(c, n)) for n in ("comparisons", "equalities", "multiplications", "depth", "max_bits"))
+    )
     out.print(table)
 
 
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--as-of", required=True, callback=_as_of, help="Reference date, YYYY-MM-DD.")
-@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
-              help="patients.jsonl to write.")
+@click.option(
+    "--out", "out_path", required=True, type=click.Path(path_type=Path), help="patients.jsonl to write."
+)
 def extract(directory: Path, as_of: dt.date, out_path: Path) -> None:
     """Extract the paper's fields from the FHIR bundles in DIRECTORY."""
     if not directory.exists():
@@ -113,29 +124,52 @@ def extract(directory: Path, as_of: dt.date, out_path: Path) -> None:
     for e in errors:
         _warn(f"skipped {e}")
     if not patients:
-        raise InputError(str(directory), "", "no patient could be extracted",
-                         "give FHIR R4 bundles (*.json), one patient each")
+        raise InputError(
+            str(directory),
+            "",
+            "no patient could be extracted",
+            "give FHIR R4 bundles (*.json), one patient each",
+        )
     n = write_jsonl(patients, out_path)
-    out.print(f"{n} patient(s) written to {out_path}"
-              + (f"; {len(errors)} bundle(s) skipped" if errors else ""))
+    out.print(
+        f"{n} patient(s) written to {out_path}" + (f"; {len(errors)} bundle(s) skipped" if errors else "")
+    )
 
 
 @cli.command(name="eval")
 @click.argument("query", type=click.Path(path_type=Path))
-@click.option("--patients", "source", required=True,
-              help="synthetic:N[:seed], a FHIR bundle directory, or a patients.jsonl.")
+@click.option(
+    "--patients",
+    "source",
+    required=True,
+    help="synthetic:N[:seed], a FHIR bundle directory, or a patients.jsonl.",
+)
 @click.option("--engine", type=click.Choice(["plain"]), default="plain", show_default=True)
 @click.option("--as-of", callback=_as_of, help="Reference date (required for FHIR bundles).")
 @with_padding
 @click.option("--truncate", is_flag=True, help="Keep the most recent exams of a patient over the bound.")
 @click.option("--strict", is_flag=True, help="Treat doubtful codes as errors.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"count": n, "eligible": [ids]}.')
-def eval_(query: Path, source: str, engine: str, as_of: dt.date | None, conditions: str,
-          exams: str, truncate: bool, strict: bool, as_json: bool) -> None:
+def eval_(
+    query: Path,
+    source: str,
+    engine: str,
+    as_of: dt.date | None,
+    conditions: str,
+    exams: str,
+    truncate: bool,
+    strict: bool,
+    as_json: bool,
+) -> None:
     """Evaluate QUERY on a population and print the cohort."""
     q = _load(query, strict)
-    pop = sources.load(sources.parse_source(source, "--patients"),
-                       Padding(_slots(conditions), _slots(exams)), as_of, truncate, _warn)
+    pop = sources.load(
+        sources.parse_source(source, "--patients"),
+        Padding(_slots(conditions), _slots(exams)),
+        as_of,
+        truncate,
+        _warn,
+    )
     if pop.truncated:
         _warn(f"{pop.truncated} patient(s) had their oldest exams dropped (--truncate)")
     result = cohort(q, pop)
@@ -160,8 +194,13 @@ def _tables(records: list[dict]) -> None:
 
 @cli.command()
 @click.argument("config", type=click.Path(path_type=Path))
-@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
-              help="Results file (JSON lines, appended as runs finish).")
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Results file (JSON lines, appended as runs finish).",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted sweep in --out.")
 @click.option("--dry-run", is_flag=True, help="Validate CONFIG and list its runs; run nothing.")
 def run(config: Path, out_path: Path, resume: bool, dry_run: bool) -> None:
@@ -181,12 +220,15 @@ def run(config: Path, out_path: Path, resume: bool, dry_run: bool) -> None:
     out.print(f"results: {out_path}  logs: {out_path.with_suffix('.runs')}")
     tampered = [r for r in records if r["error"] is not None and expected_failure(r)]
     if tampered:
-        err.print(f"{len(tampered)} tampered run(s) failed, as a tamper experiment may expect "
-                  "(not counted as failures; see the tampering table)")
-    bad = [r for r in records
-           if r["error"] is not None and not r.get("skipped") and not expected_failure(r)]
+        err.print(
+            f"{len(tampered)} tampered run(s) failed, as a tamper experiment may expect "
+            "(not counted as failures; see the tampering table)"
+        )
+    bad = [r for r in records if r["error"] is not None and not r.get("skipped") and not expected_failure(r)]
     if bad:
-        err.print(f"[red]{len(bad)} run(s) failed or disagreed with the oracle[/] (see `error` in {out_path})")
+        err.print(
+            f"[red]{len(bad)} run(s) failed or disagreed with the oracle[/] (see `error` in {out_path})"
+        )
         sys.exit(1)
 
 

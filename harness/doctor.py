@@ -5,6 +5,7 @@ the openssl command that TLS certificates are made with and whether runs can
 be isolated in network namespaces.  For anything missing it prints the fix.
 Exit status 0 when everything is there, 1 otherwise.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,16 +23,28 @@ from backends import registry
 from backends.engine import Finding
 from harness.net import isolation
 
+
 def _tools() -> list[Finding]:
     openssl = shutil.which("openssl")
     why_not = isolation.probe()
-    return [Finding("TLS", "openssl", openssl is not None,
-                    openssl or "not found (needed for MP-SPDZ's honest-majority protocols and "
-                    "MPyC's --ssl)", None if openssl else "apt-get install openssl"),
-            Finding("harness", "isolation", True,
-                    "a network namespace per run (isolation: auto)" if why_not is None else
-                    f"runs use the host's loopback: {why_not}",
-                    None if why_not is None else "run as root for a namespace per run")]
+    return [
+        Finding(
+            "TLS",
+            "openssl",
+            openssl is not None,
+            openssl or "not found (needed for MP-SPDZ's honest-majority protocols and MPyC's --ssl)",
+            None if openssl else "apt-get install openssl",
+        ),
+        Finding(
+            "harness",
+            "isolation",
+            True,
+            "a network namespace per run (isolation: auto)"
+            if why_not is None
+            else f"runs use the host's loopback: {why_not}",
+            None if why_not is None else "run as root for a namespace per run",
+        ),
+    ]
 
 
 def diagnose() -> list[Finding]:
@@ -40,8 +53,13 @@ def diagnose() -> list[Finding]:
 
 
 @click.command("doctor")
-@click.option("--mp-spdz-home", "home", type=click.Path(path_type=Path), default=None,
-              help="MP-SPDZ's directory (sets $MP_SPDZ_HOME, which the MP-SPDZ engine reads).")
+@click.option(
+    "--mp-spdz-home",
+    "home",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="MP-SPDZ's directory (sets $MP_SPDZ_HOME, which the MP-SPDZ engine reads).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @click.option("--quiet", is_flag=True, help="Print nothing; exit 0 only if everything is found.")
 def command(home: Path | None, as_json: bool, quiet: bool) -> None:

@@ -1,4 +1,5 @@
 """Shared fixtures: hand-built patients and the shared Synthea sample's location."""
+
 from __future__ import annotations
 
 import subprocess
@@ -16,13 +17,21 @@ SYNTHEA = REPO.parent / "shared" / "data" / "synthea-r4"
 @pytest.fixture
 def synthea_dir() -> Path:
     if not SYNTHEA.is_dir() or not any(SYNTHEA.glob("*.json")):
-        pytest.skip(f"shared Synthea sample not found at {SYNTHEA} (it lives beside the repo, "
-                    "in ../shared/data/synthea-r4)")
+        pytest.skip(
+            f"shared Synthea sample not found at {SYNTHEA} (it lives beside the repo, "
+            "in ../shared/data/synthea-r4)"
+        )
     return SYNTHEA
 
 
-def patient(pid: str = "p", age: int = 30, gender: int = 1, smoker: int = 0,
-            conditions: tuple[int, ...] = (), exams: tuple[tuple[int, int], ...] = ()) -> Patient:
+def patient(
+    pid: str = "p",
+    age: int = 30,
+    gender: int = 1,
+    smoker: int = 0,
+    conditions: tuple[int, ...] = (),
+    exams: tuple[tuple[int, int], ...] = (),
+) -> Patient:
     return Patient(pid, age, gender, smoker, conditions, exams)
 
 
@@ -30,10 +39,16 @@ def patient(pid: str = "p", age: int = 30, gender: int = 1, smoker: int = 0,
 def boundary_population():
     """Patients on the edges of the paper query's criteria (Padding 4/4)."""
     people = [
-        patient("age12", age=12), patient("age13", age=13), patient("age23", age=23),
+        patient("age12", age=12),
+        patient("age13", age=13),
+        patient("age23", age=23),
         patient("age24", age=24),
-        patient("male", gender=0), patient("other", gender=2), patient("unknown", gender=3),
-        patient("former", smoker=2), patient("current", smoker=1), patient("smk-unknown", smoker=3),
+        patient("male", gender=0),
+        patient("other", gender=2),
+        patient("unknown", gender=3),
+        patient("former", smoker=2),
+        patient("current", smoker=1),
+        patient("smk-unknown", smoker=3),
         patient("hyperlipid", conditions=(55822004,)),
         patient("hyper+polyp", conditions=(68496003, 55822004)),
         patient("polyp", conditions=(68496003,)),
@@ -49,7 +64,12 @@ def boundary_population():
 def run_cli_sweep(cfg: Path, out: Path) -> Path:
     """`cohortbench run CFG --out OUT` in a subprocess; it must succeed."""
     out.unlink(missing_ok=True)
-    p = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(cfg), "--out", str(out)],
-                       capture_output=True, text=True, cwd=REPO, timeout=600)
+    p = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", str(cfg), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     return out

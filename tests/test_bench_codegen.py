@@ -1,4 +1,5 @@
 """Micro-benchmarks of code generation: IR to MP-SPDZ source, and party 0's input file."""
+
 from __future__ import annotations
 
 import pytest

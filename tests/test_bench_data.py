@@ -3,6 +3,7 @@
 Rates (bundles/s, patients/s) go to `benchmark.extra_info`; nothing here
 asserts a time.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -28,8 +29,9 @@ def _best_seconds(benchmark) -> float | None:
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"shared Synthea sample not found: {DATA}")
 def test_bench_extract_shared_bundles(benchmark) -> None:
     bundles = len(list(DATA.glob("*.json")))
-    patients, errors = benchmark.pedantic(extract_dir, args=(DATA, AS_OF), rounds=3,
-                                          iterations=1, warmup_rounds=0)
+    patients, errors = benchmark.pedantic(
+        extract_dir, args=(DATA, AS_OF), rounds=3, iterations=1, warmup_rounds=0
+    )
     assert errors == [] and len(patients) == bundles
     megabytes = sum(f.stat().st_size for f in DATA.glob("*.json")) / 1e6
     benchmark.extra_info.update(bundles=bundles, megabytes=round(megabytes, 1))
@@ -42,8 +44,9 @@ def test_bench_extract_shared_bundles(benchmark) -> None:
 @pytest.mark.benchmark(group="data")
 def test_bench_generate(benchmark) -> None:
     padding = Padding(16, 32)
-    pop = benchmark.pedantic(generate, args=(N_GENERATED, 0, padding), rounds=3,
-                             iterations=1, warmup_rounds=0)
+    pop = benchmark.pedantic(
+        generate, args=(N_GENERATED, 0, padding), rounds=3, iterations=1, warmup_rounds=0
+    )
     assert len(pop) == N_GENERATED and pop.slots == (16, 32)
     benchmark.extra_info.update(patients=N_GENERATED, padding=padding.label())
     best = _best_seconds(benchmark)

@@ -4,6 +4,7 @@ The sender and the receiver are separate processes (as the parties are); only th
 runs in the test process.  `pytest --benchmark-enable tests/test_bench_relay.py` prints
 the times; MB/s and microseconds per round trip are in each benchmark's extra_info.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -15,35 +16,11 @@ from contextlib import contextmanager
 import pytest
 
 from harness.net.relay import Relay
+from test_relay import SERVER  # sink: reads to EOF, answers one JSON line; echo
 
 MB = 1 << 20
 BULK = 64 * MB
 PINGS = 2000
-
-# Reads to EOF, then answers "done\n" (sink); or echoes (echo).
-SERVER = r"""
-import socket, sys, threading
-mode = sys.argv[1]
-srv = socket.socket()
-srv.bind(("127.0.0.1", 0))
-srv.listen(16)
-print(srv.getsockname()[1], flush=True)
-def handle(c):
-    with c:
-        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        buf = bytearray(1 << 20)
-        while True:
-            n = c.recv_into(buf)
-            if not n:
-                break
-            if mode == "echo":
-                c.sendall(memoryview(buf)[:n])
-        if mode == "sink":
-            c.sendall(b"done\n")
-while True:
-    c, _ = srv.accept()
-    threading.Thread(target=handle, args=(c,), daemon=True).start()
-"""
 
 # Per stdin line "bulk PORT BYTES" or "ping PORT COUNT": do it, print the seconds it took.
 CLIENT = r"""
@@ -62,7 +39,7 @@ for line in sys.stdin:
             s.sendall(block[:k] if k < len(block) else block)
             left -= k
         s.shutdown(socket.SHUT_WR)
-        assert s.recv(16) == b"done\n"
+        assert s.makefile("rb").readline().startswith(b"{")  # the sink's report
     else:
         for _ in range(n):
             s.sendall(b"p" * 32)
@@ -77,8 +54,9 @@ for line in sys.stdin:
 
 @contextmanager
 def process(code: str, *args: str) -> Iterator[subprocess.Popen]:
-    p = subprocess.Popen([sys.executable, "-c", code, *args], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         yield p
     finally:
@@ -118,15 +96,22 @@ def path(kind: str, target: int) -> Iterator[int]:
         yield relay.port_for(0, 1)
 
 
+def _median_run(
+    benchmark, client: subprocess.Popen, kind: str, port: int, what: str, n: int, rounds: int
+) -> float:
+    """The median seconds of `rounds` client runs of `what` (bulk or ping) through `kind`."""
+    with path(kind, port) as through:
+        times: list[float] = []
+        benchmark.pedantic(
+            lambda: times.append(ask(client, what, through, n)), rounds=rounds, iterations=1, warmup_rounds=1
+        )
+    return sorted(times)[len(times) // 2]
+
+
 @pytest.mark.benchmark(group="relay")
 @pytest.mark.parametrize("kind", LOOPS)
-def test_bulk_throughput(benchmark, servers: dict[str, int], client: subprocess.Popen,
-                         kind: str) -> None:
-    with path(kind, servers["sink"]) as port:
-        times: list[float] = []
-        benchmark.pedantic(lambda: times.append(ask(client, "bulk", port, BULK)),
-                           rounds=7, iterations=1, warmup_rounds=1)
-    best = sorted(times)[len(times) // 2]
+def test_bulk_throughput(benchmark, servers: dict[str, int], client: subprocess.Popen, kind: str) -> None:
+    best = _median_run(benchmark, client, kind, servers["sink"], "bulk", BULK, rounds=7)
     benchmark.extra_info["MB_per_s_median"] = round(BULK / MB / best, 1)
     benchmark.extra_info["bytes"] = BULK
     assert best > 0
@@ -134,12 +119,7 @@ def test_bulk_throughput(benchmark, servers: dict[str, int], client: subprocess.
 
 @pytest.mark.benchmark(group="relay")
 @pytest.mark.parametrize("kind", LOOPS)
-def test_ping_pong_latency(benchmark, servers: dict[str, int], client: subprocess.Popen,
-                           kind: str) -> None:
-    with path(kind, servers["echo"]) as port:
-        times: list[float] = []
-        benchmark.pedantic(lambda: times.append(ask(client, "ping", port, PINGS)),
-                           rounds=5, iterations=1, warmup_rounds=1)
-    best = sorted(times)[len(times) // 2]
+def test_ping_pong_latency(benchmark, servers: dict[str, int], client: subprocess.Popen, kind: str) -> None:
+    best = _median_run(benchmark, client, kind, servers["echo"], "ping", PINGS, rounds=5)
     benchmark.extra_info["rtt_us_median_run"] = round(best / PINGS * 1e6, 1)
     assert best > 0

@@ -5,8 +5,7 @@ import pytest
 from circuits import codes
 
 
-@pytest.mark.parametrize("code", [68496003, 410429000, 59621000, 55822004, 38341003,
-                                  368581000119106])
+@pytest.mark.parametrize("code", [68496003, 410429000, 59621000, 55822004, 38341003, 368581000119106])
 def test_valid_snomed(code):
     assert codes.snomed_valid(code)
 
@@ -20,9 +19,18 @@ def test_listing1_typo_suggests_hyperlipidemia():
     assert codes.snomed_suggestion(5582004) == 55822004
 
 
-@pytest.mark.parametrize("text,body", [("57698-3", 57698), ("58410-2", 58410), ("51990-0", 51990),
-                                       ("24323-8", 24323), ("72166-2", 72166), (57698, 57698),
-                                       ("57698", 57698)])
+@pytest.mark.parametrize(
+    "text,body",
+    [
+        ("57698-3", 57698),
+        ("58410-2", 58410),
+        ("51990-0", 51990),
+        ("24323-8", 24323),
+        ("72166-2", 72166),
+        (57698, 57698),
+        ("57698", 57698),
+    ],
+)
 def test_loinc(text, body):
     assert codes.parse_loinc(text) == body
 

@@ -1,4 +1,5 @@
 """`cohortbench compare`: matching cells, the per-figure rules, exit codes, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -15,19 +16,43 @@ from conftest import run_cli_sweep, REPO
 QUERY = str(REPO / "configs" / "queries" / "five-criteria.yaml")
 
 
-def record(cell: str = "c1", repeat: int = 0, wall: float = 1.0, bytes_sent: int | None = 1000,
-           rounds: int | None = None, cohort: int | None = 5, correct: bool = True,
-           error: str | None = None, config: str = "t", warmup: bool = False,
-           calibration: float | None = None, **extra) -> dict:
+def record(
+    cell: str = "c1",
+    repeat: int = 0,
+    wall: float = 1.0,
+    bytes_sent: int | None = 1000,
+    rounds: int | None = None,
+    cohort: int | None = 5,
+    correct: bool = True,
+    error: str | None = None,
+    config: str = "t",
+    warmup: bool = False,
+    calibration: float | None = None,
+    **extra,
+) -> dict:
     """A minimal result record: the fields `compare` reads, plus the labels it prints."""
     meta = {"commit": "abc"} | ({"calibration_s": calibration} if calibration is not None else {})
-    return {"config": config, "cell": cell, "engine": "mpyc", "protocol": f"p-{cell}", "parties": 3,
-            "population": 100, "population_source": "synthetic:100",
-            "network": {"name": "loopback", "delay_ms": 0.0, "bandwidth_mbit": None},
-            "query": {"name": "q", "ir_hash": "h", "output": "eligible"},
-            "repeat": repeat, "warmup": warmup, "wall_s": wall, "bytes_sent": bytes_sent,
-            "rounds": rounds, "cohort_size": cohort, "correct": correct, "error": error,
-            "meta": meta, **extra}
+    return {
+        "config": config,
+        "cell": cell,
+        "engine": "mpyc",
+        "protocol": f"p-{cell}",
+        "parties": 3,
+        "population": 100,
+        "population_source": "synthetic:100",
+        "network": {"name": "loopback", "delay_ms": 0.0, "bandwidth_mbit": None},
+        "query": {"name": "q", "ir_hash": "h", "output": "eligible"},
+        "repeat": repeat,
+        "warmup": warmup,
+        "wall_s": wall,
+        "bytes_sent": bytes_sent,
+        "rounds": rounds,
+        "cohort_size": cohort,
+        "correct": correct,
+        "error": error,
+        "meta": meta,
+        **extra,
+    }
 
 
 # Three cells, five repeats each: deterministic bytes and rounds (c1), bytes that vary a
@@ -36,14 +61,22 @@ WALLS = [1.00, 1.04, 0.97, 1.02, 0.99]
 C2_BYTES = [9_537_288, 9_536_738, 9_537_100, 9_536_900, 9_537_000]
 
 
-def sweep(walls=WALLS, scale: float = 1.0, c1_bytes: int = 1000, c1_rounds: int = 40,
-          c2_bytes=C2_BYTES, cells=("c1", "c2", "c3"), calibration: float | None = None) -> list[dict]:
+def sweep(
+    walls=WALLS,
+    scale: float = 1.0,
+    c1_bytes: int = 1000,
+    c1_rounds: int = 40,
+    c2_bytes=C2_BYTES,
+    cells=("c1", "c2", "c3"),
+    calibration: float | None = None,
+) -> list[dict]:
     out = []
     for cell in cells:
         for i, w in enumerate(walls):
             b = {"c1": c1_bytes, "c2": c2_bytes[i % len(c2_bytes)], "c3": None}[cell]
-            out.append(record(cell, i, w * scale, b, c1_rounds if cell == "c1" else None,
-                              calibration=calibration))
+            out.append(
+                record(cell, i, w * scale, b, c1_rounds if cell == "c1" else None, calibration=calibration)
+            )
         out.append(record(cell, 0, 9.0, warmup=True))  # warmups are never counted
     return out
 
@@ -78,12 +111,15 @@ def test_identical_inputs_exit_0(tmp_path):
     assert by_cell(c)["c3"].check("bytes_sent") is None  # not recorded: not compared
 
 
-@pytest.mark.parametrize("change,cell,metric", [
-    (dict(c1_bytes=1010), "c1", "bytes_sent"),  # +1% on a deterministic cell
-    (dict(c1_rounds=41), "c1", "rounds"),  # one more round
-    (dict(scale=2.0), "c3", "wall_s"),  # every time x2, five samples each
-    (dict(c2_bytes=[b * 1.01 for b in C2_BYTES]), "c2", "bytes_sent"),  # +1% beyond the spread
-])
+@pytest.mark.parametrize(
+    "change,cell,metric",
+    [
+        (dict(c1_bytes=1010), "c1", "bytes_sent"),  # +1% on a deterministic cell
+        (dict(c1_rounds=41), "c1", "rounds"),  # one more round
+        (dict(scale=2.0), "c3", "wall_s"),  # every time x2, five samples each
+        (dict(c2_bytes=[b * 1.01 for b in C2_BYTES]), "c2", "bytes_sent"),  # +1% beyond the spread
+    ],
+)
 def test_injected_regression_exit_1(tmp_path, change, cell, metric):
     r = run(tmp_path, sweep(), sweep(**change))
     assert r.exit_code == 1, r.output
@@ -142,8 +178,10 @@ def test_missing_cells_on_either_side_are_reported_and_fail(tmp_path):
     r = run(tmp_path, sweep(cells=("c1",)), sweep())
     assert r.exit_code == 1 and "only in the new sweep" in r.output
     c = compare(sweep(cells=("c1",)), sweep(cells=("c2",)))
-    assert [(x.cell, x.verdict, x.runs) for x in c.cells] == [("c1", "missing", (5, 0)),
-                                                               ("c2", "missing", (0, 5))]
+    assert [(x.cell, x.verdict, x.runs) for x in c.cells] == [
+        ("c1", "missing", (5, 0)),
+        ("c2", "missing", (0, 5)),
+    ]
 
 
 def test_same_cell_hash_in_another_config_is_another_cell():
@@ -156,8 +194,10 @@ def test_an_error_or_a_wrong_cohort_is_a_regression(tmp_path):
     new = sweep()
     new[1] = record("c1", 1, None, None, None, None, False, "party 1 exited with -9")
     c = by_cell(compare(sweep(), new))["c1"]
-    assert c.verdict == "REGRESSION" and "1 of 5 new run(s) failed: party 1 exited with -9" in \
-        c.check("correct").rule
+    assert (
+        c.verdict == "REGRESSION"
+        and "1 of 5 new run(s) failed: party 1 exited with -9" in c.check("correct").rule
+    )
     new = [dict(r, cohort_size=6) if r["cell"] == "c2" else r for r in sweep()]
     c = by_cell(compare(sweep(), new))["c2"]
     assert c.verdict == "REGRESSION" and c.check("cohort_size").rule == "cohort size [5] -> [6]"
@@ -190,18 +230,23 @@ def test_json_output(tmp_path):
     assert {c["metric"]: c["verdict"] for c in c1["checks"]}["bytes_sent"] == "REGRESSION"
 
 
-@pytest.mark.parametrize("content,says", [
-    (None, "cannot read: No such file or directory"),
-    ("", "no records"),
-    ("\n\n", "no records"),
-    ("not json\n", "line 1: not a JSON record"),
-    ('{"config": "t"}\n', "line 1: malformed record: no 'cell'"),
-    ("[1, 2]\n", "line 1: not a result record (a JSON list)"),
-    (json.dumps(record()) + "\n\n" + json.dumps(record(wall="slow")) + "\n",
-     "line 3: malformed record: wall_s is 'slow'"),
-    (json.dumps(record(warmup=True)) + "\n", "only warmup runs"),
-    (b"\x89PNG\r\n\x1a\n\xff\xfe", "not a text file"),
-])
+@pytest.mark.parametrize(
+    "content,says",
+    [
+        (None, "cannot read: No such file or directory"),
+        ("", "no records"),
+        ("\n\n", "no records"),
+        ("not json\n", "line 1: not a JSON record"),
+        ('{"config": "t"}\n', "line 1: malformed record: no 'cell'"),
+        ("[1, 2]\n", "line 1: not a result record (a JSON list)"),
+        (
+            json.dumps(record()) + "\n\n" + json.dumps(record(wall="slow")) + "\n",
+            "line 3: malformed record: wall_s is 'slow'",
+        ),
+        (json.dumps(record(warmup=True)) + "\n", "only warmup runs"),
+        (b"\x89PNG\r\n\x1a\n\xff\xfe", "not a text file"),
+    ],
+)
 def test_bad_input_exits_2_with_one_clear_message(tmp_path, content, says):
     good = write(tmp_path / "good.jsonl", sweep())
     bad = tmp_path / "bad.jsonl"
@@ -227,6 +272,7 @@ def test_half_written_last_line_is_a_warning_not_an_error(tmp_path):
 
 
 # ---------------------------------------------------------------- a real sweep
+
 
 @pytest.fixture(scope="module")
 def real_results(tmp_path_factory) -> Path:
@@ -257,8 +303,9 @@ def test_real_sweep_against_itself_and_doctored(tmp_path, real_results):
     assert r.exit_code == 0, r.output
     assert "tiny mpyc/shamir/3p synthetic:10 loopback" in r.output and "PASS: 4 cell(s): 4 ok" in r.output
     # the MPyC cell's bytes grow 2%: beyond any tolerance its own spread allows
-    doctored = [dict(r, bytes_sent=int(r["bytes_sent"] * 1.02)) if r["engine"] == "mpyc" else r
-                for r in records]
+    doctored = [
+        dict(r, bytes_sent=int(r["bytes_sent"] * 1.02)) if r["engine"] == "mpyc" else r for r in records
+    ]
     r = CliRunner().invoke(cmp.command, [str(real_results), str(write(tmp_path / "d.jsonl", doctored))])
     assert r.exit_code == 1 and "bytes_sent +2" in r.output, r.output
     # the plain engine's times x10 (two samples: the ratio-alone rule)
@@ -278,6 +325,7 @@ def test_zero_baseline_bytes_and_json_without_infinity(tmp_path):
 def test_times_warn_keeps_exact_figures_failing():
     """--times warn: a slowed series is a warning, a changed byte count still fails."""
     from harness.analysis.compare import Thresholds
+
     base = sweep(cells=("c1",))
     slow = sweep(cells=("c1",), scale=3.0)
     assert compare(base, slow, Thresholds(times_fail=False)).exit_code == 0

@@ -5,6 +5,7 @@ $COHORTBENCH_ENGINES and runs through a real sweep: its two party processes,
 the relay, the oracle check and the record, with no line of the harness
 changed.  The harness itself names no engine (checked on its source).
 """
+
 from __future__ import annotations
 
 import json
@@ -53,11 +54,16 @@ def test_a_registered_engine_is_found_and_a_bad_entry_is_one_clear_error():
 def test_the_harness_names_no_engine():
     """No engine's name and no backend module outside the registry, in harness/ (but for
     `cohortbench eval --engine plain`, which runs the oracle itself, in-process)."""
-    pattern = re.compile(r"from backends\.(mpyc|mp_spdz|plain)|import backends\.(mpyc|mp_spdz|plain)"
-                         r"|[\"'](mpyc|mp-spdz|plain)[\"']")
-    hits = [f"{p.relative_to(REPO)}:{n}: {line.strip()}" for p in (REPO / "harness").rglob("*.py")
-            for n, line in enumerate(p.read_text().splitlines(), 1)
-            if pattern.search(line) and 'click.Choice(["plain"])' not in line]
+    pattern = re.compile(
+        r"from backends\.(mpyc|mp_spdz|plain)|import backends\.(mpyc|mp_spdz|plain)"
+        r"|[\"'](mpyc|mp-spdz|plain)[\"']"
+    )
+    hits = [
+        f"{p.relative_to(REPO)}:{n}: {line.strip()}"
+        for p in (REPO / "harness").rglob("*.py")
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line) and 'click.Choice(["plain"])' not in line
+    ]
     assert hits == []
 
 
@@ -82,10 +88,19 @@ repeats: 2
 warmup: 0
 """)
     out = tmp_path / "toy.jsonl"
-    env = dict(os.environ, **{registry.ENV: "toy=toy_engine:ENGINE"},
-               PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]))
-    p = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(cfg), "--out", str(out)],
-                       capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
+    env = dict(
+        os.environ,
+        **{registry.ENV: "toy=toy_engine:ENGINE"},
+        PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]),
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", str(cfg), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env=env,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     records = [json.loads(line) for line in out.read_text().splitlines()]
     toy = [r for r in records if r["engine"] == "toy"]
@@ -99,6 +114,12 @@ warmup: 0
     payload = len(str(plain[0]["cohort_size"]))
     assert all(r["bytes_sent"] == payload == r["relay_bytes"] and r["rounds"] == 1 for r in relayed)
     assert records[0]["meta"]["engines"]["toy"] == "1"
-    show = subprocess.run([sys.executable, "-m", "harness.cli", "show", str(out)],
-                          capture_output=True, text=True, cwd=REPO, timeout=60, env=env)
+    show = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "show", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        env=env,
+    )
     assert show.returncode == 0 and "toy" in show.stdout

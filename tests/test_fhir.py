@@ -4,6 +4,7 @@ The expected values for the shared Synthea bundles were read by hand from the
 JSON with jq (Patient, 72166-2 Observations, Conditions, DiagnosticReports),
 not produced by the extractor.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -24,9 +25,13 @@ NEVER, CURRENT, FORMER = "266919005", "449868002", "8517006"
 
 # ---- hand-built bundles ---------------------------------------------------------------
 
+
 def bundle(*resources: dict) -> dict:
-    return {"resourceType": "Bundle", "type": "collection",
-            "entry": [{"fullUrl": f"urn:uuid:{i}", "resource": r} for i, r in enumerate(resources)]}
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"fullUrl": f"urn:uuid:{i}", "resource": r} for i, r in enumerate(resources)],
+    }
 
 
 def patient(birth: str | None = "1980-06-15", gender: str | None = "female", pid: str = "p1") -> dict:
@@ -39,9 +44,12 @@ def patient(birth: str | None = "1980-06-15", gender: str | None = "female", pid
 
 
 def smoking(when: str | None, value: str, issued: str | None = None) -> dict:
-    r = {"resourceType": "Observation", "status": "final",
-         "code": {"coding": [{"system": "http://loinc.org", "code": "72166-2"}]},
-         "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": value}]}}
+    r = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "72166-2"}]},
+        "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": value}]},
+    }
     if when is not None:
         r["effectiveDateTime"] = when
     if issued is not None:
@@ -49,22 +57,35 @@ def smoking(when: str | None, value: str, issued: str | None = None) -> dict:
     return r
 
 
-def condition(code: str, status: str = "active", verification: str = "confirmed",
-              onset: str | None = "2000-01-01T00:00:00+00:00") -> dict:
-    r = {"resourceType": "Condition",
-         "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                                        "code": status}]},
-         "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
-                                            "code": verification}]},
-         "code": {"coding": [{"system": "http://snomed.info/sct", "code": code}]}}
+def condition(
+    code: str,
+    status: str = "active",
+    verification: str = "confirmed",
+    onset: str | None = "2000-01-01T00:00:00+00:00",
+) -> dict:
+    r = {
+        "resourceType": "Condition",
+        "clinicalStatus": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": status}]
+        },
+        "verificationStatus": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": verification}
+            ]
+        },
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": code}]},
+    }
     if onset is not None:
         r["onsetDateTime"] = onset
     return r
 
 
 def report(loinc: str, when: str | None, system: str = "http://loinc.org") -> dict:
-    r = {"resourceType": "DiagnosticReport", "status": "final",
-         "code": {"coding": [{"system": system, "code": loinc}]}}
+    r = {
+        "resourceType": "DiagnosticReport",
+        "status": "final",
+        "code": {"coding": [{"system": system, "code": loinc}]},
+    }
     if when is not None:
         r["effectiveDateTime"] = when
     return r
@@ -75,6 +96,7 @@ def extract(*resources: dict, as_of: dt.date = AS_OF):
 
 
 # ---- age ------------------------------------------------------------------------------
+
 
 def test_age_birthday_on_reference_date() -> None:
     assert extract(patient("1980-04-01")).age == 41
@@ -106,8 +128,10 @@ def test_datetime_reference_date_is_taken_as_its_date() -> None:
 
 # ---- gender ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("gender, code",
-                         [("male", 0), ("female", 1), ("other", 2), ("unknown", 3), (None, 3)])
+
+@pytest.mark.parametrize(
+    "gender, code", [("male", 0), ("female", 1), ("other", 2), ("unknown", 3), (None, 3)]
+)
 def test_gender_codes(gender, code) -> None:
     assert extract(patient(gender=gender)).gender == code
 
@@ -120,25 +144,45 @@ def test_invalid_gender_is_an_error() -> None:
 
 # ---- smoking status -------------------------------------------------------------------
 
-@pytest.mark.parametrize("observations, code", [
-    pytest.param([smoking("2019-05-01T10:00:00+00:00", FORMER),
-                  smoking("2020-05-01T10:00:00+00:00", CURRENT),
-                  smoking("2010-05-01T10:00:00+00:00", NEVER)], 1,
-                 id="the latest observation wins whatever the entry order"),
-    pytest.param([smoking("2019-05-01T10:00:00+00:00", NEVER),
-                  smoking("2021-04-02T00:00:00+00:00", CURRENT)], 0,
-                 id="an observation after the reference date is ignored"),
-    pytest.param([smoking("2019-05-01T10:00:00+00:00", NEVER),
-                  smoking("2021-04-01T23:00:00+00:00", FORMER)], 2,
-                 id="an observation on the reference date counts"),
-    pytest.param([smoking("2019-05-01T10:00:00+00:00", NEVER),
-                  smoking(None, FORMER, issued="2020-01-01T00:00:00.123+00:00")], 2,
-                 id="without effectiveDateTime, issued"),
-    # 2020-05-01T01:00+05:00 is 2020-04-30T20:00Z, earlier than 2020-04-30T22:00Z
-    pytest.param([smoking("2020-04-30T22:00:00+00:00", NEVER),
-                  smoking("2020-05-01T01:00:00+05:00", CURRENT)], 0,
-                 id="time zones ordered as instants"),
-])
+
+@pytest.mark.parametrize(
+    "observations, code",
+    [
+        pytest.param(
+            [
+                smoking("2019-05-01T10:00:00+00:00", FORMER),
+                smoking("2020-05-01T10:00:00+00:00", CURRENT),
+                smoking("2010-05-01T10:00:00+00:00", NEVER),
+            ],
+            1,
+            id="the latest observation wins whatever the entry order",
+        ),
+        pytest.param(
+            [smoking("2019-05-01T10:00:00+00:00", NEVER), smoking("2021-04-02T00:00:00+00:00", CURRENT)],
+            0,
+            id="an observation after the reference date is ignored",
+        ),
+        pytest.param(
+            [smoking("2019-05-01T10:00:00+00:00", NEVER), smoking("2021-04-01T23:00:00+00:00", FORMER)],
+            2,
+            id="an observation on the reference date counts",
+        ),
+        pytest.param(
+            [
+                smoking("2019-05-01T10:00:00+00:00", NEVER),
+                smoking(None, FORMER, issued="2020-01-01T00:00:00.123+00:00"),
+            ],
+            2,
+            id="without effectiveDateTime, issued",
+        ),
+        # 2020-05-01T01:00+05:00 is 2020-04-30T20:00Z, earlier than 2020-04-30T22:00Z
+        pytest.param(
+            [smoking("2020-04-30T22:00:00+00:00", NEVER), smoking("2020-05-01T01:00:00+05:00", CURRENT)],
+            0,
+            id="time zones ordered as instants",
+        ),
+    ],
+)
 def test_smoking_status_is_the_latest_observation_up_to_the_reference_date(observations, code) -> None:
     assert extract(patient(), *observations).smoker == code
 
@@ -153,16 +197,19 @@ def test_smoking_unknown_value_and_absent() -> None:
 
 # ---- conditions -----------------------------------------------------------------------
 
+
 def test_only_active_confirmed_conditions() -> None:
-    p = extract(patient(),
-                condition("38341003"),
-                condition("44465007", status="resolved"),
-                condition("15777000", verification="unconfirmed"),
-                condition("55822004", verification="provisional"),
-                condition("162864005", onset=None),
-                condition("68496003", onset="2021-04-02T00:00:00+00:00"),  # after as_of
-                condition("410429000", onset="2021-04-01T08:00:00+00:00"),  # on as_of
-                condition("38341003"))  # duplicate
+    p = extract(
+        patient(),
+        condition("38341003"),
+        condition("44465007", status="resolved"),
+        condition("15777000", verification="unconfirmed"),
+        condition("55822004", verification="provisional"),
+        condition("162864005", onset=None),
+        condition("68496003", onset="2021-04-02T00:00:00+00:00"),  # after as_of
+        condition("410429000", onset="2021-04-01T08:00:00+00:00"),  # on as_of
+        condition("38341003"),
+    )  # duplicate
     assert p.conditions == (38341003, 162864005, 410429000)
 
 
@@ -180,15 +227,19 @@ def test_bad_onset_date_named() -> None:
 
 # ---- exams ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("when, months", [
-    ("2021-04-01T00:00:00+00:00", 0),
-    ("2021-03-02", 0),
-    ("2021-03-01", 1),
-    ("2020-04-01T12:00:00+00:00", 12),
-    ("2020-04-02", 11),
-    ("2016-04-01", 60),
-    ("2016-03-31", 60),
-])
+
+@pytest.mark.parametrize(
+    "when, months",
+    [
+        ("2021-04-01T00:00:00+00:00", 0),
+        ("2021-03-02", 0),
+        ("2021-03-01", 1),
+        ("2020-04-01T12:00:00+00:00", 12),
+        ("2020-04-02", 11),
+        ("2016-04-01", 60),
+        ("2016-03-31", 60),
+    ],
+)
 def test_exam_months(when, months) -> None:
     assert extract(patient(), report("57698-3", when)).exams == ((57698, months),)
 
@@ -200,21 +251,29 @@ def test_exam_months_day_of_month() -> None:
 
 
 def test_exam_after_reference_date_ignored() -> None:
-    p = extract(patient(), report("57698-3", "2021-04-02T00:00:00+00:00"),
-                report("58410-2", "2021-04-01T23:59:59-05:00"),  # local date as written: as_of
-                report("51990-0", "2019-01-15"))
+    p = extract(
+        patient(),
+        report("57698-3", "2021-04-02T00:00:00+00:00"),
+        report("58410-2", "2021-04-01T23:59:59-05:00"),  # local date as written: as_of
+        report("51990-0", "2019-01-15"),
+    )
     assert p.exams == ((58410, 0), (51990, 26))
 
 
 def test_exams_sorted_most_recent_first_and_repeats_kept() -> None:
-    p = extract(patient(), report("57698-3", "2010-01-01"), report("57698-3", "2020-06-01"),
-                report("57698-3", "2020-06-01"))
+    p = extract(
+        patient(),
+        report("57698-3", "2010-01-01"),
+        report("57698-3", "2020-06-01"),
+        report("57698-3", "2020-06-01"),
+    )
     assert p.exams == ((57698, 10), (57698, 10), (57698, 135))
 
 
 def test_report_without_loinc_or_date_skipped() -> None:
-    p = extract(patient(), report("12345", "2020-01-01", system="http://example.org/local"),
-                report("57698-3", None))
+    p = extract(
+        patient(), report("12345", "2020-01-01", system="http://example.org/local"), report("57698-3", None)
+    )
     assert p.exams == ()
 
 
@@ -226,6 +285,7 @@ def test_bad_loinc_check_digit_named() -> None:
 
 
 # ---- errors ---------------------------------------------------------------------------
+
 
 def test_not_a_bundle() -> None:
     with pytest.raises(BundleError) as e:
@@ -255,8 +315,9 @@ def test_bad_birth_date_names_the_field() -> None:
     assert "1980-13-01" in err.problem
 
 
-@pytest.mark.parametrize("birth, words",
-                         [(None, "missing"), ("1980", "partial"), (19800101, "not a FHIR date")])
+@pytest.mark.parametrize(
+    "birth, words", [(None, "missing"), ("1980", "partial"), (19800101, "not a FHIR date")]
+)
 def test_missing_or_partial_birth_date(birth, words) -> None:
     with pytest.raises(BundleError) as e:
         extract(patient(birth))
@@ -272,6 +333,7 @@ def test_bundle_error_pickles() -> None:
 
 # ---- directories ----------------------------------------------------------------------
 
+
 def test_directory_with_corrupt_file(tmp_path: Path) -> None:
     (tmp_path / "b.json").write_text(json.dumps(bundle(patient("1990-01-01", "male", "pb"))))
     (tmp_path / "a.json").write_text(json.dumps(bundle(patient("1980-01-01", "female", "pa"))))
@@ -282,7 +344,10 @@ def test_directory_with_corrupt_file(tmp_path: Path) -> None:
     patients, errors = extract_dir(tmp_path, AS_OF)
     assert [p.id for p in patients] == ["pa", "pb"]
     assert [(e.path.name, e.field) for e in errors] == [
-        ("c.json", "(json)"), ("d.json", "resourceType"), ("e.json", "(json)")]
+        ("c.json", "(json)"),
+        ("d.json", "resourceType"),
+        ("e.json", "(json)"),
+    ]
     assert all(str(e).startswith(str(tmp_path)) for e in errors)
 
 
@@ -309,30 +374,60 @@ def test_missing_directory(tmp_path: Path) -> None:
 SYNTHEA_EXPECTED = [
     # born 1978-04-03 (birthday two days after as_of); 4 never-smoker observations;
     # 2 active conditions (2 resolved); reports 2012-11-05 .. 2020-04-13.
-    ("Angelic_Mueller_29d755a6-32fa-482e-8fdd-081300209df8.json",
-     "2ec622d5-095b-44d4-9cb2-c0e7e451cd74", 42, 1, 0, (38341003, 55822004), 7,
-     [(57698, 100), (24323, 11), (58410, 35), (57698, 64)]),
+    (
+        "Angelic_Mueller_29d755a6-32fa-482e-8fdd-081300209df8.json",
+        "2ec622d5-095b-44d4-9cb2-c0e7e451cd74",
+        42,
+        1,
+        0,
+        (38341003, 55822004),
+        7,
+        [(57698, 100), (24323, 11), (58410, 35), (57698, 64)],
+    ),
     # born 1915-07-03, deceased 1983-01-10 (still aged at 2021-04-01); ex-smoker;
     # 6 active conditions (1 resolved); 23 reports 1973-08-18 .. 1983-01-08.
-    ("Buddy_MacGyver_c96ab841-48f4-42e4-bd46-f25c1490e422.json",
-     "a6889c6d-6915-4fac-9d2f-fc6c42b3a82e", 105, 0, 2,
-     (15777000, 40055000, 88805009, 185086009, 201834006, 271737000), 23,
-     [(51990, 458), (51990, 571), (55405, 500), (24323, 458)]),
+    (
+        "Buddy_MacGyver_c96ab841-48f4-42e4-bd46-f25c1490e422.json",
+        "a6889c6d-6915-4fac-9d2f-fc6c42b3a82e",
+        105,
+        0,
+        2,
+        (15777000, 40055000, 88805009, 185086009, 201834006, 271737000),
+        23,
+        [(51990, 458), (51990, 571), (55405, 500), (24323, 458)],
+    ),
     # born 1997-06-27; never -> daily (2014) -> former (2016, 2019): the latest wins.
-    ("Royal_DuBuque_6d750ddc-ee20-40df-bf83-30461dc641e4.json",
-     "f1f26587-7199-4c0f-880d-d9cd0799ac15", 23, 0, 2, (38341003, 162864005), 2,
-     [(58410, 94), (58410, 20)]),
+    (
+        "Royal_DuBuque_6d750ddc-ee20-40df-bf83-30461dc641e4.json",
+        "f1f26587-7199-4c0f-880d-d9cd0799ac15",
+        23,
+        0,
+        2,
+        (38341003, 162864005),
+        2,
+        [(58410, 94), (58410, 20)],
+    ),
     # born 2002-12-22; never until 2018, daily smoker 2019-03-31 and 2020-04-05;
     # only resolved conditions.
-    ("Yi_Weissnat_0edbf0a2-10d4-4ccd-a522-6aaeb41f2b41.json",
-     "f39b0478-5d39-41ba-a0e7-1c5dd6987af9", 18, 1, 1, (), 2,
-     [(58410, 97), (58410, 36)]),
+    (
+        "Yi_Weissnat_0edbf0a2-10d4-4ccd-a522-6aaeb41f2b41.json",
+        "f39b0478-5d39-41ba-a0e7-1c5dd6987af9",
+        18,
+        1,
+        1,
+        (),
+        2,
+        [(58410, 97), (58410, 36)],
+    ),
 ]
 
 
 @needs_data
-@pytest.mark.parametrize("name, pid, age, gender, smoker, conditions, n_exams, pairs",
-                         SYNTHEA_EXPECTED, ids=[e[0].split("_")[0] for e in SYNTHEA_EXPECTED])
+@pytest.mark.parametrize(
+    "name, pid, age, gender, smoker, conditions, n_exams, pairs",
+    SYNTHEA_EXPECTED,
+    ids=[e[0].split("_")[0] for e in SYNTHEA_EXPECTED],
+)
 def test_synthea_bundle(name, pid, age, gender, smoker, conditions, n_exams, pairs) -> None:
     path = DATA / name
     p = extract_bundle(json.loads(path.read_bytes()), AS_OF, path)

@@ -3,6 +3,7 @@
 Every case must end with exit 0 (the mutation left the input valid) or exit 2 with
 one `error:` line naming the file, never a traceback or a hang.
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,32 +24,70 @@ CASES_PER_KIND = 80  # x 4 kinds = 320 cases
 NATIVE = yaml.safe_load((REPO / "configs/queries/five-criteria.yaml").read_text())
 PAPER = json.loads((REPO / "configs/queries/paper-listing1-fixed.json").read_text())
 CONFIG = {
-    "name": "fuzz", "query": str(REPO / "configs/queries/five-criteria.yaml"),
-    "populations": ["synthetic:10"], "padding": {"conditions": 4, "exams": 6},
+    "name": "fuzz",
+    "query": str(REPO / "configs/queries/five-criteria.yaml"),
+    "populations": ["synthetic:10"],
+    "padding": {"conditions": 4, "exams": 6},
     "engines": [{"engine": "mpyc", "protocol": "shamir", "parties": 3}],
     "networks": ["loopback", {"profile": "lan", "links": {"0-2": {"delay_ms": 5}}}],
-    "repeats": 1, "warmup": 0, "timeout_s": 30,
+    "repeats": 1,
+    "warmup": 0,
+    "timeout_s": 30,
 }
-BUNDLE = {"resourceType": "Bundle", "type": "collection", "entry": [
-    {"resource": {"resourceType": "Patient", "id": "p1", "gender": "female",
-                  "birthDate": "1970-05-04"}},
-    {"resource": {"resourceType": "Observation", "status": "final",
-                  "code": {"coding": [{"system": "http://loinc.org", "code": "72166-2"}]},
-                  "effectiveDateTime": "2019-01-01T00:00:00+00:00",
-                  "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct",
-                                                       "code": "8517006"}]}}},
-    {"resource": {"resourceType": "Condition",
-                  "clinicalStatus": {"coding": [{"code": "active"}]},
-                  "verificationStatus": {"coding": [{"code": "confirmed"}]},
-                  "code": {"coding": [{"system": "http://snomed.info/sct", "code": "55822004"}]},
-                  "onsetDateTime": "2010-01-01T00:00:00+00:00"}},
-    {"resource": {"resourceType": "DiagnosticReport", "status": "final",
-                  "code": {"coding": [{"system": "http://loinc.org", "code": "57698-3"}]},
-                  "effectiveDateTime": "2020-06-01T00:00:00+00:00"}},
-]}
+BUNDLE = {
+    "resourceType": "Bundle",
+    "type": "collection",
+    "entry": [
+        {"resource": {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1970-05-04"}},
+        {
+            "resource": {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "72166-2"}]},
+                "effectiveDateTime": "2019-01-01T00:00:00+00:00",
+                "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "8517006"}]},
+            }
+        },
+        {
+            "resource": {
+                "resourceType": "Condition",
+                "clinicalStatus": {"coding": [{"code": "active"}]},
+                "verificationStatus": {"coding": [{"code": "confirmed"}]},
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "55822004"}]},
+                "onsetDateTime": "2010-01-01T00:00:00+00:00",
+            }
+        },
+        {
+            "resource": {
+                "resourceType": "DiagnosticReport",
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "57698-3"}]},
+                "effectiveDateTime": "2020-06-01T00:00:00+00:00",
+            }
+        },
+    ],
+}
 
-ODD_VALUES = [None, "", "x", -1, 0, 2**70, 1.5, True, [], {}, [1, "a"], {"a": 1}, "2021-13-45",
-              "synthetic:-3", "57698-9", 5582004, "\u00e9\u0000", "exact"]
+ODD_VALUES = [
+    None,
+    "",
+    "x",
+    -1,
+    0,
+    2**70,
+    1.5,
+    True,
+    [],
+    {},
+    [1, "a"],
+    {"a": 1},
+    "2021-13-45",
+    "synthetic:-3",
+    "57698-9",
+    5582004,
+    "\u00e9\u0000",
+    "exact",
+]
 
 
 def _paths(data, prefix=()):
@@ -96,13 +135,20 @@ def _mutate_text(text: str, rng: random.Random) -> str:
 
 def cases():
     rng = random.Random(SEED)
-    kinds = [("query.json", PAPER, json.dumps), ("query.yaml", NATIVE, yaml.safe_dump),
-             ("config.yaml", CONFIG, yaml.safe_dump), ("bundle.json", BUNDLE, json.dumps)]
+    kinds = [
+        ("query.json", PAPER, json.dumps),
+        ("query.yaml", NATIVE, yaml.safe_dump),
+        ("config.yaml", CONFIG, yaml.safe_dump),
+        ("bundle.json", BUNDLE, json.dumps),
+    ]
     for name, seed_data, dump in kinds:
         for i in range(CASES_PER_KIND):
             if rng.random() < 0.7:
-                text = dump(_mutate_tree(_mutate_tree(seed_data, rng), rng) if rng.random() < 0.3
-                            else _mutate_tree(seed_data, rng))
+                text = dump(
+                    _mutate_tree(_mutate_tree(seed_data, rng), rng)
+                    if rng.random() < 0.3
+                    else _mutate_tree(seed_data, rng)
+                )
             else:
                 text = _mutate_text(dump(seed_data), rng)
             yield f"{i:03d}-{name}", text
@@ -137,9 +183,13 @@ def test_fuzz_corpus(tmp_path, capsys, monkeypatch):
         if code == 2:
             lines = [ln for ln in captured.err.splitlines() if ln.startswith("error:")]
             assert lines and (path.name in captured.err or str(path) in captured.err.replace("\n", "")), (
-                name, captured.err)
+                name,
+                captured.err,
+            )
         assert elapsed < 10, (name, elapsed)
         outcomes[code] = outcomes.get(code, 0) + 1
     assert outcomes.get(2, 0) >= 150, outcomes  # most mutations must be rejected, clearly
-    print(f"fuzz: {len(corpus)} cases, {outcomes.get(2, 0)} rejected with exit 2, "
-          f"{outcomes.get(0, 0)} still valid, 0 tracebacks")
+    print(
+        f"fuzz: {len(corpus)} cases, {outcomes.get(2, 0)} rejected with exit 2, "
+        f"{outcomes.get(0, 0)} still valid, 0 tracebacks"
+    )

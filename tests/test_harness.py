@@ -1,4 +1,5 @@
 """The harness: configs, sweeps, resume, process hygiene, and the CLI's exit codes."""
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,9 @@ QUERY = str(REPO / "configs" / "queries" / "five-criteria.yaml")
 
 
 def config(tmp_path, engines: str, populations="[synthetic:30]", extra="") -> Path:
-    return write(tmp_path, f"""
+    return write(
+        tmp_path,
+        f"""
 name: t
 query: {QUERY}
 populations: {populations}
@@ -44,17 +47,24 @@ repeats: 1
 warmup: 0
 timeout_s: 60
 {extra}
-""")
+""",
+    )
 
 
-@pytest.mark.parametrize("body,where,says", [
-    ("engines:\n  - {engine: mpyc, protocol: shamir, parties: 2}", "engines[0]",
-     "2 parties cannot run Shamir with an honest majority; use 3 or more"),
-    ("engines:\n  - {engine: mpyc, protocol: spdz}", "engines[0]", "unknown MPyC protocol"),
-    ("engines:\n  - {engine: mpyc}\nrepeat: 3", "repeat", "unknown key"),
-    ("engines:\n  - {engine: mpyc}\nnetworks: [moon]", "", "unknown network"),
-    ("engines: []", "engines", "at least 1"),
-])
+@pytest.mark.parametrize(
+    "body,where,says",
+    [
+        (
+            "engines:\n  - {engine: mpyc, protocol: shamir, parties: 2}",
+            "engines[0]",
+            "2 parties cannot run Shamir with an honest majority; use 3 or more",
+        ),
+        ("engines:\n  - {engine: mpyc, protocol: spdz}", "engines[0]", "unknown MPyC protocol"),
+        ("engines:\n  - {engine: mpyc}\nrepeat: 3", "repeat", "unknown key"),
+        ("engines:\n  - {engine: mpyc}\nnetworks: [moon]", "", "unknown network"),
+        ("engines: []", "engines", "at least 1"),
+    ],
+)
 def test_config_errors_name_file_and_key(tmp_path, body, where, says):
     p = write(tmp_path, f"name: t\nquery: {QUERY}\npopulations: [synthetic:5]\n{body}\n")
     with pytest.raises(InputError) as e:
@@ -73,42 +83,72 @@ def test_bad_population_and_missing_as_of(tmp_path):
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path):
     p = write(tmp_path, "name: t\nengines: [", "bad.yaml")
-    r = subprocess.run([*CLI, "run", str(p), "--out", str(tmp_path / "r.jsonl")],
-                       capture_output=True, text=True, cwd=REPO)
+    r = subprocess.run(
+        [*CLI, "run", str(p), "--out", str(tmp_path / "r.jsonl")], capture_output=True, text=True, cwd=REPO
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "bad.yaml: line" in r.stderr and "invalid YAML" in r.stderr
-    q = write(tmp_path, '{"restrictions": [{"restriction_type": "AGE", "min_age": "x", "max_age": 9}]}',
-              "q.json")
-    r = subprocess.run([*CLI, "eval", str(q), "--patients", "synthetic:5"], capture_output=True,
-                       text=True, cwd=REPO)
+    q = write(
+        tmp_path, '{"restrictions": [{"restriction_type": "AGE", "min_age": "x", "max_age": 9}]}', "q.json"
+    )
+    r = subprocess.run(
+        [*CLI, "eval", str(q), "--patients", "synthetic:5"], capture_output=True, text=True, cwd=REPO
+    )
     assert r.returncode == 2 and "q.json: restrictions[0].min_age" in r.stderr
     assert "Traceback" not in r.stderr
 
 
 def test_cli_eval_json_and_check():
-    r = subprocess.run([*CLI, "eval", QUERY, "--patients", "synthetic:500:1", "--json"],
-                       capture_output=True, text=True, cwd=REPO, check=True)
+    r = subprocess.run(
+        [*CLI, "eval", QUERY, "--patients", "synthetic:500:1", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
     answer = json.loads(r.stdout)
     assert answer["count"] == len(answer["eligible"]) > 0
-    r = subprocess.run([*CLI, "check", str(REPO / "configs/queries/paper-listing1.json"),
-                        "--conditions", "8", "--exams", "16"], capture_output=True, text=True,
-                       cwd=REPO, check=True)
+    r = subprocess.run(
+        [
+            *CLI,
+            "check",
+            str(REPO / "configs/queries/paper-listing1.json"),
+            "--conditions",
+            "8",
+            "--exams",
+            "16",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
     assert "12 < age < 24" in r.stdout and "comparisons" in r.stdout and "55822004" in r.stderr
 
 
 def test_cli_extract_and_eval_bundles(tmp_path, synthea_dir):
     out = tmp_path / "patients.jsonl"
-    subprocess.run([*CLI, "extract", str(synthea_dir), "--as-of", "2021-04-01", "--out", str(out)],
-                   check=True, capture_output=True, cwd=REPO)
+    subprocess.run(
+        [*CLI, "extract", str(synthea_dir), "--as-of", "2021-04-01", "--out", str(out)],
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+    )
     assert len(out.read_text().splitlines()) == 60
     counts = []
     for src in (str(out), str(synthea_dir)):
-        r = subprocess.run([*CLI, "eval", QUERY, "--patients", src, "--as-of", "2021-04-01",
-                            "--json"], capture_output=True, text=True, cwd=REPO, check=True)
+        r = subprocess.run(
+            [*CLI, "eval", QUERY, "--patients", src, "--as-of", "2021-04-01", "--json"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=True,
+        )
         counts.append(json.loads(r.stdout)["count"])
     assert counts[0] == counts[1]
-    r = subprocess.run([*CLI, "eval", QUERY, "--patients", str(synthea_dir)], capture_output=True,
-                       text=True, cwd=REPO)
+    r = subprocess.run(
+        [*CLI, "eval", QUERY, "--patients", str(synthea_dir)], capture_output=True, text=True, cwd=REPO
+    )
     assert r.returncode == 2 and "--as-of" in r.stderr
 
 
@@ -126,8 +166,11 @@ def party_processes() -> list[psutil.Process]:
 
 
 def test_killed_party_fails_the_cell_and_the_sweep_goes_on(tmp_path):
-    cfg = config(tmp_path, "  - {engine: mpyc, protocol: paper-loop}\n  - {engine: mpyc, protocol: shamir}",
-                 populations="[synthetic:60]")
+    cfg = config(
+        tmp_path,
+        "  - {engine: mpyc, protocol: paper-loop}\n  - {engine: mpyc, protocol: shamir}",
+        populations="[synthetic:60]",
+    )
     exp = load_experiment(cfg)
     killed: list[int] = []
     listened: set[int] = set()  # every party's own listening port (its "-P :port")
@@ -184,11 +227,13 @@ def test_results_written_as_they_come_and_resume(tmp_path):
 
 
 def test_relative_paths_and_plain_defaults(tmp_path, monkeypatch):
-    cfg = config(tmp_path, "  - {engine: plain}\n  - {engine: mpyc, protocol: shamir, "
-                 "populations: [synthetic:10]}", populations="[synthetic:10]")
+    cfg = config(
+        tmp_path,
+        "  - {engine: plain}\n  - {engine: mpyc, protocol: shamir, populations: [synthetic:10]}",
+        populations="[synthetic:10]",
+    )
     monkeypatch.chdir(tmp_path)
-    records = run_sweep(load_experiment(cfg.relative_to(tmp_path)), Path("r.jsonl"), False,
-                        lambda m: None)
+    records = run_sweep(load_experiment(cfg.relative_to(tmp_path)), Path("r.jsonl"), False, lambda m: None)
     assert [(r["protocol"], r["parties"]) for r in records] == [("oracle", 1), ("shamir", 3)]
     assert all(r["error"] is None and r["correct"] for r in records)
 
@@ -202,8 +247,12 @@ def test_shipped_configs_load(path):
 
 
 def test_relayed_network_counts_rounds_and_bytes(tmp_path):
-    cfg = config(tmp_path, "  - {engine: mpyc, protocol: shamir}", populations="[synthetic:20]",
-                 extra="networks: [loopback, {profile: lan, links: {'0-2': {delay_ms: 5}}}]")
+    cfg = config(
+        tmp_path,
+        "  - {engine: mpyc, protocol: shamir}",
+        populations="[synthetic:20]",
+        extra="networks: [loopback, {profile: lan, links: {'0-2': {delay_ms: 5}}}]",
+    )
     records = run_sweep(load_experiment(cfg), tmp_path / "r.jsonl", False, lambda m: None)
     direct, relayed = records
     assert direct["rounds"] is None and direct["network"]["relayed"] is False
@@ -219,8 +268,11 @@ def test_relayed_network_counts_rounds_and_bytes(tmp_path):
 def test_kill_9_of_the_harness_then_resume(tmp_path):
     """A sweep killed with SIGKILL mid-run leaves no party behind, and --resume completes
     it to the same set of runs as an uninterrupted sweep."""
-    cfg = config(tmp_path, "  - {engine: mpyc, protocol: shamir}",
-                 populations="[synthetic:10, synthetic:12, synthetic:14]")
+    cfg = config(
+        tmp_path,
+        "  - {engine: mpyc, protocol: shamir}",
+        populations="[synthetic:10, synthetic:12, synthetic:14]",
+    )
     cfg.write_text(cfg.read_text().replace("repeats: 1", "repeats: 2"))
     out = tmp_path / "r.jsonl"
     argv = [*CLI, "run", str(cfg), "--out", str(out)]
@@ -241,14 +293,19 @@ def test_kill_9_of_the_harness_then_resume(tmp_path):
     final = results.read(out)
     exp = load_experiment(cfg)
     from harness.run.sweep import runs
+
     expected = {(c.key(exp), rep, warm) for c, rep, warm in runs(exp)}
     assert {results.run_key(x) for x in final} == expected and len(final) == len(expected)
     assert all(x["correct"] for x in final)
 
 
 def test_budget_skips_larger_populations(tmp_path):
-    cfg = config(tmp_path, "  - {engine: mpyc, protocol: shamir}",
-                 populations="[synthetic:10, synthetic:12]", extra="budget_s: 0.01")
+    cfg = config(
+        tmp_path,
+        "  - {engine: mpyc, protocol: shamir}",
+        populations="[synthetic:10, synthetic:12]",
+        extra="budget_s: 0.01",
+    )
     records = run_sweep(load_experiment(cfg), tmp_path / "r.jsonl", False, lambda m: None)
     first, second = records
     assert first["error"] is None and first["correct"] and not first.get("skipped")
@@ -260,6 +317,7 @@ def test_free_ports_lie_outside_the_ephemeral_range():
     """So that no outgoing connection (the relay retrying a party that does not listen yet)
     can take a party's port as its source port, or connect to itself on it."""
     from harness.run import parties
+
     low, high = parties._ephemeral_ports()
     ports = parties.free_ports(8)
     assert len(set(ports)) == 8

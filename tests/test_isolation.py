@@ -1,5 +1,6 @@
 """Each run in a network namespace of its own: nothing a party listens on is reachable
 from the host (see harness/net/isolation.py)."""
+
 from __future__ import annotations
 
 import os
@@ -87,14 +88,19 @@ def test_mpyc_parties_run_in_a_namespace_of_their_own(tmp_path):
 
 
 def test_isolation_none_runs_on_the_host(tmp_path):
-    cfg = config(tmp_path, "  - {engine: mpyc, protocol: shamir}", populations="[synthetic:10]",
-                 extra="isolation: none")
+    cfg = config(
+        tmp_path,
+        "  - {engine: mpyc, protocol: shamir}",
+        populations="[synthetic:10]",
+        extra="isolation: none",
+    )
     [r] = run_sweep(load_experiment(cfg), tmp_path / "r.jsonl", False, lambda m: None)
     assert r["error"] is None and r["isolation"] == "host"
 
 
 def test_doctor_reports_isolation_and_the_plaintext_build():
     from harness import doctor
+
     found = {f.item: f for f in doctor.diagnose()}
     assert found["isolation"].ok  # never a failure: auto falls back to the host's loopback
     assert ("namespace per run" in found["isolation"].detail) == (WHY_NOT is None)

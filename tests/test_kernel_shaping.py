@@ -3,6 +3,7 @@
 Skips (with the reason) where network namespaces or tbf are unavailable: no root, no
 iproute2, or a kernel without the qdisc.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -17,8 +18,9 @@ GOODPUT = 1448 / 1514
 
 NETNS = ks.probe_netns()
 TBF = ks.tbf_available() if NETNS.available else NETNS
-needs_tbf = pytest.mark.skipif(not (NETNS.available and TBF.available),
-                               reason=f"no tbf cross-check here: {NETNS.detail}; {TBF.detail}")
+needs_tbf = pytest.mark.skipif(
+    not (NETNS.available and TBF.available), reason=f"no tbf cross-check here: {NETNS.detail}; {TBF.detail}"
+)
 
 
 def _namespaces() -> set[str]:

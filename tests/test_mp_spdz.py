@@ -7,6 +7,7 @@ run is checked against the plaintext oracle.  Populations are small, and
 tiny for the slow dishonest-majority malicious protocols (mascot, spdz2k),
 so that the module takes well under three minutes on two cores.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -19,8 +20,7 @@ import pytest
 from backends.engine import Party
 from backends.mp_spdz import launch, program, protocols
 from backends.mp_spdz.compile import CompileOptions, compile_program, field_bits
-from circuits.ir import (AgeRange, And, ExamCount, Gender, HasCondition, Not, Or, Output, Query,
-                         Smoker)
+from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, Not, Or, Output, Query, Smoker
 from circuits.oracle import cohort
 from circuits.population import EXACT, Padding, encode
 from circuits.queryfile import load_query
@@ -33,12 +33,14 @@ REPO = Path(__file__).resolve().parent.parent
 HOME = protocols.mp_spdz_home()
 
 # Every node type, both exam encodings (a vocabulary code and one outside it), at_least > 1.
-EVERY_NODE = And((
-    Or((Gender(1), Not(Smoker(0)))),
-    AgeRange(20, 90),
-    Or((HasCondition((38341003, 15777000, 162864005)), ExamCount(57698, 2, 60))),
-    Not(ExamCount(2093, 1, 120)),
-))
+EVERY_NODE = And(
+    (
+        Or((Gender(1), Not(Smoker(0)))),
+        AgeRange(20, 90),
+        Or((HasCondition((38341003, 15777000, 162864005)), ExamCount(57698, 2, 60))),
+        Not(ExamCount(2093, 1, 120)),
+    )
+)
 SLOW = {"mascot", "spdz2k"}  # dishonest-majority malicious: big fixed preprocessing cost
 
 
@@ -51,17 +53,27 @@ def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("mp-spdz-cache")
 
 
-def run(query: Query, pop, protocol: str, workdir: Path, cache: Path, parties: int | None = None,
-        options: CompileOptions | None = None, tls: bool | None = None, timeout_s: float = 120):
+def run(
+    query: Query,
+    pop,
+    protocol: str,
+    workdir: Path,
+    cache: Path,
+    parties: int | None = None,
+    options: CompileOptions | None = None,
+    tls: bool | None = None,
+    timeout_s: float = 120,
+):
     """Compile, lay out, run and read one run; returns (party 0's answer, figures, compiled);
     a count must be the same at every party."""
     need_vm(protocol)
-    compiled = compile_program(query, program.Shape.of(pop), protocol, parties, options,
-                               cache_dir=cache)
+    compiled = compile_program(query, program.Shape.of(pop), protocol, parties, options, cache_dir=cache)
     plan = launch.prepare_run(workdir, compiled, pop, free_ports(compiled.parties), tls=tls)
     group = run_group([Party(tuple(a), workdir) for a in plan.argv()], workdir, timeout_s)
-    reports = [launch.read_report(i, group.logs[i], query, len(pop), group.returncodes[i],
-                                  group.timed_out) for i in range(compiled.parties)]
+    reports = [
+        launch.read_report(i, group.logs[i], query, len(pop), group.returncodes[i], group.timed_out)
+        for i in range(compiled.parties)
+    ]
     if query.output is Output.COUNT:
         assert len({r.result for r in reports}) == 1, [r.result for r in reports]
     else:
@@ -76,10 +88,19 @@ def assert_oracle(query: Query, pop, answer) -> None:
 
 # --- without running a VM ------------------------------------------------------------------
 
+
 def test_registry_facts():
     reg = protocols.PROTOCOLS
-    assert set(reg) >= {"semi", "mascot", "shamir", "malicious-shamir", "replicated-ring",
-                        "ps-rep-ring", "semi2k", "spdz2k"}
+    assert set(reg) >= {
+        "semi",
+        "mascot",
+        "shamir",
+        "malicious-shamir",
+        "replicated-ring",
+        "ps-rep-ring",
+        "semi2k",
+        "spdz2k",
+    }
     for p in reg.values():
         assert p.vm.endswith("-party.x")
         assert p.tls == (p.majority == protocols.HONEST)
@@ -103,10 +124,20 @@ def test_translation_is_readable_and_vectorised():
         assert all("  # " in line for line in criteria)
         assert "N = 50" in src and "reveal_eligible(" in src
         assert "range(N)" not in src  # no loop over patients: vectors of N
-        inputs = [line for line in src.splitlines() if "input_column(" in line and "=" in line
-                  and not line.startswith(" ")]
-        assert [line.split(" = ")[0] for line in inputs] == \
-            ["age", "gender", "smoker", "conditions", "exam_index", "exam_codes", "exam_months"]
+        inputs = [
+            line
+            for line in src.splitlines()
+            if "input_column(" in line and "=" in line and not line.startswith(" ")
+        ]
+        assert [line.split(" = ")[0] for line in inputs] == [
+            "age",
+            "gender",
+            "smoker",
+            "conditions",
+            "exam_index",
+            "exam_codes",
+            "exam_months",
+        ]
 
 
 def test_input_file_holds_bit_planes():
@@ -116,7 +147,7 @@ def test_input_file_holds_bit_planes():
     planes = iter(int(x) for x in lines)
     for col in program.columns(query, shape):
         values = program.column_values(pop, col.name, shape.bounds)
-        for v in ([values] if not col.slots else [values[:, j] for j in range(col.slots)]):
+        for v in [values] if not col.slots else [values[:, j] for j in range(col.slots)]:
             got = np.zeros(len(pop), dtype=np.int64)
             for i in range(col.bits):
                 plane = next(planes)
@@ -131,19 +162,28 @@ def test_input_file_holds_bit_planes():
 
 def test_read_report_parses_and_names_what_is_missing(tmp_path):
     log = tmp_path / "party-0.log"
-    log.write_text("Trying to run 64-bit computation\nELIGIBLE [1, 0, 1]\n"
-                   "The following benchmarks are including preprocessing (offline phase).\n"
-                   "Time = 0.25 seconds \n"
-                   "Data sent = 1.5 MB in ~42 rounds (party 0 only; use '-v' for more details)\n"
-                   "Global data sent = 4.25 MB (all parties)\n")
+    log.write_text(
+        "Trying to run 64-bit computation\nELIGIBLE [1, 0, 1]\n"
+        "The following benchmarks are including preprocessing (offline phase).\n"
+        "Time = 0.25 seconds \n"
+        "Data sent = 1.5 MB in ~42 rounds (party 0 only; use '-v' for more details)\n"
+        "Global data sent = 4.25 MB (all parties)\n"
+    )
     q = Query(Gender(1))
     r = launch.read_report(0, log, q, 3)
-    assert (r.time_s, r.bytes_sent, r.rounds, r.global_bytes, r.result) == \
-        (0.25, 1_500_000, 42, 4_250_000, [1, 0, 1])
+    assert (r.time_s, r.bytes_sent, r.rounds, r.global_bytes, r.result) == (
+        0.25,
+        1_500_000,
+        42,
+        4_250_000,
+        [1, 0, 1],
+    )
     assert r.online is None and launch.read_report(1, log, q, 3).result is None
     with log.open("a") as f:  # what -v adds
-        f.write("Spent 0.1 seconds (0.5 MB, 10 rounds) on the online phase and 0.15 seconds "
-                "(1 MB, 32 rounds) on the preprocessing/offline phase.\n")
+        f.write(
+            "Spent 0.1 seconds (0.5 MB, 10 rounds) on the online phase and 0.15 seconds "
+            "(1 MB, 32 rounds) on the preprocessing/offline phase.\n"
+        )
     r = launch.read_report(0, log, q, 3)
     assert r.online == (0.1, 500_000, 10) and r.offline == (0.15, 1_000_000, 32)
     with pytest.raises(ValueError, match="holds 3 values, not 4"):
@@ -161,6 +201,7 @@ def test_read_report_parses_and_names_what_is_missing(tmp_path):
 
 # --- compiling ----------------------------------------------------------------------------
 
+
 def test_compile_is_cached_outside_mp_spdz(cache):
     need_compiler()
     before = {p for p in (HOME / "Compiler").rglob("__pycache__")}
@@ -174,11 +215,14 @@ def test_compile_is_cached_outside_mp_spdz(cache):
     meta = json.loads((first.directory / "compile.json").read_text())
     assert meta["compile_s"] > 0 and "online_bytes" in meta["expected"]
     assert "-E" in first.flags and "shamir" in first.flags
-    assert first.flags[first.flags.index("-F") + 1] == str(field_bits(five_criteria(), shape,
-                                                                       "binary"))
-    other = compile_program(five_criteria(), shape, "shamir",
-                            options=CompileOptions(lowering="arithmetic", edabit=True),
-                            cache_dir=cache)
+    assert first.flags[first.flags.index("-F") + 1] == str(field_bits(five_criteria(), shape, "binary"))
+    other = compile_program(
+        five_criteria(),
+        shape,
+        "shamir",
+        options=CompileOptions(lowering="arithmetic", edabit=True),
+        cache_dir=cache,
+    )
     assert other.directory != first.directory and "-Y" in other.flags
     code_bits = program.all_columns(shape)["conditions"].bits  # the widest column here
     assert other.flags[other.flags.index("-F") + 1] == str(code_bits + 1)  # and a sign bit
@@ -186,6 +230,7 @@ def test_compile_is_cached_outside_mp_spdz(cache):
 
 
 # --- running the VMs ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("protocol", list(protocols.PROTOCOLS))
 def test_every_protocol_matches_the_oracle(protocol, tmp_path, cache):
@@ -196,8 +241,9 @@ def test_every_protocol_matches_the_oracle(protocol, tmp_path, cache):
     answer, figures, compiled = run(query, pop, protocol, tmp_path, cache)
     assert_oracle(query, pop, answer)
     assert figures["bytes_sent"] > 0 and all(t > 0 for t in figures["engine_s"])
-    assert figures["online_bytes"] + figures["offline_bytes"] == \
-        pytest.approx(figures["bytes_sent"], rel=1e-3)
+    assert figures["online_bytes"] + figures["offline_bytes"] == pytest.approx(
+        figures["bytes_sent"], rel=1e-3
+    )
     assert len(figures["bytes_by_party"]) == compiled.parties
     # per-party and global figures agree (MP-SPDZ prints six significant digits)
     assert figures["bytes_sent"] == pytest.approx(figures["global_bytes"], rel=1e-5)
@@ -211,12 +257,15 @@ def test_count_output(protocol, tmp_path, cache):
     assert answer == cohort(query, pop).count
 
 
-@pytest.mark.parametrize("protocol,output,options", [
-    ("replicated-ring", Output.COUNT, CompileOptions(lowering="arithmetic")),
-    ("shamir", Output.ELIGIBLE, CompileOptions(lowering="arithmetic")),
-    ("semi2k", Output.ELIGIBLE, CompileOptions(lowering="arithmetic", edabit=True, split=False)),
-    ("semi", Output.COUNT, CompileOptions(edabit=True)),
-])
+@pytest.mark.parametrize(
+    "protocol,output,options",
+    [
+        ("replicated-ring", Output.COUNT, CompileOptions(lowering="arithmetic")),
+        ("shamir", Output.ELIGIBLE, CompileOptions(lowering="arithmetic")),
+        ("semi2k", Output.ELIGIBLE, CompileOptions(lowering="arithmetic", edabit=True, split=False)),
+        ("semi", Output.COUNT, CompileOptions(edabit=True)),
+    ],
+)
 def test_other_lowerings_and_options(protocol, output, options, tmp_path, cache):
     pop = generate(30, 11, Padding(4, 6))
     query = Query(EVERY_NODE, output)
@@ -249,16 +298,14 @@ def test_exact_padding_and_a_single_patient(tmp_path, cache):
     answer, _, _ = run(query, pop, "replicated-ring", tmp_path / "exact", cache)
     assert_oracle(query, pop, answer)
     one = generate(1, 4, Padding(2, 2))
-    answer, _, _ = run(Query(EVERY_NODE, Output.COUNT), one, "replicated-ring", tmp_path / "one",
-                       cache)
+    answer, _, _ = run(Query(EVERY_NODE, Output.COUNT), one, "replicated-ring", tmp_path / "one", cache)
     assert answer == cohort(Query(EVERY_NODE), one).count
 
 
 def test_run_layout_and_address_views(tmp_path, cache):
     need_vm("replicated-ring")
     pop = generate(5, 1, Padding(2, 2))
-    compiled = compile_program(five_criteria(), program.Shape.of(pop), "replicated-ring",
-                               cache_dir=cache)
+    compiled = compile_program(five_criteria(), program.Shape.of(pop), "replicated-ring", cache_dir=cache)
     views = [[f"127.0.0.1:{9000 + 10 * i + j}" for j in range(3)] for i in range(3)]
     plan = launch.prepare_run(tmp_path, compiled, pop, [9000, 9011, 9022], addresses=views)
     for i, pdir in enumerate(plan.party_dirs):
@@ -299,21 +346,22 @@ def test_a_failing_vm_is_an_error(tmp_path, cache):
     assert not group.ok
     bad = next(i for i, rc in enumerate(group.returncodes) if rc not in (0, None))
     with pytest.raises(ValueError, match=f"party {bad}"):
-        launch.read_report(bad, group.logs[bad], query, len(pop), group.returncodes[bad],
-                           group.timed_out)
+        launch.read_report(bad, group.logs[bad], query, len(pop), group.returncodes[bad], group.timed_out)
 
 
 @pytest.mark.parametrize("protocol", ["replicated-ring", "shamir"])
 def test_synthea_sample(protocol, synthea_dir, tmp_path, cache):
     from harness.data.fhir import extract_dir
+
     patients, _ = extract_dir(synthea_dir, dt.date(2021, 4, 1))
     pop = encode(patients, Padding(16, 32))
     query = five_criteria()
     answer, _, _ = run(query, pop, protocol, tmp_path, cache)
     assert_oracle(query, pop, answer)
     count = Query(query.root, Output.COUNT)
-    answer, _, _ = run(count, pop, protocol, tmp_path / "count", cache,
-                       options=CompileOptions(lowering="arithmetic"))
+    answer, _, _ = run(
+        count, pop, protocol, tmp_path / "count", cache, options=CompileOptions(lowering="arithmetic")
+    )
     assert answer == cohort(count, pop).count
 
 
@@ -324,6 +372,7 @@ def test_sweep_through_the_harness_and_the_relay(tmp_path):
     need_vm("semi")
     from harness.run.config import load_experiment
     from harness.run.sweep import run_sweep
+
     query = Path(__file__).resolve().parent.parent / "configs" / "queries" / "five-criteria.yaml"
     cfg = tmp_path / "mps.yaml"
     cfg.write_text(f"""
@@ -342,7 +391,8 @@ timeout_s: 120
 """)
     records = run_sweep(load_experiment(cfg), tmp_path / "r.jsonl", False, lambda m: None)
     assert len(records) == 6 and all(r["error"] is None and r["correct"] for r in records), [
-        r["error"] for r in records]
+        r["error"] for r in records
+    ]
     by = {(r["protocol"], r["engine"], r["network"]["relayed"]): r for r in records}
     ring = by[("replicated-ring", "mp-spdz", False)]
     assert (ring["security"], ring["majority"], ring["parties"]) == ("semi-honest", "honest", 3)

@@ -1,4 +1,5 @@
 """MPyC backend end to end: real party processes on loopback, answers checked by the oracle."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -19,13 +20,22 @@ from harness.run.runner import CellRunner
 from test_oracle import patients
 from test_queryfile import trees
 
-BROAD = Or((And((Smoker(0), AgeRange(30, 70), ExamCount(57698, 1, 60))),
-            HasCondition((55822004, 38341003, 15777000)), Not(Gender(1))))
+BROAD = Or(
+    (
+        And((Smoker(0), AgeRange(30, 70), ExamCount(57698, 1, 60))),
+        HasCondition((55822004, 38341003, 15777000)),
+        Not(Gender(1)),
+    )
+)
 
 
 def run(tmp_path, protocol, parties, query, pop, timeout=120):
-    cell = CellRunner(MpycSpec(engine="mpyc", protocol=protocol, parties=parties), query, pop,
-                    tmp_path / f"{protocol}-{parties}")
+    cell = CellRunner(
+        MpycSpec(engine="mpyc", protocol=protocol, parties=parties),
+        query,
+        pop,
+        tmp_path / f"{protocol}-{parties}",
+    )
     try:
         return cell.run("r0", timeout)
     finally:
@@ -69,21 +79,27 @@ def test_synthea_sample(tmp_path, synthea_dir):
 def test_explicit_bit_length_long_codes(tmp_path):
     """15-digit SNOMED codes next to 8-digit ones, with an explicit bit length."""
     pop = encode([synthetic_patient(368581000119106), synthetic_patient(55822004)], Padding(2, 2))
-    cell = CellRunner(MpycSpec(engine="mpyc", protocol="paper-loop", parties=3, bit_length=64),
-                    Query(HasCondition((55822004,))), pop, tmp_path / "w")
+    cell = CellRunner(
+        MpycSpec(engine="mpyc", protocol="paper-loop", parties=3, bit_length=64),
+        Query(HasCondition((55822004,))),
+        pop,
+        tmp_path / "w",
+    )
     o = cell.run("r0", 60)
     assert o.correct and o.cohort_size == 1
 
 
 def synthetic_patient(code):
     from circuits.population import Patient
+
     return Patient(f"p{code}", 40, 1, 0, (code,), ((57698, 3),))
 
 
 def test_tls_between_parties(tmp_path):
     pop = synthetic.generate(10, seed=9, padding=Padding(3, 4))
-    cell = CellRunner(MpycSpec(engine="mpyc", protocol="shamir", parties=3, ssl=True),
-                    Query(BROAD), pop, tmp_path / "tls")
+    cell = CellRunner(
+        MpycSpec(engine="mpyc", protocol="shamir", parties=3, ssl=True), Query(BROAD), pop, tmp_path / "tls"
+    )
     o = cell.run("r0", 120)
     cell.close()
     assert o.error is None and o.correct
@@ -94,9 +110,12 @@ def test_tls_between_parties(tmp_path):
 def test_codes_that_agree_modulo_powers_of_two_do_not_match(tmp_path, protocol):
     """A code differing from the query's by 2^k must not match, whatever the bit length."""
     from circuits.population import Patient
+
     target = 55822004
-    people = [Patient(f"k{k}", 40, 1, 0, (target + (1 << k),), ((57698 + (1 << k), 3),))
-              for k in (8, 12, 19, 24, 32, 40)]
+    people = [
+        Patient(f"k{k}", 40, 1, 0, (target + (1 << k),), ((57698 + (1 << k), 3),))
+        for k in (8, 12, 19, 24, 32, 40)
+    ]
     people.append(Patient("hit", 40, 1, 0, (target,), ((57698, 3),)))
     pop = encode(people, Padding(1, 1))
     for query in (HasCondition((target,)), ExamCount(57698, 1, 12), ExamCount(57699, 1, 12)):
@@ -105,8 +124,9 @@ def test_codes_that_agree_modulo_powers_of_two_do_not_match(tmp_path, protocol):
 
 
 @settings(max_examples=15, deadline=None)
-@given(trees, patients, st.sampled_from(list(Output)), st.booleans(),
-       st.sampled_from(["shamir", "paper-loop"]))
+@given(
+    trees, patients, st.sampled_from(list(Output)), st.booleans(), st.sampled_from(["shamir", "paper-loop"])
+)
 def test_generated_trees_through_the_mpyc_lowerings(tmp_path_factory, tree, people, output, exact, protocol):
     """Random trees and patients through a secure engine (one party, in this process)."""
     pop = encode(people, Padding(EXACT, EXACT) if exact else Padding(4, 6))

@@ -29,8 +29,7 @@ def test_gender_and_smoker(boundary_population):
 
 def test_condition_any_of(boundary_population):
     assert chosen(HasCondition((55822004,)), boundary_population) == {"hyperlipid", "hyper+polyp"}
-    assert chosen(HasCondition((68496003, 410429000)), boundary_population) == {"hyper+polyp",
-                                                                                  "polyp"}
+    assert chosen(HasCondition((68496003, 410429000)), boundary_population) == {"hyper+polyp", "polyp"}
 
 
 def test_exam_window_is_inclusive(boundary_population):
@@ -72,12 +71,23 @@ def scalar(node, p) -> bool:
     return any(scalar(c, p) for c in node.children)
 
 
-patients = st.lists(st.builds(
-    patient, st.uuids().map(str), st.integers(0, 110), st.integers(0, 3), st.integers(0, 3),
-    st.lists(st.sampled_from([55822004, 38341003, 68496003, 410429000]), max_size=4,
-             unique=True).map(tuple),
-    st.lists(st.tuples(st.sampled_from([57698, 58410, 51990, 2345]), st.integers(0, 300)),
-             max_size=6).map(tuple)), min_size=1, max_size=12)
+patients = st.lists(
+    st.builds(
+        patient,
+        st.uuids().map(str),
+        st.integers(0, 110),
+        st.integers(0, 3),
+        st.integers(0, 3),
+        st.lists(st.sampled_from([55822004, 38341003, 68496003, 410429000]), max_size=4, unique=True).map(
+            tuple
+        ),
+        st.lists(
+            st.tuples(st.sampled_from([57698, 58410, 51990, 2345]), st.integers(0, 300)), max_size=6
+        ).map(tuple),
+    ),
+    min_size=1,
+    max_size=12,
+)
 
 
 @settings(max_examples=200, deadline=None)

@@ -17,8 +17,9 @@ LISTING1 = REPO / "configs" / "queries" / "paper-listing1.json"
 
 def test_listing1_loads_with_a_warning_naming_the_likely_code():
     q, warnings = load_query(LISTING1)
-    assert q.root == And((Smoker(0), Not(Gender(0)), AgeRange(12, 24), HasCondition((5582004,)),
-                          ExamCount(57698, 2, 200)))
+    assert q.root == And(
+        (Smoker(0), Not(Gender(0)), AgeRange(12, 24), HasCondition((5582004,)), ExamCount(57698, 2, 200))
+    )
     assert q.output is Output.ELIGIBLE
     assert len(warnings) == 1
     assert "restrictions[3].value" in warnings[0] and "55822004" in warnings[0]
@@ -30,9 +31,20 @@ def test_listing1_strict_is_an_error():
 
 
 def test_paper_inverse_and_loinc_forms():
-    q, _ = parse_query({"restrictions": [
-        {"restriction_type": "NUMBEREXAMS", "nr_exams": 1, "type": "58410-2", "nr_months": 6,
-         "inverse": True}]}, "q.json")
+    q, _ = parse_query(
+        {
+            "restrictions": [
+                {
+                    "restriction_type": "NUMBEREXAMS",
+                    "nr_exams": 1,
+                    "type": "58410-2",
+                    "nr_months": 6,
+                    "inverse": True,
+                }
+            ]
+        },
+        "q.json",
+    )
     assert q.root == Not(ExamCount(58410, 1, 6))
 
 
@@ -55,8 +67,14 @@ def test_native_yaml(tmp_path):
     p.write_text(NATIVE)
     q, warnings = load_query(p)
     assert not warnings and q.name == "demo" and q.output is Output.COUNT
-    assert q.root == And((Smoker(0), Not(Gender(0)), AgeRange(40, 70),
-                          Or((HasCondition((55822004, 38341003)), ExamCount(57698, 2, 24)))))
+    assert q.root == And(
+        (
+            Smoker(0),
+            Not(Gender(0)),
+            AgeRange(40, 70),
+            Or((HasCondition((55822004, 38341003)), ExamCount(57698, 2, 24))),
+        )
+    )
     assert parse_query(dump_native(q), "x")[0] == q
 
 
@@ -66,28 +84,42 @@ def test_native_json_equals_yaml(tmp_path):
     assert load_query(p)[0] == parse_query(yaml.safe_load(NATIVE), "x")[0]
 
 
-@pytest.mark.parametrize("data,where", [
-    ({"restrictions": [{"restriction_type": "AGE", "min_age": "x", "max_age": 3}]},
-     "restrictions[0].min_age"),
-    ({"restrictions": [{}, {"restriction_type": "SMOKER", "value": 9}]}, "restrictions[0]"),
-    ({"restrictions": [{"restriction_type": "SMOKER", "value": 9}]}, "restrictions[0].value"),
-    ({"restrictions": [{"restriction_type": "FOO", "value": 1}]}, "restrictions[0]"),
-    ({"restrictions": [{"restriction_type": "GENDER", "value": 1, "invers": True}]},
-     "restrictions[0].invers"),
-    ({"restrictions": [{"restriction_type": "NUMBEREXAMS", "nr_exams": 1, "type": "57698-1",
-                        "nr_months": 3}]}, "restrictions[0].type"),
-    ({"restrictions": [{"restriction_type": "AGE", "min_age": 30, "max_age": 20}]},
-     "restrictions[0]"),
-    ({"restrictions": []}, "restrictions"),
-    ({"criteria": {"all": [{"age": {"min_exclusive": 1}}]}}, "criteria.all[0].age.max_exclusive"),
-    ({"criteria": {"all": [{"agee": 1}]}}, "criteria.all[0]"),
-    ({"criteria": {"not": {"gender": "robot"}}}, "criteria.not.gender"),
-    ({"criteria": {"any": [{"condition": 5582004}]}}, "criteria.any[0].condition"),
-    ({"criteria": {"exams": {"loinc": 57698, "at_least": 0, "within_months": 1}}},
-     "criteria.exams.at_least"),
-    ({"criteria": {"smoker": 0}, "output": "bits"}, "output"),
-    ([1, 2], ""),
-])
+@pytest.mark.parametrize(
+    "data,where",
+    [
+        (
+            {"restrictions": [{"restriction_type": "AGE", "min_age": "x", "max_age": 3}]},
+            "restrictions[0].min_age",
+        ),
+        ({"restrictions": [{}, {"restriction_type": "SMOKER", "value": 9}]}, "restrictions[0]"),
+        ({"restrictions": [{"restriction_type": "SMOKER", "value": 9}]}, "restrictions[0].value"),
+        ({"restrictions": [{"restriction_type": "FOO", "value": 1}]}, "restrictions[0]"),
+        (
+            {"restrictions": [{"restriction_type": "GENDER", "value": 1, "invers": True}]},
+            "restrictions[0].invers",
+        ),
+        (
+            {
+                "restrictions": [
+                    {"restriction_type": "NUMBEREXAMS", "nr_exams": 1, "type": "57698-1", "nr_months": 3}
+                ]
+            },
+            "restrictions[0].type",
+        ),
+        ({"restrictions": [{"restriction_type": "AGE", "min_age": 30, "max_age": 20}]}, "restrictions[0]"),
+        ({"restrictions": []}, "restrictions"),
+        ({"criteria": {"all": [{"age": {"min_exclusive": 1}}]}}, "criteria.all[0].age.max_exclusive"),
+        ({"criteria": {"all": [{"agee": 1}]}}, "criteria.all[0]"),
+        ({"criteria": {"not": {"gender": "robot"}}}, "criteria.not.gender"),
+        ({"criteria": {"any": [{"condition": 5582004}]}}, "criteria.any[0].condition"),
+        (
+            {"criteria": {"exams": {"loinc": 57698, "at_least": 0, "within_months": 1}}},
+            "criteria.exams.at_least",
+        ),
+        ({"criteria": {"smoker": 0}, "output": "bits"}, "output"),
+        ([1, 2], ""),
+    ],
+)
 def test_errors_name_the_field(data, where):
     with pytest.raises(InputError) as e:
         parse_query(data, "q.json")
@@ -111,22 +143,32 @@ def test_syntax_errors_name_the_line(tmp_path):
 VALID_CONDITIONS = [55822004, 38341003, 68496003, 410429000, 59621000, 368581000119106]
 leaf = st.one_of(
     st.builds(lambda a, w: AgeRange(a, a + w), st.integers(-1, 140), st.integers(2, 11)),
-    st.builds(Gender, st.integers(0, 3)), st.builds(Smoker, st.integers(0, 3)),
-    st.builds(lambda cs: HasCondition(tuple(cs)),
-              st.lists(st.sampled_from(VALID_CONDITIONS), min_size=1, max_size=3, unique=True)),
-    st.builds(ExamCount, st.sampled_from([57698, 58410, 51990, 2345]), st.integers(1, 5),
-              st.integers(0, 300)),
+    st.builds(Gender, st.integers(0, 3)),
+    st.builds(Smoker, st.integers(0, 3)),
+    st.builds(
+        lambda cs: HasCondition(tuple(cs)),
+        st.lists(st.sampled_from(VALID_CONDITIONS), min_size=1, max_size=3, unique=True),
+    ),
+    st.builds(
+        ExamCount, st.sampled_from([57698, 58410, 51990, 2345]), st.integers(1, 5), st.integers(0, 300)
+    ),
 )
-trees = st.recursive(leaf, lambda kids: st.one_of(
-    st.builds(Not, kids),
-    st.builds(lambda cs: And(tuple(cs)), st.lists(kids, min_size=1, max_size=3)),
-    st.builds(lambda cs: Or(tuple(cs)), st.lists(kids, min_size=1, max_size=3))), max_leaves=8)
+trees = st.recursive(
+    leaf,
+    lambda kids: st.one_of(
+        st.builds(Not, kids),
+        st.builds(lambda cs: And(tuple(cs)), st.lists(kids, min_size=1, max_size=3)),
+        st.builds(lambda cs: Or(tuple(cs)), st.lists(kids, min_size=1, max_size=3)),
+    ),
+    max_leaves=8,
+)
 
 
 @settings(max_examples=200, deadline=None)
 @given(trees, st.sampled_from(list(Output)))
 def test_native_round_trip(tree, output):
     from circuits.ir import Query
+
     q = Query(tree, output, "rt")
     back, warnings = parse_query(json.loads(json.dumps(dump_native(q))), "rt.json")
     assert back == q and back.ir_hash == q.ir_hash and not warnings

@@ -1,5 +1,6 @@
 """The result record: version-1 files load, unknown keys are kept, newer versions refused,
 and the README's record-fields table matches the dataclass."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,9 +74,10 @@ def _documented_fields() -> list[tuple[str, str, str]]:
 def test_the_readme_table_is_the_dataclass():
     expected = ["| field | type | meaning |", "| --- | --- | --- |"] + [
         f"| `{name}` | `{kind.replace(BAR, ESCAPED_BAR)}` | {doc} |"
-        for name, kind, doc in _documented_fields()]
+        for name, kind, doc in _documented_fields()
+    ]
     readme = (REPO / "README.md").read_text().splitlines()
     start = readme.index(expected[0])
-    table = readme[start:start + len(expected) + 1]
-    assert table[:len(expected)] == expected, "\n".join(expected)
+    table = readme[start : start + len(expected) + 1]
+    assert table[: len(expected)] == expected, "\n".join(expected)
     assert not table[-1].startswith("|")  # no field the dataclass lacks

@@ -1,4 +1,5 @@
 """`cohortbench report`: HTML (self-contained), CSV and the PNG figures the data supports."""
+
 from __future__ import annotations
 
 import csv
@@ -71,7 +72,11 @@ def test_report_on_a_real_results_file(tmp_path, real_results):
     rows = list(csv.DictReader((out / "cells.csv").open()))
     assert len(rows) == 4 and set(rows[0]) == set(report.CSV_COLUMNS)
     assert {(r["engine"], r["population"]) for r in rows} == {
-        ("plain", "10"), ("plain", "20"), ("mpyc", "10"), ("mpyc", "20")}
+        ("plain", "10"),
+        ("plain", "20"),
+        ("mpyc", "10"),
+        ("mpyc", "20"),
+    }
     for row in rows:
         assert row["correct"] == "True" and row["runs"] == "2" and row["failures"] == "0"
         assert float(row["wall_q1_s"]) <= float(row["wall_median_s"]) <= float(row["wall_q3_s"])
@@ -84,29 +89,65 @@ def test_report_on_a_real_results_file(tmp_path, real_results):
 
 # ---------------------------------------------------------------- built records
 
-def record(config: str, protocol: str, population: int, repeat: int, wall: float, query: str = "q",
-           network: tuple = ("loopback", 0.0, None), bytes_sent: int | None = 1000,
-           engine: str = "mpyc", error: str | None = None) -> dict:
+
+def record(
+    config: str,
+    protocol: str,
+    population: int,
+    repeat: int,
+    wall: float,
+    query: str = "q",
+    network: tuple = ("loopback", 0.0, None),
+    bytes_sent: int | None = 1000,
+    engine: str = "mpyc",
+    error: str | None = None,
+) -> dict:
     security = ("semi-honest", "honest") if engine == "mpyc" else ("none", "none")
-    return {"config": config, "cell": f"{protocol}-{population}-{query}-{network[0]}", "engine": engine,
-            "protocol": protocol, "security": security[0], "majority": security[1], "parties": 3,
-            "population": population, "population_source": f"synthetic:{population}",
-            "padding": {"conditions": 8, "exams": 16},
-            "query": {"name": query, "ir_hash": query, "output": "eligible"},
-            "network": {"name": network[0], "delay_ms": network[1], "bandwidth_mbit": network[2]},
-            "repeat": repeat, "warmup": False, "wall_s": wall, "bytes_sent": bytes_sent,
-            "bytes_by_party": [bytes_sent // 3] * 3 if bytes_sent else None, "rounds": None,
-            "cohort_size": 1 if error is None else None, "correct": error is None, "error": error,
-            "compare_to": {"protocol": "loop"}, "time": "2026-01-01T00:00:00+00:00",
-            "load_avg": [0.5, 0.5, 0.5], "meta": {"commit": "abc123", "cores": 2}}
+    return {
+        "config": config,
+        "cell": f"{protocol}-{population}-{query}-{network[0]}",
+        "engine": engine,
+        "protocol": protocol,
+        "security": security[0],
+        "majority": security[1],
+        "parties": 3,
+        "population": population,
+        "population_source": f"synthetic:{population}",
+        "padding": {"conditions": 8, "exams": 16},
+        "query": {"name": query, "ir_hash": query, "output": "eligible"},
+        "network": {"name": network[0], "delay_ms": network[1], "bandwidth_mbit": network[2]},
+        "repeat": repeat,
+        "warmup": False,
+        "wall_s": wall,
+        "bytes_sent": bytes_sent,
+        "bytes_by_party": [bytes_sent // 3] * 3 if bytes_sent else None,
+        "rounds": None,
+        "cohort_size": 1 if error is None else None,
+        "correct": error is None,
+        "error": error,
+        "compare_to": {"protocol": "loop"},
+        "time": "2026-01-01T00:00:00+00:00",
+        "load_avg": [0.5, 0.5, 0.5],
+        "meta": {"commit": "abc123", "cores": 2},
+    }
 
 
 def paper_records() -> list[dict]:
     out = []
     for proto, k in (("shamir", 1.0), ("loop", 3.0)):
         for n in (5, 10, 20, 50, 100):
-            out += [record("paper", proto, n, i, k * (1 + n / 50) * (1 + i / 20), "five-criteria",
-                           bytes_sent=int(k * 40_000 * n)) for i in range(3)]
+            out += [
+                record(
+                    "paper",
+                    proto,
+                    n,
+                    i,
+                    k * (1 + n / 50) * (1 + i / 20),
+                    "five-criteria",
+                    bytes_sent=int(k * 40_000 * n),
+                )
+                for i in range(3)
+            ]
         for q in ("age", "smoker", "gender", "conditions-1", "conditions-8", "exams-4", "exams-16"):
             size = int(q.split("-")[1]) if "-" in q else 1
             out.append(record("paper", proto, 20, 0, k, q, bytes_sent=int(k * 5000 * size)))
@@ -132,8 +173,9 @@ def network_records() -> list[dict]:
     out = []
     for proto, k in (("shamir", 1.0), ("loop", 3.0)):
         for net in nets:
-            out += [record("net", proto, 100, i, k * (1 + net[1] / 10) + i / 50, network=net)
-                    for i in range(3)]
+            out += [
+                record("net", proto, 100, i, k * (1 + net[1] / 10) + i / 50, network=net) for i in range(3)
+            ]
         out += [record("net", proto, 1000, i, 8 * k + i / 50) for i in range(3)]
     out.append(record("net", "plain", 100, 0, 0.001, engine="plain", bytes_sent=None))
     out.append(record("net", "shamir", 300, 0, 5.0, error="party 1 exited with -9"))
@@ -163,8 +205,10 @@ def test_every_figure_when_the_data_has_it(tmp_path):
     assert_self_contained(page)
     assert page.count('src="data:image/png;base64,') == len(GENERAL + PAPER)
     assert "Failed runs" in page and "party 1 exited with -9" in page
-    rows = {(r["config"], r["protocol"], r["population"], r["network"], r["query"]): r
-            for r in csv.DictReader((out / "cells.csv").open())}
+    rows = {
+        (r["config"], r["protocol"], r["population"], r["network"], r["query"]): r
+        for r in csv.DictReader((out / "cells.csv").open())
+    }
     failed = rows[("net", "shamir", "300", "loopback", "q")]
     assert failed["correct"] == "False" and failed["failures"] == "1" and failed["wall_median_s"] == ""
     assert rows[("paper", "shamir", "20", "loopback", "exams-16")]["bytes_sent_median"] == "80000.0"
@@ -182,21 +226,26 @@ def test_paper_figures_follow_the_paper_configs():
     assert report.fig_paper_bytes_vs_slots(cells_of(paper_slots_records())).png
     none = report.figures(cells_of(network_records()))
     assert {f.name for f in none if f.skipped} == {
-        "paper_time_vs_population", "paper_bytes_per_criterion", "paper_bytes_vs_slots"}
+        "paper_time_vs_population",
+        "paper_bytes_per_criterion",
+        "paper_bytes_vs_slots",
+    }
 
 
 def _title(cells) -> str:
-    kept, where = report._largest_common([c for c in cells if c.config == "paper"
-                                          and not report._SLOTS_QUERY.match(c.query)],
-                                         lambda c: c.query)
+    kept, where = report._largest_common(
+        [c for c in cells if c.config == "paper" and not report._SLOTS_QUERY.match(c.query)],
+        lambda c: c.query,
+    )
     return where
 
 
 def test_security_model_ratios_are_to_the_fastest_semi_honest_protocol():
     cells = cells_of(network_records())
     by = {(c.engine_label, c.network, c.population): c for c in cells}
-    assert by[("mpyc/loop/3p", "wan", 100)].wall / by[("mpyc/shamir/3p", "wan", 100)].wall == \
-        pytest.approx(3.0, rel=0.05)
+    assert by[("mpyc/loop/3p", "wan", 100)].wall / by[("mpyc/shamir/3p", "wan", 100)].wall == pytest.approx(
+        3.0, rel=0.05
+    )
     fig = report.fig_security_model(cells)
     assert fig.png and fig.skipped is None
 
@@ -208,14 +257,20 @@ def test_figures_the_data_does_not_support_are_skipped_with_a_reason(tmp_path):
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in out.iterdir()) == ["bytes_per_party.png", "cells.csv", "report.html"]
     page = (out / "report.html").read_text()
-    for why in ("no protocol was run at two or more populations", "single network profile",
-                "nothing to compare", "no records of config &#39;paper&#39;"):
+    for why in (
+        "no protocol was run at two or more populations",
+        "single network profile",
+        "nothing to compare",
+        "no records of config &#39;paper&#39;",
+    ):
         assert why in page
 
 
 def test_bad_input_exits_2_with_one_clear_message(tmp_path):
-    for args, says in (([str(tmp_path / "nope.jsonl")], "cannot read"),
-                       ([str(write(tmp_path / "empty.jsonl", []))], "no records")):
+    for args, says in (
+        ([str(tmp_path / "nope.jsonl")], "cannot read"),
+        ([str(write(tmp_path / "empty.jsonl", []))], "no records"),
+    ):
         r = run_report(*args, "--out", str(tmp_path / "r"))
         assert r.exit_code == 2 and "Traceback" not in r.output
         lines = [line for line in r.output.splitlines() if line.strip()]

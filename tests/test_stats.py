@@ -1,4 +1,5 @@
 """One definition of the speed-up baseline: `show` and the HTML report print the same ratios."""
+
 from __future__ import annotations
 
 import re
@@ -13,21 +14,50 @@ from harness.analysis.records import Record
 def run(protocol: str, parties: int, network: str, wall: float, repeat: int, compare_to: dict) -> Record:
     """A realistic record of one MPyC run (the fields `_record` writes that the ratios read)."""
     relayed = network != "loopback"
-    return Record.from_json({
-        "config": "t", "cell": f"{protocol}-{parties}-{network}", "engine": "mpyc", "protocol": protocol,
-        "security": "semi-honest", "majority": "honest", "parties": parties, "population": 100,
-        "population_source": "synthetic:100", "padding": {"conditions": 8, "exams": 16},
-        "slots": [8, 16], "query": {"name": "five-criteria", "ir_hash": "d8a6", "output": "eligible"},
-        "network": {"name": network, "relayed": relayed, "delay_ms": 0.0, "jitter_ms": 0.0,
-                    "bandwidth_mbit": None},
-        "repeat": repeat, "warmup": False, "wall_s": wall, "engine_s": [wall * 0.9] * parties,
-        "bytes_sent": int(1000 * wall), "bytes_by_party": [int(1000 * wall / parties)] * parties,
-        "cohort_size": 3, "correct": True, "error": None, "compare_to": compare_to,
-        "meta": {"commit": "abc"}})
+    return Record.from_json(
+        {
+            "config": "t",
+            "cell": f"{protocol}-{parties}-{network}",
+            "engine": "mpyc",
+            "protocol": protocol,
+            "security": "semi-honest",
+            "majority": "honest",
+            "parties": parties,
+            "population": 100,
+            "population_source": "synthetic:100",
+            "padding": {"conditions": 8, "exams": 16},
+            "slots": [8, 16],
+            "query": {"name": "five-criteria", "ir_hash": "d8a6", "output": "eligible"},
+            "network": {
+                "name": network,
+                "relayed": relayed,
+                "delay_ms": 0.0,
+                "jitter_ms": 0.0,
+                "bandwidth_mbit": None,
+            },
+            "repeat": repeat,
+            "warmup": False,
+            "wall_s": wall,
+            "engine_s": [wall * 0.9] * parties,
+            "bytes_sent": int(1000 * wall),
+            "bytes_by_party": [int(1000 * wall / parties)] * parties,
+            "cohort_size": 3,
+            "correct": True,
+            "error": None,
+            "compare_to": compare_to,
+            "meta": {"commit": "abc"},
+        }
+    )
 
 
-GRID = [("shamir", 3, "loopback", 1.0), ("paper-loop", 3, "loopback", 4.0), ("shamir", 5, "loopback", 2.0),
-        ("shamir", 3, "relay", 1.5), ("paper-loop", 3, "relay", 5.0), ("shamir", 5, "relay", 3.0)]
+GRID = [
+    ("shamir", 3, "loopback", 1.0),
+    ("paper-loop", 3, "loopback", 4.0),
+    ("shamir", 5, "loopback", 2.0),
+    ("shamir", 3, "relay", 1.5),
+    ("paper-loop", 3, "relay", 5.0),
+    ("shamir", 5, "relay", 3.0),
+]
 
 
 def records(compare_to: dict) -> list[Record]:
@@ -52,12 +82,17 @@ def report_speedups(recs: list[Record]) -> dict[tuple[str, str], str]:
     return {(f"{r[proto]['text']}/{r[parties]['text']}p", r[net]["text"]): r[i]["text"] for r in rows}
 
 
-@pytest.mark.parametrize("compare_to,expected", [
-    ({"network": "loopback"}, {("mpyc/shamir/3p", "relay"): "0.7x", ("mpyc/shamir/5p", "relay"): "0.7x"}),
-    ({"protocol": "paper-loop"},
-     {("mpyc/shamir/3p", "loopback"): "4.0x", ("mpyc/shamir/3p", "relay"): "3.3x"}),
-    ({"parties": 3}, {("mpyc/shamir/5p", "loopback"): "0.5x", ("mpyc/shamir/5p", "relay"): "0.5x"}),
-])
+@pytest.mark.parametrize(
+    "compare_to,expected",
+    [
+        ({"network": "loopback"}, {("mpyc/shamir/3p", "relay"): "0.7x", ("mpyc/shamir/5p", "relay"): "0.7x"}),
+        (
+            {"protocol": "paper-loop"},
+            {("mpyc/shamir/3p", "loopback"): "4.0x", ("mpyc/shamir/3p", "relay"): "3.3x"},
+        ),
+        ({"parties": 3}, {("mpyc/shamir/5p", "loopback"): "0.5x", ("mpyc/shamir/5p", "relay"): "0.5x"}),
+    ],
+)
 def test_show_and_report_print_the_same_speedups(compare_to, expected):
     recs = records(compare_to)
     shown, reported = show_speedups(recs), report_speedups(recs)

@@ -1,4 +1,5 @@
 """harness.data.synthetic: the seeded numpy population generator."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,16 @@ from circuits.population import EMPTY, EXACT, Padding, Patient, Population, enco
 from harness.data.synthetic import SYNTHEA_R4, generate, measure_dir
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "synthea-r4"
-ARRAYS = ("age", "gender", "smoker", "conditions", "exam_codes", "exam_months",
-          "condition_counts", "exam_counts")
+ARRAYS = (
+    "age",
+    "gender",
+    "smoker",
+    "conditions",
+    "exam_codes",
+    "exam_months",
+    "condition_counts",
+    "exam_counts",
+)
 
 
 def same(a: Population, b: Population) -> bool:
@@ -25,6 +34,7 @@ def big() -> Population:
 
 
 # ---- determinism and shape ------------------------------------------------------------
+
 
 def test_same_seed_same_arrays() -> None:
     assert same(generate(5000, 3), generate(5000, 3))
@@ -107,15 +117,27 @@ def check_slots(pop: Population) -> None:
 def test_matches_encode_of_its_patients() -> None:
     """Turned back into Patients and encoded, a generated population is unchanged."""
     pop = generate(500, seed=8, padding=Padding(16, 40))
-    people = [Patient(pop.ids[i], int(pop.age[i]), int(pop.gender[i]), int(pop.smoker[i]),
-                      tuple(int(x) for x in pop.conditions[i, :pop.condition_counts[i]]),
-                      tuple((int(a), int(b)) for a, b in zip(pop.exam_codes[i, :pop.exam_counts[i]],
-                                                             pop.exam_months[i, :pop.exam_counts[i]])))
-              for i in range(len(pop))]
+    people = [
+        Patient(
+            pop.ids[i],
+            int(pop.age[i]),
+            int(pop.gender[i]),
+            int(pop.smoker[i]),
+            tuple(int(x) for x in pop.conditions[i, : pop.condition_counts[i]]),
+            tuple(
+                (int(a), int(b))
+                for a, b in zip(
+                    pop.exam_codes[i, : pop.exam_counts[i]], pop.exam_months[i, : pop.exam_counts[i]]
+                )
+            ),
+        )
+        for i in range(len(pop))
+    ]
     assert same(encode(people, Padding(16, 40), truncate=True), pop)
 
 
 # ---- marginals ------------------------------------------------------------------------
+
 
 def test_age(big: Population) -> None:
     bins = SYNTHEA_R4["age_bins"]

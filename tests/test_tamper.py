@@ -5,6 +5,7 @@ has a timeout, so no test can hang.  Integration: small populations (<= 30 patie
 through `run_sweep` or the CLI, each with a short `timeout_s`; MP-SPDZ tests skip when
 it is absent.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,6 +29,7 @@ from harness.run.sweep import run_sweep
 from harness.analysis.tamper import outcome, rows, table
 from backends.mp_spdz.engine import ABORTS as PROTOCOL_ABORTS, TLS_ERRORS
 from harness.run.diagnosis import diagnose, first_error_line
+from mp_spdz_vms import need_vm
 
 REPO = Path(__file__).resolve().parent.parent
 QUERY = REPO / "configs" / "queries" / "five-criteria.yaml"
@@ -136,6 +138,7 @@ def differing_bits(a: bytes, b: bytes) -> list[tuple[int, int]]:
 
 # --- the relay -------------------------------------------------------------------------------
 
+
 def test_no_fault_bytes_identical(echo):
     payload = os.urandom(300_000)
     with Relay([(0, 1, echo.port)]) as relay:
@@ -218,8 +221,7 @@ def test_drop_on_a_shaped_link_at_the_first_byte(recorder):
 def test_delay_holds_one_chunk_and_keeps_order(recorder):
     hold = 0.6
     messages = [bytes([i]) * 100 for i in range(3)]
-    with Relay([(0, 1, recorder.port)],
-               faults={(0, 1): Fault("delay", offset=100, seconds=hold)}) as relay:
+    with Relay([(0, 1, recorder.port)], faults={(0, 1): Fault("delay", offset=100, seconds=hold)}) as relay:
         with connect(relay.port_for(0, 1)) as s:
             sent = []
             for m in messages:
@@ -264,44 +266,50 @@ def test_fault_state_is_pure_bookkeeping():
 
 # --- configuration ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("faults,says", [
-    ({"1->0": {"mode": "flop", "offset": 1}}, "unknown; use one of flip, replace, drop, delay"),
-    ({"1->0": {"mode": "flip"}}, "needs offset"),
-    ({"1->0": {"mode": "flip", "offset": -3}}, "whole number >= 0"),
-    ({"1->0": {"mode": "flip", "offset": 1, "bit": 9}}, "bit must be 0 to 7"),
-    ({"1->0": {"mode": "flip", "offset": 1, "seconds": 1}}, "seconds applies to delay"),
-    ({"1->0": {"mode": "replace", "offset": 1}}, "needs data"),
-    ({"1->0": {"mode": "replace", "offset": 1, "data": "xyz"}}, "hex bytes"),
-    ({"1->0": {"mode": "delay", "chunk": 1}}, "needs seconds"),
-    ({"1->0": {"mode": "drop", "offset": 1, "when": 2}}, "unknown fault key"),
-    ({"1->1": {"mode": "drop", "offset": 1}}, "names one party twice"),
-    ({"0-1": {"mode": "drop", "offset": 1}, "1->0": {"mode": "flip", "offset": 1}}, "twice"),
-    ({"one->two": {"mode": "drop", "offset": 1}}, "must look like '1->0'"),
-    ({"1->0": {"mode": "flip", "fraction": 1.0}}, "from 0 to below 1"),
-    ({"1->0": {"mode": "flip", "fraction": 0.5, "offset": 3}}, "fraction: alone"),
-    ({"1->0": {"mode": "flip", "fraction": 0.5, "chunk": 3}}, "fraction: alone"),
-    ({"1->0": {"mode": "flip", "fraction": "late"}}, "from 0 to below 1"),
-])
+
+@pytest.mark.parametrize(
+    "faults,says",
+    [
+        ({"1->0": {"mode": "flop", "offset": 1}}, "unknown; use one of flip, replace, drop, delay"),
+        ({"1->0": {"mode": "flip"}}, "needs offset"),
+        ({"1->0": {"mode": "flip", "offset": -3}}, "whole number >= 0"),
+        ({"1->0": {"mode": "flip", "offset": 1, "bit": 9}}, "bit must be 0 to 7"),
+        ({"1->0": {"mode": "flip", "offset": 1, "seconds": 1}}, "seconds applies to delay"),
+        ({"1->0": {"mode": "replace", "offset": 1}}, "needs data"),
+        ({"1->0": {"mode": "replace", "offset": 1, "data": "xyz"}}, "hex bytes"),
+        ({"1->0": {"mode": "delay", "chunk": 1}}, "needs seconds"),
+        ({"1->0": {"mode": "drop", "offset": 1, "when": 2}}, "unknown fault key"),
+        ({"1->1": {"mode": "drop", "offset": 1}}, "names one party twice"),
+        ({"0-1": {"mode": "drop", "offset": 1}, "1->0": {"mode": "flip", "offset": 1}}, "twice"),
+        ({"one->two": {"mode": "drop", "offset": 1}}, "must look like '1->0'"),
+        ({"1->0": {"mode": "flip", "fraction": 1.0}}, "from 0 to below 1"),
+        ({"1->0": {"mode": "flip", "fraction": 0.5, "offset": 3}}, "fraction: alone"),
+        ({"1->0": {"mode": "flip", "fraction": 0.5, "chunk": 3}}, "fraction: alone"),
+        ({"1->0": {"mode": "flip", "fraction": "late"}}, "from 0 to below 1"),
+    ],
+)
 def test_fault_spec_errors(faults, says):
     with pytest.raises(ValueError, match=says):
         parse_network({"profile": "relay", "faults": faults}, PROFILES)
 
 
 def test_network_with_faults_is_relayed_and_recorded():
-    net = parse_network({"profile": "lan", "faults": {"0-2": {"mode": "delay", "chunk": 4,
-                                                              "seconds": 0.5}}}, PROFILES)
+    net = parse_network(
+        {"profile": "lan", "faults": {"0-2": {"mode": "delay", "chunk": 4, "seconds": 0.5}}}, PROFILES
+    )
     assert net.relayed and net.fault_parties == 3
     assert set(net.fault_map()) == {(0, 2), (2, 0)}
-    assert net.record()["faults"] == {"0->2": {"mode": "delay", "chunk": 4, "seconds": 0.5},
-                                      "2->0": {"mode": "delay", "chunk": 4, "seconds": 0.5}}
+    assert net.record()["faults"] == {
+        "0->2": {"mode": "delay", "chunk": 4, "seconds": 0.5},
+        "2->0": {"mode": "delay", "chunk": 4, "seconds": 0.5},
+    }
     assert net.name == "lan+delay@chunk4(0-2)"
     plain = parse_network({"profile": "relay"}, PROFILES)
     assert "faults" not in plain.record() and plain.fault_map() == {}
 
 
 def test_fault_at_a_fraction_is_placed_by_a_clean_run():
-    net = parse_network({"profile": "wan", "faults": {"1->0": {"mode": "flip", "fraction": 0.95}}},
-                        PROFILES)
+    net = parse_network({"profile": "wan", "faults": {"1->0": {"mode": "flip", "fraction": 0.95}}}, PROFILES)
     assert net.needs_calibration and net.name == "wan+flip@0.95(1->0)"
     clean = net.without_faults()
     assert clean.relayed and not clean.faults and clean.default == net.default
@@ -310,8 +318,7 @@ def test_fault_at_a_fraction_is_placed_by_a_clean_run():
     placed = net.calibrated([[0, 10], [2001, 0]])  # the clean run sent 2001 bytes on 1->0
     assert not placed.needs_calibration
     assert placed.fault_map()[(1, 0)].offset == 1900  # floor(0.95 * 2001)
-    assert placed.faults[0][1].record() == {"mode": "flip", "fraction": 0.95, "offset": 1900,
-                                            "bit": 0}
+    assert placed.faults[0][1].record() == {"mode": "flip", "fraction": 0.95, "offset": 1900, "bit": 0}
     assert placed.faults[0][1].label == "flip@0.95=1900"
 
 
@@ -324,38 +331,50 @@ populations: [synthetic:5]
 engines: [{{engine: mpyc, protocol: shamir, parties: 3}}]
 networks: [{{profile: relay, faults: {{"3->0": {{mode: flip, offset: 10}}}}}}]
 """)
-    with pytest.raises(InputError, match=r"networks\[0\]: its faults name party 3, but "
-                                         r"engines\[0\] \(mpyc/shamir/3p\) has 3 parties"):
+    with pytest.raises(
+        InputError,
+        match=r"networks\[0\]: its faults name party 3, but "
+        r"engines\[0\] \(mpyc/shamir/3p\) has 3 parties",
+    ):
         load_experiment(cfg)
 
 
 # --- diagnosis -------------------------------------------------------------------------------
 
+
 def test_first_error_line_and_diagnosis(tmp_path):
-    mpyc = ("2026-01-01 10:00:00,000 Start MPyC runtime v0.11\n"
-            "2026-01-01 10:00:00,404 Unhandled exception in event loop\n"
-            "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n"
-            "_pickle.UnpicklingError: pickle data was truncated\n")
+    mpyc = (
+        "2026-01-01 10:00:00,000 Start MPyC runtime v0.11\n"
+        "2026-01-01 10:00:00,404 Unhandled exception in event loop\n"
+        'Traceback (most recent call last):\n  File "x.py", line 1, in f\n'
+        "_pickle.UnpicklingError: pickle data was truncated\n"
+    )
     assert first_error_line(mpyc) == "_pickle.UnpicklingError: pickle data was truncated"
-    cpp = ("Setup took 0.03 seconds.\nterminate called after throwing an instance of 'mac_fail'\n"
-           "  what():  MacCheck Failure\n")
-    assert first_error_line(cpp) == ("terminate called after throwing an instance of 'mac_fail': "
-                                     "MacCheck Failure")
+    cpp = (
+        "Setup took 0.03 seconds.\nterminate called after throwing an instance of 'mac_fail'\n"
+        "  what():  MacCheck Failure\n"
+    )
+    assert first_error_line(cpp) == (
+        "terminate called after throwing an instance of 'mac_fail': MacCheck Failure"
+    )
     logs = []
-    for i, text in enumerate([
-            "Fatal error: Connection closed down. This is most likely due to a problem on the "
-            "other side.\n",
-            "Fatal error in OT thread: PPRF failed consistency check.\n"]):
+    for i, text in enumerate(
+        [
+            "Fatal error: Connection closed down. This is most likely due to a problem on the other side.\n",
+            "Fatal error in OT thread: PPRF failed consistency check.\n",
+        ]
+    ):
         logs.append(tmp_path / f"party-{i}.log")
         logs[-1].write_text(text)
     d = diagnose(logs, [1, 1], False, (0, 1), PROTOCOL_ABORTS, TLS_ERRORS)
     assert (d.failing_party, d.detected_by) == (1, "protocol")
     assert d.message == "Fatal error in OT thread: PPRF failed consistency check."
-    logs[1].write_text("Fatal error in communication: read_some: cipher operation failed "
-                       "(Provider routines) [asio.ssl:478150758]\n")
+    logs[1].write_text(
+        "Fatal error in communication: read_some: cipher operation failed "
+        "(Provider routines) [asio.ssl:478150758]\n"
+    )
     assert diagnose(logs, [-9, 1], False, (1,), PROTOCOL_ABORTS, TLS_ERRORS).detected_by == "tls"
-    logs[1].write_text("Fatal error in communication: read_some: stream truncated "
-                       "[asio.ssl.stream:1]\n")
+    logs[1].write_text("Fatal error in communication: read_some: stream truncated [asio.ssl.stream:1]\n")
     assert diagnose(logs, [1, 1], False, (0,), PROTOCOL_ABORTS, TLS_ERRORS).detected_by == "none"
 
 
@@ -363,16 +382,28 @@ def test_outcome_classes():
     base = {"fault": {"1->0": {"mode": "flip", "offset": 1}}, "fault_fired": True}
     assert outcome({**base, "error": None, "result_correct": True}) == "correct"
     assert outcome({**base, "error": "MISMATCH", "result_correct": False}) == "wrong"
-    assert outcome({**base, "error": "x", "result_correct": None,
-                    "tamper_detected_by": "tls"}) == "tls"
-    assert outcome({**base, "error": "x", "result_correct": None,
-                    "tamper_detected_by": "none"}) == "failed"
-    record = {**base, "config": "c", "engine": "mp-spdz", "protocol": "spdz2k", "parties": 2,
-              "security": "malicious", "majority": "dishonest", "warmup": False}
-    runs = [{**record, "error": "x", "tamper_detected_by": "protocol",
-             "failing_party_message": "Fatal error in OT thread: PPRF failed consistency check."},
-            {**record, "error": None, "result_correct": True},
-            {**record, "error": "x", "fault_fired": False}]
+    assert outcome({**base, "error": "x", "result_correct": None, "tamper_detected_by": "tls"}) == "tls"
+    assert outcome({**base, "error": "x", "result_correct": None, "tamper_detected_by": "none"}) == "failed"
+    record = {
+        **base,
+        "config": "c",
+        "engine": "mp-spdz",
+        "protocol": "spdz2k",
+        "parties": 2,
+        "security": "malicious",
+        "majority": "dishonest",
+        "warmup": False,
+    }
+    runs = [
+        {
+            **record,
+            "error": "x",
+            "tamper_detected_by": "protocol",
+            "failing_party_message": "Fatal error in OT thread: PPRF failed consistency check.",
+        },
+        {**record, "error": None, "result_correct": True},
+        {**record, "error": "x", "fault_fired": False},
+    ]
     t = table(runs)
     assert t is not None and t.row_count == 1
     [row] = rows(runs)
@@ -384,8 +415,10 @@ def test_outcome_classes():
 
 # --- integration -----------------------------------------------------------------------------
 
-def config(tmp_path: Path, engines: str, networks: str, population: str = "synthetic:20",
-           timeout_s: int = 60) -> Path:
+
+def config(
+    tmp_path: Path, engines: str, networks: str, population: str = "synthetic:20", timeout_s: int = 60
+) -> Path:
     cfg = tmp_path / "tamper.yaml"
     cfg.write_text(f"""
 name: tamper-test
@@ -402,13 +435,22 @@ timeout_s: {timeout_s}
     return cfg
 
 
-FIELDS = ("fault", "fault_fired", "tamper_detected", "tamper_detected_by", "result_correct",
-          "failing_party_message")
+FIELDS = (
+    "fault",
+    "fault_fired",
+    "tamper_detected",
+    "tamper_detected_by",
+    "result_correct",
+    "failing_party_message",
+)
 
 
 def test_mpyc_flip_completes_or_fails_without_hanging(tmp_path):
-    cfg = config(tmp_path, "  - {engine: mpyc, protocol: shamir}",
-                 '[{profile: relay, faults: {"1->0": {mode: flip, offset: 3000}}}]')
+    cfg = config(
+        tmp_path,
+        "  - {engine: mpyc, protocol: shamir}",
+        '[{profile: relay, faults: {"1->0": {mode: flip, offset: 3000}}}]',
+    )
     t0 = time.monotonic()
     [r] = run_sweep(load_experiment(cfg), tmp_path / "r.jsonl", False, lambda m: None)
     assert time.monotonic() - t0 < 60  # well within the timeout: no hang
@@ -427,21 +469,33 @@ def test_mpyc_flip_completes_or_fails_without_hanging(tmp_path):
 def test_cli_tamper_failures_do_not_fail_the_sweep(tmp_path):
     """A drop after 1000 bytes kills the run; `cohortbench run` records it, prints the
     tamper table and exits 0, since a tampered run that fails is an expected outcome."""
-    cfg = config(tmp_path, "  - {engine: mpyc, protocol: shamir}",
-                 '[{profile: relay, faults: {"1->0": {mode: drop, offset: 1000}}}]',
-                 population="synthetic:10")
+    cfg = config(
+        tmp_path,
+        "  - {engine: mpyc, protocol: shamir}",
+        '[{profile: relay, faults: {"1->0": {mode: drop, offset: 1000}}}]',
+        population="synthetic:10",
+    )
     out = tmp_path / "r.jsonl"
-    p = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(cfg), "--out", str(out)],
-                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", str(cfg), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     [r] = [json.loads(line) for line in out.read_text().splitlines()]
     assert r["error"] is not None and r["fault_fired"] is True and r["result_correct"] is None
     assert r["failing_party_message"] and r["tamper_detected_by"] == "none"
     assert "tampering" in p.stdout and "failed otherwise" in p.stdout
     assert "tampered run(s) failed" in p.stderr
-    report = subprocess.run([sys.executable, "-m", "harness.cli", "report", str(out), "--out",
-                             str(tmp_path / "report")], capture_output=True, text=True, cwd=REPO,
-                            timeout=120)
+    report = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "report", str(out), "--out", str(tmp_path / "report")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert report.returncode == 0, report.stderr[-2000:]
     page = (tmp_path / "report" / "report.html").read_text()
     assert "<h2>Tampering</h2>" in page and "mpyc/shamir 3p plain" in page
@@ -450,10 +504,13 @@ def test_cli_tamper_failures_do_not_fail_the_sweep(tmp_path):
 def test_fraction_faults_share_one_calibration_run(tmp_path):
     """Two networks that differ only in where their fault sits: one clean run measures
     link 1->0, both faults are placed in it, and the records say where."""
-    cfg = config(tmp_path, "  - {engine: mpyc, protocol: shamir}",
-                 '[{profile: relay, faults: {"1->0": {mode: flip, fraction: 0.5}}}, '
-                 '{profile: relay, faults: {"1->0": {mode: delay, fraction: 0.9, seconds: 0.2}}}]',
-                 population="synthetic:10")
+    cfg = config(
+        tmp_path,
+        "  - {engine: mpyc, protocol: shamir}",
+        '[{profile: relay, faults: {"1->0": {mode: flip, fraction: 0.5}}}, '
+        '{profile: relay, faults: {"1->0": {mode: delay, fraction: 0.9, seconds: 0.2}}}]',
+        population="synthetic:10",
+    )
     records = run_sweep(load_experiment(cfg), tmp_path / "r.jsonl", False, lambda m: None)
     assert len(records) == 2
     calibrations = [p.name for p in (tmp_path / "r.runs").glob("*/calibration-*")]
@@ -470,35 +527,23 @@ def test_fraction_faults_share_one_calibration_run(tmp_path):
 
 
 def test_unfaulted_records_have_null_tamper_fields(tmp_path):
-    cfg = config(tmp_path, "  - {engine: mpyc, protocol: shamir}", "[relay]",
-                 population="synthetic:10")
+    cfg = config(tmp_path, "  - {engine: mpyc, protocol: shamir}", "[relay]", population="synthetic:10")
     [r] = run_sweep(load_experiment(cfg), tmp_path / "r.jsonl", False, lambda m: None)
     assert r["error"] is None and r["result_correct"] is True
     assert [r[k] for k in FIELDS] == [None, None, None, None, True, None]
 
 
-def _mp_spdz_vm(name: str, plaintext: bool = False) -> None:
-    from backends.mp_spdz import protocols
-    home = protocols.mp_spdz_home()
-    if not protocols.compiler_script(home).is_file():
-        pytest.skip(f"MP-SPDZ not found at {home}")
-    if not protocols.get(name).vm_path(home).is_file():
-        pytest.skip(f"{protocols.get(name).vm} is not built in {home}")
-    vm = protocols.get(name).vm_path(protocols.plaintext_home())
-    if plaintext and not vm.is_file():
-        pytest.skip(f"no MP-SPDZ build with -DINSECURE at {vm} (${protocols.PLAINTEXT_HOME_ENV}), "
-                    "which plaintext links of honest-majority VMs need")
-
-
-@pytest.mark.parametrize("protocol,message", [("malicious-shamir", "mac_fail"),
-                                              ("ps-rep-ring", "mac_fail")])
+@pytest.mark.parametrize("protocol,message", [("malicious-shamir", "mac_fail"), ("ps-rep-ring", "mac_fail")])
 def test_plaintext_links_show_the_protocols_own_check(tmp_path, protocol, message):
     """Without TLS (ssl: false, an -DINSECURE build), a bit flipped halfway through the
     stream reaches the protocol, whose MAC check aborts; the exception tracer names it
     even where MP-SPDZ's own message is lost.  A clean run on plaintext links is correct."""
-    _mp_spdz_vm(protocol, plaintext=True)
-    cfg = config(tmp_path, f"  - {{engine: mp-spdz, protocol: {protocol}, ssl: false}}",
-                 '[relay, {profile: relay, faults: {"1->0": {mode: flip, fraction: 0.5}}}]')
+    need_vm(protocol, plaintext=True)
+    cfg = config(
+        tmp_path,
+        f"  - {{engine: mp-spdz, protocol: {protocol}, ssl: false}}",
+        '[relay, {profile: relay, faults: {"1->0": {mode: flip, fraction: 0.5}}}]',
+    )
     clean, tampered = run_sweep(load_experiment(cfg), tmp_path / "r.jsonl", False, lambda m: None)
     assert clean["error"] is None and clean["correct"] and clean["tls"] is False
     assert tampered["fault_fired"] is True and tampered["error"] is not None
@@ -511,9 +556,12 @@ def test_plaintext_links_show_the_protocols_own_check(tmp_path, protocol, messag
 def test_traced_clean_runs_show_no_integrity_abort(tmp_path, protocol):
     """The exception tracer is on in tamper experiments; in a run whose fault never fires
     the VMs throw (and catch) exceptions of their own, none of them an integrity abort."""
-    _mp_spdz_vm(protocol)
-    cfg = config(tmp_path, f"  - {{engine: mp-spdz, protocol: {protocol}}}",
-                 '[{profile: relay, faults: {"1->0": {mode: flip, offset: 1000000000000}}}]')
+    need_vm(protocol)
+    cfg = config(
+        tmp_path,
+        f"  - {{engine: mp-spdz, protocol: {protocol}}}",
+        '[{profile: relay, faults: {"1->0": {mode: flip, offset: 1000000000000}}}]',
+    )
     [r] = run_sweep(load_experiment(cfg), tmp_path / "r.jsonl", False, lambda m: None)
     assert r["error"] is None and r["correct"] and r["fault_fired"] is False
     logs = [p.read_text(errors="replace") for p in Path(r["logs"]).glob("party-*.log")]
@@ -521,20 +569,23 @@ def test_traced_clean_runs_show_no_integrity_abort(tmp_path, protocol):
     assert not any(PROTOCOL_ABORTS.search(text) for text in logs)
 
 
-@pytest.mark.parametrize("protocol,offset,detected_by", [("malicious-shamir", 3300, "tls"),
-                                                         ("ps-rep-ring", 3300, "tls"),
-                                                         ("spdz2k", 30_000, "protocol")])
+@pytest.mark.parametrize(
+    "protocol,offset,detected_by",
+    [("malicious-shamir", 3300, "tls"), ("ps-rep-ring", 3300, "tls"), ("spdz2k", 30_000, "protocol")],
+)
 def test_mp_spdz_malicious_flip_aborts(tmp_path, protocol, offset, detected_by):
     """A flipped bit past the connection setup: the honest-majority VMs' TLS rejects the
     record (their links are always encrypted); at 30 kB spdz2k's OT extension is under
     way, and its consistency check catches it (see configs/tamper.yaml for other offsets)."""
-    _mp_spdz_vm(protocol)
-    cfg = config(tmp_path, f"  - {{engine: mp-spdz, protocol: {protocol}}}",
-                 f'[{{profile: relay, faults: {{"1->0": {{mode: flip, offset: {offset}}}}}}}]')
+    need_vm(protocol)
+    cfg = config(
+        tmp_path,
+        f"  - {{engine: mp-spdz, protocol: {protocol}}}",
+        f'[{{profile: relay, faults: {{"1->0": {{mode: flip, offset: {offset}}}}}}}]',
+    )
     t0 = time.monotonic()
     [r] = run_sweep(load_experiment(cfg), tmp_path / "r.jsonl", False, lambda m: None)
     assert time.monotonic() - t0 < 60
     assert r["fault_fired"] is True and r["error"] is not None, r["error"]
-    assert r["tamper_detected"] is True and r["tamper_detected_by"] == detected_by, (
-        r["failing_party_message"])
+    assert r["tamper_detected"] is True and r["tamper_detected_by"] == detected_by, r["failing_party_message"]
     assert r["result_correct"] is None and r["failing_party_message"]

@@ -4,6 +4,7 @@ Party 0 holds the population, evaluates the query with the oracle and sends its
 answer to party 1 over TCP; both print it.  It exists to show that an engine is
 one package plus one registry entry (here `COHORTBENCH_ENGINES=toy=toy_engine:ENGINE`).
 """
+
 from __future__ import annotations
 
 import json
@@ -14,12 +15,11 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from backends.engine import (NO_ABORTS, Figures, Finding, Finished, Links, OutputError, Party,
-                             Preparation, ProtocolFacts, Spec)
-from backends.plain.party import read_population, write_population
+from backends.engine import Engine, Figures, Finished, Links, OutputError, Party, ProtocolFacts, Spec
+from backends.plain.engine import PlainCell
+from backends.plain.party import read_population
 from circuits.ir import Output, Query, from_plain, to_plain
 from circuits.oracle import cohort
-from circuits.population import Population
 
 HERE = Path(__file__).resolve().parent
 
@@ -34,20 +34,28 @@ class ToySpec(Spec):
         return "clear"
 
 
-class ToyCell:
-    def __init__(self, query: Query, pop: Population, workdir: Path):
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.query, self.data = query, write_population(pop, workdir / "population.npz")
-        self.preparation = Preparation()
+class ToyCell(PlainCell):
+    """The plain engine's cell (population written once), with two parties and a link."""
 
     def plan(self, run_dir: Path, links: Links, traced: bool) -> list[Party]:
-        job = {"root": to_plain(self.query.root), "output": self.query.output.value,
-               "population": str(self.data), "listen": links.listen[1],
-               "peer": links.views[0][1], "host": links.host}
+        job = {
+            "root": to_plain(self.query.root),
+            "output": self.query.output.value,
+            "population": str(self.data),
+            "listen": links.listen[1],
+            "peer": links.views[0][1],
+            "host": links.host,
+        }
         (run_dir / "job.json").write_text(json.dumps(job))
         path = os.pathsep.join(filter(None, [str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH")]))
-        return [Party((sys.executable, "-m", "toy_engine", str(run_dir / "job.json"), str(pid)),
-                      run_dir, {"PYTHONPATH": path}) for pid in (0, 1)]
+        return [
+            Party(
+                (sys.executable, "-m", "toy_engine", str(run_dir / "job.json"), str(pid)),
+                run_dir,
+                {"PYTHONPATH": path},
+            )
+            for pid in (0, 1)
+        ]
 
     def read(self, run: Finished) -> Figures:
         reports = []
@@ -56,34 +64,14 @@ class ToyCell:
             if not lines:
                 raise OutputError(f"{log} holds no report line")
             reports.append(json.loads(lines[-1]))
-        return Figures(answers=[r["answer"] for r in reports], engine_s=[r["s"] for r in reports],
-                       bytes_by_party=[r["sent"] for r in reports])
-
-    def finish(self, run_dir: Path) -> None:
-        """Nothing private per run."""
-
-    def close(self) -> None:
-        self.data.unlink(missing_ok=True)
+        return Figures(
+            answers=[r["answer"] for r in reports],
+            engine_s=[r["s"] for r in reports],
+            bytes_by_party=[r["sent"] for r in reports],
+        )
 
 
-class ToyEngine:
-    name = "toy"
-    spec = ToySpec
-    connects_every_direction = False
-    aborts = NO_ABORTS
-    tls_errors = NO_ABORTS
-
-    def cell(self, spec: ToySpec, query: Query, pop: Population, workdir: Path) -> ToyCell:
-        return ToyCell(query, pop, workdir)
-
-    def versions(self) -> dict[str, str | None]:
-        return {"toy": "1"}
-
-    def doctor(self) -> list[Finding]:
-        return [Finding("toy", "itself", True, "always there")]
-
-
-ENGINE = ToyEngine()
+ENGINE = Engine("toy", ToySpec, ToyCell, versions=lambda: {"toy": "1"})
 
 
 def _party(job: dict, pid: int) -> None:

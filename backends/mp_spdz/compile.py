@@ -34,6 +34,7 @@ estimate use it) and the compiler version (MP-SPDZ commit plus a hash of its
 compiler sources).  Concurrent compiles of the same key are safe: each
 compiles in a private directory that is renamed into place.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,8 +50,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from backends.mp_spdz import program
-from backends.mp_spdz.protocols import (FIELD, PROTOCOLS, RING, Protocol, compiler_script,
-                                        compiler_version, get)
+from backends.mp_spdz.protocols import (
+    FIELD,
+    PROTOCOLS,
+    RING,
+    Protocol,
+    compiler_script,
+    compiler_version,
+    get,
+)
 from circuits.ir import ExamCount, HasCondition, Query, leaves, to_plain
 
 CACHE_ENV = "COHORTBENCH_MP_SPDZ_CACHE"
@@ -62,6 +70,7 @@ _REQUIRES = re.compile(r"^\s+(\d+)\s+(.+?)\s*$")
 @dataclass(frozen=True)
 class CompileOptions:
     """How a query is compiled; every field is part of the cache key."""
+
     lowering: str = program.BINARY  # binary | arithmetic (see program.py)
     edabit: bool = False  # -Y: edaBits for comparison masks and conversions
     split: bool | None = None  # rings: local share splitting (None: as -E sets it)
@@ -70,8 +79,9 @@ class CompileOptions:
 
     def __post_init__(self) -> None:
         if self.lowering not in program.LOWERINGS:
-            raise ValueError(f"unknown lowering {self.lowering!r}; use one of "
-                             + ", ".join(program.LOWERINGS))
+            raise ValueError(
+                f"unknown lowering {self.lowering!r}; use one of " + ", ".join(program.LOWERINGS)
+            )
         if self.budget < 1:
             raise ValueError("budget must be >= 1")
 
@@ -103,6 +113,7 @@ def default_options(protocol: Protocol | str) -> CompileOptions:
 @dataclass(frozen=True)
 class Compiled:
     """A compiled program in the cache: the VMs run `name` with `directory/Programs`."""
+
     directory: Path
     name: str
     protocol: str
@@ -149,8 +160,9 @@ def field_bits(query: Query, shape: program.Shape, lowering: str) -> int:
     return max(widths + [shape.patients.bit_length() + 1])
 
 
-def compile_flags(protocol: Protocol, query: Query, shape: program.Shape,
-                  options: CompileOptions, parties: int) -> tuple[str, ...]:
+def compile_flags(
+    protocol: Protocol, query: Query, shape: program.Shape, options: CompileOptions, parties: int
+) -> tuple[str, ...]:
     """compile.py's flags (before the source file) for this program."""
     flags = list(protocol.compile_flags)
     if protocol.domain == FIELD:
@@ -199,24 +211,47 @@ def parse_compiler_output(text: str) -> dict:
 def _script(home: Path | None) -> Path:
     script = compiler_script(home)
     if not script.is_file():
-        raise RuntimeError(f"MP-SPDZ's compiler is not at {script}; set MP_SPDZ_HOME "
-                           "(see `cohortbench doctor`)")
+        raise RuntimeError(
+            f"MP-SPDZ's compiler is not at {script}; set MP_SPDZ_HOME (see `cohortbench doctor`)"
+        )
     return script
 
 
-def _key_fields(query: Query, shape: program.Shape, proto: Protocol, parties: int,
-                options: CompileOptions, flags: tuple[str, ...], version: str) -> dict:
+def _key_fields(
+    query: Query,
+    shape: program.Shape,
+    proto: Protocol,
+    parties: int,
+    options: CompileOptions,
+    flags: tuple[str, ...],
+    version: str,
+) -> dict:
     """Everything besides the source that the compiled program depends on."""
     return {
-        "ir_hash": query.ir_hash, "output": query.output.value, "patients": shape.patients,
-        "slots": list(shape.slots), "bounds": asdict(shape.bounds), "protocol": proto.name,
-        "domain": proto.domain, "parties": parties, "options": asdict(options),
-        "flags": list(flags), "compiler": version, "translator": program.TRANSLATOR_VERSION,
+        "ir_hash": query.ir_hash,
+        "output": query.output.value,
+        "patients": shape.patients,
+        "slots": list(shape.slots),
+        "bounds": asdict(shape.bounds),
+        "protocol": proto.name,
+        "domain": proto.domain,
+        "parties": parties,
+        "options": asdict(options),
+        "flags": list(flags),
+        "compiler": version,
+        "translator": program.TRANSLATOR_VERSION,
     }
 
 
-def _run_compiler(work: Path, source: str, script: Path, flags: tuple[str, ...], parties: int,
-                  python: str | None, timeout_s: float) -> tuple[list[str], str, float]:
+def _run_compiler(
+    work: Path,
+    source: str,
+    script: Path,
+    flags: tuple[str, ...],
+    parties: int,
+    python: str | None,
+    timeout_s: float,
+) -> tuple[list[str], str, float]:
     """compile.py on `source` in `work`: (argv, its stdout, seconds); RuntimeError if it fails."""
     src = work / f"{program.PROGRAM_NAME}.mpc"
     src.write_text(source)
@@ -224,19 +259,18 @@ def _run_compiler(work: Path, source: str, script: Path, flags: tuple[str, ...],
     argv = [python or sys.executable, str(script), *flags, src.name]
     t0 = time.perf_counter()
     try:
-        done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True,
-                              timeout=timeout_s)
+        done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"MP-SPDZ's compiler took over {timeout_s:.0f} s "
-                           f"({' '.join(argv)})") from None
+        raise RuntimeError(f"MP-SPDZ's compiler took over {timeout_s:.0f} s ({' '.join(argv)})") from None
     compile_s = time.perf_counter() - t0
     log = done.stdout + done.stderr
     (work / "compile.log").write_text(log)
     schedule = work / "Programs" / "Schedules" / f"{program.PROGRAM_NAME}.sch"
     if done.returncode != 0 or not schedule.is_file():
         tail = "\n".join(log.splitlines()[-25:])
-        raise RuntimeError(f"MP-SPDZ's compiler failed (exit {done.returncode}) on {src}:\n"
-                           f"{' '.join(argv)}\n{tail}")
+        raise RuntimeError(
+            f"MP-SPDZ's compiler failed (exit {done.returncode}) on {src}:\n{' '.join(argv)}\n{tail}"
+        )
     return argv, done.stdout, compile_s
 
 
@@ -252,10 +286,17 @@ def _publish(work: Path, entry: Path) -> dict | None:
     return None
 
 
-def compile_program(query: Query, shape: program.Shape, protocol: Protocol | str,
-                    parties: int | None = None, options: CompileOptions | None = None,
-                    cache_dir: Path | None = None, home: Path | None = None,
-                    python: str | None = None, timeout_s: float = 1800) -> Compiled:
+def compile_program(
+    query: Query,
+    shape: program.Shape,
+    protocol: Protocol | str,
+    parties: int | None = None,
+    options: CompileOptions | None = None,
+    cache_dir: Path | None = None,
+    home: Path | None = None,
+    python: str | None = None,
+    timeout_s: float = 1800,
+) -> Compiled:
     """Translate and compile `query` for `protocol` with `parties` parties, or take it from
     the cache.  RuntimeError with the compiler's output if it fails."""
     proto = get(protocol) if isinstance(protocol, str) else protocol
@@ -264,8 +305,7 @@ def compile_program(query: Query, shape: program.Shape, protocol: Protocol | str
     options = options or default_options(proto)
     script = _script(home)
     flags = compile_flags(proto, query, shape, options, parties)
-    source = program.translate(query, shape, options.lowering, proto.domain,
-                               _settings(proto, options))
+    source = program.translate(query, shape, options.lowering, proto.domain, _settings(proto, options))
     version = compiler_version(home)
     key_fields = _key_fields(query, shape, proto, parties, options, flags, version)
     key = hashlib.sha256(json.dumps([key_fields, source], sort_keys=True).encode()).hexdigest()[:20]
@@ -273,26 +313,43 @@ def compile_program(query: Query, shape: program.Shape, protocol: Protocol | str
     entry = cache / f"{proto.name}-{key}"
 
     def compiled(meta: dict, cached: bool) -> Compiled:
-        return Compiled(entry, program.PROGRAM_NAME, proto.name, parties, query, shape, options,
-                        flags, key, version, meta["compile_s"], cached, meta.get("expected", {}))
+        return Compiled(
+            entry,
+            program.PROGRAM_NAME,
+            proto.name,
+            parties,
+            query,
+            shape,
+            options,
+            flags,
+            key,
+            version,
+            meta["compile_s"],
+            cached,
+            meta.get("expected", {}),
+        )
 
     if (entry / META).is_file():
         return compiled(json.loads((entry / META).read_text()), True)
     cache.mkdir(parents=True, exist_ok=True)
+    published = False  # the work directory became the cache entry
     work = Path(tempfile.mkdtemp(prefix=f".{proto.name}-{key}-", dir=cache))
     try:
-        argv, stdout, compile_s = _run_compiler(work, source, script, flags, parties, python,
-                                                timeout_s)
-        meta = {"key": key, "key_fields": key_fields, "argv": argv, "compile_s": compile_s,
-                "expected": parse_compiler_output(stdout),
-                "query": {"root": to_plain(query.root), "output": query.output.value,
-                          "name": query.name}}
+        argv, stdout, compile_s = _run_compiler(work, source, script, flags, parties, python, timeout_s)
+        meta = {
+            "key": key,
+            "key_fields": key_fields,
+            "argv": argv,
+            "compile_s": compile_s,
+            "expected": parse_compiler_output(stdout),
+            "query": {"root": to_plain(query.root), "output": query.output.value, "name": query.name},
+        }
         (work / META).write_text(json.dumps(meta, indent=1))
         first = _publish(work, entry)
         if first is not None:
             return compiled(first, True)
-        work = None
+        published = True
         return compiled(meta, False)
     finally:
-        if work is not None:
+        if not published:
             shutil.rmtree(work, ignore_errors=True)

@@ -4,6 +4,7 @@ A cell compiles its program once (cached across sweeps); each run lays out the
 parties' directories, certificates and address files afresh and removes the
 private input file and keys when it ends.  VMs connect in every direction.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,15 +14,28 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
-from backends.engine import (Figures, Finding, Finished, Links, OutputError, Party, Preparation,
-                             ProtocolFacts, Spec, Unavailable)
+from backends.engine import (
+    Engine,
+    Figures,
+    Finding,
+    Finished,
+    Links,
+    OutputError,
+    Party,
+    Preparation,
+    ProtocolFacts,
+    Spec,
+    Unavailable,
+)
 from backends.mp_spdz import compile as mp_compile
 from backends.mp_spdz import launch, program, protocols, throwtrace
 from circuits.ir import Query
 from circuits.population import Population
 
-FACTS = {p.name: ProtocolFacts(p.name, p.security, p.majority, p.domain, p.min_parties,
-                               p.max_parties, p.tls) for p in protocols.PROTOCOLS.values()}
+FACTS = {
+    p.name: ProtocolFacts(p.name, p.security, p.majority, p.domain, p.min_parties, p.max_parties, p.tls)
+    for p in protocols.PROTOCOLS.values()
+}
 # What the program prints as its answer (see program.parse_output).
 _ANSWER = re.compile(r"^(?:ELIGIBLE|COUNT) ", re.M)
 # Integrity aborts: MP-SPDZ's checks (Tools/Exceptions.h and the protocols): mac_fail
@@ -39,14 +53,17 @@ ABORTS = re.compile(
     r"|mismatch in private output|Offline-Check-Error|Offline_Check_Error|consistency check"
     r"|consistency_check_fail|correlation check|Invalid Commitment|invalid_commitment"
     r"|Inconsistent broadcast|broadcast_invalid|Some value is wrong somewhere"
-    r"|hash mismatch in joint message passing|invalid replicated secret sharing")
+    r"|hash mismatch in joint message passing|invalid replicated secret sharing"
+)
 # TLS rejecting a record: OpenSSL via Boost.Asio reports e.g. "read_some: cipher operation
 # failed (Provider routines) [asio.ssl:478150758]" (AES-GCM tag mismatch) or "wrong version
 # number (SSL routines) [asio.ssl:167772427]" (a corrupted record header).  NOT "stream
 # truncated [asio.ssl.stream:1]": that is a peer that went away.
 TLS_ERRORS = re.compile(
     r"\[asio\.ssl:\d+\]|bad record mac|decryption failed|cipher operation failed"
-    r"|wrong version number|record layer failure|packet length too long", re.I)
+    r"|wrong version number|record layer failure|packet length too long",
+    re.I,
+)
 
 
 class MpSpdzSpec(Spec):
@@ -68,22 +85,28 @@ class MpSpdzCell:
         self.spec, self.query, self.pop = spec, query, pop
         protocol = protocols.get(spec.protocol)
         default = mp_compile.default_options(protocol)
-        options = replace(default, lowering=spec.lowering or default.lowering,
-                          edabit=default.edabit if spec.edabit is None else spec.edabit)
+        options = replace(
+            default,
+            lowering=spec.lowering or default.lowering,
+            edabit=default.edabit if spec.edabit is None else spec.edabit,
+        )
         try:
-            self.compiled = mp_compile.compile_program(query, program.Shape.of(pop), protocol,
-                                                       spec.parties, options)
+            self.compiled = mp_compile.compile_program(
+                query, program.Shape.of(pop), protocol, spec.parties, options
+            )
         except RuntimeError as e:
             raise Unavailable(str(e)) from None
-        self.preparation = Preparation(self.compiled.compile_s, self.compiled.cached,
-                                       self.compiled.options.label, self.compiled.expected)
+        self.preparation = Preparation(
+            self.compiled.compile_s, self.compiled.cached, self.compiled.options.label, self.compiled.expected
+        )
         self.plans: dict[Path, launch.RunPlan] = {}
 
     def plan(self, run_dir: Path, links: Links, traced: bool) -> list[Party]:
         addresses = [[f"{links.host}:{port}" for port in view] for view in links.views]
         try:
-            plan = launch.prepare_run(run_dir, self.compiled, self.pop, list(links.listen),
-                                      tls=self.spec.ssl, addresses=addresses)
+            plan = launch.prepare_run(
+                run_dir, self.compiled, self.pop, list(links.listen), tls=self.spec.ssl, addresses=addresses
+            )
         except RuntimeError as e:
             raise Unavailable(str(e)) from None
         self.plans[run_dir] = plan
@@ -94,17 +117,24 @@ class MpSpdzCell:
 
     def read(self, run: Finished) -> Figures:
         try:
-            reports = [launch.read_report(i, log, self.query, len(self.pop), run.returncodes[i],
-                                          run.timed_out) for i, log in enumerate(run.logs)]
+            reports = [
+                launch.read_report(i, log, self.query, len(self.pop), run.returncodes[i], run.timed_out)
+                for i, log in enumerate(run.logs)
+            ]
         except ValueError as e:
             # Every VM finished and party 0 printed an answer that is not one (e.g. values
             # that are not bits, after tampering): a wrong answer was revealed.
             raise OutputError(str(e), revealed=_printed_answer(run.logs[0])) from None
         f = launch.figures(reports)
-        return Figures(answers=[r.result for r in reports], engine_s=f["engine_s"],
-                       bytes_by_party=f["bytes_by_party"], engine_rounds=f["rounds"],
-                       global_bytes=f["global_bytes"], online_s=f["online_s"],
-                       offline_s=f["offline_s"])
+        return Figures(
+            answers=[r.result for r in reports],
+            engine_s=f["engine_s"],
+            bytes_by_party=f["bytes_by_party"],
+            engine_rounds=f["rounds"],
+            global_bytes=f["global_bytes"],
+            online_s=f["online_s"],
+            offline_s=f["offline_s"],
+        )
 
     def finish(self, run_dir: Path) -> None:
         plan = self.plans.pop(run_dir, None)
@@ -129,14 +159,15 @@ def _starts(vm: Path) -> str | None:
     except (OSError, subprocess.TimeoutExpired) as e:
         return str(e)
     text = done.stdout + done.stderr
-    if "error while loading shared libraries" in text or "Illegal instruction" in text \
-            or done.returncode < 0:
+    if "error while loading shared libraries" in text or "Illegal instruction" in text or done.returncode < 0:
         return text.strip().splitlines()[-1] if text.strip() else f"exit {done.returncode}"
     return None
 
 
-FIX = (f"build MP-SPDZ from source ({protocols.INSTALL_DOCS}; the steps measured here are in "
-       f"backends/mp_spdz/README.md) and set {protocols.HOME_ENV} to its directory")
+FIX = (
+    f"build MP-SPDZ from source ({protocols.INSTALL_DOCS}; the steps measured here are in "
+    f"backends/mp_spdz/README.md) and set {protocols.HOME_ENV} to its directory"
+)
 
 
 def _home() -> list[Finding]:
@@ -148,23 +179,36 @@ def _home() -> list[Finding]:
     version = " ".join(filter(None, [protocols.commit(root), f"({described})" if described else None]))
     script = protocols.compiler_script(root)
     ok = script.is_file() and (root / "Compiler").is_dir()
-    return [Finding("MP-SPDZ", "home", True, f"{where}, commit {version or 'no .git or version file'}"),
-            Finding("MP-SPDZ", "compile.py", ok, str(script) if ok else f"missing: {script}",
-                    None if ok else FIX)]
+    return [
+        Finding("MP-SPDZ", "home", True, f"{where}, commit {version or 'no .git or version file'}"),
+        Finding(
+            "MP-SPDZ", "compile.py", ok, str(script) if ok else f"missing: {script}", None if ok else FIX
+        ),
+    ]
 
 
 def _vm(p: protocols.Protocol, root: Path) -> Finding:
     vm = p.vm_path(root)
     label = f"{p.name} ({p.security}, {p.majority} majority, {p.domain})"
     if not vm.is_file():
-        return Finding("MP-SPDZ", p.vm, False, f"missing: {label}",
-                       f"cd {root} && make -j2 {p.vm} (see {protocols.INSTALL_DOCS})")
+        return Finding(
+            "MP-SPDZ",
+            p.vm,
+            False,
+            f"missing: {label}",
+            f"cd {root} && make -j2 {p.vm} (see {protocols.INSTALL_DOCS})",
+        )
     problem = _starts(vm)
-    return Finding("MP-SPDZ", p.vm, problem is None,
-                   label if problem is None else f"does not start: {problem}",
-                   None if problem is None else
-                   f"rebuild it in {root} (`make clean && make -j2 {p.vm}`); the binaries "
-                   "must not be moved (they link libSPDZ.so by absolute path)")
+    return Finding(
+        "MP-SPDZ",
+        p.vm,
+        problem is None,
+        label if problem is None else f"does not start: {problem}",
+        None
+        if problem is None
+        else f"rebuild it in {root} (`make clean && make -j2 {p.vm}`); the binaries "
+        "must not be moved (they link libSPDZ.so by absolute path)",
+    )
 
 
 def _plaintext_build() -> Finding:
@@ -174,36 +218,44 @@ def _plaintext_build() -> Finding:
     needed = [p for p in protocols.PROTOCOLS.values() if p.tls]
     present = [p.name for p in needed if p.vm_path(root).is_file()]
     if not present:
-        return Finding("MP-SPDZ", "plaintext links", True,
-                       f"optional, absent: no -DINSECURE build at {root} "
-                       f"(${protocols.PLAINTEXT_HOME_ENV}); `ssl: false` cells of "
-                       f"{', '.join(p.name for p in needed)} fail without it")
+        return Finding(
+            "MP-SPDZ",
+            "plaintext links",
+            True,
+            f"optional, absent: no -DINSECURE build at {root} "
+            f"(${protocols.PLAINTEXT_HOME_ENV}); `ssl: false` cells of "
+            f"{', '.join(p.name for p in needed)} fail without it",
+        )
     same = protocols.commit(root) == protocols.commit(protocols.mp_spdz_home())
-    return Finding("MP-SPDZ", "plaintext links", same,
-                   f"{root}: {', '.join(present)}"
-                   + ("" if same else f"; commit {protocols.commit(root)} differs from the main build's"),
-                   None if same else "build it from the same commit as the main build")
+    return Finding(
+        "MP-SPDZ",
+        "plaintext links",
+        same,
+        f"{root}: {', '.join(present)}"
+        + ("" if same else f"; commit {protocols.commit(root)} differs from the main build's"),
+        None if same else "build it from the same commit as the main build",
+    )
 
 
-class MpSpdzEngine:
-    name = "mp-spdz"
-    spec = MpSpdzSpec
-    connects_every_direction = True
-    aborts = ABORTS
-    tls_errors = TLS_ERRORS
-
-    def cell(self, spec: MpSpdzSpec, query: Query, pop: Population, workdir: Path) -> MpSpdzCell:
-        return MpSpdzCell(spec, query, pop, workdir)
-
-    def versions(self) -> dict[str, str | None]:
-        return {"mp-spdz": protocols.commit()}
-
-    def doctor(self) -> list[Finding]:
-        found = _home()
-        if not found[0].ok:
-            return found
-        root = protocols.mp_spdz_home()
-        return found + [_vm(p, root) for p in protocols.PROTOCOLS.values()] + [_plaintext_build()]
+def _versions() -> dict[str, str | None]:
+    return {"mp-spdz": protocols.commit()}
 
 
-ENGINE = MpSpdzEngine()
+def _doctor() -> list[Finding]:
+    found = _home()
+    if not found[0].ok:
+        return found
+    root = protocols.mp_spdz_home()
+    return found + [_vm(p, root) for p in protocols.PROTOCOLS.values()] + [_plaintext_build()]
+
+
+ENGINE = Engine(
+    "mp-spdz",
+    MpSpdzSpec,
+    MpSpdzCell,
+    connects_every_direction=True,
+    aborts=ABORTS,
+    tls_errors=TLS_ERRORS,
+    versions=_versions,
+    doctor=_doctor,
+)

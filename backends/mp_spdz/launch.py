@@ -32,6 +32,7 @@ rounds (party i only...)`, `Global data sent = Y MB (all parties)` (MB =
 the count (every party: the VMs run with `-OF .` so that each prints it).  A party that failed, timed
 out or printed no figures is a ValueError naming what is missing.
 """
+
 from __future__ import annotations
 
 import os
@@ -54,14 +55,18 @@ _TIME = re.compile(r"^Time = ([0-9.e+-]+) seconds", re.M)
 _SENT = re.compile(r"^Data sent = ([0-9.e+-]+) MB in ~(\d+) rounds \(party (\d+)", re.M)
 _GLOBAL = re.compile(r"^Global data sent = ([0-9.e+-]+) MB", re.M)
 _PHASE = r"([0-9.e+-]+) seconds(?: \(([0-9.e+-]+) MB, (\d+) rounds\))?"  # no (...) when 0 bytes
-_PHASES = re.compile(rf"^Spent {_PHASE} on the online phase and {_PHASE} on the "
-                     r"preprocessing/offline phase", re.M)
+_PHASES = re.compile(
+    rf"^Spent {_PHASE} on the online phase and {_PHASE} on the "
+    r"preprocessing/offline phase",
+    re.M,
+)
 _CD_EXEC = 'cd "$1" && shift && exec "$@"'
 
 
 @dataclass(frozen=True)
 class RunPlan:
     """Everything needed to start a run's parties (e.g. with harness.run.parties.run_group)."""
+
     directory: Path
     party_dirs: tuple[Path, ...]
     commands: tuple[tuple[str, ...], ...]
@@ -76,6 +81,7 @@ class RunPlan:
 @dataclass(frozen=True)
 class PartyReport:
     """What one party printed."""
+
     pid: int
     time_s: float  # the VM's `Time =` (online and offline phase together)
     bytes_sent: int  # this party's `Data sent` (MB = 10^6 bytes)
@@ -91,20 +97,45 @@ class PartyReport:
 def make_certs(directory: Path, parties: int) -> Path:
     """P<i>.pem/P<i>.key (CN=P<i>, self-signed, valid one day) and their hash links."""
     if shutil.which("openssl") is None:
-        raise RuntimeError("MP-SPDZ's honest-majority protocols need TLS certificates, made with "
-                           "the openssl command; install it (Debian: apt-get install openssl)")
+        raise RuntimeError(
+            "MP-SPDZ's honest-majority protocols need TLS certificates, made with "
+            "the openssl command; install it (Debian: apt-get install openssl)"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     for i in range(parties):
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", f"P{i}.key",
-                        "-out", f"P{i}.pem", "-days", str(CERT_DAYS), "-subj", f"/CN=P{i}"],
-                       cwd=directory, check=True, capture_output=True)
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                f"P{i}.key",
+                "-out",
+                f"P{i}.pem",
+                "-days",
+                str(CERT_DAYS),
+                "-subj",
+                f"/CN=P{i}",
+            ],
+            cwd=directory,
+            check=True,
+            capture_output=True,
+        )
     return directory
 
 
 def _hash_links(pem: Path) -> list[str]:
-    out = subprocess.run(["openssl", "x509", "-noout", "-subject_hash", "-subject_hash_old",
-                          "-in", str(pem)], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        ["openssl", "x509", "-noout", "-subject_hash", "-subject_hash_old", "-in", str(pem)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.split()
 
 
@@ -120,9 +151,16 @@ def _install_certs(certs: Path, hashes: list[list[str]], player_data: Path, pid:
     shutil.copy2(certs / f"P{pid}.key", player_data / f"P{pid}.key")
 
 
-def party_command(protocol: Protocol, pid: int, parties: int, name: str, tls: bool,
-                  home: Path | None = None, vm_args: Sequence[str] = (),
-                  verbose: bool = True) -> list[str]:
+def party_command(
+    protocol: Protocol,
+    pid: int,
+    parties: int,
+    name: str,
+    tls: bool,
+    home: Path | None = None,
+    vm_args: Sequence[str] = (),
+    verbose: bool = True,
+) -> list[str]:
     """The VM's own arguments for party `pid` (run in the party's directory).  `verbose`
     (-v) makes the VM also report its online and offline phases separately."""
     argv = [str(protocol.vm_path(home)), "-p", str(pid)]
@@ -149,27 +187,35 @@ def _vm_home(protocol: Protocol, tls: bool | None, home: Path | None) -> Path | 
                 f"MP-SPDZ's {protocol.vm} runs with plaintext links (ssl: false, -u) only when "
                 f"built with -DINSECURE; there is none at {protocol.vm_path(home)} (set "
                 f"{PLAINTEXT_HOME_ENV} to such a build of the same commit, or drop "
-                "ssl: false)")
+                "ssl: false)"
+            )
     vm = protocol.vm_path(home)
     if not vm.is_file():
         raise RuntimeError(f"MP-SPDZ's {protocol.vm} is not at {vm} (see `cohortbench doctor`)")
     return home
 
 
-def _views(ports: Sequence[int], addresses: Sequence[Sequence[str]] | None,
-           parties: int) -> Sequence[Sequence[str]]:
+def _views(
+    ports: Sequence[int], addresses: Sequence[Sequence[str]] | None, parties: int
+) -> Sequence[Sequence[str]]:
     """Each party's view of every party's host:port (default: 127.0.0.1 and `ports`)."""
     if len(ports) != parties:
         raise ValueError(f"{parties} parties need {parties} ports, got {len(ports)}")
     views = addresses or [[f"127.0.0.1:{p}" for p in ports]] * parties
     if len(views) != parties or any(len(v) != parties for v in views):
-        raise ValueError(f"addresses must give each of the {parties} parties a view of "
-                         f"{parties} addresses")
+        raise ValueError(f"addresses must give each of the {parties} parties a view of {parties} addresses")
     return views
 
 
-def _party_dir(run_dir: Path, pid: int, compiled: Compiled, pop: Population, view: Sequence[str],
-               certs: Path | None, hashes: list[list[str]]) -> Path:
+def _party_dir(
+    run_dir: Path,
+    pid: int,
+    compiled: Compiled,
+    pop: Population,
+    view: Sequence[str],
+    certs: Path | None,
+    hashes: list[list[str]],
+) -> Path:
     """Party `pid`'s directory: Programs link, Player-Data (inputs, TLS files), hosts file."""
     pdir = run_dir / f"P{pid}"
     data = pdir / "Player-Data"
@@ -183,10 +229,17 @@ def _party_dir(run_dir: Path, pid: int, compiled: Compiled, pop: Population, vie
     return pdir
 
 
-def prepare_run(run_dir: Path, compiled: Compiled, pop: Population, ports: Sequence[int],
-                tls: bool | None = None, addresses: Sequence[Sequence[str]] | None = None,
-                home: Path | None = None, vm_args: Sequence[str] = (),
-                verbose: bool = True) -> RunPlan:
+def prepare_run(
+    run_dir: Path,
+    compiled: Compiled,
+    pop: Population,
+    ports: Sequence[int],
+    tls: bool | None = None,
+    addresses: Sequence[Sequence[str]] | None = None,
+    home: Path | None = None,
+    vm_args: Sequence[str] = (),
+    verbose: bool = True,
+) -> RunPlan:
     """Lay out a run of `compiled` on `pop` in run_dir (a fresh directory per run).
 
     `ports`: one free port per party (every party listens on its own).  `tls`: None
@@ -219,8 +272,9 @@ def prepare_run(run_dir: Path, compiled: Compiled, pop: Population, ports: Seque
     return RunPlan(run_dir, tuple(dirs), tuple(commands), protocol, parties, tls)
 
 
-def read_report(pid: int, log: Path, query: Query, patients: int, returncode: int | None = 0,
-                timed_out: bool = False) -> PartyReport:
+def read_report(
+    pid: int, log: Path, query: Query, patients: int, returncode: int | None = 0, timed_out: bool = False
+) -> PartyReport:
     """Parse party `pid`'s log (stdout and stderr merged).  ValueError names what is missing."""
     text = log.read_text(errors="replace") if log.exists() else ""
     tail = "\n".join(text.splitlines()[-10:])
@@ -228,10 +282,15 @@ def read_report(pid: int, log: Path, query: Query, patients: int, returncode: in
         raise ValueError(f"party {pid} timed out before printing its figures (see {log})")
     if returncode not in (0, None):
         raise ValueError(f"party {pid}'s VM exited with {returncode} (see {log}):\n{tail}")
-    missing = [what for what, rx in (("'Time = ... seconds'", _TIME),
-                                      ("'Data sent = ... MB in ~... rounds'", _SENT),
-                                      ("'Global data sent = ... MB'", _GLOBAL))
-               if not rx.search(text)]
+    missing = [
+        what
+        for what, rx in (
+            ("'Time = ... seconds'", _TIME),
+            ("'Data sent = ... MB in ~... rounds'", _SENT),
+            ("'Global data sent = ... MB'", _GLOBAL),
+        )
+        if not rx.search(text)
+    ]
     if missing:
         raise ValueError(f"party {pid} printed no {' and no '.join(missing)} (see {log}):\n{tail}")
     sent = _SENT.search(text)
@@ -247,9 +306,24 @@ def read_report(pid: int, log: Path, query: Query, patients: int, returncode: in
         g = phases.groups()
         online = (float(g[0]), round(float(g[1] or 0) * 1e6), int(g[2] or 0))
         offline = (float(g[3]), round(float(g[4] or 0) * 1e6), int(g[5] or 0))
-    return PartyReport(pid, float(_TIME.search(text).group(1)), round(float(sent.group(1)) * 1e6),
-                       int(sent.group(2)), round(float(_GLOBAL.search(text).group(1)) * 1e6), result,
-                       online, offline)
+    time_s, total = _TIME.search(text), _GLOBAL.search(text)
+    assert sent and time_s and total  # checked above: `missing` is empty
+    return PartyReport(
+        pid,
+        float(time_s.group(1)),
+        round(float(sent.group(1)) * 1e6),
+        int(sent.group(2)),
+        round(float(total.group(1)) * 1e6),
+        result,
+        online,
+        offline,
+    )
+
+
+def _phase_bytes(phases: Sequence[tuple[float, int, int] | None]) -> int | None:
+    """Bytes sent in one phase by all parties; None unless every party reported it."""
+    known = [p for p in phases if p is not None]
+    return sum(p[1] for p in known) if len(known) == len(phases) else None
 
 
 def figures(reports: Sequence[PartyReport]) -> dict:
@@ -263,9 +337,8 @@ def figures(reports: Sequence[PartyReport]) -> dict:
         "rounds": max((r.rounds for r in reports), default=None),
         "online_s": [r.online[0] if r.online else None for r in reports],
         "offline_s": [r.offline[0] if r.offline else None for r in reports],
-        "online_bytes": sum(r.online[1] for r in reports) if all(r.online for r in reports) else None,
-        "offline_bytes": (sum(r.offline[1] for r in reports)
-                          if all(r.offline for r in reports) else None),
+        "online_bytes": _phase_bytes([r.online for r in reports]),
+        "offline_bytes": _phase_bytes([r.offline for r in reports]),
     }
 
 

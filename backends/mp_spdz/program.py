@@ -44,6 +44,7 @@ The revealed output is printed: ``ELIGIBLE [b0, b1, ...]`` by party 0 (to
 whom alone the bits are revealed), or ``COUNT n`` (revealed to every party,
 printed by every party that runs with ``-OF .``); `parse_output` reads it.
 """
+
 from __future__ import annotations
 
 import decimal
@@ -56,8 +57,22 @@ import numpy as np
 from backends.mp_spdz.protocols import FIELD, RING
 from circuits.codes import GENDERS, SMALL_DOMAIN, SMOKER_STATES
 from circuits.cost import AGE_BITS, MONTH_BITS, DataBounds
-from circuits.ir import (AgeRange, And, ExamCount, Gender, HasCondition,
-                         Node, Not, Or, Output, Query, Smoker, leaves, normalise, render)
+from circuits.ir import (
+    AgeRange,
+    And,
+    ExamCount,
+    Gender,
+    HasCondition,
+    Node,
+    Not,
+    Or,
+    Output,
+    Query,
+    Smoker,
+    leaves,
+    normalise,
+    render,
+)
 from circuits.population import Population
 from circuits.visitor import Visitor
 
@@ -73,6 +88,7 @@ SMALL_CODE_BITS = (SMALL_DOMAIN - 1).bit_length()  # gender and smoking status: 
 @dataclass(frozen=True)
 class Shape:
     """The public facts a program is compiled for: population size, slots and code bounds."""
+
     patients: int
     slots: tuple[int, int]  # (condition slots C, exam slots E) per patient
     bounds: DataBounds = DataBounds()
@@ -85,13 +101,15 @@ class Shape:
 
     @staticmethod
     def of(pop: Population, bounds: DataBounds | None = None) -> Shape:
-        return Shape(len(pop), tuple(int(s) for s in pop.slots), bounds or DataBounds.of(pop))
+        conditions, exams = pop.slots
+        return Shape(len(pop), (int(conditions), int(exams)), bounds or DataBounds.of(pop))
 
 
 @dataclass(frozen=True)
 class Column:
     """One input column: `bits` unsigned bits per value, `slots` values per patient
     (0: a single value, a plain column; otherwise a list over slots in the program)."""
+
     name: str
     bits: int
     slots: int
@@ -109,12 +127,21 @@ def all_columns(shape: Shape) -> dict[str, Column]:
         "age": Column("age", AGE_BITS, 0, "whole years"),
         "gender": Column("gender", SMALL_CODE_BITS, 0, "0 male, 1 female, 2 other, 3 unknown"),
         "smoker": Column("smoker", SMALL_CODE_BITS, 0, "0 never, 1 current, 2 former, 3 unknown"),
-        "conditions": Column("conditions", max(b.max_condition_code, 1).bit_length(), c_slots,
-                             "SNOMED CT codes, 0 = empty slot"),
-        "exam_index": Column("exam_index", (b.exam_domain - 1).bit_length(), e_slots,
-                             "LOINC codes as exam-vocabulary indexes 1..V, 0 = other or empty"),
-        "exam_codes": Column("exam_codes", max(b.max_exam_code, 1).bit_length(), e_slots,
-                             "LOINC code bodies, 0 = empty slot"),
+        "conditions": Column(
+            "conditions",
+            max(b.max_condition_code, 1).bit_length(),
+            c_slots,
+            "SNOMED CT codes, 0 = empty slot",
+        ),
+        "exam_index": Column(
+            "exam_index",
+            (b.exam_domain - 1).bit_length(),
+            e_slots,
+            "LOINC codes as exam-vocabulary indexes 1..V, 0 = other or empty",
+        ),
+        "exam_codes": Column(
+            "exam_codes", max(b.max_exam_code, 1).bit_length(), e_slots, "LOINC code bodies, 0 = empty slot"
+        ),
         "exam_months": Column("exam_months", MONTH_BITS, e_slots, "months before the reference date"),
     }
 
@@ -148,16 +175,29 @@ COMMON_PRELUDE = "common.py"  # the helpers both lowerings share, included first
 # The prelude functions the generated program calls (common.py and the lowering's own file
 # together define them all); each node translation calls them by the same names with the
 # same arguments, so one translator serves both lowerings.
-PRELUDE_INTERFACE = ("input_column", "NOT", "AND", "OR", "greater_than", "less_than", "equals",
-                     "is_value", "any_code", "at_least", "reveal_eligible", "reveal_count")
+PRELUDE_INTERFACE = (
+    "input_column",
+    "NOT",
+    "AND",
+    "OR",
+    "greater_than",
+    "less_than",
+    "equals",
+    "is_value",
+    "any_code",
+    "at_least",
+    "reveal_eligible",
+    "reveal_count",
+)
 
 
 def prelude(lowering: str) -> str:
     """The source that `lowering`'s programs include: common.py, then <lowering>.py."""
     if lowering not in LOWERINGS:
         raise ValueError(f"unknown lowering {lowering!r}; use one of {', '.join(LOWERINGS)}")
-    return "\n\n".join((PRELUDES / name).read_text().rstrip() + "\n"
-                        for name in (COMMON_PRELUDE, f"{lowering}.py"))
+    return "\n\n".join(
+        (PRELUDES / name).read_text().rstrip() + "\n" for name in (COMMON_PRELUDE, f"{lowering}.py")
+    )
 
 
 class Translator(Visitor[str]):
@@ -178,27 +218,36 @@ class Translator(Visitor[str]):
         return name
 
     def _is_value(self, x: str, v: int, column: str, domain: int) -> str:
-        return (f"is_value({x}, {v}, bits={self._bits[column]}, domain={domain}, "
-                f"prime_field={self.domain == FIELD})")
+        return (
+            f"is_value({x}, {v}, bits={self._bits[column]}, domain={domain}, "
+            f"prime_field={self.domain == FIELD})"
+        )
 
     def visit_age_range(self, node: AgeRange) -> str:
         bits = self._bits["age"]
-        return self._emit(f"AND(greater_than(age, {node.min_exclusive}, bits={bits}), "
-                          f"less_than(age, {node.max_exclusive}, bits={bits}))",
-                          f"{node.min_exclusive} < age < {node.max_exclusive}")
+        return self._emit(
+            f"AND(greater_than(age, {node.min_exclusive}, bits={bits}), "
+            f"less_than(age, {node.max_exclusive}, bits={bits}))",
+            f"{node.min_exclusive} < age < {node.max_exclusive}",
+        )
 
     def visit_gender(self, node: Gender) -> str:
-        return self._emit(self._is_value("gender", node.code, "gender", SMALL_DOMAIN),
-                          f"gender = {GENDERS[node.code]}")
+        return self._emit(
+            self._is_value("gender", node.code, "gender", SMALL_DOMAIN), f"gender = {GENDERS[node.code]}"
+        )
 
     def visit_smoker(self, node: Smoker) -> str:
-        return self._emit(self._is_value("smoker", node.code, "smoker", SMALL_DOMAIN),
-                          f"smoker = {SMOKER_STATES[node.code]}")
+        return self._emit(
+            self._is_value("smoker", node.code, "smoker", SMALL_DOMAIN),
+            f"smoker = {SMOKER_STATES[node.code]}",
+        )
 
     def visit_has_condition(self, node: HasCondition) -> str:
         codes = tuple(node.codes)
-        return self._emit(f"any_code(conditions, {codes!r}, bits={self._bits['conditions']})",
-                          f"a condition in {{{', '.join(map(str, codes))}}}")
+        return self._emit(
+            f"any_code(conditions, {codes!r}, bits={self._bits['conditions']})",
+            f"a condition in {{{', '.join(map(str, codes))}}}",
+        )
 
     def visit_exam_count(self, node: ExamCount) -> str:
         b = self.shape.bounds
@@ -210,11 +259,11 @@ class Translator(Visitor[str]):
             same = f"equals(exam_codes[j], {node.loinc}, bits={self._bits['exam_codes']})"
             kind = "not in the vocabulary"
         recent = f"less_than(exam_months[j], {node.within_months + 1}, bits={self._bits['exam_months']})"
-        hits = self._emit(f"[AND({same}, {recent}) for j in range(E)]",
-                          f"per exam slot: LOINC {node.loinc_code} ({kind}), "
-                          f"at most {node.within_months} months ago")
-        return self._emit(f"at_least({hits}, {node.at_least})",
-                          f"at least {node.at_least} such exams")
+        hits = self._emit(
+            f"[AND({same}, {recent}) for j in range(E)]",
+            f"per exam slot: LOINC {node.loinc_code} ({kind}), at most {node.within_months} months ago",
+        )
+        return self._emit(f"at_least({hits}, {node.at_least})", f"at least {node.at_least} such exams")
 
     def visit_not(self, node: Not) -> str:
         child = self.visit(node.child)
@@ -240,8 +289,9 @@ class ArithmeticTranslator(Translator):
 TRANSLATORS: dict[str, type[Translator]] = {BINARY: BinaryTranslator, ARITHMETIC: ArithmeticTranslator}
 
 
-def _header(query: Query, root: Node, shape: Shape, lowering: str, domain: str,
-            settings: tuple[str, ...]) -> list[str]:
+def _header(
+    query: Query, root: Node, shape: Shape, lowering: str, domain: str, settings: tuple[str, ...]
+) -> list[str]:
     """The comments naming the query and its tree, and the public sizes."""
     c_slots, e_slots = shape.slots
     tree = "\n".join("#   " + line for line in render(root).splitlines())
@@ -264,15 +314,18 @@ def _input_lines(query: Query, shape: Shape) -> list[str]:
     for col in columns(query, shape):
         if col.slots:
             slots = "C" if col.name == "conditions" else "E"
-            lines.append(f"{col.name} = [input_column({col.bits}, N) for slot in range({slots})]"
-                         f"  # {col.meaning}, {col.bits} bits")
+            lines.append(
+                f"{col.name} = [input_column({col.bits}, N) for slot in range({slots})]"
+                f"  # {col.meaning}, {col.bits} bits"
+            )
         else:
             lines.append(f"{col.name} = input_column({col.bits}, N)  # {col.meaning}, {col.bits} bits")
     return lines
 
 
-def translate(query: Query, shape: Shape, lowering: str = BINARY, domain: str = RING,
-              settings: tuple[str, ...] = ()) -> str:
+def translate(
+    query: Query, shape: Shape, lowering: str = BINARY, domain: str = RING, settings: tuple[str, ...] = ()
+) -> str:
     """The readable `.mpc` source of `query` over `shape`.
 
     `domain` (field | ring) selects the arithmetic lowering's small-domain equality;
@@ -285,16 +338,26 @@ def translate(query: Query, shape: Shape, lowering: str = BINARY, domain: str = 
     translator = TRANSLATORS[lowering](shape, domain)
     result = translator.visit(root)
     reveal = "reveal_count" if query.output is Output.COUNT else "reveal_eligible"
-    return "\n".join([
-        *_header(query, root, shape, lowering, domain, settings), "",
-        prelude(lowering), "",
-        *_input_lines(query, shape), "",
-        "# The criteria, one line per node of the tree.", *translator.lines, "",
-        f"{reveal}({result}, N)", ""])
+    return "\n".join(
+        [
+            *_header(query, root, shape, lowering, domain, settings),
+            "",
+            prelude(lowering),
+            "",
+            *_input_lines(query, shape),
+            "",
+            "# The criteria, one line per node of the tree.",
+            *translator.lines,
+            "",
+            f"{reveal}({result}, N)",
+            "",
+        ]
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Party 0's input file.
+
 
 def column_values(pop: Population, name: str, bounds: DataBounds) -> np.ndarray:
     """A column of the population as the program reads it: (N,) or (N, slots)."""
@@ -305,9 +368,11 @@ def column_values(pop: Population, name: str, bounds: DataBounds) -> np.ndarray:
 
 def _check_shape(pop: Population, shape: Shape) -> None:
     if len(pop) != shape.patients or tuple(pop.slots) != tuple(shape.slots):
-        raise ValueError(f"the population ({len(pop)} patients, slots {tuple(pop.slots)}) does "
-                         f"not match the program ({shape.patients} patients, slots "
-                         f"{tuple(shape.slots)}); compile for this population")
+        raise ValueError(
+            f"the population ({len(pop)} patients, slots {tuple(pop.slots)}) does "
+            f"not match the program ({shape.patients} patients, slots "
+            f"{tuple(shape.slots)}); compile for this population"
+        )
 
 
 class _Decimal:
@@ -329,8 +394,9 @@ class _Decimal:
         if half not in self.powers:
             self.powers[half] = self.ctx.power(self.ctx.create_decimal(2), half)
         high = self._convert(n >> half, bits - half)
-        return self.ctx.add(self.ctx.multiply(high, self.powers[half]),
-                            self._convert(n & ((1 << half) - 1), half))
+        return self.ctx.add(
+            self.ctx.multiply(high, self.powers[half]), self._convert(n & ((1 << half) - 1), half)
+        )
 
 
 def _planes(values: np.ndarray, bits: int, to_decimal: _Decimal) -> list[str]:
@@ -350,9 +416,11 @@ def input_text(pop: Population, query: Query, shape: Shape, lowering: str = BINA
     for col in columns(query, shape):
         values = column_values(pop, col.name, shape.bounds)
         if values.size and (values.min() < 0 or values.max() >= 1 << col.bits):
-            raise ValueError(f"{col.name}: values must lie in 0..{(1 << col.bits) - 1} "
-                             f"({col.bits} public bits), found {int(values.min())}.."
-                             f"{int(values.max())}; derive the bounds from this population")
+            raise ValueError(
+                f"{col.name}: values must lie in 0..{(1 << col.bits) - 1} "
+                f"({col.bits} public bits), found {int(values.min())}.."
+                f"{int(values.max())}; derive the bounds from this population"
+            )
         per_slot = [values] if not col.slots else [values[:, j] for j in range(col.slots)]
         for v in per_slot:
             if lowering == BINARY:
@@ -362,8 +430,9 @@ def input_text(pop: Population, query: Query, shape: Shape, lowering: str = BINA
     return "\n".join(lines) + "\n"
 
 
-def write_inputs(pop: Population, query: Query, shape: Shape, player_data: Path,
-                 lowering: str = BINARY) -> Path:
+def write_inputs(
+    pop: Population, query: Query, shape: Shape, player_data: Path, lowering: str = BINARY
+) -> Path:
     """Write party 0's inputs to player_data/Input-P0-0; returns the path."""
     player_data.mkdir(parents=True, exist_ok=True)
     path = player_data / INPUT_FILE

@@ -9,6 +9,7 @@ links are TLS-encrypted by default, and how to ask the compiler to optimise for 
 assumes the MP-SPDZ commit named in backends/mp_spdz/README.md, whose VM
 behaviours (TLS defaults, fixed party counts) the README lists.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,6 +36,7 @@ RING_BITS = 64  # -R 64: the ring Z_2^64 for every ring protocol
 @dataclass(frozen=True)
 class Protocol:
     """One MP-SPDZ protocol as cohortbench uses it."""
+
     name: str  # registry key (the VM name without -party.x)
     vm: str  # binary in MP_SPDZ_HOME
     security: str  # semi-honest | malicious
@@ -58,8 +60,11 @@ class Protocol:
 
     def check_parties(self, parties: int) -> None:
         if not self.allows(parties):
-            span = (str(self.min_parties) if self.min_parties == self.max_parties
-                    else f"{self.min_parties} to {self.max_parties}")
+            span = (
+                str(self.min_parties)
+                if self.min_parties == self.max_parties
+                else f"{self.min_parties} to {self.max_parties}"
+            )
             raise ValueError(f"MP-SPDZ {self.name} runs with {span} parties, not {parties}")
 
     @property
@@ -76,19 +81,34 @@ class Protocol:
 
 _MAX = 16  # the harness's limit on parties
 
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
-    Protocol("semi", "semi-party.x", SEMI_HONEST, DISHONEST, FIELD, 2, _MAX, True, False, "semi"),
-    Protocol("mascot", "mascot-party.x", MALICIOUS, DISHONEST, FIELD, 2, _MAX, True, False, "mascot"),
-    Protocol("shamir", "shamir-party.x", SEMI_HONEST, HONEST, FIELD, 3, _MAX, True, True, "shamir"),
-    Protocol("malicious-shamir", "malicious-shamir-party.x", MALICIOUS, HONEST, FIELD, 3, _MAX,
-             True, True, "mal-shamir"),
-    Protocol("replicated-ring", "replicated-ring-party.x", SEMI_HONEST, HONEST, RING, 3, 3, False,
-             True, "ring"),
-    Protocol("ps-rep-ring", "ps-rep-ring-party.x", MALICIOUS, HONEST, RING, 3, 3, False, True,
-             "ps-rep-ring"),
-    Protocol("semi2k", "semi2k-party.x", SEMI_HONEST, DISHONEST, RING, 2, _MAX, True, False, "semi2k"),
-    Protocol("spdz2k", "spdz2k-party.x", MALICIOUS, DISHONEST, RING, 2, _MAX, True, False, "spdz2k"),
-)}
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p
+    for p in (
+        Protocol("semi", "semi-party.x", SEMI_HONEST, DISHONEST, FIELD, 2, _MAX, True, False, "semi"),
+        Protocol("mascot", "mascot-party.x", MALICIOUS, DISHONEST, FIELD, 2, _MAX, True, False, "mascot"),
+        Protocol("shamir", "shamir-party.x", SEMI_HONEST, HONEST, FIELD, 3, _MAX, True, True, "shamir"),
+        Protocol(
+            "malicious-shamir",
+            "malicious-shamir-party.x",
+            MALICIOUS,
+            HONEST,
+            FIELD,
+            3,
+            _MAX,
+            True,
+            True,
+            "mal-shamir",
+        ),
+        Protocol(
+            "replicated-ring", "replicated-ring-party.x", SEMI_HONEST, HONEST, RING, 3, 3, False, True, "ring"
+        ),
+        Protocol(
+            "ps-rep-ring", "ps-rep-ring-party.x", MALICIOUS, HONEST, RING, 3, 3, False, True, "ps-rep-ring"
+        ),
+        Protocol("semi2k", "semi2k-party.x", SEMI_HONEST, DISHONEST, RING, 2, _MAX, True, False, "semi2k"),
+        Protocol("spdz2k", "spdz2k-party.x", MALICIOUS, DISHONEST, RING, 2, _MAX, True, False, "spdz2k"),
+    )
+}
 
 
 def get(name: str) -> Protocol:
@@ -96,8 +116,7 @@ def get(name: str) -> Protocol:
     try:
         return PROTOCOLS[name]
     except KeyError:
-        raise ValueError(f"unknown MP-SPDZ protocol {name!r}; use one of "
-                         + ", ".join(PROTOCOLS)) from None
+        raise ValueError(f"unknown MP-SPDZ protocol {name!r}; use one of " + ", ".join(PROTOCOLS)) from None
 
 
 def mp_spdz_home(home: Path | str | None = None) -> Path:
@@ -147,8 +166,12 @@ def describe(home: Path | None = None) -> str | None:
     if not (root / ".git").exists():
         return None
     try:
-        out = subprocess.run(["git", "-C", str(root), "describe", "--tags", "--always"],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "-C", str(root), "describe", "--tags", "--always"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None

@@ -5,6 +5,7 @@ cache (keyed by the source's hash) and returns the shared object; `env()` is the
 environment that preloads it.  Without a C compiler the tracer is absent and the
 VMs run as they are (their own messages still classify most aborts).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,6 +18,7 @@ from backends.mp_spdz.compile import default_cache_dir
 
 SOURCE = Path(__file__).with_name("throwtrace.c")
 
+
 def library(cache: Path | None = None) -> Path | None:
     """The compiled tracer, built on first use; None without a C compiler or if it fails."""
     code = SOURCE.read_bytes()
@@ -28,8 +30,11 @@ def library(cache: Path | None = None) -> Path | None:
         return None
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.tmp")
-    done = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(partial), str(SOURCE), "-ldl"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [cc, "-shared", "-fPIC", "-O2", "-o", str(partial), str(SOURCE), "-ldl"],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         partial.unlink(missing_ok=True)
         return None

@@ -4,6 +4,7 @@ Each run writes a job file that every party reads (`job.Job`); party 0 alone
 reads the private inputs written once per cell.  Parties connect to every
 higher-numbered party, and print MPyC's own time and byte count.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,20 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from backends.engine import (HONEST, SEMI_HONEST, Figures, Finding, Finished, Links, OutputError,
-                             Party, Preparation, ProtocolFacts, Spec, NO_ABORTS)
+from backends.engine import (
+    HONEST,
+    SEMI_HONEST,
+    Engine,
+    Figures,
+    Finding,
+    Finished,
+    Links,
+    OutputError,
+    Party,
+    Preparation,
+    ProtocolFacts,
+    Spec,
+)
 from backends.mpyc import launch
 from backends.mpyc.certs import make_mpyc_certs
 from backends.mpyc.job import PROTOCOLS, Job, write_inputs
@@ -25,9 +38,12 @@ from circuits.ir import Query, to_plain
 from circuits.population import Population
 
 REPO = Path(__file__).resolve().parent.parent.parent
-FACTS = {name: ProtocolFacts(name, SEMI_HONEST, HONEST, "field", 3, 16,
-                             too_few="cannot run Shamir with an honest majority")
-         for name in PROTOCOLS}
+FACTS = {
+    name: ProtocolFacts(
+        name, SEMI_HONEST, HONEST, "field", 3, 16, too_few="cannot run Shamir with an honest majority"
+    )
+    for name in PROTOCOLS
+}
 
 
 class MpycSpec(Spec):
@@ -49,30 +65,39 @@ class MpycCell:
             make_mpyc_certs(self.workdir, spec.parties)
 
     def plan(self, run_dir: Path, links: Links, traced: bool) -> list[Party]:
-        job = Job(self.spec.protocol, {"root": to_plain(self.query.root),
-                                       "output": self.query.output.value},
-                  self.spec.bit_length, len(self.pop), self.pop.slots, DataBounds.of(self.pop),
-                  self.pop.padding.exact, self.data_path, self.counts_path, str(run_dir),
-                  self.spec.batch_size)
+        job = Job(
+            self.spec.protocol,
+            {"root": to_plain(self.query.root), "output": self.query.output.value},
+            self.spec.bit_length,
+            len(self.pop),
+            self.pop.slots,
+            DataBounds.of(self.pop),
+            self.pop.padding.exact,
+            self.data_path,
+            self.counts_path,
+            str(run_dir),
+            self.spec.batch_size,
+        )
         job_path = run_dir / "job.json"
         job.write(job_path)
         path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         env = {"COHORTBENCH_JOB": str(job_path), "PYTHONPATH": path}
         views = [list(view) for view in links.views]
-        return [Party(tuple(argv), self.workdir, env)
-                for argv in launch.commands(views, bool(self.spec.ssl))]
+        return [Party(tuple(argv), self.workdir, env) for argv in launch.commands(views, bool(self.spec.ssl))]
 
     def read(self, run: Finished) -> Figures:
         try:
             reports = [launch.read_report(i, log, run.run_dir) for i, log in enumerate(run.logs)]
         except ValueError as e:
             raise OutputError(str(e)) from None
-        return Figures(answers=[r.result for r in reports],
-                       engine_s=[r.elapsed_s for r in reports],
-                       bytes_by_party=[r.bytes_sent for r in reports],
-                       compute_s=[r.compute_s for r in reports],
-                       peak_rss_kib_by_party=[r.peak_rss_kib for r in reports],
-                       bit_length=reports[0].bit_length)
+        return Figures(
+            answers=[r.result for r in reports],
+            engine_s=[r.elapsed_s for r in reports],
+            bytes_by_party=[r.bytes_sent for r in reports],
+            compute_s=[r.compute_s for r in reports],
+            peak_rss_kib_by_party=[r.peak_rss_kib for r in reports],
+            bit_length=reports[0].bit_length,
+        )
 
     def finish(self, run_dir: Path) -> None:
         """Nothing private is written per run."""
@@ -91,30 +116,40 @@ def _version(package: str) -> str | None:
         return None
 
 
-class MpycEngine:
-    name = "mpyc"
-    spec = MpycSpec
-    connects_every_direction = False  # party i connects to every j > i
-    aborts = NO_ABORTS  # semi-honest: no integrity checks
-    tls_errors = re.compile(r"\[SSL: [A-Z_]+\]|ssl\.SSLError|bad record mac|decryption failed"
-                            r"|wrong version number|record layer failure|packet length too long",
-                            re.I)
-
-    def cell(self, spec: MpycSpec, query: Query, pop: Population, workdir: Path) -> MpycCell:
-        return MpycCell(spec, query, pop, workdir)
-
-    def versions(self) -> dict[str, str | None]:
-        return {"mpyc": _version("mpyc"), "gmpy2": _version("gmpy2"), "numpy": _version("numpy")}
-
-    def doctor(self) -> list[Finding]:
-        version, gmpy2 = _version("mpyc"), _version("gmpy2")
-        if version is None:
-            return [Finding("MPyC", "mpyc", False, "not installed",
-                            "run `make install` (or `pip install mpyc gmpy2` in .venv)")]
-        return [Finding("MPyC", "mpyc", True, f"version {version} ({sys.executable})"),
-                Finding("MPyC", "gmpy2", gmpy2 is not None,
-                        f"version {gmpy2}" if gmpy2 else "not installed (MPyC runs much slower)",
-                        None if gmpy2 else "pip install gmpy2 in .venv")]
+def _versions() -> dict[str, str | None]:
+    return {"mpyc": _version("mpyc"), "gmpy2": _version("gmpy2"), "numpy": _version("numpy")}
 
 
-ENGINE = MpycEngine()
+def _doctor() -> list[Finding]:
+    version, gmpy2 = _version("mpyc"), _version("gmpy2")
+    if version is None:
+        return [
+            Finding(
+                "MPyC",
+                "mpyc",
+                False,
+                "not installed",
+                "run `make install` (or `pip install mpyc gmpy2` in .venv)",
+            )
+        ]
+    return [
+        Finding("MPyC", "mpyc", True, f"version {version} ({sys.executable})"),
+        Finding(
+            "MPyC",
+            "gmpy2",
+            gmpy2 is not None,
+            f"version {gmpy2}" if gmpy2 else "not installed (MPyC runs much slower)",
+            None if gmpy2 else "pip install gmpy2 in .venv",
+        ),
+    ]
+
+
+# Semi-honest: no integrity checks to abort.  Python's ssl module reports a rejected record
+# as e.g. "[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC] decryption failed or bad record mac".
+TLS_ERRORS = re.compile(
+    r"\[SSL: [A-Z_]+\]|ssl\.SSLError|bad record mac|decryption failed"
+    r"|wrong version number|record layer failure|packet length too long",
+    re.I,
+)
+# Party i connects to every j > i.
+ENGINE = Engine("mpyc", MpycSpec, MpycCell, tls_errors=TLS_ERRORS, versions=_versions, doctor=_doctor)

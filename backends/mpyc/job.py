@@ -1,4 +1,5 @@
 """One MPyC run as the harness hands it to the party processes (a JSON file per cell)."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,7 @@ class Job:
     def read(path: Path) -> Job:
         d = json.loads(path.read_text())
         d["slots"] = tuple(d["slots"])
-        d["bounds"] = DataBounds(**{**d["bounds"],
-                                    "exam_vocabulary": tuple(d["bounds"]["exam_vocabulary"])})
+        d["bounds"] = DataBounds(**{**d["bounds"], "exam_vocabulary": tuple(d["bounds"]["exam_vocabulary"])})
         return Job(**d)
 
 
@@ -49,4 +49,3 @@ def write_inputs(pop: Population, workdir: Path) -> tuple[str, str]:
         counts = str(workdir / "public-counts.npz")
         np.savez(counts, conditions=pop.condition_counts, exams=pop.exam_counts)
     return str(data), counts
-

@@ -1,4 +1,5 @@
 """How the harness starts MPyC parties and reads what they report."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,19 @@ def commands(views: list[list[int]], ssl: bool = False) -> list[list[str]]:
         addresses = []
         for j, port in enumerate(views[i]):
             addresses += ["-P", f":{port}" if j == i else f"127.0.0.1:{port}"]
-        out.append([sys.executable, "-m", "backends.mpyc.party", "-M", str(parties), "-I", str(i),
-                    *addresses, *(["--ssl"] if ssl else [])])
+        out.append(
+            [
+                sys.executable,
+                "-m",
+                "backends.mpyc.party",
+                "-M",
+                str(parties),
+                "-I",
+                str(i),
+                *addresses,
+                *(["--ssl"] if ssl else []),
+            ]
+        )
     return out
 
 
@@ -51,5 +63,12 @@ def read_report(pid: int, log: Path, result_dir: Path) -> PartyReport:
         r = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ValueError(f"party {pid} wrote no readable result ({path}: {e})") from None
-    return PartyReport(pid, int(h) * 3600 + int(mi) * 60 + float(s), int(sent), r["compute_s"],
-                       r["bit_length"], r["peak_rss_kib"], r["result"])
+    return PartyReport(
+        pid,
+        int(h) * 3600 + int(mi) * 60 + float(s),
+        int(sent),
+        r["compute_s"],
+        r["bit_length"],
+        r["peak_rss_kib"],
+        r["result"],
+    )

@@ -6,6 +6,7 @@ fields are secret-shared as scalars, each restriction is evaluated with
 every exam slot, and the next patient starts when the previous one is done.
 It exists so that the speed-up of the vectorised protocol is measured.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,8 +20,9 @@ class PaperPatient(Visitor[Any]):
 
     target = "MPyC's paper-loop lowering"
 
-    def __init__(self, mpc: Any, secint: Any, age: Any, gender: Any, smoker: Any,
-                 conditions: list, exams: list):
+    def __init__(
+        self, mpc: Any, secint: Any, age: Any, gender: Any, smoker: Any, conditions: list, exams: list
+    ):
         self.mpc, self.secint = mpc, secint
         self.age, self.gender, self.smoker = age, gender, smoker
         self.conditions, self.exams = conditions, exams  # exams: [(code, months)]
@@ -33,8 +35,9 @@ class PaperPatient(Visitor[Any]):
 
     def visit_age_range(self, node: AgeRange) -> Any:
         mpc, secint = self.mpc, self.secint
-        return mpc.all([mpc.lt(secint(node.min_exclusive), self.age),
-                        mpc.lt(self.age, secint(node.max_exclusive))])
+        return mpc.all(
+            [mpc.lt(secint(node.min_exclusive), self.age), mpc.lt(self.age, secint(node.max_exclusive))]
+        )
 
     def visit_has_condition(self, node: HasCondition) -> Any:
         mpc, secint = self.mpc, self.secint
@@ -43,8 +46,10 @@ class PaperPatient(Visitor[Any]):
 
     def visit_exam_count(self, node: ExamCount) -> Any:
         mpc, secint = self.mpc, self.secint
-        hits = [mpc.eq(code, secint(node.loinc)) * mpc.lt(months, secint(node.within_months + 1))
-                for code, months in self.exams]
+        hits = [
+            mpc.eq(code, secint(node.loinc)) * mpc.lt(months, secint(node.within_months + 1))
+            for code, months in self.exams
+        ]
         count = mpc.sum(hits) if hits else secint(0)
         return mpc.sub(secint(1), mpc.lt(count, secint(node.at_least)))
 

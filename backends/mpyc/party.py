@@ -5,6 +5,7 @@ command line, because MPyC parses (and abbreviates) the command line itself.
 Party 0 reads the private inputs and secret-shares them; the others read only
 public sizes.  Each party writes its revealed result and timings as JSON.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,15 @@ def _private(job: Job) -> dict[str, np.ndarray]:
     """Party 0's columns (with exam types encoded on the public vocabulary); zeros elsewhere."""
     n, (c, e) = job.size, job.slots
     if mpc.pid != 0:
-        shapes = {"age": (n,), "gender": (n,), "smoker": (n,), "conditions": (n, c),
-                  "exam_codes": (n, e), "exam_index": (n, e), "exam_months": (n, e)}
+        shapes = {
+            "age": (n,),
+            "gender": (n,),
+            "smoker": (n,),
+            "conditions": (n, c),
+            "exam_codes": (n, e),
+            "exam_index": (n, e),
+            "exam_months": (n, e),
+        }
         return {name: np.zeros(shape, dtype=np.int64) for name, shape in shapes.items()}
     with np.load(job.data_path) as data:
         cols = {name: data[name] for name in COLUMNS}
@@ -71,8 +79,9 @@ async def vectorised(job: Job, query: Query, secint: Any) -> object:
                 shared[name] = mpc.input(secint.array(data[name][lo:hi]), senders=0)
             return shared[name]
 
-        bits = Vectorised(mpc, column, job.bounds, job.slots,
-                          None if mask is None else mask[lo:hi]).visit(query.root)
+        bits = Vectorised(mpc, column, job.bounds, job.slots, None if mask is None else mask[lo:hi]).visit(
+            query.root
+        )
         if query.output is Output.COUNT:
             total = mpc.np_sum(bits) if total is None else total + mpc.np_sum(bits)
             await mpc.barrier(f"batch-{lo}")
@@ -95,13 +104,19 @@ async def paper_loop(job: Job, query: Query, secint: Any) -> object:
     for i in range(job.size):
         nc = c_slots if c_counts is None else int(c_counts[i])
         ne = e_slots if e_counts is None else int(e_counts[i])
-        scalars = [int(data["age"][i]), int(data["gender"][i]), int(data["smoker"][i]),
-                   *map(int, data["conditions"][i, :nc]), *map(int, data["exam_codes"][i, :ne]),
-                   *map(int, data["exam_months"][i, :ne])]
+        scalars = [
+            int(data["age"][i]),
+            int(data["gender"][i]),
+            int(data["smoker"][i]),
+            *map(int, data["conditions"][i, :nc]),
+            *map(int, data["exam_codes"][i, :ne]),
+            *map(int, data["exam_months"][i, :ne]),
+        ]
         x = mpc.input([secint(v) for v in scalars], senders=0)
-        codes, months = x[3 + nc:3 + nc + ne], x[3 + nc + ne:]
-        bit = PaperPatient(mpc, secint, x[0], x[1], x[2], x[3:3 + nc],
-                           list(zip(codes, months))).visit(query.root)
+        codes, months = x[3 + nc : 3 + nc + ne], x[3 + nc + ne :]
+        bit = PaperPatient(mpc, secint, x[0], x[1], x[2], x[3 : 3 + nc], list(zip(codes, months))).visit(
+            query.root
+        )
         if query.output is Output.COUNT:
             total += bit
             await mpc.barrier(f"patient-{i}")
@@ -125,8 +140,13 @@ async def run_job(job: Job) -> dict:
     await mpc.shutdown()
     if isinstance(result, list):
         result = None if any(b is None for b in result) else [int(b) for b in result]
-    return {"pid": mpc.pid, "bit_length": bit_length, "compute_s": compute_s, "result": result,
-            "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+    return {
+        "pid": mpc.pid,
+        "bit_length": bit_length,
+        "compute_s": compute_s,
+        "result": result,
+        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
 
 
 async def main() -> None:

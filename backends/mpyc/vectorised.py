@@ -7,6 +7,7 @@ the public ranges there, so each secure comparison uses only the bits needed,
 and small public domains (gender, smoking status, exam types in the public
 vocabulary) are tested with an indicator polynomial instead of a comparison.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -42,8 +43,14 @@ class Vectorised(Visitor[Any]):
 
     target = "MPyC's vectorised lowering (shamir)"
 
-    def __init__(self, mpc: Any, column: Callable[[str], Any], bounds: DataBounds,
-                 slots: tuple[int, int], exam_mask: np.ndarray | None):
+    def __init__(
+        self,
+        mpc: Any,
+        column: Callable[[str], Any],
+        bounds: DataBounds,
+        slots: tuple[int, int],
+        exam_mask: np.ndarray | None,
+    ):
         self.mpc = mpc
         self.column = column
         self.bounds = bounds
@@ -98,8 +105,7 @@ class Vectorised(Visitor[Any]):
         field_bits = conds.sectype.field.order.bit_length()
         needed = cost.condition_code_bits(self.bounds, node)
         if needed >= field_bits:
-            raise ValueError(f"SNOMED codes need {needed} bits, the field has {field_bits}: "
-                             "raise bit_length")
+            raise ValueError(f"SNOMED codes need {needed} bits, the field has {field_bits}: raise bit_length")
         factors = mpc.np_hstack([conds - c for c in node.codes])  # (N, C*k)
         return is_zero(mpc, mpc.np_prod(factors, axis=1))
 
@@ -121,6 +127,5 @@ class Vectorised(Visitor[Any]):
             zeros = type(self.column("exam_months"))(np.zeros(mask.shape, dtype=np.int64))
             hits = mpc.np_update(zeros, mask, hits)
         count = mpc.np_sum(hits, axis=1)
-        short = mpc.np_sgn(count - node.at_least, l=cost.count_bits(self.slots[1], node.at_least),
-                           LT=True)
+        short = mpc.np_sgn(count - node.at_least, l=cost.count_bits(self.slots[1], node.at_least), LT=True)
         return 1 - short

@@ -4,6 +4,7 @@ It is what a data holder computes on its own records, and the floor every
 secure engine is compared with.  It writes the population once per cell; its
 one party has no links, so networks do not apply to it.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,18 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from backends.engine import (NO_ABORTS, NO_SECURITY, Figures, Finding, Finished, Links,
-                             OutputError, Party, Preparation, ProtocolFacts, Spec)
+from backends.engine import (
+    NO_SECURITY,
+    Engine,
+    Figures,
+    Finished,
+    Links,
+    OutputError,
+    Party,
+    Preparation,
+    ProtocolFacts,
+    Spec,
+)
 from backends.plain import party
 from circuits.ir import Query, to_plain
 from circuits.population import Population
@@ -33,7 +44,9 @@ class PlainSpec(Spec):
 
 
 class PlainCell:
-    def __init__(self, query: Query, pop: Population, workdir: Path):
+    """The population written once; each run's job names the query and where to answer."""
+
+    def __init__(self, spec: Spec, query: Query, pop: Population, workdir: Path):
         self.query, self.workdir = query, workdir.resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data = party.write_population(pop, self.workdir / "population.npz")
@@ -41,12 +54,20 @@ class PlainCell:
 
     def plan(self, run_dir: Path, links: Links, traced: bool) -> list[Party]:
         job = run_dir / "job.json"
-        job.write_text(json.dumps({"root": to_plain(self.query.root),
-                                   "output": self.query.output.value,
-                                   "population": str(self.data), "result": str(run_dir / "result.json")}))
+        job.write_text(
+            json.dumps(
+                {
+                    "root": to_plain(self.query.root),
+                    "output": self.query.output.value,
+                    "population": str(self.data),
+                    "result": str(run_dir / "result.json"),
+                }
+            )
+        )
         path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-        return [Party((sys.executable, "-m", "backends.plain.party", str(job)), run_dir,
-                      {"PYTHONPATH": path})]
+        return [
+            Party((sys.executable, "-m", "backends.plain.party", str(job)), run_dir, {"PYTHONPATH": path})
+        ]
 
     def read(self, run: Finished) -> Figures:
         path = run.run_dir / "result.json"
@@ -63,21 +84,4 @@ class PlainCell:
         self.data.unlink(missing_ok=True)
 
 
-class PlainEngine:
-    name = "plain"
-    spec = PlainSpec
-    connects_every_direction = False
-    aborts = NO_ABORTS
-    tls_errors = NO_ABORTS
-
-    def cell(self, spec: PlainSpec, query: Query, pop: Population, workdir: Path) -> PlainCell:
-        return PlainCell(query, pop, workdir)
-
-    def versions(self) -> dict[str, str | None]:
-        return {}
-
-    def doctor(self) -> list[Finding]:
-        return []
-
-
-ENGINE = PlainEngine()
+ENGINE = Engine("plain", PlainSpec, PlainCell)

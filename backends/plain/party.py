@@ -1,4 +1,5 @@
 """The plain engine's one party: the oracle on the population file, its answer and time."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,16 @@ from circuits.ir import Output, Query, from_plain
 from circuits.oracle import cohort
 from circuits.population import Padding, Population
 
-_COLUMNS = ("age", "gender", "smoker", "conditions", "exam_codes", "exam_months",
-            "condition_counts", "exam_counts")
+_COLUMNS = (
+    "age",
+    "gender",
+    "smoker",
+    "conditions",
+    "exam_codes",
+    "exam_months",
+    "condition_counts",
+    "exam_counts",
+)
 
 
 def write_population(pop: Population, path: Path) -> Path:

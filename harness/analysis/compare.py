@@ -28,6 +28,7 @@ Each matched cell is judged on the measured (non-warmup) runs, one rule per figu
 Exit status: 0 no regression (warnings and improvements allowed), 1 a regression or
 a missing cell, 2 bad input (unreadable file, no records, malformed record).
 """
+
 from __future__ import annotations
 
 import json
@@ -52,6 +53,7 @@ _SEVERITY = {OK: 0, IMPROVED: 1, WARN: 2, MISSING: 3, REGRESSION: 4}
 _STYLE = {OK: "green", IMPROVED: "cyan", WARN: "yellow", MISSING: "magenta", REGRESSION: "bold red"}
 COUNTED = ("bytes_sent", "rounds", "messages")  # compared exactly when deterministic
 
+
 @dataclass(frozen=True)
 class Thresholds:
     warn: float = 0.10  # time ratio above 1 + warn: a warning
@@ -70,6 +72,7 @@ class Thresholds:
 @dataclass
 class Check:
     """One figure of one cell: both sides' summaries, their ratio and the verdict."""
+
     metric: str
     verdict: str
     rule: str  # how it was judged, and why the verdict
@@ -109,10 +112,17 @@ class Comparison:
         return 1 if any(c.verdict in (REGRESSION, MISSING) for c in self.cells) else 0
 
     def to_json(self) -> dict:
-        return _finite({"exit_code": self.exit_code, "thresholds": asdict(self.thresholds),
-                "normalised": self.normalised, "calibration_s": list(self.calibration),
-                "summary": {v: self.count(v) for v in _SEVERITY}, "notes": self.notes,
-                "cells": [asdict(c) for c in self.cells]})
+        return _finite(
+            {
+                "exit_code": self.exit_code,
+                "thresholds": asdict(self.thresholds),
+                "normalised": self.normalised,
+                "calibration_s": list(self.calibration),
+                "summary": {v: self.count(v) for v in _SEVERITY},
+                "notes": self.notes,
+                "cells": [asdict(c) for c in self.cells],
+            }
+        )
 
 
 def _finite(x):
@@ -128,18 +138,21 @@ def _finite(x):
 
 # ---------------------------------------------------------------- input
 
+
 def load(path: Path, warn: Callable[[str], None] | None = None) -> list[Record]:
     """Every record of a results file (type-checked by `records.read`), some of them measured."""
     records = results.read(path, warn)
     if not records:
         raise InputError(str(path), "", "no records", "run `cohortbench run CONFIG --out FILE` first")
     if all(r.warmup for r in records):
-        raise InputError(str(path), "", "only warmup runs, nothing measured",
-                         "use a config with repeats >= 1")
+        raise InputError(
+            str(path), "", "only warmup runs, nothing measured", "use a config with repeats >= 1"
+        )
     return records
 
 
 # ---------------------------------------------------------------- comparison
+
 
 def _calibration(r: Record) -> float | None:
     c = (r.meta or {}).get("calibration_s")
@@ -152,8 +165,10 @@ def _group(records: list[Record]) -> dict[tuple[str, str], stats.Cell]:
 
 def _label(r: Record, with_query: bool) -> str:
     net = (r.network or {}).get("name", "?")
-    text = (f"{r.config} {r.engine or '?'}/{r.protocol or '?'}/{r.parties or '?'}p "
-            f"{r.population_source or r.population or '?'} {net}")
+    text = (
+        f"{r.config} {r.engine or '?'}/{r.protocol or '?'}/{r.parties or '?'}p "
+        f"{r.population_source or r.population or '?'} {net}"
+    )
     if with_query:
         text += f" [{(r.query or {}).get('name', '?')}]"
     return text
@@ -167,12 +182,22 @@ def _check_correct(base: list[Record], new: list[Record]) -> Check:
     bad = [r for r in new if r["error"] is not None or not r["correct"]]
     if bad:
         first = (bad[0]["error"] or "wrong answer").strip().splitlines()[0][:120]
-        return Check("correct", REGRESSION, f"{len(bad)} of {len(new)} new run(s) failed: {first}",
-                     1.0, 1 - len(bad) / len(new))
+        return Check(
+            "correct",
+            REGRESSION,
+            f"{len(bad)} of {len(new)} new run(s) failed: {first}",
+            1.0,
+            1 - len(bad) / len(new),
+        )
     base_bad = sum(1 for r in base if r.error is not None or not r.correct)
     if base_bad:
-        return Check("correct", IMPROVED, f"all new runs correct ({base_bad} baseline run(s) failed)",
-                     1 - base_bad / len(base), 1.0)
+        return Check(
+            "correct",
+            IMPROVED,
+            f"all new runs correct ({base_bad} baseline run(s) failed)",
+            1 - base_bad / len(base),
+            1.0,
+        )
     return Check("correct", OK, "all runs correct", 1.0, 1.0)
 
 
@@ -194,8 +219,16 @@ def _check_counted(metric: str, base: list[Record], new: list[Record], t: Thresh
     if not b:
         return None  # not recorded in the baseline (rounds: null until it is measured)
     if not n:
-        return (Check(metric, WARN, f"{metric} recorded in the baseline but not in the new runs",
-                      statistics.median(b)) if new else None)
+        return (
+            Check(
+                metric,
+                WARN,
+                f"{metric} recorded in the baseline but not in the new runs",
+                statistics.median(b),
+            )
+            if new
+            else None
+        )
     bm, nm = statistics.median(b), statistics.median(n)
     ratio = nm / bm if bm else (1.0 if nm == bm else math.inf)
     if len(set(b)) == 1:
@@ -204,14 +237,19 @@ def _check_counted(metric: str, base: list[Record], new: list[Record], t: Thresh
         if all(v == b[0] for v in n):
             return Check(metric, OK, f"exact ({tag})", bm, nm, ratio)
         if worst > b[0]:
-            return Check(metric, REGRESSION,
-                         f"{metric} changed: exact rule ({tag}), new max {worst:.0f} vs {b[0]:.0f}"
-                         + (f" ({_pct(worst / b[0] - 1)})" if b[0] else ""), bm, nm, ratio)
+            return Check(
+                metric,
+                REGRESSION,
+                f"{metric} changed: exact rule ({tag}), new max {worst:.0f} vs {b[0]:.0f}"
+                + (f" ({_pct(worst / b[0] - 1)})" if b[0] else ""),
+                bm,
+                nm,
+                ratio,
+            )
         return Check(metric, IMPROVED, f"{metric} down: exact rule ({tag})", bm, nm, ratio)
     spread = max(abs(v - bm) for v in b) / bm if bm else 0.0
     tol = max(spread * t.spread_factor, t.min_tolerance)
-    rule = (f"tolerance ±{tol * 100:.2g}% ({t.spread_factor:g}x baseline spread "
-            f"{spread * 100:.2g}%)")
+    rule = f"tolerance ±{tol * 100:.2g}% ({t.spread_factor:g}x baseline spread {spread * 100:.2g}%)"
     if ratio - 1 > tol:
         return Check(metric, REGRESSION, f"{metric} {_pct(ratio - 1)} beyond {rule}", bm, nm, ratio)
     if 1 - ratio > tol:
@@ -226,14 +264,19 @@ def _min_p(n1: int, n2: int) -> float:
 
 def _mwu(x: list[float], y: list[float], alternative: str) -> float:
     from scipy.stats import mannwhitneyu  # scipy is slow to import; only when needed
+
     p = float(mannwhitneyu(x, y, alternative=alternative).pvalue)
     return 1.0 if math.isnan(p) else p
 
 
 def _check_time(base: list[Record], new: list[Record], t: Thresholds, normalised: bool) -> Check | None:
     def samples(runs: list[Record]) -> list[float]:
-        return [r["wall_s"] / _calibration(r) if normalised else float(r["wall_s"])
-                for r in runs if r["wall_s"] is not None]
+        return [
+            r["wall_s"] / _calibration(r) if normalised else float(r["wall_s"])
+            for r in runs
+            if r["wall_s"] is not None
+        ]
+
     b, n = samples(base), samples(new)
     if not b or not n:
         return None
@@ -256,8 +299,10 @@ def _check_time(base: list[Record], new: list[Record], t: Thresholds, normalised
             verdict = OK
         return _time_verdict(Check("wall_s", verdict, rule + f" [{unit}]", bm, nm, ratio, p), t)
     wide = 1 + t.wide_fail
-    rule = (f"median ratio {ratio:.2f}; {len(b)} vs {len(n)} samples: too few for the U test "
-            f"(best p={_min_p(len(b), len(n)):.2g}), ratio alone vs x{wide:.2f}")
+    rule = (
+        f"median ratio {ratio:.2f}; {len(b)} vs {len(n)} samples: too few for the U test "
+        f"(best p={_min_p(len(b), len(n)):.2g}), ratio alone vs x{wide:.2f}"
+    )
     if ratio > wide:
         verdict = REGRESSION
     elif ratio > 1 + t.warn:
@@ -282,15 +327,21 @@ def compare(baseline: list[Record], new: list[Record], thresholds: Thresholds | 
     b_cells, n_cells = _group(baseline), _group(new)
     b_cal = [c for r in results.measured(baseline) if (c := _calibration(r))]
     n_cal = [c for r in results.measured(new) if (c := _calibration(r))]
-    normalised = (len(b_cal) == sum(1 for _ in results.measured(baseline))
-                  and len(n_cal) == sum(1 for _ in results.measured(new)))
+    normalised = len(b_cal) == sum(1 for _ in results.measured(baseline)) and len(n_cal) == sum(
+        1 for _ in results.measured(new)
+    )
     notes = []
     if normalised:
-        notes.append(f"times normalised by meta.calibration_s (baseline median "
-                     f"{statistics.median(b_cal):.3f} s, new {statistics.median(n_cal):.3f} s)")
+        notes.append(
+            f"times normalised by meta.calibration_s (baseline median "
+            f"{statistics.median(b_cal):.3f} s, new {statistics.median(n_cal):.3f} s)"
+        )
     else:
-        side = " and ".join(s for s, cal, recs in (("baseline", b_cal, baseline), ("new", n_cal, new))
-                            if len(cal) < sum(1 for _ in results.measured(recs)))
+        side = " and ".join(
+            s
+            for s, cal, recs in (("baseline", b_cal, baseline), ("new", n_cal, new))
+            if len(cal) < sum(1 for _ in results.measured(recs))
+        )
         notes.append(f"times in raw seconds: meta.calibration_s missing in {side}")
     queries = {c.query for c in (*b_cells.values(), *n_cells.values())}
     out = []
@@ -300,29 +351,53 @@ def compare(baseline: list[Record], new: list[Record], thresholds: Thresholds | 
         n = list(n_cell.runs) if n_cell else []
         label = _label((b or n)[0], len(queries) > 1)
         if not b or not n:
-            out.append(CellResult(key[0], key[1], label, MISSING, (len(b), len(n)),
-                                  note="only in the baseline: not run by the new sweep" if b
-                                  else "only in the new sweep: not in the baseline (refresh it)"))
+            out.append(
+                CellResult(
+                    key[0],
+                    key[1],
+                    label,
+                    MISSING,
+                    (len(b), len(n)),
+                    note="only in the baseline: not run by the new sweep"
+                    if b
+                    else "only in the new sweep: not in the baseline (refresh it)",
+                )
+            )
             continue
         b_ok, n_ok = b_cell.ok, n_cell.ok
-        checks = [_check_correct(b, n), _check_cohort(b_ok, n_ok),
-                  *(_check_counted(m, b_ok, n_ok, t) for m in COUNTED),
-                  _check_time(b_ok, n_ok, t, normalised)]
+        checks = [
+            _check_correct(b, n),
+            _check_cohort(b_ok, n_ok),
+            *(_check_counted(m, b_ok, n_ok, t) for m in COUNTED),
+            _check_time(b_ok, n_ok, t, normalised),
+        ]
         checks = [c for c in checks if c is not None]
         verdict = max((c.verdict for c in checks), key=_SEVERITY.__getitem__)
         out.append(CellResult(key[0], key[1], label, verdict, (len(b), len(n)), checks))
-    return Comparison(out, t, normalised,
-                      (statistics.median(b_cal) if b_cal else None,
-                       statistics.median(n_cal) if n_cal else None), notes)
+    return Comparison(
+        out,
+        t,
+        normalised,
+        (statistics.median(b_cal) if b_cal else None, statistics.median(n_cal) if n_cal else None),
+        notes,
+    )
 
 
 def _sort_key(b_cells: dict, n_cells: dict, key: tuple[str, str]) -> tuple:
     r = (b_cells.get(key) or n_cells[key]).first
-    return (r["config"], str(r.get("engine")), str(r.get("protocol")), r.get("parties") or 0,
-            r.get("population") or 0, str((r.get("network") or {}).get("name")), r["cell"])
+    return (
+        r["config"],
+        str(r.get("engine")),
+        str(r.get("protocol")),
+        r.get("parties") or 0,
+        r.get("population") or 0,
+        str((r.get("network") or {}).get("name")),
+        r["cell"],
+    )
 
 
 # ---------------------------------------------------------------- output
+
 
 def _num(x: float | None, unit: str = "") -> str:
     return format_value(x, unit, byte_digits=3)
@@ -338,10 +413,21 @@ def _ratio(c: Check | None) -> str:
 def table(cmp: Comparison) -> Table:
     t = Table(title="cohortbench compare: new / baseline", title_justify="left")
     unit = " (calibrated)" if cmp.normalised else ""
-    for name in ("cell", "runs b/n", f"wall b{unit}", f"wall n{unit}", "wall ratio", "p",
-                 "bytes ratio", "rounds ratio", "cohort", "correct", "verdict", "why"):
-        t.add_column(name, justify="left" if name in ("cell", "verdict", "why") else "right",
-                     overflow="fold")
+    for name in (
+        "cell",
+        "runs b/n",
+        f"wall b{unit}",
+        f"wall n{unit}",
+        "wall ratio",
+        "p",
+        "bytes ratio",
+        "rounds ratio",
+        "cohort",
+        "correct",
+        "verdict",
+        "why",
+    ):
+        t.add_column(name, justify="left" if name in ("cell", "verdict", "why") else "right", overflow="fold")
     s = "" if cmp.normalised else " s"
     for c in cmp.cells:
         style = _STYLE[c.verdict]
@@ -352,30 +438,46 @@ def table(cmp: Comparison) -> Table:
         why = [x.rule for x in c.checks if x.verdict != OK]
         if wall is not None and wall.verdict == OK:
             why.append(wall.rule.split("; ", 1)[-1] if "too few" in wall.rule else "")
-        t.add_row(c.label, f"{c.runs[0]}/{c.runs[1]}",
-                  _num(wall.baseline if wall else None, s), _num(wall.new if wall else None, s),
-                  _ratio(wall), f"{wall.p_value:.2g}" if wall and wall.p_value is not None else "-",
-                  _ratio(c.check("bytes_sent")), _ratio(c.check("rounds")),
-                  "-" if cohort is None else (f"{cohort.new}" if cohort.verdict == OK
-                                              else f"[red]{cohort.baseline}->{cohort.new}[/]"),
-                  "[green]yes[/]" if correct.verdict in (OK, IMPROVED) else "[red]NO[/]",
-                  f"[{style}]{c.verdict}[/]", "; ".join(w for w in why if w))
+        t.add_row(
+            c.label,
+            f"{c.runs[0]}/{c.runs[1]}",
+            _num(wall.baseline if wall else None, s),
+            _num(wall.new if wall else None, s),
+            _ratio(wall),
+            f"{wall.p_value:.2g}" if wall and wall.p_value is not None else "-",
+            _ratio(c.check("bytes_sent")),
+            _ratio(c.check("rounds")),
+            "-"
+            if cohort is None
+            else (f"{cohort.new}" if cohort.verdict == OK else f"[red]{cohort.baseline}->{cohort.new}[/]"),
+            "[green]yes[/]" if correct.verdict in (OK, IMPROVED) else "[red]NO[/]",
+            f"[{style}]{c.verdict}[/]",
+            "; ".join(w for w in why if w),
+        )
     return t
 
 
 def provenance(path: Path, records: list[Record]) -> str:
     """Where a results file came from: its commit(s), when it ran, how many runs."""
-    commits = sorted({(c[:12] + ("-dirty" if c.endswith("-dirty") else ""))
-                      for r in records for c in [str((r.get("meta") or {}).get("commit") or "?")]})
+    commits = sorted(
+        {
+            (c[:12] + ("-dirty" if c.endswith("-dirty") else ""))
+            for r in records
+            for c in [str((r.get("meta") or {}).get("commit") or "?")]
+        }
+    )
     times = sorted(r["time"] for r in records if isinstance(r.get("time"), str))
     when = f"{times[0]} .. {times[-1]}" if times else "time unknown"
-    return (f"{path} ({sum(1 for _ in results.measured(records))} measured runs; "
-            f"commit {', '.join(commits)}; {when})")
+    return (
+        f"{path} ({sum(1 for _ in results.measured(records))} measured runs; "
+        f"commit {', '.join(commits)}; {when})"
+    )
 
 
 def summary_line(cmp: Comparison) -> str:
-    counts = ", ".join(f"{cmp.count(v)} {v}" for v in (OK, IMPROVED, WARN, MISSING, REGRESSION)
-                       if cmp.count(v))
+    counts = ", ".join(
+        f"{cmp.count(v)} {v}" for v in (OK, IMPROVED, WARN, MISSING, REGRESSION) if cmp.count(v)
+    )
     verdict = "[bold red]FAIL[/]" if cmp.exit_code else "[green]PASS[/]"
     return f"{verdict}: {len(cmp.cells)} cell(s): {counts or 'none'}"
 
@@ -383,15 +485,33 @@ def summary_line(cmp: Comparison) -> str:
 @click.command("compare")
 @click.argument("baseline_path", metavar="BASELINE.jsonl", type=click.Path(path_type=Path))
 @click.argument("new_path", metavar="NEW.jsonl", type=click.Path(path_type=Path))
-@click.option("--warn", "warn_at", type=click.FloatRange(min=0), default=0.10, show_default=True,
-              help="Time ratio above 1+WARN is a warning.")
-@click.option("--fail", "fail_at", type=click.FloatRange(min=0), default=0.50, show_default=True,
-              help="Time ratio above 1+FAIL, significant by a Mann-Whitney U test, is a regression.")
-@click.option("--times", type=click.Choice(["fail", "warn"]), default="fail", show_default=True,
-              help="warn: a time regression is reported but exits 0 (for a shared CI machine).")
+@click.option(
+    "--warn",
+    "warn_at",
+    type=click.FloatRange(min=0),
+    default=0.10,
+    show_default=True,
+    help="Time ratio above 1+WARN is a warning.",
+)
+@click.option(
+    "--fail",
+    "fail_at",
+    type=click.FloatRange(min=0),
+    default=0.50,
+    show_default=True,
+    help="Time ratio above 1+FAIL, significant by a Mann-Whitney U test, is a regression.",
+)
+@click.option(
+    "--times",
+    type=click.Choice(["fail", "warn"]),
+    default="fail",
+    show_default=True,
+    help="warn: a time regression is reported but exits 0 (for a shared CI machine).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON instead of a table.")
-def command(baseline_path: Path, new_path: Path, warn_at: float, fail_at: float, times: str,
-            as_json: bool) -> None:
+def command(
+    baseline_path: Path, new_path: Path, warn_at: float, fail_at: float, times: str, as_json: bool
+) -> None:
     """Compare NEW.jsonl with BASELINE.jsonl: exit 0 no regression, 1 regression, 2 bad input."""
     err = Console(stderr=True, highlight=False)
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 220)
@@ -401,8 +521,12 @@ def command(baseline_path: Path, new_path: Path, warn_at: float, fail_at: float,
 
     try:
         if fail_at < warn_at:
-            raise InputError("--fail", "", f"{fail_at} is below --warn {warn_at}",
-                             "the fail threshold must be at least the warning threshold")
+            raise InputError(
+                "--fail",
+                "",
+                f"{fail_at} is below --warn {warn_at}",
+                "the fail threshold must be at least the warning threshold",
+            )
         base, new = load(baseline_path, warn), load(new_path, warn)
     except InputError as e:
         err.print(f"[red]error:[/] {e}", soft_wrap=True)
@@ -418,4 +542,3 @@ def command(baseline_path: Path, new_path: Path, warn_at: float, fail_at: float,
             out.print(f"note: {note}")
         out.print(summary_line(cmp))
     sys.exit(cmp.exit_code)
-

@@ -5,6 +5,7 @@ to every link adds about R x d to its run time, so R ~ (T(d) - T(0)) / d.
 Fitting T against d over a config's delays (least squares over the medians)
 gives that slope, to set beside the relay's median `rounds` for each cell.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -39,8 +40,15 @@ def slopes(records: list[dict]) -> list[Slope]:
         net = r["network"]
         if r["error"] is not None or net.get("links") or net.get("jitter_ms") or net.get("faults"):
             continue
-        key = (r["config"], r["engine"], r["protocol"], r["parties"], r["population_source"],
-               r["query"]["name"], str(r["padding"]))
+        key = (
+            r["config"],
+            r["engine"],
+            r["protocol"],
+            r["parties"],
+            r["population_source"],
+            r["query"]["name"],
+            str(r["padding"]),
+        )
         groups.setdefault(key, {}).setdefault(float(net["delay_ms"]), []).append(r)
     out = []
     for key, by_delay in groups.items():
@@ -52,8 +60,14 @@ def slopes(records: list[dict]) -> list[Slope]:
         var = sum((x - mx) ** 2 for x in xs)
         slope_s_per_ms = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var
         top = [r["rounds"] for r in by_delay[xs[-1]] if r.get("rounds") is not None]
-        out.append(Slope(f"{key[2]} {key[3]}p {key[4]} {key[5]}", tuple(xs),
-                         slope_s_per_ms * 1000.0, statistics.median(top) if top else None))
+        out.append(
+            Slope(
+                f"{key[2]} {key[3]}p {key[4]} {key[5]}",
+                tuple(xs),
+                slope_s_per_ms * 1000.0,
+                statistics.median(top) if top else None,
+            )
+        )
     return out
 
 
@@ -65,7 +79,11 @@ def table(records: list[dict]) -> Table | None:
     for name in ("cell", "delays (ms)", "slope (flights)", "relay rounds", "slope / rounds"):
         t.add_column(name, justify="left" if name == "cell" else "right")
     for s in found:
-        t.add_row(s.label, ", ".join(f"{d:g}" for d in s.delays_ms), f"{s.flights:.1f}",
-                  f"{s.rounds:.0f}" if s.rounds is not None else "-",
-                  f"{s.ratio:.2f}" if s.ratio is not None else "-")
+        t.add_row(
+            s.label,
+            ", ".join(f"{d:g}" for d in s.delays_ms),
+            f"{s.flights:.1f}",
+            f"{s.rounds:.0f}" if s.rounds is not None else "-",
+            f"{s.ratio:.2f}" if s.ratio is not None else "-",
+        )
     return t

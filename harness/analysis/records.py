@@ -6,6 +6,7 @@ are kept and written back; a line of a newer version is refused. `--resume` keep
 finished runs; a half-written last line (a killed sweep) is detected, reported and
 discarded.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,6 +50,7 @@ class NetworkRef(TypedDict, total=False):
 @dataclass(frozen=True, kw_only=True)
 class Record(Mapping[str, Any]):
     """One run. Read it by attribute; `record[key]` and `record.get(key)` read its JSON form."""
+
     schema_version: int = field(default=SCHEMA_VERSION, init=False)  # of the schema; none written: 1
     config: str  # the experiment's `name`
     cell: str  # hash of the cell's settings (engine, data, padding, network, query, as_of)
@@ -156,8 +158,12 @@ def _check_version(version: object, source: str, where: str) -> None:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise InputError(source, where, f"malformed record: schema_version is {version!r}", _FIX)
     if version > SCHEMA_VERSION:
-        raise InputError(source, where, f"schema version {version} is newer than this cohortbench "
-                         f"reads (up to {SCHEMA_VERSION})", "upgrade cohortbench to read this file")
+        raise InputError(
+            source,
+            where,
+            f"schema version {version} is newer than this cohortbench reads (up to {SCHEMA_VERSION})",
+            "upgrade cohortbench to read this file",
+        )
 
 
 def _conforms(value: object, hint: Any) -> bool:
@@ -189,8 +195,9 @@ def read(path: Path, on_bad_line: Callable[[str], None] | None = None) -> list[R
     except OSError as e:
         raise InputError(str(path), "", f"cannot read: {e.strerror}", "check the path") from None
     except UnicodeDecodeError:
-        raise InputError(str(path), "", "not a text file",
-                         "results files are JSON lines written by `cohortbench run`") from None
+        raise InputError(
+            str(path), "", "not a text file", "results files are JSON lines written by `cohortbench run`"
+        ) from None
     records = []
     for i, line in enumerate(lines, 1):
         if not line.strip():

@@ -4,6 +4,7 @@ Statistics use a cell's measured runs (warmups are not counted) that finished an
 with the plaintext oracle (`ok`). A spread needs two samples: one run has none (None, not 0).
 A speed-up is against the cell the config's `compare_to` names (see `baseline`).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,6 +31,7 @@ def quartiles(xs: list[float]) -> tuple[float, float] | None:
 @dataclass(frozen=True)
 class Cell:
     """One cell (config + cell hash): its settings and statistics over its measured runs."""
+
     runs: tuple[Record, ...]
 
     # settings
@@ -177,8 +179,11 @@ def cells(records: Iterable[Record]) -> list[Cell]:
 # every setting but those its `compare_to` names (naming `protocol` frees the engine too).
 _SETTINGS: dict[str, tuple[str, ...]] = {
     "protocol": ("engine", "protocol", "bit_length", "compile_options", "tls"),
-    "parties": ("parties",), "network": ("network",), "population_source": ("population_source",),
-    "padding": ("padding",), "query": ("query",),
+    "parties": ("parties",),
+    "network": ("network",),
+    "population_source": ("population_source",),
+    "padding": ("padding",),
+    "query": ("query",),
 }
 
 
@@ -200,8 +205,11 @@ def baseline(c: Cell, all_cells: list[Cell]) -> Cell | None:
         return None
     fixed = [k for name, keys in _SETTINGS.items() if not set(keys) & set(want) for k in keys]
     for o in all_cells:
-        if (o.config == c.config and all(_value(o, k) == _value(c, k) for k in fixed)
-                and all(_value(o, k) == v for k, v in want.items())):
+        if (
+            o.config == c.config
+            and all(_value(o, k) == _value(c, k) for k in fixed)
+            and all(_value(o, k) == v for k, v in want.items())
+        ):
             return o
     return None
 

@@ -3,6 +3,7 @@
 Each record of a tampered run carries `tamper_detected_by` (see
 `harness.run.diagnosis`); `outcome` turns a record into one of OUTCOMES.
 """
+
 from __future__ import annotations
 
 import re
@@ -62,16 +63,18 @@ def rows(records: list[dict]) -> list[Row]:
         by_fault: dict[str, list[str]] = {}
         for r in sorted(runs, key=lambda r: r.get("repeat", 0)):
             label = ", ".join(f"{link} {f['mode']}@{where(f)}" for link, f in sorted(r["fault"].items()))
-            by_fault.setdefault(label, []).append(
-                CODES[outcome(r) if r.get("fault_fired") else None])
+            by_fault.setdefault(label, []).append(CODES[outcome(r) if r.get("fault_fired") else None])
         parts, previous = [], None
         for label in sorted(by_fault, key=_natural):
             head, _, at = label.rpartition("@")
             shown = f"@{at}" if head == previous and "," not in label else label
             parts.append(f"{shown}: {''.join(by_fault[label])}")
             previous = head
-        messages = Counter(r["failing_party_message"] for r in fired
-                           if r.get("error") is not None and r.get("failing_party_message"))
+        messages = Counter(
+            r["failing_party_message"]
+            for r in fired
+            if r.get("error") is not None and r.get("failing_party_message")
+        )
         message, n = messages.most_common(1)[0] if messages else (None, 0)
         out.append(Row(runs[0], counts, len(runs) - len(fired), ", ".join(parts), message, n))
     return out
@@ -85,29 +88,62 @@ def _pct(n: int, total: int) -> str:
     return f"{100 * n / total:.0f}% ({n})" if total else "-"
 
 
-TABLE_HEAD = ("engine/protocol", "security", "tampered", "detected: protocol", "detected: TLS",
-              "right answer", "WRONG answer", "failed otherwise", "not fired", "per fault",
-              "most frequent failure")
-LEGEND = ("per fault, one letter a run: P detected by the protocol, T by TLS, C completed "
-          "correct, W completed WRONG, F failed otherwise, - not fired")
+TABLE_HEAD = (
+    "engine/protocol",
+    "security",
+    "tampered",
+    "detected: protocol",
+    "detected: TLS",
+    "right answer",
+    "WRONG answer",
+    "failed otherwise",
+    "not fired",
+    "per fault",
+    "most frequent failure",
+)
+LEGEND = (
+    "per fault, one letter a run: P detected by the protocol, T by TLS, C completed "
+    "correct, W completed WRONG, F failed otherwise, - not fired"
+)
 
 
 def summary(records: list[dict]) -> list[list[str]]:
     """The tamper table's rows as plain text (TABLE_HEAD columns); empty without faults."""
     out = []
-    for row in sorted(rows(records), key=lambda r: (r.first["config"], r.first["security"],
-                                                    r.first["majority"], r.first["engine"],
-                                                    r.first["protocol"], bool(r.first.get("tls")))):
+    for row in sorted(
+        rows(records),
+        key=lambda r: (
+            r.first["config"],
+            r.first["security"],
+            r.first["majority"],
+            r.first["engine"],
+            r.first["protocol"],
+            bool(r.first.get("tls")),
+        ),
+    ):
         f, c, n = row.first, row.counts, row.tampered
-        message = "-" if row.message is None else (
-            f"{row.message if len(row.message) <= 70 else row.message[:67] + '...'} "
-            f"({row.message_runs})")
-        out.append([f"{f['engine']}/{f['protocol']} {f['parties']}p"
-                    + (" TLS" if f.get("tls") else " plain"),
-                    f"{f['security']}/{f['majority']}", str(n),
-                    _pct(c["protocol"], n), _pct(c["tls"], n), _pct(c["correct"], n),
-                    _pct(c["wrong"], n), _pct(c["failed"], n), str(row.not_fired), row.by_fault,
-                    message])
+        message = (
+            "-"
+            if row.message is None
+            else (
+                f"{row.message if len(row.message) <= 70 else row.message[:67] + '...'} ({row.message_runs})"
+            )
+        )
+        out.append(
+            [
+                f"{f['engine']}/{f['protocol']} {f['parties']}p" + (" TLS" if f.get("tls") else " plain"),
+                f"{f['security']}/{f['majority']}",
+                str(n),
+                _pct(c["protocol"], n),
+                _pct(c["tls"], n),
+                _pct(c["correct"], n),
+                _pct(c["wrong"], n),
+                _pct(c["failed"], n),
+                str(row.not_fired),
+                row.by_fault,
+                message,
+            ]
+        )
     return out
 
 
@@ -123,6 +159,6 @@ def table(records: list[dict]) -> Table | None:
     wrong = TABLE_HEAD.index("WRONG answer")
     for cells in found:
         if not cells[wrong].startswith("0%") and cells[wrong] != "-":
-            cells = cells[:wrong] + [f"[red]{cells[wrong]}[/]"] + cells[wrong + 1:]
+            cells = cells[:wrong] + [f"[red]{cells[wrong]}[/]"] + cells[wrong + 1 :]
         t.add_row(*cells)
     return t

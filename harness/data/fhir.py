@@ -13,6 +13,7 @@ projections are JMESPath expressions compiled once at import.  A bundle that
 cannot be read raises `BundleError`, which names the file, the offending field
 (e.g. ``entry[3].resource.birthDate``) and the problem.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -22,8 +23,7 @@ from typing import Any, Callable
 
 import jmespath
 
-from circuits.codes import (GENDERS, SMOKER_SNOMED, SMOKER_STATES, TOBACCO_SMOKING_STATUS_LOINC,
-                           parse_loinc)
+from circuits.codes import GENDERS, SMOKER_SNOMED, SMOKER_STATES, TOBACCO_SMOKING_STATUS_LOINC, parse_loinc
 from circuits.ir import MAX_AGE, MAX_MONTHS
 from circuits.population import Patient
 
@@ -36,15 +36,18 @@ UNKNOWN_SMOKER = SMOKER_STATES.index("unknown")
 # Smoking-status Observations: [effectiveDateTime or issued, SNOMED value code, resource].
 _SMOKING = jmespath.compile(
     f"[?code.coding[?system=='{LOINC_SYSTEM}' && code=='{TOBACCO_SMOKING_STATUS_LOINC}']]"
-    f".[effectiveDateTime || issued, valueCodeableConcept.coding[?system=='{SNOMED_SYSTEM}'].code | [0], @]")
+    f".[effectiveDateTime || issued, valueCodeableConcept.coding[?system=='{SNOMED_SYSTEM}'].code | [0], @]"
+)
 # Active, confirmed Conditions: [SNOMED code, onsetDateTime, resource].
 _CONDITIONS = jmespath.compile(
     "[?clinicalStatus.coding[?code=='active'] && verificationStatus.coding[?code=='confirmed']]"
-    f".[code.coding[?system=='{SNOMED_SYSTEM}'].code | [0], onsetDateTime, @]")
+    f".[code.coding[?system=='{SNOMED_SYSTEM}'].code | [0], onsetDateTime, @]"
+)
 # DiagnosticReports with a LOINC coding: [LOINC code, effectiveDateTime, resource].
 _REPORTS = jmespath.compile(
     f"[?code.coding[?system=='{LOINC_SYSTEM}']]"
-    f".[code.coding[?system=='{LOINC_SYSTEM}'].code | [0], effectiveDateTime, @]")
+    f".[code.coding[?system=='{LOINC_SYSTEM}'].code | [0], effectiveDateTime, @]"
+)
 
 _WANTED = ("Patient", "Observation", "Condition", "DiagnosticReport")
 
@@ -84,8 +87,9 @@ def _entries(data: Any, path: Path) -> list:
     if not isinstance(data, dict):
         raise BundleError(path, "resourceType", f"not a FHIR Bundle (the JSON is a {type(data).__name__})")
     if data.get("resourceType") != "Bundle":
-        raise BundleError(path, "resourceType",
-                          f"not a FHIR Bundle (resourceType is {data.get('resourceType')!r})")
+        raise BundleError(
+            path, "resourceType", f"not a FHIR Bundle (resourceType is {data.get('resourceType')!r})"
+        )
     entries = data.get("entry")
     if entries is None:
         entries = []
@@ -132,8 +136,11 @@ def _age(p: dict, where: str, as_of: dt.date, path: Path) -> int:
         raise BundleError(path, f"{where}.birthDate", "missing; the age cannot be computed")
     birth = _date(p["birthDate"], path, f"{where}.birthDate")
     if birth > as_of:
-        raise BundleError(path, f"{where}.birthDate",
-                          f"born {birth.isoformat()}, after the reference date {as_of.isoformat()}")
+        raise BundleError(
+            path,
+            f"{where}.birthDate",
+            f"born {birth.isoformat()}, after the reference date {as_of.isoformat()}",
+        )
     age = as_of.year - birth.year - ((as_of.month, as_of.day) < (birth.month, birth.day))
     if age > MAX_AGE:
         raise BundleError(path, f"{where}.birthDate", f"age {age} exceeds the public bound {MAX_AGE}")
@@ -174,8 +181,11 @@ def _conditions(conditions: list, entries: list, as_of: dt.date, path: Path) -> 
         if onset is not None and _date(onset, path, _located(entries, r, "onsetDateTime")) > as_of:
             continue
         if not (isinstance(code, str) and code.isdigit() and int(code) > 0):
-            raise BundleError(path, f"{_locate(entries, r)}.code.coding",
-                              f"SNOMED CT code {code!r} is not a positive integer")
+            raise BundleError(
+                path,
+                f"{_locate(entries, r)}.code.coding",
+                f"SNOMED CT code {code!r} is not a positive integer",
+            )
         codes[int(code)] = None
     return tuple(sorted(codes))
 
@@ -191,8 +201,11 @@ def _exams(reports: list, entries: list, as_of: dt.date, path: Path) -> tuple[tu
             continue
         months = (as_of.year - d.year) * 12 + (as_of.month - d.month) - (as_of.day < d.day)
         if months > MAX_MONTHS:
-            raise BundleError(path, f"{_locate(entries, r)}.effectiveDateTime",
-                              f"{months} months before the reference date; the bound is {MAX_MONTHS}")
+            raise BundleError(
+                path,
+                f"{_locate(entries, r)}.effectiveDateTime",
+                f"{months} months before the reference date; the bound is {MAX_MONTHS}",
+            )
         try:
             body = parse_loinc(code)
         except ValueError as e:
@@ -217,8 +230,11 @@ def extract_file(path: Path, as_of: dt.date) -> Patient:
         return extract_bundle(data, as_of, path)
     except (TypeError, AttributeError, KeyError, IndexError) as e:
         # A structure no FHIR R4 bundle has (a list where an object belongs, ...).
-        raise BundleError(path, "(structure)", f"not a FHIR R4 bundle: {type(e).__name__}: {e}; "
-                          "check it against the FHIR R4 Bundle schema") from None
+        raise BundleError(
+            path,
+            "(structure)",
+            f"not a FHIR R4 bundle: {type(e).__name__}: {e}; check it against the FHIR R4 Bundle schema",
+        ) from None
 
 
 def extract_dir(directory: Path, as_of: dt.date) -> tuple[list[Patient], list[BundleError]]:
@@ -244,8 +260,9 @@ def extract_dir(directory: Path, as_of: dt.date) -> tuple[list[Patient], list[Bu
             errors.append(e)
             continue
         if p.id in seen:
-            errors.append(BundleError(f, "Patient.id",
-                                      f"patient {p.id} was already extracted from {seen[p.id].name}"))
+            errors.append(
+                BundleError(f, "Patient.id", f"patient {p.id} was already extracted from {seen[p.id].name}")
+            )
             continue
         seen[p.id] = f
         patients.append(p)
@@ -276,9 +293,11 @@ def _date(value: Any, path: Path, field: str | Callable[[], str]) -> dt.date:
             return dt.date.fromisoformat(value[:10])
         except ValueError:
             pass
-    problem = (f"{value!r} is a partial date; a full YYYY-MM-DD date is needed"
-               if isinstance(value, str) and len(value) in (4, 7) and value[:4].isdigit()
-               else f"{value!r} is not a FHIR date (YYYY-MM-DD[Thh:mm:ss+zz:zz])")
+    problem = (
+        f"{value!r} is a partial date; a full YYYY-MM-DD date is needed"
+        if isinstance(value, str) and len(value) in (4, 7) and value[:4].isdigit()
+        else f"{value!r} is not a FHIR date (YYYY-MM-DD[Thh:mm:ss+zz:zz])"
+    )
     raise BundleError(path, _field(field), problem)
 
 

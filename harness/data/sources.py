@@ -3,6 +3,7 @@
 Every source becomes a `circuits.population.Population` padded as asked; bundles
 that cannot be read are reported (never silently skipped) through `on_skip`.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,6 +22,7 @@ _SYNTHETIC = re.compile(r"^synthetic:(\d+)(?::(\d+))?$")
 @dataclass(frozen=True)
 class Source:
     """A parsed population source string."""
+
     text: str
     kind: str  # "synthetic" | "fhir" | "jsonl"
     size: int | None = None  # synthetic only
@@ -40,35 +42,56 @@ def parse_source(text: str, where: str = "populations") -> Source:
             raise InputError(where, "", f"{text!r}: a synthetic population needs at least 1 patient")
         return Source(text, "synthetic", n, int(m.group(2) or 0))
     if text.startswith("synthetic"):
-        raise InputError(where, "", f"{text!r} is not a synthetic source",
-                         "write synthetic:N or synthetic:N:SEED, e.g. synthetic:1000:7")
+        raise InputError(
+            where,
+            "",
+            f"{text!r} is not a synthetic source",
+            "write synthetic:N or synthetic:N:SEED, e.g. synthetic:1000:7",
+        )
     path = Path(text).expanduser()
     if path.is_dir() or (path.is_file() and path.suffix == ".json"):
         return Source(text, "fhir", path=path)
     if path.is_file() and path.suffix == ".jsonl":
         return Source(text, "jsonl", path=path)
-    raise InputError(where, "", f"{text!r} is neither synthetic:N[:seed], a FHIR bundle "
-                     "directory, nor a patients.jsonl", "check the path")
+    raise InputError(
+        where,
+        "",
+        f"{text!r} is neither synthetic:N[:seed], a FHIR bundle directory, nor a patients.jsonl",
+        "check the path",
+    )
 
 
-def load(source: Source, padding: Padding, as_of: dt.date | None = None, truncate: bool = False,
-         on_skip: Callable[[str], None] = lambda message: None) -> Population:
+def load(
+    source: Source,
+    padding: Padding,
+    as_of: dt.date | None = None,
+    truncate: bool = False,
+    on_skip: Callable[[str], None] = lambda message: None,
+) -> Population:
     """The encoded population of a source."""
     if source.kind == "synthetic":
         assert source.size is not None
         return synthetic.generate(source.size, source.seed, padding)
     if source.kind == "fhir":
         if as_of is None:
-            raise InputError(source.text, "", "FHIR bundles need a reference date for ages and "
-                             "exam months", "pass --as-of YYYY-MM-DD (or as_of: in the config)")
+            raise InputError(
+                source.text,
+                "",
+                "FHIR bundles need a reference date for ages and exam months",
+                "pass --as-of YYYY-MM-DD (or as_of: in the config)",
+            )
         patients, errors = fhir.extract_dir(source.path, as_of)
         for e in errors:
             on_skip(f"skipped {e}")
         if errors:
             on_skip(f"{len(errors)} bundle(s) skipped, {len(patients)} extracted")
         if not patients:
-            raise InputError(source.text, "", "no patient could be extracted",
-                             "point it at a directory of FHIR R4 bundles (*.json)")
+            raise InputError(
+                source.text,
+                "",
+                "no patient could be extracted",
+                "point it at a directory of FHIR R4 bundles (*.json)",
+            )
     else:
         try:
             patients = list(read_jsonl(source.path))

@@ -27,6 +27,7 @@ With a fixed padding bound the counts are capped at the bound (for exams: the
 most recent ones are kept, and `Population.truncated` counts the patients
 that lost some); with `exact` padding the slots are the largest count.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -50,9 +51,19 @@ SYNTHEA_R4: dict = {
     "as_of": "2021-04-01",
     # (lowest age, highest age + 1, patients); 15 of the 60 are deceased but
     # are aged as of 2021-04-01 like the rest, hence the five aged 100 to 108.
-    "age_bins": ((0, 10, 3), (10, 20, 5), (20, 30, 6), (30, 40, 2), (40, 50, 6),
-                 (50, 60, 12), (60, 70, 10), (70, 80, 9), (80, 90, 1), (90, 100, 1),
-                 (100, 110, 5)),
+    "age_bins": (
+        (0, 10, 3),
+        (10, 20, 5),
+        (20, 30, 6),
+        (30, 40, 2),
+        (40, 50, 6),
+        (50, 60, 12),
+        (60, 70, 10),
+        (70, 80, 9),
+        (80, 90, 1),
+        (90, 100, 1),
+        (100, 110, 5),
+    ),
     "gender": (34, 26, 0, 0),  # patients per GENDERS code: male, female, other, unknown
     "smoker": (44, 1, 15, 0),  # patients per SMOKER_STATES code: never, current, former, unknown
     # Active, confirmed conditions per patient: (mean, sample variance, max); 7 have none.
@@ -72,22 +83,65 @@ SYNTHEA_R4: dict = {
         68496003: 5,  # Polyp of colon
         410429000: 5,  # Cardiac arrest
         429007001: 5,  # History of cardiac arrest
-        44054006: 4, 49436004: 4, 55680006: 4, 237602007: 4, 239873007: 4, 302870006: 4,
-        713197008: 4, 22298006: 3, 87433001: 3, 88805009: 3, 201834006: 3, 399211009: 3,
-        422034002: 3, 64859006: 2, 74400008: 2, 428251008: 2, 368581000119106: 2,
-        7200002: 1, 26929004: 1, 47693006: 1, 65363002: 1, 79586000: 1, 80394007: 1,
-        82423001: 1, 83664006: 1, 84757009: 1, 92691004: 1, 109838007: 1, 126906006: 1,
-        128613002: 1, 185086009: 1, 196416002: 1, 197927001: 1, 230690007: 1, 232353008: 1,
-        239872002: 1, 363406005: 1, 446096008: 1, 703151001: 1, 1501000119109: 1,
-        1551000119108: 1, 124171000119105: 1,
+        44054006: 4,
+        49436004: 4,
+        55680006: 4,
+        237602007: 4,
+        239873007: 4,
+        302870006: 4,
+        713197008: 4,
+        22298006: 3,
+        87433001: 3,
+        88805009: 3,
+        201834006: 3,
+        399211009: 3,
+        422034002: 3,
+        64859006: 2,
+        74400008: 2,
+        428251008: 2,
+        368581000119106: 2,
+        7200002: 1,
+        26929004: 1,
+        47693006: 1,
+        65363002: 1,
+        79586000: 1,
+        80394007: 1,
+        82423001: 1,
+        83664006: 1,
+        84757009: 1,
+        92691004: 1,
+        109838007: 1,
+        126906006: 1,
+        128613002: 1,
+        185086009: 1,
+        196416002: 1,
+        197927001: 1,
+        230690007: 1,
+        232353008: 1,
+        239872002: 1,
+        363406005: 1,
+        446096008: 1,
+        703151001: 1,
+        1501000119109: 1,
+        1551000119108: 1,
+        124171000119105: 1,
     },
     # LOINC body -> reports (609 in all): lipid panel, basic metabolic panel, CBC,
     # comprehensive metabolic panel, death certificate (sic: a DiagnosticReport in
     # Synthea), heart failure tracking panel, hemoglobin and hematocrit panel.
     "exam_codes": {57698: 208, 51990: 196, 58410: 129, 24323: 57, 69409: 12, 55405: 6, 24360: 1},
     # (lowest months ago, highest + 1, reports).
-    "months_bins": ((0, 12, 58), (12, 24, 34), (24, 36, 37), (36, 60, 82), (60, 120, 227),
-                    (120, 240, 88), (240, 360, 45), (360, 480, 18), (480, 600, 20)),
+    "months_bins": (
+        (0, 12, 58),
+        (12, 24, 34),
+        (24, 36, 37),
+        (36, 60, 82),
+        (60, 120, 227),
+        (120, 240, 88),
+        (240, 360, 45),
+        (360, 480, 18),
+        (480, 600, 20),
+    ),
 }
 
 AGE_BIN_WIDTH = 10
@@ -116,22 +170,23 @@ def measure(patients: Iterable[Patient], as_of: dt.date = dt.date(2021, 4, 1)) -
     return {
         "patients": len(ps),
         "as_of": as_of.isoformat(),
-        "age_bins": tuple((b * AGE_BIN_WIDTH, (b + 1) * AGE_BIN_WIDTH, ages.get(b, 0))
-                          for b in range(top_bin + 1)),
+        "age_bins": tuple(
+            (b * AGE_BIN_WIDTH, (b + 1) * AGE_BIN_WIDTH, ages.get(b, 0)) for b in range(top_bin + 1)
+        ),
         "gender": tuple(sum(p.gender == g for p in ps) for g in range(len(GENDERS))),
         "smoker": tuple(sum(p.smoker == s for p in ps) for s in range(len(SMOKER_STATES))),
         "conditions_per_patient": (round(float(nc.mean()), 4), _sample_variance(nc), int(nc.max())),
         "exams_per_patient": (round(float(ne.mean()), 4), _sample_variance(ne), int(ne.min()), int(ne.max())),
         "condition_codes": dict(sorted(cond.items(), key=lambda kv: (-kv[1], kv[0]))),
         "exam_codes": dict(sorted(exams.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "months_bins": tuple((MONTHS_EDGES[i], MONTHS_EDGES[i + 1], int(mbins[i]))
-                             for i in range(last)),
+        "months_bins": tuple((MONTHS_EDGES[i], MONTHS_EDGES[i + 1], int(mbins[i])) for i in range(last)),
     }
 
 
 def measure_dir(directory: Path, as_of: dt.date = dt.date(2021, 4, 1)) -> dict:
     """`measure` of the bundles in a directory; raises if any bundle fails to extract."""
     from harness.data.fhir import extract_dir
+
     patients, errors = extract_dir(Path(directory), as_of)
     if errors:
         raise ValueError(f"{len(errors)} bundle(s) failed, first: {errors[0]}")
@@ -181,8 +236,9 @@ class _Model:
         self.exam_min = emin
         self.exam_nb = _nb_params(mean - emin, var)
         self.exam_max = COUNT_BOUND_FACTOR * emax
-        self.exam_lut = np.repeat(np.array(list(t["exam_codes"]), dtype=np.int64),
-                                  list(t["exam_codes"].values()))
+        self.exam_lut = np.repeat(
+            np.array(list(t["exam_codes"]), dtype=np.int64), list(t["exam_codes"].values())
+        )
         self.months = _Binned(t["months_bins"])
 
 
@@ -197,8 +253,12 @@ def _truncated_nb_pmf(nb: tuple[float, float], bound: int) -> np.ndarray:
     """P(k), k = 0..bound, of the negative binomial redrawn above `bound`."""
     r, p = nb
     k = np.arange(bound + 1)
-    logpmf = (np.array([math.lgamma(x + r) - math.lgamma(x + 1) for x in k]) - math.lgamma(r)
-              + r * math.log(p) + k * math.log1p(-p))
+    logpmf = (
+        np.array([math.lgamma(x + r) - math.lgamma(x + 1) for x in k])
+        - math.lgamma(r)
+        + r * math.log(p)
+        + k * math.log1p(-p)
+    )
     pmf = np.exp(logpmf)
     return pmf / pmf.sum()
 
@@ -233,8 +293,9 @@ _MODEL = _Model(SYNTHEA_R4)
 _SENTINEL = np.iinfo(np.int64).max
 
 
-def _bounded_nb(rng: np.random.Generator, nb: tuple[float, float], n: int, bound: int,
-                shift: int = 0) -> np.ndarray:
+def _bounded_nb(
+    rng: np.random.Generator, nb: tuple[float, float], n: int, bound: int, shift: int = 0
+) -> np.ndarray:
     """n draws of shift + NB, redrawn while above `bound`."""
     x = rng.negative_binomial(nb[0], nb[1], n) + shift
     over = np.flatnonzero(x > bound)
@@ -292,7 +353,8 @@ def generate(n: int, seed: int = 0, padding: Padding = Padding()) -> Population:
         width = int(ecount[over].max())
         wide = np.full((over.size, width), _SENTINEL, dtype=np.int64)
         wide[np.arange(width) < ecount[over][:, None]] = _exam_months(
-            rng, m, np.repeat(life[over], ecount[over]))
+            rng, m, np.repeat(life[over], ecount[over])
+        )
         wide.sort(axis=1)
         months[over] = wide[:, :e_slots]
     months.sort(axis=1)
@@ -302,8 +364,17 @@ def generate(n: int, seed: int = 0, padding: Padding = Padding()) -> Population:
 
     return Population(
         tuple(map(f"syn-{seed}-".__add__, map(str, range(n)))),
-        age, gender, smoker, conditions, exam_codes, months,
-        ccount.astype(np.int64), kept.astype(np.int64), padding, int(over.size))
+        age,
+        gender,
+        smoker,
+        conditions,
+        exam_codes,
+        months,
+        ccount.astype(np.int64),
+        kept.astype(np.int64),
+        padding,
+        int(over.size),
+    )
 
 
 def _exam_months(rng: np.random.Generator, m: _Model, life: np.ndarray) -> np.ndarray:

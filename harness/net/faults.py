@@ -31,6 +31,7 @@ What (``mode``):
 Every fault fires at most once.  A fired fault is recorded (:meth:`FaultState.event`):
 when (seconds since the relay started), at which stream offset and in which chunk.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,6 +53,7 @@ def _whole(value: Any) -> bool:
 @dataclass(frozen=True)
 class Fault:
     """One fault on one directed link (see the module docstring)."""
+
     mode: str
     offset: int | None = None  # byte of the link's stream (or after the start of `chunk`)
     chunk: int | None = None  # the k-th chunk (socket read) of the link
@@ -74,9 +76,11 @@ class Fault:
             if self.chunk is not None:
                 raise ValueError("give fraction: alone, without chunk:")
         elif self.offset is None and self.chunk is None:
-            raise ValueError(f"a {self.mode} fault needs offset: (a byte of the link's stream), "
-                             "chunk: (the k-th socket read of the link), both, or fraction: "
-                             "(of the stream of a clean run)")
+            raise ValueError(
+                f"a {self.mode} fault needs offset: (a byte of the link's stream), "
+                "chunk: (the k-th socket read of the link), both, or fraction: "
+                "(of the stream of a clean run)"
+            )
         if not (_whole(self.bit) and self.bit <= 7):
             raise ValueError(f"fault bit must be 0 to 7 (0 = least significant), not {self.bit!r}")
         if not isinstance(self.data, bytes):
@@ -141,12 +145,12 @@ def where(record: dict) -> str:
 def parse_fault(spec: Any) -> Fault:
     """A fault from its YAML mapping, e.g. {mode: flip, offset: 5000}; ValueError says what is wrong."""
     if not isinstance(spec, Mapping):
-        raise ValueError("a fault is a mapping such as {mode: flip, offset: 5000}; keys: "
-                         + ", ".join(sorted(_KEYS)))
+        raise ValueError(
+            "a fault is a mapping such as {mode: flip, offset: 5000}; keys: " + ", ".join(sorted(_KEYS))
+        )
     unknown = set(spec) - _KEYS
     if unknown:
-        raise ValueError(f"unknown fault key(s) {sorted(map(str, unknown))}; use "
-                         + ", ".join(sorted(_KEYS)))
+        raise ValueError(f"unknown fault key(s) {sorted(map(str, unknown))}; use " + ", ".join(sorted(_KEYS)))
     if "mode" not in spec:
         raise ValueError(f"a fault needs mode: one of {', '.join(MODES)}")
     mode = spec["mode"]
@@ -160,16 +164,23 @@ def parse_fault(spec: Any) -> Fault:
         if "data" not in spec:
             raise ValueError("a replace fault needs data: the bytes to write, in hex (e.g. '00ff')")
         if not isinstance(data, str) or not _HEX.match(data.replace(" ", "")):
-            raise ValueError(f"fault data must be hex bytes in a quoted string, e.g. '00ff', "
-                             f"not {data!r}")
+            raise ValueError(f"fault data must be hex bytes in a quoted string, e.g. '00ff', not {data!r}")
         data = bytes.fromhex(data.replace(" ", ""))
     else:
         data = b""
     if "fraction" in spec and "offset" in spec:
-        raise ValueError("give fraction: alone, without offset: (the harness resolves it to an "
-                         "offset from a clean run)")
-    return Fault(mode, spec.get("offset"), spec.get("chunk"), spec.get("fraction"),
-                 spec.get("bit", 0), data, spec.get("seconds", 0.0))
+        raise ValueError(
+            "give fraction: alone, without offset: (the harness resolves it to an offset from a clean run)"
+        )
+    return Fault(
+        mode,
+        spec.get("offset"),
+        spec.get("chunk"),
+        spec.get("fraction"),
+        spec.get("bit", 0),
+        data,
+        spec.get("seconds", 0.0),
+    )
 
 
 class FaultState:
@@ -177,8 +188,18 @@ class FaultState:
 
     `apply` is called by the relay for every chunk read on the link, in read order
     (in the relay's loop thread only)."""
-    __slots__ = ("fault", "pos", "chunks", "target", "done", "fired_s", "fired_offset",
-                 "fired_chunk", "changed")
+
+    __slots__ = (
+        "fault",
+        "pos",
+        "chunks",
+        "target",
+        "done",
+        "fired_s",
+        "fired_offset",
+        "fired_chunk",
+        "changed",
+    )
 
     def __init__(self, fault: Fault) -> None:
         self.fault = fault
@@ -246,7 +267,7 @@ class FaultState:
         stop = target + len(f.data)
         lo, hi = max(target, start), min(stop, end)
         out = bytearray(data)
-        out[lo - start:hi - start] = f.data[lo - target:hi - target]
+        out[lo - start : hi - start] = f.data[lo - target : hi - target]
         self._fire(now_s, target, k)
         self.changed += hi - lo
         if end >= stop:
@@ -255,6 +276,12 @@ class FaultState:
 
     def event(self) -> dict:
         """JSON-ready: whether and when it fired (seconds since the relay started)."""
-        return {"fault": self.fault.record(), "fired": self.fired, "time_s": self.fired_s,
-                "offset": self.fired_offset, "chunk": self.fired_chunk, "bytes": self.changed,
-                "stream_bytes": self.pos}
+        return {
+            "fault": self.fault.record(),
+            "fired": self.fired,
+            "time_s": self.fired_s,
+            "offset": self.fired_offset,
+            "chunk": self.fired_chunk,
+            "bytes": self.changed,
+            "stream_bytes": self.pos,
+        }

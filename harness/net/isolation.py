@@ -14,6 +14,7 @@ Making a namespace needs CAP_SYS_ADMIN (root).  Mode ``auto`` (the default of
 the `isolation` key) isolates where it can and otherwise runs on the host's
 loopback, saying so once; ``netns`` insists; ``none`` never isolates.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -95,5 +96,7 @@ def resolve(mode: str) -> tuple[bool, str | None]:
         return True, None
     if mode == "netns":
         raise ValueError(f"isolation: netns: {why}")
-    return False, (f"isolation: parties run in the host's network namespace ({why}); they "
-                   "connect over 127.0.0.1 but MPyC and MP-SPDZ listen on every interface")
+    return False, (
+        f"isolation: parties run in the host's network namespace ({why}); they "
+        "connect over 127.0.0.1 but MPyC and MP-SPDZ listen on every interface"
+    )

@@ -13,6 +13,7 @@ Needs root, `ip` (iproute2) with `netns` and `tc`.  Run it with
 `python -m harness.net.kernel_shaping [RATE_MBIT ...]`; what it found on the
 development machine is in the README (Networks).
 """
+
 from __future__ import annotations
 
 import json
@@ -78,6 +79,7 @@ print(out.decode(), flush=True)
 @dataclass(frozen=True)
 class Probe:
     """Whether a kernel feature works here, and what was seen."""
+
     available: bool
     detail: str
 
@@ -85,6 +87,7 @@ class Probe:
 @dataclass(frozen=True)
 class CrossCheck:
     """One bulk transfer at `rate_mbit` through tbf and through the relay (receiver's rate)."""
+
     rate_mbit: float
     bytes: int
     tbf_mbit: float
@@ -162,8 +165,7 @@ def tbf_available() -> Probe:
 def veth_pair() -> Iterator[tuple[str, str]]:
     """Two namespaces (sender, receiver) joined by veth `va` <-> `vb`; both deleted on exit."""
     with _namespace("snd") as a, _namespace("rcv") as b:
-        _check(["ip", "-n", a, "link", "add", "va", "type", "veth", "peer", "name", "vb",
-                "netns", b])
+        _check(["ip", "-n", a, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", b])
         _check(["ip", "-n", a, "addr", "add", f"{SENDER_IP}/30", "dev", "va"])
         _check(["ip", "-n", b, "addr", "add", f"{RECEIVER_IP}/30", "dev", "vb"])
         _check(["ip", "-n", a, "link", "set", "va", "up"])
@@ -174,27 +176,53 @@ def veth_pair() -> Iterator[tuple[str, str]]:
 def set_tbf(namespace: str, dev: str, rate_mbit: float) -> None:
     """Rate-limit `dev`'s egress; burst >= 4 ms at the rate (and >= 32 KiB), queue 100 ms."""
     burst = max(32 * 1024, int(rate_mbit * 1e6 / 8 * 0.004))
-    _check(["tc", "-n", namespace, "qdisc", "replace", "dev", dev, "root", "tbf",
-            "rate", f"{rate_mbit}mbit", "burst", str(burst), "latency", "100ms"])
+    _check(
+        [
+            "tc",
+            "-n",
+            namespace,
+            "qdisc",
+            "replace",
+            "dev",
+            dev,
+            "root",
+            "tbf",
+            "rate",
+            f"{rate_mbit}mbit",
+            "burst",
+            str(burst),
+            "latency",
+            "100ms",
+        ]
+    )
 
 
 def _rate(report: dict) -> float:
     return (report["bytes"] - report["first_size"]) * 8 / (report["last"] - report["first"]) / 1e6
 
 
-def _transfer(sink_prefix: list[str], sender_prefix: list[str], host: str, nbytes: int,
-              connect_host: str | None = None,
-              port_map: Callable[[int], int] | None = None) -> dict:
+def _transfer(
+    sink_prefix: list[str],
+    sender_prefix: list[str],
+    host: str,
+    nbytes: int,
+    connect_host: str | None = None,
+    port_map: Callable[[int], int] | None = None,
+) -> dict:
     """Start the sink, run the sender against it; the sink's report."""
-    sink = subprocess.Popen([*sink_prefix, sys.executable, "-c", SINK, host],
-                            stdout=subprocess.PIPE, text=True)
+    sink = subprocess.Popen(
+        [*sink_prefix, sys.executable, "-c", SINK, host], stdout=subprocess.PIPE, text=True
+    )
     assert sink.stdout is not None
     try:
         port = int(sink.stdout.readline())
         target = port_map(port) if port_map else port
-        out = subprocess.run([*sender_prefix, sys.executable, "-c", SENDER, connect_host or host,
-                              str(target), str(nbytes)],
-                             capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            [*sender_prefix, sys.executable, "-c", SENDER, connect_host or host, str(target), str(nbytes)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"sender failed: {out.stderr.strip()}")
         report = json.loads(out.stdout)
@@ -211,8 +239,7 @@ def tbf_bulk(rate_mbit: float, nbytes: int) -> float:
     """Receiver's rate (Mbit/s) for nbytes from one namespace to the other through tbf."""
     with veth_pair() as (a, b):
         set_tbf(a, "va", rate_mbit)
-        report = _transfer(["ip", "netns", "exec", b], ["ip", "netns", "exec", a], RECEIVER_IP,
-                           nbytes)
+        report = _transfer(["ip", "netns", "exec", b], ["ip", "netns", "exec", a], RECEIVER_IP, nbytes)
     return _rate(report)
 
 
@@ -248,8 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     probes = {"netns": probe_netns(), "netem": netem_available(), "tbf": tbf_available()}
     print(json.dumps({k: asdict(v) for k, v in probes.items()}, indent=1))
     if not (probes["netns"].available and probes["tbf"].available):
-        print("no tbf cross-check: " + "; ".join(p.detail for p in probes.values()
-                                                 if not p.available))
+        print("no tbf cross-check: " + "; ".join(p.detail for p in probes.values() if not p.available))
         return 0
     for c in cross_check(rates):
         print(json.dumps(asdict(c)))

@@ -10,6 +10,7 @@ A network may also carry faults (`harness.net.faults`), per directed link, e.g.
 same fault on both directions, each counting its own stream); a network with
 faults is always relayed.
 """
+
 from __future__ import annotations
 
 import re
@@ -34,6 +35,7 @@ _LINK = re.compile(r"^\s*(\d+)\s*(->|-)\s*(\d+)\s*$")
 @dataclass(frozen=True)
 class Network:
     """A default shape for every directed link (None: direct loopback) and overrides."""
+
     name: str
     default: LinkShape | None
     links: tuple[tuple[tuple[int, int], LinkShape], ...] = field(default=())
@@ -60,15 +62,20 @@ class Network:
 
     def without_faults(self) -> Network:
         """The same links, relayed, and no fault: the calibration run's network."""
-        return replace(self, name=f"{self.name} (calibration)", default=self.default or LinkShape(),
-                       faults=())
+        return replace(
+            self, name=f"{self.name} (calibration)", default=self.default or LinkShape(), faults=()
+        )
 
     def calibrated(self, bytes_by_link: list[list[int]]) -> Network:
         """Faults at a fraction resolved to offsets in streams of these lengths
         ([src][dst], a clean run's relay counts)."""
-        return replace(self, faults=tuple(
-            (link, f.at_fraction_of(bytes_by_link[link[0]][link[1]]) if f.needs_calibration else f)
-            for link, f in self.faults))
+        return replace(
+            self,
+            faults=tuple(
+                (link, f.at_fraction_of(bytes_by_link[link[0]][link[1]]) if f.needs_calibration else f)
+                for link, f in self.faults
+            ),
+        )
 
     def shape(self, src: int, dst: int) -> LinkShape:
         for link, shape in self.links:
@@ -78,8 +85,13 @@ class Network:
 
     def record(self) -> dict:
         d = self.default or LinkShape()
-        out: dict[str, Any] = {"name": self.name, "relayed": self.relayed, "delay_ms": d.delay_ms,
-                               "jitter_ms": d.jitter_ms, "bandwidth_mbit": d.bandwidth_mbit}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "relayed": self.relayed,
+            "delay_ms": d.delay_ms,
+            "jitter_ms": d.jitter_ms,
+            "bandwidth_mbit": d.bandwidth_mbit,
+        }
         if self.links:
             out["links"] = {f"{s}->{t}": vars(shape) for (s, t), shape in self.links}
         if self.faults:
@@ -104,12 +116,16 @@ def parse_network(spec: str | dict, profiles: dict[str, LinkShape | None]) -> Ne
     """
     if isinstance(spec, str):
         if spec not in profiles:
-            raise ValueError(f"unknown network {spec!r}; use one of {', '.join(profiles)} "
-                             "or {delay_ms:, bandwidth_mbit:, jitter_ms:}")
+            raise ValueError(
+                f"unknown network {spec!r}; use one of {', '.join(profiles)} "
+                "or {delay_ms:, bandwidth_mbit:, jitter_ms:}"
+            )
         return Network(spec, profiles[spec])
     if not isinstance(spec, dict):
-        raise ValueError("a network is a profile name or a mapping of delay_ms, jitter_ms, "
-                         "bandwidth_mbit, profile, name, links")
+        raise ValueError(
+            "a network is a profile name or a mapping of delay_ms, jitter_ms, "
+            "bandwidth_mbit, profile, name, links"
+        )
     spec = dict(spec)
     base_name = spec.pop("profile", None)
     if base_name is not None and (not isinstance(base_name, str) or base_name not in profiles):
@@ -127,8 +143,10 @@ def parse_network(spec: str | dict, profiles: dict[str, LinkShape | None]) -> Ne
     for key, override in links_spec.items():
         m = _LINK.match(str(key))
         if not m or not isinstance(override, dict):
-            raise ValueError(f"links: {key!r} must look like '0-2' or '0->2' and map to "
-                             "{delay_ms:, jitter_ms:, bandwidth_mbit:}")
+            raise ValueError(
+                f"links: {key!r} must look like '0-2' or '0->2' and map to "
+                "{delay_ms:, jitter_ms:, bandwidth_mbit:}"
+            )
         s, arrow, t = int(m.group(1)), m.group(2), int(m.group(3))
         shape = _shape(override, default)
         links.append(((s, t), shape))
@@ -136,8 +154,9 @@ def parse_network(spec: str | dict, profiles: dict[str, LinkShape | None]) -> Ne
             links.append(((t, s), shape))
     faults, fault_names = _faults(faults_spec)
     if name is None:
-        name = base_name or (f"{default.delay_ms:g}ms"
-                             + (f"-{default.bandwidth_mbit:g}Mbit" if default.bandwidth_mbit else ""))
+        name = base_name or (
+            f"{default.delay_ms:g}ms" + (f"-{default.bandwidth_mbit:g}Mbit" if default.bandwidth_mbit else "")
+        )
         if links:
             name += "+links"
         name += "".join(f"+{label}" for label in fault_names)
@@ -147,16 +166,19 @@ def parse_network(spec: str | dict, profiles: dict[str, LinkShape | None]) -> Ne
 def _faults(spec: Any) -> tuple[list[tuple[tuple[int, int], Fault]], list[str]]:
     """{"1->0": {mode: flip, offset: 5000}, "0-2": {...}}: one fault per directed link."""
     if not isinstance(spec, dict):
-        raise ValueError("faults must map '1->0' (one direction) or '0-1' (both) to a fault "
-                         "such as {mode: flip, offset: 5000}")
+        raise ValueError(
+            "faults must map '1->0' (one direction) or '0-1' (both) to a fault "
+            "such as {mode: flip, offset: 5000}"
+        )
     out: list[tuple[tuple[int, int], Fault]] = []
     names = []
     seen: dict[tuple[int, int], str] = {}
     for key, fault_spec in spec.items():
         m = _LINK.match(str(key))
         if not m:
-            raise ValueError(f"faults: {key!r} must look like '1->0' (one direction) or '0-1' "
-                             "(both directions)")
+            raise ValueError(
+                f"faults: {key!r} must look like '1->0' (one direction) or '0-1' (both directions)"
+            )
         s, arrow, t = int(m.group(1)), m.group(2), int(m.group(3))
         if s == t:
             raise ValueError(f"faults: {key!r} names one party twice; a link joins two parties")
@@ -164,10 +186,12 @@ def _faults(spec: Any) -> tuple[list[tuple[tuple[int, int], Fault]], list[str]]:
             fault = parse_fault(fault_spec)
         except ValueError as e:
             raise ValueError(f"faults: {key!r}: {e}") from None
-        for link in ([(s, t), (t, s)] if arrow == "-" else [(s, t)]):
+        for link in [(s, t), (t, s)] if arrow == "-" else [(s, t)]:
             if link in seen:
-                raise ValueError(f"faults: the link {link[0]}->{link[1]} is given a fault twice "
-                                 f"({seen[link]!r} and {key!r}); one fault per directed link")
+                raise ValueError(
+                    f"faults: the link {link[0]}->{link[1]} is given a fault twice "
+                    f"({seen[link]!r} and {key!r}); one fault per directed link"
+                )
             seen[link] = str(key)
             out.append((link, fault))
         names.append(f"{fault.label}({s}{arrow}{t})")

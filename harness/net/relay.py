@@ -19,6 +19,7 @@ relay runs in its own thread with its own event loop.  The shaping and counting
 rules in full, the timer precision and the relay's measured overhead are in the
 README (Networks, "The relay").
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -52,6 +53,7 @@ ETHERNET_GOODPUT = 1448 / 1514  # TCP payload per Ethernet frame (MSS 1448 with 
 @dataclass(frozen=True)
 class LinkShape:
     """How one direction of a link behaves: one-way delay, jitter, bandwidth."""
+
     delay_ms: float = 0.0
     jitter_ms: float = 0.0
     bandwidth_mbit: float | None = None  # None: as fast as the relay forwards
@@ -74,6 +76,7 @@ class LinkShape:
 @dataclass(frozen=True)
 class LinkStats:
     """What crossed one directed link; times are seconds since the relay started."""
+
     bytes: int = 0
     messages: int = 0  # socket reads by the relay, not engine messages
     flights: int = 0
@@ -87,6 +90,7 @@ class LinkStats:
 @dataclass(frozen=True)
 class RelayStats:
     """A snapshot of the relay's counters (see the module docstring for definitions)."""
+
     parties: int
     bytes_by_link: dict[Link, int]
     messages_by_link: dict[Link, int]
@@ -156,6 +160,7 @@ def _fine_timer_slack() -> None:
     """Ask Linux for 1 ns timer slack in this thread (the default, 50 us, delays every timer)."""
     try:
         import ctypes
+
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK, 1 ns
     except (OSError, AttributeError):
@@ -178,8 +183,18 @@ def _new_loop(kind: str, all_passthrough: bool) -> tuple[asyncio.AbstractEventLo
 
 class _LinkState:
     """Mutable counters of one directed link (touched only in the loop thread)."""
-    __slots__ = ("bytes", "messages", "flights", "flight_open", "max_depth", "first_read",
-                 "last_read", "first_delivered", "last_delivered")
+
+    __slots__ = (
+        "bytes",
+        "messages",
+        "flights",
+        "flight_open",
+        "max_depth",
+        "first_read",
+        "last_read",
+        "first_delivered",
+        "last_delivered",
+    )
 
     def __init__(self) -> None:
         self.bytes = self.messages = self.flights = self.max_depth = 0
@@ -192,17 +207,32 @@ class _LinkState:
     def frozen(self, t0: float) -> LinkStats:
         def rel(t: float | None) -> float | None:
             return None if t is None else t - t0
-        return LinkStats(self.bytes, self.messages, self.flights, self.max_depth,
-                         rel(self.first_read), rel(self.last_read), rel(self.first_delivered),
-                         rel(self.last_delivered))
+
+        return LinkStats(
+            self.bytes,
+            self.messages,
+            self.flights,
+            self.max_depth,
+            rel(self.first_read),
+            rel(self.last_read),
+            rel(self.first_delivered),
+            rel(self.last_delivered),
+        )
 
 
 class _Core:
     """The loop thread's state: links, what each party has been delivered, rounds."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, parties: int,
-                 shapes: dict[Link, LinkShape], max_queue_bytes: int, connect_timeout_s: float,
-                 rng: random.Random, faults: Mapping[Link, Fault] | None = None) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        parties: int,
+        shapes: dict[Link, LinkShape],
+        max_queue_bytes: int,
+        connect_timeout_s: float,
+        rng: random.Random,
+        faults: Mapping[Link, Fault] | None = None,
+    ) -> None:
         self.loop = loop
         self.parties = parties
         self.shapes = shapes
@@ -244,13 +274,17 @@ class _Core:
 
     def snapshot(self) -> RelayStats:
         links = {k: s.frozen(self.t0) for k, s in sorted(self.links.items())}
-        return RelayStats(self.parties,
-                          {k: s.bytes for k, s in links.items()},
-                          {k: s.messages for k, s in links.items()},
-                          {k: s.flights for k, s in links.items()},
-                          self.rounds, links, self.connections,
-                          sum(d.queued for c in self.conns for d in (c.up, c.down) if d is not None),
-                          {k: f.event() for k, f in sorted(self.fault_states.items())})
+        return RelayStats(
+            self.parties,
+            {k: s.bytes for k, s in links.items()},
+            {k: s.messages for k, s in links.items()},
+            {k: s.flights for k, s in links.items()},
+            self.rounds,
+            links,
+            self.connections,
+            sum(d.queued for c in self.conns for d in (c.up, c.down) if d is not None),
+            {k: f.event() for k, f in sorted(self.fault_states.items())},
+        )
 
 
 _SEVER = object()  # queued by a drop fault: close the connection when it comes due
@@ -258,13 +292,37 @@ _SEVER = object()  # queued by a drop fault: close the connection when it comes 
 
 class _Direction:
     """One direction of one connection: read from `src_side`, shape, write to `dst_side`."""
-    __slots__ = ("core", "conn", "src", "dst", "state", "reverse", "passthrough", "delay",
-                 "jitter", "rate", "segment", "queue", "queued", "link_free", "last_due",
-                 "timer", "eof_read", "finished", "paused_queue", "paused_writer",
-                 "reading_paused", "src_side", "dst_side", "fault")
 
-    def __init__(self, core: _Core, conn: _Conn, src: int, dst: int, src_side: _Side,
-                 dst_side: _Side) -> None:
+    __slots__ = (
+        "core",
+        "conn",
+        "src",
+        "dst",
+        "state",
+        "reverse",
+        "passthrough",
+        "delay",
+        "jitter",
+        "rate",
+        "segment",
+        "queue",
+        "queued",
+        "link_free",
+        "last_due",
+        "timer",
+        "eof_read",
+        "finished",
+        "paused_queue",
+        "paused_writer",
+        "reading_paused",
+        "src_side",
+        "dst_side",
+        "fault",
+    )
+
+    def __init__(
+        self, core: _Core, conn: _Conn, src: int, dst: int, src_side: _Side, dst_side: _Side
+    ) -> None:
         shape = core.shapes[(src, dst)]
         self.core, self.conn, self.src, self.dst = core, conn, src, dst
         self.src_side, self.dst_side = src_side, dst_side
@@ -274,8 +332,9 @@ class _Direction:
         self.delay = shape.delay_ms / 1e3
         self.jitter = shape.jitter_ms / 1e3
         self.rate = None if shape.bandwidth_mbit is None else shape.bandwidth_mbit * 1e6 / 8
-        self.segment = (_MAX_SEGMENT if self.rate is None
-                        else int(min(_MAX_SEGMENT, max(_MIN_SEGMENT, self.rate / 1000))))
+        self.segment = (
+            _MAX_SEGMENT if self.rate is None else int(min(_MAX_SEGMENT, max(_MIN_SEGMENT, self.rate / 1000)))
+        )
         self.queue: deque[tuple[float, Any, int]] = deque()  # (due, data | None for EOF, depth)
         self.queued = 0
         self.link_free = 0.0
@@ -327,7 +386,7 @@ class _Direction:
             seg = self.segment
             view = memoryview(data) if n > seg else data
             for off in range(0, n, seg):
-                piece = view[off:off + seg] if n > seg else data
+                piece = view[off : off + seg] if n > seg else data
                 size = len(piece)
                 start = t if t > self.link_free else self.link_free
                 self.link_free = start + size / self.rate
@@ -395,7 +454,8 @@ class _Direction:
                 depth = d
         if out:
             self.dst_side.transport.write(  # type: ignore[union-attr]  # set until finished
-                out[0] if len(out) == 1 else b"".join(out))
+                out[0] if len(out) == 1 else b"".join(out)
+            )
             self.queued -= size
             self._delivered(depth, time.monotonic())
         if sever:
@@ -633,12 +693,19 @@ class Relay:
     ``harness.net.faults``); a faulted direction is never a pass-through.
     """
 
-    def __init__(self, routes: Iterable[Route],
-                 shape: LinkShape | Callable[[int, int], LinkShape] | Mapping[Link, LinkShape] | None = None,
-                 *, default: LinkShape = LinkShape(), parties: int | None = None,
-                 max_queue_bytes: int = 4 << 20, connect_timeout_s: float = 60.0,
-                 seed: int | None = None, loop: str = "auto",
-                 faults: Mapping[Link, Fault] | None = None) -> None:
+    def __init__(
+        self,
+        routes: Iterable[Route],
+        shape: LinkShape | Callable[[int, int], LinkShape] | Mapping[Link, LinkShape] | None = None,
+        *,
+        default: LinkShape = LinkShape(),
+        parties: int | None = None,
+        max_queue_bytes: int = 4 << 20,
+        connect_timeout_s: float = 60.0,
+        seed: int | None = None,
+        loop: str = "auto",
+        faults: Mapping[Link, Fault] | None = None,
+    ) -> None:
         self.routes: list[Route] = [(int(s), int(d), int(p)) for s, d, p in routes]
         seen: set[Link] = set()
         for s, d, p in self.routes:
@@ -667,8 +734,10 @@ class Relay:
             if not isinstance(fault, Fault):
                 raise TypeError(f"fault on link {s}->{d} is {fault!r}, not a Fault")
             if fault.needs_calibration:
-                raise ValueError(f"fault on link {s}->{d} is at fraction {fault.fraction} of the "
-                                 "stream; resolve it to an offset first (Fault.at_fraction_of)")
+                raise ValueError(
+                    f"fault on link {s}->{d} is at fraction {fault.fraction} of the "
+                    "stream; resolve it to an offset first (Fault.at_fraction_of)"
+                )
             self._faults[(s, d)] = fault
         self._max_queue_bytes = max_queue_bytes
         self._connect_timeout_s = connect_timeout_s
@@ -732,13 +801,20 @@ class Relay:
             all_pass = not self._faults and all(s.passthrough for s in self._shapes.values())
             loop, self.loop_name = _new_loop(self._loop_kind, all_pass)
             self._loop = loop
-            self._core = _Core(loop, self.parties, self._shapes, self._max_queue_bytes,
-                               self._connect_timeout_s, random.Random(self._seed), self._faults)
+            self._core = _Core(
+                loop,
+                self.parties,
+                self._shapes,
+                self._max_queue_bytes,
+                self._connect_timeout_s,
+                random.Random(self._seed),
+                self._faults,
+            )
             self._final = None
             ready: concurrent.futures.Future[dict[Link, int]] = concurrent.futures.Future()
-            self._thread = threading.Thread(target=self._run, args=(ready,),
-                                            name=f"cohortbench-relay-{id(self):x}",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, args=(ready,), name=f"cohortbench-relay-{id(self):x}", daemon=True
+            )
             self._thread.start()
             try:
                 self._ports = ready.result(timeout=30)
@@ -772,8 +848,10 @@ class Relay:
         ports: dict[Link, int] = {}
         try:
             for route in self.routes:
+
                 def accept(r: Route = route) -> _Side:
                     return _Side(_Conn(core, r), True)
+
                 server = await core.loop.create_server(accept, "127.0.0.1", 0, backlog=128)
                 core.servers.append(server)
                 ports[(route[0], route[1])] = server.sockets[0].getsockname()[1]
@@ -848,9 +926,17 @@ class Relay:
             if self._final is not None:
                 return self._final
             empty = {link: 0 for link in sorted(self._shapes)}
-            return RelayStats(self.parties, dict(empty), dict(empty), dict(empty), 0,
-                              {link: LinkStats() for link in empty}, 0, 0,
-                              {k: FaultState(f).event() for k, f in sorted(self._faults.items())})
+            return RelayStats(
+                self.parties,
+                dict(empty),
+                dict(empty),
+                dict(empty),
+                0,
+                {link: LinkStats() for link in empty},
+                0,
+                0,
+                {k: FaultState(f).event() for k, f in sorted(self._faults.items())},
+            )
 
     def reset_stats(self) -> None:
         """Zero every counter (e.g. after the parties have connected)."""

@@ -3,6 +3,7 @@
 The keys named in the README (name, query, as_of, populations, padding,
 engines, networks, repeats, warmup, timeout_s, compare_to) are a contract.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -33,8 +34,9 @@ def _check_padding(v: Any) -> Any:
     return v
 
 
-_PaddingSpec = Annotated[Union[Literal["exact"], dict[str, Union[int, Literal["exact"]]]],
-                         AfterValidator(_check_padding)]
+_PaddingSpec = Annotated[
+    Union[Literal["exact"], dict[str, Union[int, Literal["exact"]]]], AfterValidator(_check_padding)
+]
 _QueryRef = Union[str, dict[str, Any]]
 
 
@@ -86,8 +88,10 @@ class Config(_Model):
         for i, e in enumerate(self.engines):
             for p in e.populations or ():
                 if p not in self.populations:
-                    raise ValueError(f"engines[{i}].populations: {p!r} is not one of the "
-                                     f"config's populations {self.populations}")
+                    raise ValueError(
+                        f"engines[{i}].populations: {p!r} is not one of the "
+                        f"config's populations {self.populations}"
+                    )
         return self
 
     def profiles(self) -> dict[str, LinkShape | None]:
@@ -105,15 +109,18 @@ class Config(_Model):
                 raise ValueError(f"networks[{i}]: {e}") from None
             for j, e in enumerate(self.engines):
                 if 1 < e.parties < network.fault_parties:
-                    raise ValueError(f"networks[{i}]: its faults name party "
-                                     f"{network.fault_parties - 1}, but engines[{j}] "
-                                     f"({e.label}) has {e.parties} parties (0 to {e.parties - 1})")
+                    raise ValueError(
+                        f"networks[{i}]: its faults name party "
+                        f"{network.fault_parties - 1}, but engines[{j}] "
+                        f"({e.label}) has {e.parties} parties (0 to {e.parties - 1})"
+                    )
         return self
 
 
 @dataclass(frozen=True)
 class Experiment:
     """A validated config with its queries, paddings and sources resolved."""
+
     path: Path
     config: Config
     queries: tuple[Query, ...]
@@ -133,8 +140,9 @@ def load_experiment(path: Path) -> Experiment:
     source = str(path)
     data = read_structured(path)
     if not isinstance(data, dict):
-        raise InputError(source, "", "an experiment config is a mapping of keys",
-                         "see the README for a full example")
+        raise InputError(
+            source, "", "an experiment config is a mapping of keys", "see the README for a full example"
+        )
     try:
         config = Config.model_validate(data)
     except ValidationError as e:
@@ -149,8 +157,12 @@ def load_experiment(path: Path) -> Experiment:
             if not qpath.is_absolute() and not qpath.exists():
                 qpath = path.parent / qpath
             if not qpath.is_file():
-                raise InputError(source, where, f"query file {ref!r} not found",
-                                 "give a path relative to the config or the current directory")
+                raise InputError(
+                    source,
+                    where,
+                    f"query file {ref!r} not found",
+                    "give a path relative to the config or the current directory",
+                )
             query, said = load_query(qpath)
         else:
             query, said = parse_query(ref, f"{source}: {where}", config.name)
@@ -160,17 +172,23 @@ def load_experiment(path: Path) -> Experiment:
     sources = []
     for i, text in enumerate(config.populations):
         beside = path.parent / text  # a relative path: from the cwd, else from the config
-        found = (str(beside) if not text.startswith("synthetic") and not Path(text).exists()
-                 and beside.exists() else text)
+        found = (
+            str(beside)
+            if not text.startswith("synthetic") and not Path(text).exists() and beside.exists()
+            else text
+        )
         try:
             src = replace(parse_source(found, source), text=text)
         except InputError as e:
             raise InputError(source, f"populations[{i}]", e.problem, e.fix) from None
         if src.needs_as_of and config.as_of is None:
-            raise InputError(source, "as_of", f"populations[{i}] is FHIR data, which needs a "
-                             "reference date", "add as_of: YYYY-MM-DD")
+            raise InputError(
+                source,
+                "as_of",
+                f"populations[{i}] is FHIR data, which needs a reference date",
+                "add as_of: YYYY-MM-DD",
+            )
         sources.append(src)
     profiles = config.profiles()
     networks = tuple(parse_network(spec, profiles) for spec in config.networks)
-    return Experiment(path, config, tuple(queries), paddings, networks, tuple(sources),
-                      tuple(warnings))
+    return Experiment(path, config, tuple(queries), paddings, networks, tuple(sources), tuple(warnings))

@@ -10,6 +10,7 @@ error line, and whether any party's log shows an integrity abort
 (``protocol``), else a TLS error (``tls``), else ``none``.  What an integrity
 abort and a TLS error look like is the engine's (`Engine.aborts`, `Engine.tls_errors`).
 """
+
 from __future__ import annotations
 
 import re
@@ -22,11 +23,13 @@ from typing import Sequence
 _CONSEQUENCE = re.compile(
     r"Connection closed down|closed_connection|stream truncated|Event loop stopped before Future"
     r"|Connection reset|Broken pipe|ConnectionResetError|BrokenPipeError|IncompleteReadError"
-    r"|probably because party")
+    r"|probably because party"
+)
 # A line that says something went wrong (for the failing party's message).
 _ERROR_LINE = re.compile(
     r"Fatal error|terminate called|what\(\)|\w*Error\b|\w*Exception\b|[Ee]rror:|failed"
-    r"|Failure|[Aa]bort|mismatch|[Ii]nconsistent|Traceback|Segmentation")
+    r"|Failure|[Aa]bort|mismatch|[Ii]nconsistent|Traceback|Segmentation"
+)
 _PY_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)\b.*")
 
 DETECTED_BY = ("protocol", "tls", "none")
@@ -54,15 +57,15 @@ def first_error_line(text: str) -> str | None:
     for i, line in enumerate(lines):
         if not line or not _ERROR_LINE.search(line):
             continue
-        window = lines[i:i + 3]
+        window = lines[i : i + 3]
         if any(w.startswith("Traceback") for w in window):
-            for later in lines[i + 1:]:
+            for later in lines[i + 1 :]:
                 if _PY_EXCEPTION.match(later):
                     return later
         if line.startswith("terminate called"):
-            for later in lines[i + 1:i + 3]:
+            for later in lines[i + 1 : i + 3]:
                 if later.startswith("what()"):
-                    return f"{line}: {later[len('what()'):].lstrip(': ').strip()}"
+                    return f"{line}: {later[len('what()') :].lstrip(': ').strip()}"
         return line
     return None
 
@@ -84,9 +87,14 @@ def _rank(text: str, aborts: re.Pattern[str], tls_errors: re.Pattern[str]) -> in
     return 3
 
 
-def diagnose(logs: Sequence[Path], returncodes: Sequence[int | None], timed_out: bool,
-             first_failed: Sequence[int], aborts: re.Pattern[str],
-             tls_errors: re.Pattern[str]) -> Diagnosis:
+def diagnose(
+    logs: Sequence[Path],
+    returncodes: Sequence[int | None],
+    timed_out: bool,
+    first_failed: Sequence[int],
+    aborts: re.Pattern[str],
+    tls_errors: re.Pattern[str],
+) -> Diagnosis:
     """The failing party, its first error line, and whether an integrity check (protocol)
     or TLS (tls) or nothing (none) rejected the tampered data.
 

@@ -1,4 +1,5 @@
 """Run metadata recorded with every result: versions, commit, machine, settings."""
+
 from __future__ import annotations
 
 import os
@@ -27,10 +28,15 @@ def _version(package: str) -> str | None:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return None
     return (out.stdout.strip() + ("-dirty" if dirty else "")) if out.returncode == 0 else None
@@ -49,10 +55,14 @@ def cpu_model() -> str:
 def collect(config_hash: str) -> dict:
     """Metadata that is fixed for a sweep."""
     return {
-        "cohortbench": _version("cohortbench"), "commit": git_commit(),
+        "cohortbench": _version("cohortbench"),
+        "commit": git_commit(),
         "engines": {k: v for e in registry.engines().values() for k, v in e.versions().items()},
-        "python": platform.python_version(), "cpu": cpu_model(), "cores": os.cpu_count(),
-        "hostname": socket.gethostname(), "config_hash": config_hash,
+        "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "hostname": socket.gethostname(),
+        "config_hash": config_hash,
         "calibration_s": calibrate(),
     }
 

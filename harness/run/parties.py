@@ -2,6 +2,7 @@
 
 A timeout or a party that dies kills the whole group; nothing outlives a cell.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -111,9 +112,16 @@ def run_group(parties: Sequence[Party], logdir: Path, timeout_s: float) -> Group
     try:
         for party, log in zip(parties, logs):
             with log.open("wb") as f:
-                p = subprocess.Popen(party.argv, stdout=f, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env={**os.environ, **party.env},
-                                     cwd=party.cwd, process_group=pgid, preexec_fn=_die_with_parent)
+                p = subprocess.Popen(
+                    party.argv,
+                    stdout=f,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env={**os.environ, **party.env},
+                    cwd=party.cwd,
+                    process_group=pgid,
+                    preexec_fn=_die_with_parent,
+                )
             pgid = pgid or p.pid
             procs.append(p)
         while True:
@@ -130,8 +138,7 @@ def run_group(parties: Sequence[Party], logdir: Path, timeout_s: float) -> Group
         last_exit = time.perf_counter()
     finally:
         kill_group(pgid, procs)
-    return GroupResult(tuple(p.returncode for p in procs), last_exit - start, timed_out, logs,
-                       first_failed)
+    return GroupResult(tuple(p.returncode for p in procs), last_exit - start, timed_out, logs, first_failed)
 
 
 def kill_group(pgid: int, procs: list[subprocess.Popen]) -> None:

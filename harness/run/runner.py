@@ -6,6 +6,7 @@ network is shaped or faulty), lets the cell read their figures and answers,
 and compares party 0's answer with the oracle's (and, for a count, every
 party's with party 0's).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -33,6 +34,7 @@ LOOPBACK = Network("loopback", PROFILES["loopback"])
 class Outcome:
     """What a run measured; `error` is None when it finished and matched the oracle.
     `result_correct`: the revealed answer equals the oracle's (None: nothing revealed)."""
+
     wall_s: float | None
     figures: dict
     cohort_size: int | None
@@ -52,12 +54,17 @@ def check(query: Query, expected: Cohort, answer: object) -> tuple[int | None, b
         size = int(bits.sum()) if bits.size else None
     if ok:
         return size, True, None
-    return size, False, (f"MISMATCH: the secure answer ({size}) differs from the plaintext "
-                         f"oracle ({expected.count} eligible)")
+    return (
+        size,
+        False,
+        (
+            f"MISMATCH: the secure answer ({size}) differs from the plaintext "
+            f"oracle ({expected.count} eligible)"
+        ),
+    )
 
 
-def _answer(query: Query, expected: Cohort, answers: list, wall_s: float,
-            figures: dict) -> Outcome:
+def _answer(query: Query, expected: Cohort, answers: list, wall_s: float, figures: dict) -> Outcome:
     """The outcome of a run whose parties all finished: party 0's answer against the
     oracle's, and for a count every party's against party 0's."""
     size, correct, error = check(query, expected, answers[0])
@@ -68,8 +75,9 @@ def _answer(query: Query, expected: Cohort, answers: list, wall_s: float,
 
 
 @contextmanager
-def relayed(network: Network, listen: list[int],
-            every_direction: bool) -> Iterator[tuple[Links, Relay | None]]:
+def relayed(
+    network: Network, listen: list[int], every_direction: bool
+) -> Iterator[tuple[Links, Relay | None]]:
     """Each party's view of the others' ports, through a relay unless `network` is direct.
 
     Without `every_direction` party i connects only to every j > i, so those routes
@@ -79,18 +87,27 @@ def relayed(network: Network, listen: list[int],
     if not network.relayed or parties < 2:
         yield Links(tuple(listen), tuple(tuple(listen) for _ in range(parties))), None
         return
-    routes = ([(i, j, listen[j]) for i in range(parties) for j in range(parties) if i != j]
-              if every_direction else routes_for_full_mesh(parties, listen))
+    routes = (
+        [(i, j, listen[j]) for i in range(parties) for j in range(parties) if i != j]
+        if every_direction
+        else routes_for_full_mesh(parties, listen)
+    )
     with Relay(routes, network.shape, parties=parties, faults=network.fault_map()) as relay:
-        views = tuple(tuple(relay.port_for(i, j) if (i, j) in relay.ports else listen[j]
-                            for j in range(parties)) for i in range(parties))
+        views = tuple(
+            tuple(relay.port_for(i, j) if (i, j) in relay.ports else listen[j] for j in range(parties))
+            for i in range(parties)
+        )
         yield Links(tuple(listen), views), relay
 
 
 def _relay_figures(relay: Relay) -> dict:
     stats = relay.stats().to_json()
-    out = {"rounds": stats["rounds"], "messages": sum(map(sum, stats["messages_by_link"])),
-           "bytes_by_link": stats["bytes_by_link"], "relay_bytes": stats["bytes_total"]}
+    out = {
+        "rounds": stats["rounds"],
+        "messages": sum(map(sum, stats["messages_by_link"])),
+        "bytes_by_link": stats["bytes_by_link"],
+        "relay_bytes": stats["bytes_total"],
+    }
     if stats["faults_fired"]:
         out["faults_fired"] = stats["faults_fired"]
     return out
@@ -98,10 +115,10 @@ def _relay_figures(relay: Relay) -> dict:
 
 def _failure_figures(engine: Engine, group: GroupResult, relay: Relay | None) -> dict:
     """What a failed run still tells: who failed first and why, and the faults' events."""
-    d = diagnose(group.logs, group.returncodes, group.timed_out, group.first_failed,
-                 engine.aborts, engine.tls_errors)
-    out = {"failing_party": d.failing_party, "failing_party_message": d.message,
-           "detected_by": d.detected_by}
+    d = diagnose(
+        group.logs, group.returncodes, group.timed_out, group.first_failed, engine.aborts, engine.tls_errors
+    )
+    out = {"failing_party": d.failing_party, "failing_party_message": d.message, "detected_by": d.detected_by}
     if relay is not None:
         events = relay.stats().faults_fired
         if events:
@@ -145,13 +162,24 @@ class CellRunner:
             group = run_group(parties, run_dir, timeout_s)
         failure = group.failure()
         if failure:
-            return Outcome(group.wall_s, _failure_figures(self.engine, group, relay), None, False,
-                           f"{failure}\n{group.log_tail()}")
+            return Outcome(
+                group.wall_s,
+                _failure_figures(self.engine, group, relay),
+                None,
+                False,
+                f"{failure}\n{group.log_tail()}",
+            )
         try:
             figures = cell.read(Finished(run_dir, group.logs, group.returncodes, group.timed_out))
         except OutputError as e:
-            return Outcome(group.wall_s, _failure_figures(self.engine, group, relay), None, False,
-                           f"{e}\n{group.log_tail()}", False if e.revealed else None)
+            return Outcome(
+                group.wall_s,
+                _failure_figures(self.engine, group, relay),
+                None,
+                False,
+                f"{e}\n{group.log_tail()}",
+                False if e.revealed else None,
+            )
         measured = {k: v for k, v in asdict(figures).items() if k != "answers"}
         measured.update(bytes_sent=figures.bytes_sent, **asdict(cell.preparation))
         if relay is not None:

@@ -1,4 +1,5 @@
 """A sweep: every cell of an experiment's grid, every repeat, one record each as it finishes."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -36,22 +37,37 @@ class Cell:
     query: Query
 
     def key(self, exp: Experiment) -> str:
-        text = json.dumps([self.engine.model_dump(mode="json", exclude_defaults=True), self.source.text,
-                           self.network.record(),
-                           self.padding.label(), self.query.name, self.query.ir_hash,
-                           str(exp.config.as_of)])
+        text = json.dumps(
+            [
+                self.engine.model_dump(mode="json", exclude_defaults=True),
+                self.source.text,
+                self.network.record(),
+                self.padding.label(),
+                self.query.name,
+                self.query.ir_hash,
+                str(exp.config.as_of),
+            ]
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def label(self) -> str:
-        return (f"{self.engine.label} {self.query.name} {self.source.text} {self.padding.label()} "
-                f"{self.network.name}")
+        return (
+            f"{self.engine.label} {self.query.name} {self.source.text} {self.padding.label()} "
+            f"{self.network.name}"
+        )
 
 
 def cells(exp: Experiment) -> list[Cell]:
     """Population and padding outermost (each encoded once), then network, query, engine."""
-    return [Cell(e, s, p, n, q) for s in exp.sources for p in exp.paddings
-            for n in exp.networks for q in exp.queries for e in exp.config.engines
-            if e.populations is None or s.text in e.populations]
+    return [
+        Cell(e, s, p, n, q)
+        for s in exp.sources
+        for p in exp.paddings
+        for n in exp.networks
+        for q in exp.queries
+        for e in exp.config.engines
+        if e.populations is None or s.text in e.populations
+    ]
 
 
 class Budget:
@@ -64,8 +80,14 @@ class Budget:
 
     @staticmethod
     def _setting(cell: Cell) -> str:
-        return json.dumps([cell.engine.model_dump(mode="json", exclude_defaults=True), cell.network.record(),
-                           cell.query.ir_hash, cell.padding.label()])
+        return json.dumps(
+            [
+                cell.engine.model_dump(mode="json", exclude_defaults=True),
+                cell.network.record(),
+                cell.query.ir_hash,
+                cell.padding.label(),
+            ]
+        )
 
     def observe(self, cell: Cell, population: int, outcome: Outcome) -> None:
         if self.seconds is not None and outcome.wall_s is not None and outcome.wall_s > self.seconds:
@@ -75,8 +97,10 @@ class Budget:
         hit = self.over.get(self._setting(cell))
         if hit is None or cell.source.size is None or cell.source.size <= hit[0]:
             return None
-        return (f"skipped: this setting took {hit[1]:.1f} s at population {hit[0]}, over the "
-                f"budget of {self.seconds:g} s per run (budget_s)")
+        return (
+            f"skipped: this setting took {hit[1]:.1f} s at population {hit[0]}, over the "
+            f"budget of {self.seconds:g} s per run (budget_s)"
+        )
 
 
 def runs(exp: Experiment) -> list[tuple[Cell, int, bool]]:
@@ -94,8 +118,9 @@ def _done(out: Path, resume: bool, warn: Callable[[str], None]) -> set:
     if not (out.exists() and out.stat().st_size):
         return set()
     if not resume:
-        raise InputError(str(out), "", "results file exists",
-                         "pass --resume to continue it, or choose another --out")
+        raise InputError(
+            str(out), "", "results file exists", "pass --resume to continue it, or choose another --out"
+        )
     kept = results.read(out, warn)
     results.rewrite(out, kept)
     return {results.run_key(r) for r in kept}
@@ -106,8 +131,9 @@ def _isolation(exp: Experiment, warn: Callable[[str], None]) -> tuple[Enter, str
     try:
         isolated, note = isolation.resolve(exp.config.isolation)
     except ValueError as e:
-        raise InputError(str(exp.path), "isolation", str(e),
-                         "run as root, or set isolation: auto (or none)") from None
+        raise InputError(
+            str(exp.path), "isolation", str(e), "run as root, or set isolation: auto (or none)"
+        ) from None
     if note:
         warn(note)
     return (isolation.call, "netns") if isolated else (_here, "host")
@@ -116,8 +142,9 @@ def _isolation(exp: Experiment, warn: Callable[[str], None]) -> tuple[Enter, str
 class Sweep:
     """The state of one sweep: the data loaded, the cells prepared, the records written."""
 
-    def __init__(self, exp: Experiment, out: Path, enter: Enter, sweep_meta: dict,
-                 warn: Callable[[str], None]):
+    def __init__(
+        self, exp: Experiment, out: Path, enter: Enter, sweep_meta: dict, warn: Callable[[str], None]
+    ):
         self.exp, self.enter, self.meta, self.warn = exp, enter, sweep_meta, warn
         self.runs_dir = out.with_suffix(".runs")
         self.writer = results.Writer(out)
@@ -131,8 +158,9 @@ class Sweep:
         key = (cell.source.text, cell.padding)
         if key not in self.populations:
             cfg = self.exp.config
-            self.populations[key] = sources.load(cell.source, cell.padding, cfg.as_of,
-                                                 cfg.truncate, self.warn)
+            self.populations[key] = sources.load(
+                cell.source, cell.padding, cfg.as_of, cfg.truncate, self.warn
+            )
         return self.populations[key]
 
     def runner(self, cell: Cell, pop: Population) -> CellRunner:
@@ -145,8 +173,19 @@ class Sweep:
         """One run of a cell (or its record as skipped, past the budget), written at once."""
         over = self.budget.exceeded(cell)
         if over is not None:
-            self._write(_record(self.exp, cell, None, rep, warm,
-                                Outcome(None, {}, None, False, over), self.meta, None, skipped=True))
+            self._write(
+                _record(
+                    self.exp,
+                    cell,
+                    None,
+                    rep,
+                    warm,
+                    Outcome(None, {}, None, False, over),
+                    self.meta,
+                    None,
+                    skipped=True,
+                )
+            )
             return
         name = run_name(rep, warm)
         pop = self.population(cell)
@@ -157,8 +196,17 @@ class Sweep:
         else:
             outcome = self.enter(lambda: runner.run(name, self.exp.config.timeout_s, network))
         streams = self.calibrations.streams(cell) if cell.network.needs_calibration else None
-        record = _record(self.exp, cell, pop, rep, warm, outcome, self.meta,
-                         self.runs_dir / cell.key(self.exp) / name, fault_calibration=streams)
+        record = _record(
+            self.exp,
+            cell,
+            pop,
+            rep,
+            warm,
+            outcome,
+            self.meta,
+            self.runs_dir / cell.key(self.exp) / name,
+            fault_calibration=streams,
+        )
         self.budget.observe(cell, len(pop), outcome)
         self._write(record)
         if outcome.error:
@@ -179,8 +227,9 @@ def run_name(rep: int, warm: bool) -> str:
     return f"{'warmup' if warm else 'repeat'}-{rep}"
 
 
-def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], None],
-              console=None) -> list[Record]:
+def run_sweep(
+    exp: Experiment, out: Path, resume: bool, warn: Callable[[str], None], console=None
+) -> list[Record]:
     """Run every missing run of the grid, appending records to `out`; returns this sweep's records."""
     done = _done(out, resume, warn)
     enter, isolated = _isolation(exp, warn)
@@ -189,8 +238,14 @@ def run_sweep(exp: Experiment, out: Path, resume: bool, warn: Callable[[str], No
     if done:
         warn(f"resuming: {len(plan) - len(todo)} run(s) already in {out}, {len(todo)} to go")
     sweep = Sweep(exp, out, enter, {**meta.collect(exp.config_hash), "isolation": isolated}, warn)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console, transient=False)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
     try:
         with progress:
             task = progress.add_task(exp.config.name, total=len(todo))
@@ -218,9 +273,14 @@ class Calibrations:
 
     @staticmethod
     def _key(cell: Cell) -> tuple:
-        return (json.dumps(cell.engine.model_dump(mode="json", exclude_defaults=True)),
-                cell.source.text, cell.padding, cell.query.ir_hash, cell.network.default,
-                cell.network.links)
+        return (
+            json.dumps(cell.engine.model_dump(mode="json", exclude_defaults=True)),
+            cell.source.text,
+            cell.padding,
+            cell.query.ir_hash,
+            cell.network.default,
+            cell.network.links,
+        )
 
     def network(self, cell: Cell, runner: CellRunner) -> Network | Outcome:
         """The cell's network with its faults placed, or the failed calibration's outcome."""
@@ -233,8 +293,13 @@ class Calibrations:
             self.found[key] = self.enter(lambda: runner.run(name, self.timeout_s, clean))
         done = self.found[key]
         if done.error is not None:
-            return Outcome(None, {}, None, False, "the clean calibration run that places this "
-                           f"cell's faults failed: {done.error}")
+            return Outcome(
+                None,
+                {},
+                None,
+                False,
+                f"the clean calibration run that places this cell's faults failed: {done.error}",
+            )
         return cell.network.calibrated(done.figures["bytes_by_link"])
 
     def streams(self, cell: Cell) -> dict[str, int] | None:
@@ -271,38 +336,73 @@ def expected_failure(record: Record) -> bool:
     return bool(record.get("fault")) and bool(record.get("fault_fired"))
 
 
-def _record(exp: Experiment, cell: Cell, pop: Population | None, rep: int, warm: bool, o: Outcome,
-            sweep_meta: dict, logs: Path | None, skipped: bool = False,
-            fault_calibration: dict[str, int] | None = None) -> Record:
+def _record(
+    exp: Experiment,
+    cell: Cell,
+    pop: Population | None,
+    rep: int,
+    warm: bool,
+    o: Outcome,
+    sweep_meta: dict,
+    logs: Path | None,
+    skipped: bool = False,
+    fault_calibration: dict[str, int] | None = None,
+) -> Record:
     f = o.figures
     load = meta.load_average()
     facts = cell.engine.facts
-    return Record(**{
-        "config": exp.config.name, "cell": cell.key(exp), "engine": cell.engine.engine,
-        "protocol": cell.engine.protocol, "security": facts.security,
-        "majority": facts.majority, "parties": cell.engine.parties,
-        "population": len(pop) if pop is not None else cell.source.size,
-        "population_source": cell.source.text,
-        "padding": {"conditions": cell.padding.conditions, "exams": cell.padding.exams},
-        "slots": list(pop.slots) if pop is not None else None,
-        "query": {"name": cell.query.name, "ir_hash": cell.query.ir_hash,
-                  "output": cell.query.output.value},
-        "network": cell.network.record(), "bit_length": f.get("bit_length"),
-        "repeat": rep, "warmup": warm, "wall_s": o.wall_s, "engine_s": f.get("engine_s"),
-        "compute_s": f.get("compute_s"), "bytes_sent": f.get("bytes_sent"),
-        "bytes_by_party": f.get("bytes_by_party"), "rounds": f.get("rounds"),
-        "messages": f.get("messages"), "bytes_by_link": f.get("bytes_by_link"),
-        "relay_bytes": f.get("relay_bytes"), "engine_rounds": f.get("engine_rounds"),
-        "global_bytes": f.get("global_bytes"), "online_s": f.get("online_s"),
-        "offline_s": f.get("offline_s"), "tls": cell.engine.tls,
-        "isolation": sweep_meta.get("isolation"),
-        "compile_s": f.get("compile_s"), "compile_cached": f.get("compile_cached"),
-        "compile_options": f.get("compile_options"), "compiler_expected": f.get("compiler_expected"),
-        "peak_rss_kib_by_party": f.get("peak_rss_kib_by_party"),
-        "cohort_size": o.cohort_size, "correct": o.correct, "error": o.error,
-        **_tamper_fields(cell, o),
-        "logs": str(logs) if logs else None, "compare_to": exp.config.compare_to,
-        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "load_avg": load, "meta": {**sweep_meta, "load_avg": load},
-        "fault_calibration": fault_calibration, "skipped": skipped,
-    })
+    return Record(
+        **{
+            "config": exp.config.name,
+            "cell": cell.key(exp),
+            "engine": cell.engine.engine,
+            "protocol": cell.engine.protocol,
+            "security": facts.security,
+            "majority": facts.majority,
+            "parties": cell.engine.parties,
+            "population": len(pop) if pop is not None else cell.source.size,
+            "population_source": cell.source.text,
+            "padding": {"conditions": cell.padding.conditions, "exams": cell.padding.exams},
+            "slots": list(pop.slots) if pop is not None else None,
+            "query": {
+                "name": cell.query.name,
+                "ir_hash": cell.query.ir_hash,
+                "output": cell.query.output.value,
+            },
+            "network": cell.network.record(),
+            "bit_length": f.get("bit_length"),
+            "repeat": rep,
+            "warmup": warm,
+            "wall_s": o.wall_s,
+            "engine_s": f.get("engine_s"),
+            "compute_s": f.get("compute_s"),
+            "bytes_sent": f.get("bytes_sent"),
+            "bytes_by_party": f.get("bytes_by_party"),
+            "rounds": f.get("rounds"),
+            "messages": f.get("messages"),
+            "bytes_by_link": f.get("bytes_by_link"),
+            "relay_bytes": f.get("relay_bytes"),
+            "engine_rounds": f.get("engine_rounds"),
+            "global_bytes": f.get("global_bytes"),
+            "online_s": f.get("online_s"),
+            "offline_s": f.get("offline_s"),
+            "tls": cell.engine.tls,
+            "isolation": sweep_meta.get("isolation"),
+            "compile_s": f.get("compile_s"),
+            "compile_cached": f.get("compile_cached"),
+            "compile_options": f.get("compile_options"),
+            "compiler_expected": f.get("compiler_expected"),
+            "peak_rss_kib_by_party": f.get("peak_rss_kib_by_party"),
+            "cohort_size": o.cohort_size,
+            "correct": o.correct,
+            "error": o.error,
+            **_tamper_fields(cell, o),
+            "logs": str(logs) if logs else None,
+            "compare_to": exp.config.compare_to,
+            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "load_avg": load,
+            "meta": {**sweep_meta, "load_avg": load},
+            "fault_calibration": fault_calibration,
+            "skipped": skipped,
+        }
+    )
