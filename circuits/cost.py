@@ -28,20 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from circuits.codes import EXAM_VOCABULARY, SMALL_DOMAIN
-from circuits.ir import (
-    MAX_AGE,
-    MAX_MONTHS,
-    AgeRange,
-    And,
-    ExamCount,
-    Gender,
-    HasCondition,
-    Node,
-    Not,
-    Or,
-    Smoker,
-    leaves,
-)
+from circuits.ir import MAX_AGE, MAX_MONTHS, AgeRange, And, ExamCount, Gender, HasCondition, Node, Not, Or
+from circuits.ir import Smoker, leaves
 from circuits.population import Population
 from circuits.visitor import Visitor
 

@@ -18,6 +18,17 @@ import numpy as np
 
 EXACT = "exact"
 EMPTY = 0  # code of an unused slot
+# The numpy columns of a Population, in order.
+ARRAYS = (
+    "age",
+    "gender",
+    "smoker",
+    "conditions",
+    "exam_codes",
+    "exam_months",
+    "condition_counts",
+    "exam_counts",
+)
 
 
 @dataclass(frozen=True)

@@ -13,34 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeAlias, Union, cast
 
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    ValidationError,
-    field_validator,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import field_validator
 
 from circuits import codes
 from circuits.errors import InputError, from_pydantic
-from circuits.ir import (
-    MAX_AGE,
-    MAX_MONTHS,
-    AgeRange,
-    And,
-    ExamCount,
-    Gender,
-    HasCondition,
-    Node,
-    Not,
-    Or,
-    Output,
-    Query,
-    Smoker,
-)
+from circuits.ir import MAX_AGE, MAX_MONTHS, AgeRange, And, ExamCount, Gender, HasCondition, Node, Not, Or
+from circuits.ir import Output, Query, Smoker
 from circuits.visitor import Visitor
 
 

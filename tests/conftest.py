@@ -61,15 +61,16 @@ def boundary_population():
     return encode(people, Padding(4, 4))
 
 
-def run_cli_sweep(cfg: Path, out: Path) -> Path:
-    """`cohortbench run CFG --out OUT` in a subprocess; it must succeed."""
-    out.unlink(missing_ok=True)
-    p = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", str(cfg), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
-    )
+def cli_run(cfg: Path, out: Path, timeout: float = 600, env: dict | None = None):
+    """`cohortbench run CFG --out OUT` in a subprocess, which must succeed; its result."""
+    argv = [sys.executable, "-m", "harness.cli", "run", str(cfg), "--out", str(out)]
+    p = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=timeout, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
+    return p
+
+
+def run_cli_sweep(cfg: Path, out: Path) -> Path:
+    """`cohortbench run CFG --out OUT` afresh; the results file."""
+    out.unlink(missing_ok=True)
+    cli_run(cfg, out)
     return out

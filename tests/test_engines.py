@@ -20,7 +20,7 @@ import pytest
 from backends import registry
 from backends.engine import Spec
 from circuits.errors import InputError
-from conftest import REPO
+from conftest import REPO, cli_run
 
 TESTS = Path(__file__).resolve().parent
 
@@ -93,15 +93,7 @@ warmup: 0
         **{registry.ENV: "toy=toy_engine:ENGINE"},
         PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]),
     )
-    p = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", str(cfg), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-        env=env,
-    )
-    assert p.returncode == 0, p.stderr[-2000:]
+    cli_run(cfg, out, timeout=300, env=env)
     records = [json.loads(line) for line in out.read_text().splitlines()]
     toy = [r for r in records if r["engine"] == "toy"]
     plain = [r for r in records if r["engine"] == "plain"]

@@ -246,15 +246,16 @@ def test_shipped_configs_load(path):
     assert exp.queries and exp.sources and exp.paddings
 
 
+def shamir_sweep(tmp_path, populations: str, extra: str) -> list:
+    """The records of a sweep of MPyC shamir (3 parties) with these populations and keys."""
+    cfg = config(tmp_path, "  - {engine: mpyc, protocol: shamir}", populations, extra)
+    return run_sweep(load_experiment(cfg), tmp_path / "r.jsonl", False, lambda m: None)
+
+
 def test_relayed_network_counts_rounds_and_bytes(tmp_path):
-    cfg = config(
-        tmp_path,
-        "  - {engine: mpyc, protocol: shamir}",
-        populations="[synthetic:20]",
-        extra="networks: [loopback, {profile: lan, links: {'0-2': {delay_ms: 5}}}]",
+    direct, relayed = shamir_sweep(
+        tmp_path, "[synthetic:20]", "networks: [loopback, {profile: lan, links: {'0-2': {delay_ms: 5}}}]"
     )
-    records = run_sweep(load_experiment(cfg), tmp_path / "r.jsonl", False, lambda m: None)
-    direct, relayed = records
     assert direct["rounds"] is None and direct["network"]["relayed"] is False
     assert relayed["error"] is None and relayed["correct"]
     assert relayed["rounds"] > 2 and relayed["messages"] > 0
@@ -300,14 +301,7 @@ def test_kill_9_of_the_harness_then_resume(tmp_path):
 
 
 def test_budget_skips_larger_populations(tmp_path):
-    cfg = config(
-        tmp_path,
-        "  - {engine: mpyc, protocol: shamir}",
-        populations="[synthetic:10, synthetic:12]",
-        extra="budget_s: 0.01",
-    )
-    records = run_sweep(load_experiment(cfg), tmp_path / "r.jsonl", False, lambda m: None)
-    first, second = records
+    first, second = shamir_sweep(tmp_path, "[synthetic:10, synthetic:12]", "budget_s: 0.01")
     assert first["error"] is None and first["correct"] and not first.get("skipped")
     assert second["skipped"] is True and "budget_s" in second["error"]
     assert second["population"] == 12

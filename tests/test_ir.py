@@ -2,22 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from circuits.ir import (
-    AgeRange,
-    And,
-    ExamCount,
-    Gender,
-    HasCondition,
-    Not,
-    Or,
-    Output,
-    Query,
-    Smoker,
-    leaves,
-    normalise,
-    render,
-    to_plain,
-)
+from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, Not, Or, Output, Query, Smoker, leaves
+from circuits.ir import normalise, render, to_plain
 
 
 def test_tree_is_immutable_and_hashable():

@@ -7,20 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from circuits.population import EMPTY, EXACT, Padding, Patient, Population, encode
+from circuits.population import ARRAYS, EMPTY, EXACT, Padding, Patient, Population, encode
 from harness.data.synthetic import SYNTHEA_R4, generate, measure_dir
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "synthea-r4"
-ARRAYS = (
-    "age",
-    "gender",
-    "smoker",
-    "conditions",
-    "exam_codes",
-    "exam_months",
-    "condition_counts",
-    "exam_counts",
-)
 
 
 def same(a: Population, b: Population) -> bool:

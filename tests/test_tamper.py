@@ -30,6 +30,7 @@ from harness.analysis.tamper import outcome, rows, table
 from backends.mp_spdz.engine import ABORTS as PROTOCOL_ABORTS, TLS_ERRORS
 from harness.run.diagnosis import diagnose, first_error_line
 from mp_spdz_vms import need_vm
+from conftest import cli_run
 
 REPO = Path(__file__).resolve().parent.parent
 QUERY = REPO / "configs" / "queries" / "five-criteria.yaml"
@@ -476,14 +477,7 @@ def test_cli_tamper_failures_do_not_fail_the_sweep(tmp_path):
         population="synthetic:10",
     )
     out = tmp_path / "r.jsonl"
-    p = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", str(cfg), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
-    assert p.returncode == 0, p.stderr[-2000:]
+    p = cli_run(cfg, out, timeout=120)
     [r] = [json.loads(line) for line in out.read_text().splitlines()]
     assert r["error"] is not None and r["fault_fired"] is True and r["result_correct"] is None
     assert r["failing_party_message"] and r["tamper_detected_by"] == "none"

@@ -50,15 +50,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from backends.mp_spdz import program
-from backends.mp_spdz.protocols import (
-    FIELD,
-    PROTOCOLS,
-    RING,
-    Protocol,
-    compiler_script,
-    compiler_version,
-    get,
-)
+from backends.mp_spdz.protocols import FIELD, PROTOCOLS, RING, Protocol, compiler_script, compiler_version
+from backends.mp_spdz.protocols import get
 from circuits.ir import ExamCount, HasCondition, Query, leaves, to_plain
 
 CACHE_ENV = "COHORTBENCH_MP_SPDZ_CACHE"

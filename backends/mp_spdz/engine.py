@@ -14,19 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
-from backends.engine import (
-    Engine,
-    Figures,
-    Finding,
-    Finished,
-    Links,
-    OutputError,
-    Party,
-    Preparation,
-    ProtocolFacts,
-    Spec,
-    Unavailable,
-)
+from backends.engine import Engine, Figures, Finding, Finished, Links, OutputError, Party, Preparation
+from backends.engine import ProtocolFacts, Spec, Unavailable
 from backends.mp_spdz import compile as mp_compile
 from backends.mp_spdz import launch, program, protocols, throwtrace
 from circuits.ir import Query

@@ -57,22 +57,8 @@ import numpy as np
 from backends.mp_spdz.protocols import FIELD, RING
 from circuits.codes import GENDERS, SMALL_DOMAIN, SMOKER_STATES
 from circuits.cost import AGE_BITS, MONTH_BITS, DataBounds
-from circuits.ir import (
-    AgeRange,
-    And,
-    ExamCount,
-    Gender,
-    HasCondition,
-    Node,
-    Not,
-    Or,
-    Output,
-    Query,
-    Smoker,
-    leaves,
-    normalise,
-    render,
-)
+from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, Node, Not, Or, Output, Query, Smoker
+from circuits.ir import leaves, normalise, render
 from circuits.population import Population
 from circuits.visitor import Visitor
 

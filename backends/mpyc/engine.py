@@ -16,20 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from backends.engine import (
-    HONEST,
-    SEMI_HONEST,
-    Engine,
-    Figures,
-    Finding,
-    Finished,
-    Links,
-    OutputError,
-    Party,
-    Preparation,
-    ProtocolFacts,
-    Spec,
-)
+from backends.engine import HONEST, SEMI_HONEST, Engine, Figures, Finding, Finished, Links, OutputError, Party
+from backends.engine import Preparation, ProtocolFacts, Spec
 from backends.mpyc import launch
 from backends.mpyc.certs import make_mpyc_certs
 from backends.mpyc.job import PROTOCOLS, Job, write_inputs

@@ -13,18 +13,8 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from backends.engine import (
-    NO_SECURITY,
-    Engine,
-    Figures,
-    Finished,
-    Links,
-    OutputError,
-    Party,
-    Preparation,
-    ProtocolFacts,
-    Spec,
-)
+from backends.engine import NO_SECURITY, Engine, Figures, Finished, Links, OutputError, Party, Preparation
+from backends.engine import ProtocolFacts, Spec
 from backends.plain import party
 from circuits.ir import Query, to_plain
 from circuits.population import Population

@@ -11,28 +11,17 @@ import numpy as np
 
 from circuits.ir import Output, Query, from_plain
 from circuits.oracle import cohort
-from circuits.population import Padding, Population
-
-_COLUMNS = (
-    "age",
-    "gender",
-    "smoker",
-    "conditions",
-    "exam_codes",
-    "exam_months",
-    "condition_counts",
-    "exam_counts",
-)
+from circuits.population import ARRAYS, Padding, Population
 
 
 def write_population(pop: Population, path: Path) -> Path:
-    np.savez(path, **{c: getattr(pop, c) for c in _COLUMNS})
+    np.savez(path, **{c: getattr(pop, c) for c in ARRAYS})
     return path
 
 
 def read_population(path: Path) -> Population:
     with np.load(path) as data:
-        cols = {c: data[c] for c in _COLUMNS}
+        cols = {c: data[c] for c in ARRAYS}
     slots = Padding(max(cols["conditions"].shape[1], 1), max(cols["exam_codes"].shape[1], 1))
     return Population(tuple(map(str, range(len(cols["age"])))), padding=slots, **cols)
 

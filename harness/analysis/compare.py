@@ -482,24 +482,22 @@ def summary_line(cmp: Comparison) -> str:
     return f"{verdict}: {len(cmp.cells)} cell(s): {counts or 'none'}"
 
 
+def _threshold(flag: str, dest: str, default: float, help: str) -> Callable:
+    """A time-ratio threshold option."""
+    return click.option(
+        flag, dest, type=click.FloatRange(min=0), default=default, show_default=True, help=help
+    )
+
+
 @click.command("compare")
 @click.argument("baseline_path", metavar="BASELINE.jsonl", type=click.Path(path_type=Path))
 @click.argument("new_path", metavar="NEW.jsonl", type=click.Path(path_type=Path))
-@click.option(
-    "--warn",
-    "warn_at",
-    type=click.FloatRange(min=0),
-    default=0.10,
-    show_default=True,
-    help="Time ratio above 1+WARN is a warning.",
-)
-@click.option(
+@_threshold("--warn", "warn_at", 0.10, "Time ratio above 1+WARN is a warning.")
+@_threshold(
     "--fail",
     "fail_at",
-    type=click.FloatRange(min=0),
-    default=0.50,
-    show_default=True,
-    help="Time ratio above 1+FAIL, significant by a Mann-Whitney U test, is a regression.",
+    0.50,
+    "Time ratio above 1+FAIL, significant by a Mann-Whitney U test, is a regression.",
 )
 @click.option(
     "--times",

@@ -301,13 +301,33 @@ def _time_lines(
     return fig, ax
 
 
+# The captions of the report's figures.
+_BYTES_PER_PARTY_CAPTION = (
+    "Data each party sent in one run (median over repeats), per protocol, at that "
+    "protocol's largest population in the data."
+)
+_SECURITY_MODEL_CAPTION = (
+    "Median wall time relative to the fastest semi-honest protocol run at the same "
+    "population, network, query and padding (1 = that protocol); bars grouped by "
+    "security model and majority, one bar colour per population and network."
+)
+_PAPER_TIME_VS_POPULATION_CAPTION = (
+    "The paper's Figure 7: median wall time per run against the number of patients, "
+    "one panel per protocol, one line per criterion (query); IQR error bars."
+)
+_PAPER_BYTES_PER_CRITERION_CAPTION = (
+    "The paper's Figure 8: total data sent by all parties in one run, one bar per "
+    "criterion (config 'paper', grouped by query name) and protocol."
+)
+_PAPER_BYTES_VS_SLOTS_CAPTION = (
+    "The paper's Figure 9: total data sent in one run against the number of condition "
+    "or exam slots per patient (config 'paper-slots': the padding, for the condition and "
+    "exams queries; or queries named conditions-N / exams-N), one line per protocol."
+)
+
+
 def fig_bytes_per_party(data: list[Cell]) -> Figure:
-    f = Figure(
-        "bytes_per_party",
-        "Bytes sent per party",
-        "Data each party sent in one run (median over repeats), per protocol, at that "
-        "protocol's largest population in the data.",
-    )
+    f = Figure("bytes_per_party", "Bytes sent per party", _BYTES_PER_PARTY_CAPTION)
     largest: dict[tuple, Cell] = {}
     for c in data:
         if c.bytes_by_party is None:
@@ -413,13 +433,7 @@ def _label_security_groups(
 
 
 def fig_security_model(data: list[Cell]) -> Figure:
-    f = Figure(
-        "security_model",
-        "Cost of the security model",
-        "Median wall time relative to the fastest semi-honest protocol run at the same "
-        "population, network, query and padding (1 = that protocol); bars grouped by "
-        "security model and majority, one bar colour per population and network.",
-    )
+    f = Figure("security_model", "Cost of the security model", _SECURITY_MODEL_CAPTION)
     bars, order = _security_bars(data)
     if not bars:
         f.skipped = (
@@ -477,8 +491,7 @@ def fig_paper_time_vs_population(data: list[Cell]) -> Figure:
     f = Figure(
         "paper_time_vs_population",
         f"Paper: wall time vs population ({lo}-{hi})",
-        "The paper's Figure 7: median wall time per run against the number of patients, "
-        "one panel per protocol, one line per criterion (query); IQR error bars.",
+        _PAPER_TIME_VS_POPULATION_CAPTION,
     )
     return _time_figure(
         f,
@@ -507,10 +520,7 @@ def _largest_common(chosen: list[Cell], group: Callable[[Cell], object]) -> tupl
 
 def fig_paper_bytes_per_criterion(data: list[Cell]) -> Figure:
     f = Figure(
-        "paper_bytes_per_criterion",
-        "Paper: bytes per criterion type",
-        "The paper's Figure 8: total data sent by all parties in one run, one bar per "
-        "criterion (config 'paper', grouped by query name) and protocol.",
+        "paper_bytes_per_criterion", "Paper: bytes per criterion type", _PAPER_BYTES_PER_CRITERION_CAPTION
     )
     chosen = [
         c for c in data if c.config == PAPER and c.bytes_sent is not None and not _SLOTS_QUERY.match(c.query)
@@ -558,11 +568,7 @@ def _slots_point(c: Cell) -> tuple[str, int] | None:
 
 def fig_paper_bytes_vs_slots(data: list[Cell]) -> Figure:
     f = Figure(
-        "paper_bytes_vs_slots",
-        "Paper: bytes vs number of conditions / exams",
-        "The paper's Figure 9: total data sent in one run against the number of condition "
-        "or exam slots per patient (config 'paper-slots': the padding, for the condition and "
-        "exams queries; or queries named conditions-N / exams-N), one line per protocol.",
+        "paper_bytes_vs_slots", "Paper: bytes vs number of conditions / exams", _PAPER_BYTES_VS_SLOTS_CAPTION
     )
     chosen = [c for c in data if c.bytes_sent is not None and _slots_point(c)]
     if not chosen:
@@ -752,27 +758,10 @@ def _metas(records: list[dict]) -> list[dict]:
 
 
 def _summary(all_cells: list[Cell]) -> tuple[list[str], list[list[dict]]]:
-    head = [
-        "config",
-        "engine/protocol",
-        "security",
-        "parties",
-        "population",
-        "network",
-        "padding",
-        "query",
-        "options",
-        "median wall",
-        "IQR",
-        "bytes",
-        "bytes det.",
-        "rounds",
-        "cohort",
-        "correct",
-        "runs",
-        "speed-up",
-        "bytes ratio",
-    ]
+    head = (
+        "config|engine/protocol|security|parties|population|network|padding|query|options|"
+        "median wall|IQR|bytes|bytes det.|rounds|cohort|correct|runs|speed-up|bytes ratio"
+    ).split("|")
     rows = []
     for c in all_cells:
         f = c.first

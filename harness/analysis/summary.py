@@ -66,24 +66,9 @@ def table(records: list[Record]) -> Table:
     all_cells = stats.cells(records)
     t = Table(title=f"cohortbench: {', '.join(sorted({c.config for c in all_cells}))}")
     for name in (
-        "engine/protocol",
-        "security",
-        "parties",
-        "population",
-        "network",
-        "median wall",
-        "IQR",
-        "engine s",
-        "bytes",
-        "relay bytes",
-        "rounds",
-        "cohort",
-        "correct",
-        "runs",
-        "speed-up",
-        "bytes ratio",
-        "vs fastest SH",
-    ):
+        "engine/protocol|security|parties|population|network|median wall|IQR|engine s|"
+        "bytes|relay bytes|rounds|cohort|correct|runs|speed-up|bytes ratio|vs fastest SH"
+    ).split("|"):
         t.add_column(name, justify="left" if name in ("engine/protocol", "security", "network") else "right")
     for c in sorted(all_cells, key=lambda c: (c.config, c.population, c.network, c.first.protocol or "")):
         t.add_row(*_row(c, all_cells))

@@ -46,24 +46,15 @@ from circuits.population import EMPTY, EXACT, Padding, Patient, Population
 # (../shared/data/synthea-r4 beside the repo): the 60 Synthea v2.4 bundles (smart-on-fhir
 # generated-sample-data, dates shifted 2 years ahead) read as of 2021-04-01 by
 # harness.data.fhir.  Counts are patients (or, for exams, reports) of the sample.
+# fmt: off
 SYNTHEA_R4: dict = {
     "patients": 60,
     "as_of": "2021-04-01",
     # (lowest age, highest age + 1, patients); 15 of the 60 are deceased but
     # are aged as of 2021-04-01 like the rest, hence the five aged 100 to 108.
-    "age_bins": (
-        (0, 10, 3),
-        (10, 20, 5),
-        (20, 30, 6),
-        (30, 40, 2),
-        (40, 50, 6),
-        (50, 60, 12),
-        (60, 70, 10),
-        (70, 80, 9),
-        (80, 90, 1),
-        (90, 100, 1),
-        (100, 110, 5),
-    ),
+    "age_bins": ((0, 10, 3), (10, 20, 5), (20, 30, 6), (30, 40, 2), (40, 50, 6),
+                 (50, 60, 12), (60, 70, 10), (70, 80, 9), (80, 90, 1), (90, 100, 1),
+                 (100, 110, 5)),
     "gender": (34, 26, 0, 0),  # patients per GENDERS code: male, female, other, unknown
     "smoker": (44, 1, 15, 0),  # patients per SMOKER_STATES code: never, current, former, unknown
     # Active, confirmed conditions per patient: (mean, sample variance, max); 7 have none.
@@ -83,66 +74,24 @@ SYNTHEA_R4: dict = {
         68496003: 5,  # Polyp of colon
         410429000: 5,  # Cardiac arrest
         429007001: 5,  # History of cardiac arrest
-        44054006: 4,
-        49436004: 4,
-        55680006: 4,
-        237602007: 4,
-        239873007: 4,
-        302870006: 4,
-        713197008: 4,
-        22298006: 3,
-        87433001: 3,
-        88805009: 3,
-        201834006: 3,
-        399211009: 3,
-        422034002: 3,
-        64859006: 2,
-        74400008: 2,
-        428251008: 2,
-        368581000119106: 2,
-        7200002: 1,
-        26929004: 1,
-        47693006: 1,
-        65363002: 1,
-        79586000: 1,
-        80394007: 1,
-        82423001: 1,
-        83664006: 1,
-        84757009: 1,
-        92691004: 1,
-        109838007: 1,
-        126906006: 1,
-        128613002: 1,
-        185086009: 1,
-        196416002: 1,
-        197927001: 1,
-        230690007: 1,
-        232353008: 1,
-        239872002: 1,
-        363406005: 1,
-        446096008: 1,
-        703151001: 1,
-        1501000119109: 1,
-        1551000119108: 1,
-        124171000119105: 1,
+        44054006: 4, 49436004: 4, 55680006: 4, 237602007: 4, 239873007: 4, 302870006: 4,
+        713197008: 4, 22298006: 3, 87433001: 3, 88805009: 3, 201834006: 3, 399211009: 3,
+        422034002: 3, 64859006: 2, 74400008: 2, 428251008: 2, 368581000119106: 2,
+        7200002: 1, 26929004: 1, 47693006: 1, 65363002: 1, 79586000: 1, 80394007: 1,
+        82423001: 1, 83664006: 1, 84757009: 1, 92691004: 1, 109838007: 1, 126906006: 1,
+        128613002: 1, 185086009: 1, 196416002: 1, 197927001: 1, 230690007: 1, 232353008: 1,
+        239872002: 1, 363406005: 1, 446096008: 1, 703151001: 1, 1501000119109: 1,
+        1551000119108: 1, 124171000119105: 1,
     },
     # LOINC body -> reports (609 in all): lipid panel, basic metabolic panel, CBC,
     # comprehensive metabolic panel, death certificate (sic: a DiagnosticReport in
     # Synthea), heart failure tracking panel, hemoglobin and hematocrit panel.
     "exam_codes": {57698: 208, 51990: 196, 58410: 129, 24323: 57, 69409: 12, 55405: 6, 24360: 1},
     # (lowest months ago, highest + 1, reports).
-    "months_bins": (
-        (0, 12, 58),
-        (12, 24, 34),
-        (24, 36, 37),
-        (36, 60, 82),
-        (60, 120, 227),
-        (120, 240, 88),
-        (240, 360, 45),
-        (360, 480, 18),
-        (480, 600, 20),
-    ),
+    "months_bins": ((0, 12, 58), (12, 24, 34), (24, 36, 37), (36, 60, 82), (60, 120, 227),
+                    (120, 240, 88), (240, 360, 45), (360, 480, 18), (480, 600, 20)),
 }
+# fmt: on
 
 AGE_BIN_WIDTH = 10
 MONTHS_EDGES = (0, 12, 24, 36, 60, 120, 240, 360, 480, 600, MAX_MONTHS + 1)

@@ -162,29 +162,23 @@ class CellRunner:
             group = run_group(parties, run_dir, timeout_s)
         failure = group.failure()
         if failure:
-            return Outcome(
-                group.wall_s,
-                _failure_figures(self.engine, group, relay),
-                None,
-                False,
-                f"{failure}\n{group.log_tail()}",
-            )
+            return self._failed(group, relay, failure)
         try:
             figures = cell.read(Finished(run_dir, group.logs, group.returncodes, group.timed_out))
         except OutputError as e:
-            return Outcome(
-                group.wall_s,
-                _failure_figures(self.engine, group, relay),
-                None,
-                False,
-                f"{e}\n{group.log_tail()}",
-                False if e.revealed else None,
-            )
+            return self._failed(group, relay, str(e), False if e.revealed else None)
         measured = {k: v for k, v in asdict(figures).items() if k != "answers"}
         measured.update(bytes_sent=figures.bytes_sent, **asdict(cell.preparation))
         if relay is not None:
             measured.update(_relay_figures(relay))
         return _answer(self.query, self.expected, figures.answers, group.wall_s, measured)
+
+    def _failed(
+        self, group: GroupResult, relay: Relay | None, why: str, result_correct: bool | None = None
+    ) -> Outcome:
+        """A run that revealed no right answer: why, the parties' logs' tails, the diagnosis."""
+        figures = _failure_figures(self.engine, group, relay)
+        return Outcome(group.wall_s, figures, None, False, f"{why}\n{group.log_tail()}", result_correct)
 
     def close(self) -> None:
         if self.cell is not None:
