@@ -58,7 +58,7 @@ from backends.mp_spdz.protocols import FIELD, RING
 from circuits.codes import GENDERS, SMALL_DOMAIN, SMOKER_STATES
 from circuits.cost import AGE_BITS, MONTH_BITS, DataBounds
 from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, Node, Not, Or, Output, Query, Smoker
-from circuits.ir import leaves, normalise, render
+from circuits.ir import normalise, render
 from circuits.population import Population
 from circuits.visitor import Visitor
 
@@ -132,21 +132,42 @@ def all_columns(shape: Shape) -> dict[str, Column]:
     }
 
 
+class _ColumnsRead(Visitor[set[str]]):
+    """The input columns a tree reads."""
+
+    target = "MP-SPDZ input columns"
+
+    def __init__(self, shape: Shape):
+        self.shape = shape
+
+    def visit_age_range(self, node: AgeRange) -> set[str]:
+        return {"age"}
+
+    def visit_gender(self, node: Gender) -> set[str]:
+        return {"gender"}
+
+    def visit_smoker(self, node: Smoker) -> set[str]:
+        return {"smoker"}
+
+    def visit_has_condition(self, node: HasCondition) -> set[str]:
+        return {"conditions"}
+
+    def visit_exam_count(self, node: ExamCount) -> set[str]:
+        known = self.shape.bounds.exam_index(node.loinc) is not None
+        return {"exam_index" if known else "exam_codes", "exam_months"}
+
+    def visit_not(self, node: Not) -> set[str]:
+        return self.visit(node.child)
+
+    def visit_and(self, node: And) -> set[str]:
+        return set().union(*map(self.visit, node.children))
+
+    visit_or = visit_and
+
+
 def columns(query: Query, shape: Shape) -> tuple[Column, ...]:
     """The columns the query reads, in input order (the program's and the input file's)."""
-    used: set[str] = set()
-    for leaf in leaves(query.root):
-        if isinstance(leaf, AgeRange):
-            used.add("age")
-        elif isinstance(leaf, Gender):
-            used.add("gender")
-        elif isinstance(leaf, Smoker):
-            used.add("smoker")
-        elif isinstance(leaf, HasCondition):
-            used.add("conditions")
-        elif isinstance(leaf, ExamCount):
-            known = shape.bounds.exam_index(leaf.loinc) is not None
-            used.update(("exam_index" if known else "exam_codes", "exam_months"))
+    used = _ColumnsRead(shape).visit(query.root)
     every = all_columns(shape)
     return tuple(every[name] for name in _ORDER if name in used)
 
