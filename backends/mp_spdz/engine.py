@@ -232,10 +232,10 @@ def _versions() -> dict[str, str | None]:
 
 def _doctor() -> list[Finding]:
     found = _home()
-    if not found[0].ok:
-        return found
-    root = protocols.mp_spdz_home()
-    return found + [_vm(p, root) for p in protocols.PROTOCOLS.values()] + [_plaintext_build()]
+    if found[0].ok:
+        root = protocols.mp_spdz_home()
+        found += [_vm(p, root) for p in protocols.PROTOCOLS.values()]
+    return found + [_plaintext_build()]
 
 
 ENGINE = Engine(
