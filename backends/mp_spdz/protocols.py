@@ -18,6 +18,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from backends.engine import DISHONEST, HONEST, MALICIOUS, MAX_PARTIES, SEMI_HONEST
+
 DEFAULT_HOME = Path("/opt/mp-spdz")
 HOME_ENV = "MP_SPDZ_HOME"
 # The honest-majority VMs refuse -u unless MP-SPDZ was compiled with -DINSECURE (for
@@ -27,8 +29,6 @@ DEFAULT_PLAINTEXT_HOME = Path("/opt/mp-spdz-insecure")
 PLAINTEXT_HOME_ENV = "MP_SPDZ_INSECURE_HOME"
 INSTALL_DOCS = "https://mp-spdz.readthedocs.io/en/latest/readme.html#tl-dr-source-distribution"
 
-SEMI_HONEST, MALICIOUS = "semi-honest", "malicious"
-HONEST, DISHONEST = "honest", "dishonest"
 FIELD, RING = "field", "ring"
 RING_BITS = 64  # -R 64: the ring Z_2^64 for every ring protocol
 
@@ -79,7 +79,7 @@ class Protocol:
         return tls is False and self.tls
 
 
-_MAX = 16  # the harness's limit on parties
+_MAX = MAX_PARTIES
 
 PROTOCOLS: dict[str, Protocol] = {
     p.name: p

@@ -16,7 +16,18 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from backends.engine import HONEST, SEMI_HONEST, Engine, Figures, Finding, Finished, Links, OutputError, Party
+from backends.engine import (
+    HONEST,
+    MAX_PARTIES,
+    SEMI_HONEST,
+    Engine,
+    Figures,
+    Finding,
+    Finished,
+    Links,
+    OutputError,
+    Party,
+)
 from backends.engine import Preparation, ProtocolFacts, Spec
 from backends.mpyc import launch
 from backends.mpyc.certs import make_mpyc_certs
@@ -28,7 +39,13 @@ from circuits.population import Population
 REPO = Path(__file__).resolve().parent.parent.parent
 FACTS = {
     name: ProtocolFacts(
-        name, SEMI_HONEST, HONEST, "field", 3, 16, too_few="cannot run Shamir with an honest majority"
+        name,
+        SEMI_HONEST,
+        HONEST,
+        "field",
+        3,
+        MAX_PARTIES,
+        too_few="cannot run Shamir with an honest majority",
     )
     for name in PROTOCOLS
 }

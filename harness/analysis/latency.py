@@ -40,6 +40,8 @@ def slopes(records: list[dict]) -> list[Slope]:
         net = r["network"]
         if r["error"] is not None or net.get("links") or net.get("jitter_ms") or net.get("faults"):
             continue
+        if r["parties"] < 2:  # one party has no links: the network does not reach it
+            continue
         key = (
             r["config"],
             r["engine"],
