@@ -256,9 +256,10 @@ def test_relayed_network_counts_rounds_and_bytes(tmp_path):
     direct, relayed = shamir_sweep(
         tmp_path, "[synthetic:20]", "networks: [loopback, {profile: lan, links: {'0-2': {delay_ms: 5}}}]"
     )
-    assert direct["rounds"] is None and direct["network"]["relayed"] is False
+    assert direct["network"]["relayed"] is False and direct["observed_rounds"] is None
     assert relayed["error"] is None and relayed["correct"]
-    assert relayed["rounds"] > 2 and relayed["messages"] > 0
+    assert direct["rounds"] == relayed["rounds"] > 2  # the setting's lock-step count
+    assert relayed["observed_rounds"] > 2 and relayed["messages"] > 0
     assert relayed["network"]["links"]["0->2"]["delay_ms"] == 5
     matrix = relayed["bytes_by_link"]
     assert len(matrix) == 3 and all(matrix[i][i] == 0 for i in range(3))

@@ -29,7 +29,8 @@ def test_the_committed_baseline_loads_as_version_1_and_round_trips(tmp_path):
     for old, new in zip(lines, out.read_text().splitlines()):
         old_d, new_d = json.loads(old), json.loads(new)
         assert {k: new_d[k] for k in old_d} == old_d  # every key and value kept
-        assert set(new_d) - set(old_d) <= {"schema_version", "isolation", "fault_calibration"}
+        added = {"schema_version", "isolation", "fault_calibration", "observed_rounds"}
+        assert set(new_d) - set(old_d) <= added
 
 
 def test_unknown_keys_are_kept_and_dicts_are_accepted_by_the_writer(tmp_path):

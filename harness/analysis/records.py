@@ -1,7 +1,9 @@
 """Results files and their records: one JSON line per run, appended and flushed as soon as it finishes.
 
 `Record` is the schema of a line, version `SCHEMA_VERSION`; a line without
-`schema_version` is version 1, which has the same keys. Keys this code does not know
+`schema_version` is version 1, which has the same keys as version 2; before version 3
+`rounds` was the relay's chain on the run's own network, read now as `observed_rounds`
+(`rounds` null). Keys this code does not know
 are kept and written back; a line of a newer version is refused. `--resume` keeps
 finished runs; a half-written last line (a killed sweep) is detected, reported and
 discarded.
@@ -22,7 +24,7 @@ from typing import Any, Callable, TypedDict, TypeVar
 
 from circuits.errors import InputError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _FIX = "results files are written by `cohortbench run`"
 
 
@@ -73,7 +75,8 @@ class Record(Mapping[str, Any]):
     compute_s: list[float] | None = None  # MPyC: from inputs to revealed output, per party
     bytes_sent: float | None = None  # all parties, the engine's count (MPyC: payload + 12 B a message)
     bytes_by_party: list[int] | None = None  # the engine's count, per party
-    rounds: float | None = None  # the relay's causal rounds (relayed networks)
+    rounds: float | None = None  # synchronous rounds: the cell's lock-step calibration (any network)
+    observed_rounds: float | None = None  # the relay's causal chain on this run's network (relayed)
     messages: float | None = None  # the relay's message count (relayed networks)
     bytes_by_link: list[list[int]] | None = None  # the relay's m x m byte matrix, row = sender
     relay_bytes: int | None = None  # the relay's byte total (relayed networks)
@@ -113,7 +116,10 @@ class Record(Mapping[str, Any]):
         """A record from one parsed JSON line, type-checked; InputError(source, where) if bad."""
         if not isinstance(data, dict):
             raise InputError(source, where, f"not a result record (a JSON {type(data).__name__})", _FIX)
-        _check_version(data.get("schema_version", 1), source, where)
+        version = data.get("schema_version", 1)
+        _check_version(version, source, where)
+        if version < 3 and "observed_rounds" not in data:
+            data = {**data, "observed_rounds": data.get("rounds"), "rounds": None}
         known: dict[str, Any] = {}
         for f in _json_fields():
             if f.name not in data:

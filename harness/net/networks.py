@@ -8,7 +8,9 @@ messages and rounds.  `relay` is the relay with no shaping (its own overhead).
 A network may also carry faults (`harness.net.faults`), per directed link, e.g.
 `{profile: relay, faults: {"1->0": {mode: flip, offset: 5000}}}` ("i-j": the
 same fault on both directions, each counting its own stream); a network with
-faults is always relayed.
+faults is always relayed.  `lockstep()` is the network of a cell's rounds
+calibration: the relay in lock-step mode (`harness.net.relay`), which counts
+synchronous rounds whatever the emulated network.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Network:
     default: LinkShape | None
     links: tuple[tuple[tuple[int, int], LinkShape], ...] = field(default=())
     faults: tuple[tuple[tuple[int, int], Fault], ...] = field(default=())
+    lockstep: bool = False  # the relay runs the parties in synchronous rounds
 
     @property
     def relayed(self) -> bool:
@@ -65,6 +68,11 @@ class Network:
         return replace(
             self, name=f"{self.name} (calibration)", default=self.default or LinkShape(), faults=()
         )
+
+    @staticmethod
+    def rounds_calibration() -> Network:
+        """The relay in lock-step mode, no shaping, no fault: the rounds calibration's network."""
+        return Network("lock-step (rounds calibration)", LinkShape(), lockstep=True)
 
     def calibrated(self, bytes_by_link: list[list[int]]) -> Network:
         """Faults at a fraction resolved to offsets in streams of these lengths

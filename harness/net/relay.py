@@ -11,6 +11,14 @@ delay, jitter, a bandwidth given as a TCP payload rate, see `ETHERNET_GOODPUT`),
 may carry one fault (`harness.net.faults`), and is counted on its own
 (:class:`RelayStats`: bytes, socket reads, flights, causal rounds).
 
+In lock-step mode (``lockstep=``, a function telling whether every party is
+blocked waiting) the relay holds everything it reads and delivers it all at
+once only when every party is waiting and nothing is in transit: the parties
+then run in synchronous rounds, and ``rounds`` counts those deliveries, a figure
+of the protocol and the query that no timing changes.  It assumes parties send at
+once (TCP_NODELAY, as asyncio and MP-SPDZ set): bytes Nagle holds in a party's
+kernel are invisible to the relay.
+
 It assumes, and keeps: TCP byte order (chunks never reorder, whatever the
 jitter), bounded queues (a direction stops reading while its queue or the
 destination's buffer is full), and FINs delivered after the data before them.
@@ -24,11 +32,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import fcntl
 import math
 import random
 import select
 import selectors
 import socket
+import struct
+import termios
 import threading
 import time
 from collections import deque
@@ -47,6 +58,8 @@ _MAX_SEGMENT = 64 * 1024
 _LATENCY_WINDOW = 64  # timer wake-ups whose median lateness sets the lead
 _MAX_LEAD = 0.0005  # never arm a timer more than 0.5 ms early
 _RETRY_S = 0.05  # between attempts to connect to a target that is not listening yet
+_LOCKSTEP_POLL_S = 0.0005  # lock-step: how often to look whether every party waits
+_LOCKSTEP_QUIET = 2  # lock-step: consecutive looks that must find every party waiting
 ETHERNET_GOODPUT = 1448 / 1514  # TCP payload per Ethernet frame (MSS 1448 with timestamps)
 
 
@@ -232,9 +245,13 @@ class _Core:
         connect_timeout_s: float,
         rng: random.Random,
         faults: Mapping[Link, Fault] | None = None,
+        lockstep: Callable[[], bool] | None = None,
     ) -> None:
         self.loop = loop
         self.parties = parties
+        self.lockstep = lockstep
+        self.held: set[_Direction] = set()  # lock-step: directions holding data
+        self.quiet = 0  # lock-step: consecutive looks that found every party waiting
         self.shapes = shapes
         # One state per faulted link, shared by its connections; not reset by reset().
         self.fault_states = {link: FaultState(f) for link, f in (faults or {}).items()}
@@ -264,6 +281,40 @@ class _Core:
             ordered = sorted(lat)
             self.lead = min(_MAX_LEAD, max(0.0, ordered[len(ordered) // 2]))
 
+    def tick(self) -> None:
+        """Lock-step: deliver everything held once every party waits and nothing moves."""
+        self.loop.call_later(_LOCKSTEP_POLL_S, self.tick)
+        assert self.lockstep is not None
+        if not self.held or self._in_transit() or not self.lockstep():
+            self.quiet = 0
+            return
+        self.quiet += 1
+        if self.quiet < _LOCKSTEP_QUIET:
+            return
+        self.quiet = 0
+        released, self.held = self.held, set()
+        if any(d.queued for d in released):
+            self.rounds += 1
+        for d in released:
+            d.flush()
+
+    def _in_transit(self) -> bool:
+        """Bytes a party sent that the relay has not read, or released bytes not yet
+        handed to the kernel, or a connection still being wired."""
+        for conn in self.conns:
+            if conn.up is None:
+                return True
+            for side in (conn.client, conn.target):
+                t = side.transport if side is not None else None
+                if t is None:
+                    continue
+                if t.get_write_buffer_size():
+                    return True
+                sock = t.get_extra_info("socket")
+                if sock is not None and _unread(sock.fileno()):
+                    return True
+        return False
+
     def reset(self) -> None:
         self.links = {link: _LinkState() for link in self.shapes}
         self.delivered_depth = [0] * self.parties
@@ -285,6 +336,14 @@ class _Core:
             sum(d.queued for c in self.conns for d in (c.up, c.down) if d is not None),
             {k: f.event() for k, f in sorted(self.fault_states.items())},
         )
+
+
+def _unread(fd: int) -> int:
+    """Bytes waiting in a socket's receive queue."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
 
 
 _SEVER = object()  # queued by a drop fault: close the connection when it comes due
@@ -328,7 +387,7 @@ class _Direction:
         self.src_side, self.dst_side = src_side, dst_side
         self.bind()
         self.fault: FaultState | None = core.fault_states.get((src, dst))
-        self.passthrough = shape.passthrough and self.fault is None
+        self.passthrough = shape.passthrough and self.fault is None and core.lockstep is None
         self.delay = shape.delay_ms / 1e3
         self.jitter = shape.jitter_ms / 1e3
         self.rate = None if shape.bandwidth_mbit is None else shape.bandwidth_mbit * 1e6 / 8
@@ -364,7 +423,7 @@ class _Direction:
         depth = core.delivered_depth[self.src] + 1
         if depth > st.max_depth:
             st.max_depth = depth
-            if depth > core.rounds:
+            if depth > core.rounds and core.lockstep is None:
                 core.rounds = depth
         if self.finished:  # the destination is gone: count, drop
             if self.fault is not None:
@@ -412,6 +471,11 @@ class _Direction:
         self._enqueue(t, None, 0, 0)
 
     def _enqueue(self, t: float, data: Any, depth: int, size: int, hold: float = 0.0) -> None:
+        if self.core.lockstep is not None:  # held until every party waits (Core.tick)
+            self.queue.append((0.0, data, depth))
+            self.queued += size
+            self.core.held.add(self)
+            return
         due = t + self.delay + hold
         if self.jitter:
             due += self.core.rng.uniform(-self.jitter, self.jitter)
@@ -423,10 +487,10 @@ class _Direction:
         self.queue.append((due, data, depth))
         self.queued += size
         if self.timer is None:
-            self.timer = self.core.loop.call_at(due - self.core.lead, self._flush)
+            self.timer = self.core.loop.call_at(due - self.core.lead, self.flush)
 
     # -- delivering ------------------------------------------------------------------------
-    def _flush(self) -> None:
+    def flush(self) -> None:
         core = self.core
         loop = core.loop
         now = loop.time()
@@ -465,7 +529,7 @@ class _Direction:
             self._send_eof()
             return
         if q:
-            self.timer = loop.call_at(q[0][0] - core.lead, self._flush)
+            self.timer = loop.call_at(q[0][0] - core.lead, self.flush)
         if self.paused_queue and self.queued <= core.max_queue_bytes // 2:
             self.paused_queue = False
             self._update_reading()
@@ -691,6 +755,9 @@ class Relay:
     client.  ``seed``: for the jitter.  ``loop``: "auto", "asyncio" or "uvloop".
     ``faults``: ``{(src, dst): Fault}``, at most one per directed link (see
     ``harness.net.faults``); a faulted direction is never a pass-through.
+    ``lockstep``: a function telling whether every party is blocked waiting; given,
+    the relay runs the parties in synchronous rounds (module docstring), shapes
+    nothing, never stops reading, and ``rounds`` counts the rounds.
     """
 
     def __init__(
@@ -705,6 +772,7 @@ class Relay:
         seed: int | None = None,
         loop: str = "auto",
         faults: Mapping[Link, Fault] | None = None,
+        lockstep: Callable[[], bool] | None = None,
     ) -> None:
         self.routes: list[Route] = [(int(s), int(d), int(p)) for s, d, p in routes]
         seen: set[Link] = set()
@@ -739,7 +807,8 @@ class Relay:
                     "stream; resolve it to an offset first (Fault.at_fraction_of)"
                 )
             self._faults[(s, d)] = fault
-        self._max_queue_bytes = max_queue_bytes
+        self._lockstep = lockstep
+        self._max_queue_bytes = max_queue_bytes if lockstep is None else 1 << 62
         self._connect_timeout_s = connect_timeout_s
         self._seed = seed
         self._loop_kind = loop
@@ -798,7 +867,11 @@ class Relay:
         with self._lock:
             if self._thread is not None:
                 raise RuntimeError("the relay is already started")
-            all_pass = not self._faults and all(s.passthrough for s in self._shapes.values())
+            all_pass = (
+                not self._faults
+                and self._lockstep is None
+                and all(s.passthrough for s in self._shapes.values())
+            )
             loop, self.loop_name = _new_loop(self._loop_kind, all_pass)
             self._loop = loop
             self._core = _Core(
@@ -809,6 +882,7 @@ class Relay:
                 self._connect_timeout_s,
                 random.Random(self._seed),
                 self._faults,
+                self._lockstep,
             )
             self._final = None
             ready: concurrent.futures.Future[dict[Link, int]] = concurrent.futures.Future()
@@ -836,6 +910,8 @@ class Relay:
                 ready.set_exception(e)
                 return
             ready.set_result(ports)
+            if core.lockstep is not None:
+                core.tick()
             loop.run_forever()
         finally:
             try:

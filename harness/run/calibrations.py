@@ -1,7 +1,8 @@
 """Clean runs that a cell's own runs depend on, one per setting and shared by its networks.
 
 A fault given as a `fraction` of its link's stream is placed from a clean run's
-byte counts.
+byte counts.  A cell's rounds are counted once per setting (engine, data, query),
+by a run on the lock-step relay, whatever the networks it is run on.
 """
 
 from __future__ import annotations
@@ -23,20 +24,39 @@ class Calibrations:
     setting (engine, data, query, links), shared by its networks that differ only in
     their faults."""
 
-    def __init__(self, timeout_s: float, enter: Enter):
-        self.timeout_s, self.enter = timeout_s, enter
+    def __init__(self, timeout_s: float, enter: Enter, warn: Callable[[str], None]):
+        self.timeout_s, self.enter, self.warn = timeout_s, enter, warn
         self.found: dict[tuple, Outcome] = {}
+        self.counted: dict[tuple, float | None] = {}  # rounds, by setting
 
     @staticmethod
-    def _key(cell: Cell) -> tuple:
+    def _setting(cell: Cell) -> tuple:
         return (
             json.dumps(cell.engine.model_dump(mode="json", exclude_defaults=True)),
             cell.source.text,
             cell.padding,
             cell.query.ir_hash,
-            cell.network.default,
-            cell.network.links,
         )
+
+    def _key(self, cell: Cell) -> tuple:
+        return (*self._setting(cell), cell.network.default, cell.network.links)
+
+    def rounds(self, cell: Cell, runner: CellRunner) -> float | None:
+        """The setting's synchronous rounds (None for one party, or if the lock-step run
+        failed, which is warned about once)."""
+        key = self._setting(cell)
+        if key not in self.counted:
+            self.counted[key] = None
+            if cell.engine.parties > 1:
+                name = f"rounds-{len(self.counted)}"
+                done = self.enter(lambda: runner.run(name, self.timeout_s, Network.rounds_calibration()))
+                if done.error is None:
+                    self.counted[key] = done.figures.get("rounds")
+                else:
+                    self.warn(
+                        f"{cell.label()}: no rounds, the lock-step run failed: {done.error.splitlines()[0]}"
+                    )
+        return self.counted[key]
 
     def network(self, cell: Cell, runner: CellRunner) -> Network | Outcome:
         """The cell's network with its faults placed, or the failed calibration's outcome."""

@@ -76,6 +76,7 @@ class Config(_Model):
     interleave: bool = False  # run repeat by repeat across cells instead of cell by cell
     budget_s: Annotated[float, Field(gt=0)] | None = None  # skip larger populations past it
     isolation: Literal["auto", "netns", "none"] = "auto"  # a network namespace per run
+    rounds_calibration: bool = True  # one lock-step run per setting counts its rounds
 
     @model_validator(mode="after")
     def _one_query_key(self) -> Config:

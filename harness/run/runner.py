@@ -26,6 +26,7 @@ from harness.net.networks import PROFILES, Network
 from harness.net.relay import Relay, routes_for_full_mesh
 from harness.run.diagnosis import diagnose
 from harness.run.parties import GroupResult, free_ports, run_group
+from harness.run.waiting import PartiesWaiting
 
 LOOPBACK = Network("loopback", PROFILES["loopback"])
 
@@ -82,7 +83,8 @@ def relayed(
 
     Without `every_direction` party i connects only to every j > i, so those routes
     suffice; with it, party i reaches every j through the relay, and routes no one uses
-    stay idle.  The network's faults, if any, are handed to the relay."""
+    stay idle.  The network's faults, if any, are handed to the relay; a lock-step
+    network's relay waits for every party to wait before each delivery."""
     parties = len(listen)
     if not network.relayed or parties < 2:
         yield Links(tuple(listen), tuple(tuple(listen) for _ in range(parties))), None
@@ -92,7 +94,10 @@ def relayed(
         if every_direction
         else routes_for_full_mesh(parties, listen)
     )
-    with Relay(routes, network.shape, parties=parties, faults=network.fault_map()) as relay:
+    lockstep = PartiesWaiting(parties) if network.lockstep else None
+    with Relay(
+        routes, network.shape, parties=parties, faults=network.fault_map(), lockstep=lockstep
+    ) as relay:
         views = tuple(
             tuple(relay.port_for(i, j) if (i, j) in relay.ports else listen[j] for j in range(parties))
             for i in range(parties)

@@ -151,7 +151,7 @@ class Sweep:
         self.budget = Budget(exp.config.budget_s)
         self.populations: dict[tuple, Population] = {}
         self.runners: dict[str, CellRunner] = {}  # by cell key
-        self.calibrations = Calibrations(exp.config.timeout_s, enter)
+        self.calibrations = Calibrations(exp.config.timeout_s, enter, warn)
 
     def population(self, cell: Cell) -> Population:
         key = (cell.source.text, cell.padding)
@@ -195,6 +195,7 @@ class Sweep:
         else:
             outcome = self.enter(lambda: runner.run(name, self.exp.config.timeout_s, network))
         streams = self.calibrations.streams(cell) if cell.network.needs_calibration else None
+        rounds = self.calibrations.rounds(cell, runner) if self.exp.config.rounds_calibration else None
         record = _record(
             self.exp,
             cell,
@@ -205,6 +206,7 @@ class Sweep:
             self.meta,
             self.runs_dir / cell.key(self.exp) / name,
             fault_calibration=streams,
+            rounds=rounds,
         )
         self.budget.observe(cell, len(pop), outcome)
         self._write(record)
@@ -298,6 +300,7 @@ def _record(
     logs: Path | None,
     skipped: bool = False,
     fault_calibration: dict[str, int] | None = None,
+    rounds: float | None = None,
 ) -> Record:
     f = o.figures
     load = meta.load_average()
@@ -329,7 +332,8 @@ def _record(
             "compute_s": f.get("compute_s"),
             "bytes_sent": f.get("bytes_sent"),
             "bytes_by_party": f.get("bytes_by_party"),
-            "rounds": f.get("rounds"),
+            "rounds": rounds,
+            "observed_rounds": f.get("rounds"),
             "messages": f.get("messages"),
             "bytes_by_link": f.get("bytes_by_link"),
             "relay_bytes": f.get("relay_bytes"),
