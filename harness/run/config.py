@@ -256,7 +256,7 @@ def load_experiment(path: Path, overrides: Overrides = Overrides()) -> Experimen
         config = _validate(overrides.apply(data, written), source) if given else written
         return _resolve(path, config, _hash(written), given)
     except InputError as e:
-        key = re.split(r"[.\[]", e.location)[0]
+        key = re.split(r"[.\[: ]", e.location or e.problem)[0]  # a model check names it first
         if key in given and e.source == source:
             raise InputError(f"{source} with --{key}", e.location, e.problem, e.fix) from None
         raise
