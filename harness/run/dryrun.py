@@ -83,7 +83,8 @@ def dry_run(exp: Experiment, out: Path, force: bool, warn: Callable[[str], None]
             continue
         shapes[src.text, padding] = (len(pop), pop.slots)
         if pop.truncated:
-            warn(f"{src.text} at padding {padding.label()}: {pop.truncated} patient(s) over the exam bound")
+            lose = f"{pop.truncated} patient(s) would lose their oldest exams"
+            warn(f"{src.text} at padding {padding.label()}: {lose}")
     budget = Budget(exp.config.budget_s)
     budget.replay(exp, kept)
     todo = to_do(exp, kept)
