@@ -241,7 +241,7 @@ def run(
     for w in exp.warnings:
         _warn(w)
     if dry_run:
-        _dry_run(exp, out_path, force)
+        _dry_run(exp, out_path, resume, force)
         return
     try:
         records = run_sweep(exp, out_path, resume, _warn, err, force)
@@ -270,9 +270,11 @@ def run(
         sys.exit(1)
 
 
-def _dry_run(exp: Experiment, out_path: Path, force: bool) -> None:
+def _dry_run(exp: Experiment, out_path: Path, resume: bool, force: bool) -> None:
     """Print what a sweep would do; exit 2 after listing every problem found."""
     plan = dry_run(exp, out_path, force, _warn)
+    if plan.done and not resume:
+        _warn(f"{out_path} exists: the real run needs --resume to continue it")
     for cell in plan.cells:
         out.print(f"{cell.key(exp)}  {cell.label()}")
     held = f"{plan.done} done (in {out_path}), " if out_path.exists() else ""

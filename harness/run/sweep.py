@@ -160,7 +160,7 @@ def resumed_over(exp: Experiment, out: Path, kept: list[Record], force: bool) ->
     for r in kept:
         if _config_hash(r) == exp.config_hash:
             allowed.update((r.meta or {}).get("resumed_over") or ())
-    others = {str(_config_hash(r)): r.config for r in kept if _config_hash(r) not in allowed}
+    others = {_config_hash(r) or "none": r.config for r in kept if _config_hash(r) not in allowed}
     if others and not force:
         theirs = ", ".join(f"{name!r} (config hash {h})" for h, name in sorted(others.items()))
         raise InputError(
