@@ -219,3 +219,16 @@ def test_a_sweep_warns_when_parties_exceed_the_cores(tmp_path):
     exp, said = load_experiment(cfg), []
     warn_contention(exp, to_do(exp, []), said.append)
     assert said == []
+
+
+def test_dry_run_and_resume_know_the_budget_from_the_file(tmp_path):
+    body = "populations: [synthetic:10, synthetic:20, synthetic:30]\nengines: [{engine: plain}]\nrepeats: 1"
+    cfg = config(tmp_path, body + "\nbudget_s: 0.001")  # a plain run takes longer than 1 ms
+    out = tmp_path / "r.jsonl"
+    assert cli("run", cfg, "--out", out).returncode == 0
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text(lines[0])  # only the smallest population's run, over the budget
+    r = cli("run", cfg, "--out", out, "--dry-run", "--resume")
+    assert f"3 run(s): 1 done (in {out}), 0 to do, 2 skipped by budget_s" in r.stdout, r.stdout
+    assert cli("run", cfg, "--out", out, "--resume").returncode == 0
+    assert [x.skipped for x in results.read(out)] == [False, True, True]
