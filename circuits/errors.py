@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+import typing
+from collections.abc import Iterator, Sequence
+
+from pydantic import BaseModel
 
 
 class InputError(Exception):
@@ -26,14 +30,21 @@ def format_location(loc: Sequence[object]) -> str:
 
 
 def from_pydantic(
-    source: str, error, drop: frozenset[str] = frozenset(), dedupe: frozenset[str] = frozenset()
+    source: str,
+    error,
+    drop: frozenset[str] = frozenset(),
+    dedupe: frozenset[str] = frozenset(),
+    model: type[BaseModel] | None = None,
 ) -> InputError:
     """The first error of a pydantic ValidationError, as an InputError with its exact location.
 
-    pydantic inserts discriminated-union tags into locations: tags in `drop` are
-    removed, tags in `dedupe` (which are also key names) are kept once.
+    An unknown key is reported before the rest (a misspelt key is also a missing one),
+    with the closest key that `model` allows there.  pydantic inserts discriminated-union
+    tags into locations: tags in `drop` are removed, tags in `dedupe` (which are also key
+    names) are kept once.
     """
-    e = error.errors(include_url=False)[0]
+    errors = error.errors(include_url=False)
+    e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
     loc: list = []
     for part in e["loc"]:
         if part in drop or (part in dedupe and loc and loc[-1] == part):
@@ -54,6 +65,52 @@ def from_pydantic(
     problem = {"missing": "required key is missing", "extra_forbidden": "unknown key"}.get(
         kind, msg.removeprefix("Value error, ")
     )
-    if kind not in ("missing",) and "input" in e and not isinstance(e["input"], (dict, list)):
+    fix = fixes.get(kind, "")
+    if kind == "extra_forbidden":
+        problem = f"unknown key {e['loc'][-1]!r}"
+        if model is not None:
+            keys = known_keys(model, e["loc"])
+            fix = did_you_mean(str(e["loc"][-1]), keys) or f"{fix}; known keys: {', '.join(keys)}"
+    elif kind != "missing" and "input" in e and not isinstance(e["input"], (dict, list)):
         problem += f" (got {e['input']!r})"
-    return InputError(source, format_location(loc), problem, fixes.get(kind, ""))
+    return InputError(source, format_location(loc), problem, fix)
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str | None:
+    """ "did you mean 'x'?" for the closest of `choices` to `word` (None when none is close)."""
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
+def known_keys(model: type[BaseModel], loc: Sequence[object]) -> list[str]:
+    """The keys allowed beside the last part of a pydantic error location in `model`:
+    the location is followed field by field, list indexes skipped, and a union tag
+    keeps the members with that tag (a Literal field value)."""
+    models = [model]
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = [f for m in models for name, f in m.model_fields.items() if part in (name, f.alias)]
+        if fields:
+            models = [inner for f in fields for inner in _models_in(f.annotation)]
+        else:
+            models = [m for m in models if part in _literals(m)] or models
+    return sorted({f.alias or name for m in models for name, f in m.model_fields.items()})
+
+
+def _models_in(annotation: object) -> Iterator[type[BaseModel]]:
+    """The models an annotation holds, through Union, Annotated, list and dict (not inside them)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+        return
+    for arg in typing.get_args(annotation):
+        yield from _models_in(arg)
+
+
+def _literals(model: type[BaseModel]) -> set[object]:
+    return {
+        v
+        for f in model.model_fields.values()
+        if typing.get_origin(f.annotation) is typing.Literal
+        for v in typing.get_args(f.annotation)
+    }

@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field
 from pydantic import field_validator
 
 from circuits import codes
-from circuits.errors import InputError, from_pydantic
+from circuits.errors import InputError, did_you_mean, format_location, from_pydantic
 from circuits.ir import MAX_AGE, MAX_MONTHS, AgeRange, And, ExamCount, Gender, HasCondition, Node, Not, Or
 from circuits.ir import Output, Query, Smoker
 from circuits.visitor import Visitor
@@ -272,7 +272,7 @@ def parse_query(data: Any, source: str, name: str = "query", strict: bool = Fals
         try:
             paper = _PaperQuery.model_validate(data)
         except ValidationError as e:
-            raise from_pydantic(source, e, drop=_PAPER_TAGS) from None
+            raise from_pydantic(source, e, drop=_PAPER_TAGS, model=_PaperQuery) from None
         nodes = []
         for i, r in enumerate(paper.restrictions):
             try:
@@ -286,15 +286,33 @@ def parse_query(data: Any, source: str, name: str = "query", strict: bool = Fals
             native = _NativeQuery.model_validate(data)
             root = native.criteria.to_ir()
         except ValidationError as e:
-            raise from_pydantic(source, e, dedupe=frozenset(_NATIVE_KINDS)) from None
+            raise _unknown_criterion(source, e) or from_pydantic(
+                source, e, dedupe=frozenset(_NATIVE_KINDS), model=_NativeQuery
+            ) from None
         except ValueError as e:  # a relation between fields, checked by the IR
             raise InputError(source, "criteria", str(e)) from None
         return Query(root, Output(native.output), native.name or name), warnings
-    raise InputError(
+    fix = "a paper query.json has 'restrictions'; a native query has 'criteria'"
+    for key in data if isinstance(data, dict) else ():
+        hint = did_you_mean(str(key), ("criteria", "restrictions"))
+        if hint:
+            raise InputError(source, str(key), f"not a cohort query: unknown key {key!r}", hint)
+    raise InputError(source, "", "not a cohort query", fix)
+
+
+def _unknown_criterion(source: str, error: ValidationError) -> InputError | None:
+    """A criterion of one unknown key (`smokr: former`), named, with the closest kind."""
+    e = error.errors(include_url=False)[0]
+    given = e.get("input")
+    if e["type"] != "criterion" or not isinstance(given, dict) or len(given) != 1:
+        return None
+    key = str(next(iter(given)))
+    loc = [part for i, part in enumerate(e["loc"]) if not (i and part == e["loc"][i - 1])]
+    return InputError(
         source,
-        "",
-        "not a cohort query",
-        "a paper query.json has 'restrictions'; a native query has 'criteria'",
+        format_location(loc),
+        f"unknown criterion {key!r}",
+        did_you_mean(key, list(_NATIVE_KINDS)) or "a criterion is one of " + ", ".join(_NATIVE_KINDS),
     )
 
 

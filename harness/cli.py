@@ -19,8 +19,9 @@ from circuits.queryfile import load_query
 from harness.analysis import compare, latency, report, records as results, summary, tamper
 from harness import doctor
 from harness.data import fhir, sources
-from harness.run.config import load_experiment
-from harness.run.sweep import cells, expected_failure, run_sweep, runs
+from harness.run.config import Experiment, Overrides, load_experiment
+from harness.run.dryrun import dry_run
+from harness.run.sweep import expected_failure, kept_runs, run_sweep, runs
 
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
@@ -192,6 +193,15 @@ def _tables(records: list[dict]) -> None:
         out.print(tampering)
 
 
+def _names(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not names:
+        raise click.BadParameter("give one or more names, separated by commas")
+    return names
+
+
 @cli.command()
 @click.argument("config", type=click.Path(path_type=Path))
 @click.option(
@@ -202,19 +212,47 @@ def _tables(records: list[dict]) -> None:
     help="Results file (JSON lines, appended as runs finish).",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted sweep in --out.")
-@click.option("--dry-run", is_flag=True, help="Validate CONFIG and list its runs; run nothing.")
-def run(config: Path, out_path: Path, resume: bool, dry_run: bool) -> None:
+@click.option("--force", is_flag=True, help="With --resume: even into a file another config wrote.")
+@click.option(
+    "--dry-run", is_flag=True, help="Check CONFIG and its data, count and time its runs; run nothing."
+)
+@click.option("--repeats", type=click.IntRange(min=1), help="Override the config's repeats.")
+@click.option("--populations", callback=_names, help="Replace the config's populations: A,B,...")
+@click.option("--networks", callback=_names, help="Replace the config's networks (names): A,B,...")
+@click.option(
+    "--engines", "engine_filter", help="Keep the engines whose label matches, e.g. mpyc/shamir or '*/semi*'."
+)
+def run(
+    config: Path,
+    out_path: Path,
+    resume: bool,
+    force: bool,
+    dry_run: bool,
+    repeats: int | None,
+    populations: tuple[str, ...] | None,
+    networks: tuple[str, ...] | None,
+    engine_filter: str | None,
+) -> None:
     """Run the experiment grid in CONFIG (YAML) and print its summary table."""
-    exp = load_experiment(config)
+    if force and not resume:
+        raise click.UsageError("--force goes with --resume")
+    overrides = Overrides(repeats, populations, networks, engine_filter)
+    exp = load_experiment(config, overrides)
     for w in exp.warnings:
         _warn(w)
     if dry_run:
-        plan = runs(exp)
-        for cell in cells(exp):
-            out.print(f"{cell.key(exp)}  {cell.label()}")
-        out.print(f"{len(cells(exp))} cell(s), {len(plan)} run(s) would be written to {out_path}")
+        _dry_run(exp, out_path, resume, force)
         return
-    records = run_sweep(exp, out_path, resume, _warn, err)
+    try:
+        records = run_sweep(exp, out_path, resume, _warn, err, force)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        again = " ".join(filter(None, ["--resume", overrides.argv()]))
+        err.print(
+            f"interrupted: kept {kept_runs(exp, out_path)} of {len(runs(exp))} runs; continue with: "
+            f"cohortbench run {config} --out {out_path} {again}",
+            soft_wrap=True,
+        )
+        sys.exit(130)
     everything = results.read(out_path, _warn)
     _tables([r for r in everything if r["config"] == exp.config.name])
     out.print(f"results: {out_path}  logs: {out_path.with_suffix('.runs')}")
@@ -230,6 +268,43 @@ def run(config: Path, out_path: Path, resume: bool, dry_run: bool) -> None:
             f"[red]{len(bad)} run(s) failed or disagreed with the oracle[/] (see `error` in {out_path})"
         )
         sys.exit(1)
+
+
+def _dry_run(exp: Experiment, out_path: Path, resume: bool, force: bool) -> None:
+    """Print what a sweep would do; exit 2 after listing every problem found."""
+    plan = dry_run(exp, out_path, force, _warn)
+    if plan.done and not resume:
+        _warn(f"{out_path} exists: the real run needs --resume to continue it")
+    for cell in plan.cells:
+        out.print(f"{cell.key(exp)}  {cell.label()}")
+    held = f"{plan.done} done (in {out_path}), " if out_path.exists() else ""
+    out.print(
+        f"{len(plan.cells)} cell(s), {plan.planned} run(s): {held}{plan.todo} to do"
+        + (f", {plan.skipped} skipped by budget_s (from the file's records)" if plan.skipped else "")
+    )
+    e = plan.estimate
+    if e.measured or e.modelled:
+        ways = [
+            f"{e.measured} from earlier runs of the same cell" if e.measured else "",
+            f"{e.modelled} from the cost model at a rate fitted to earlier records" if e.modelled else "",
+            f"{e.unknown} without an estimate" if e.unknown else "",
+        ]
+        out.print(
+            f"estimated time: about {_duration(e.seconds)} for the runs to do "
+            f"({'; '.join(filter(None, ways))}); an estimate, without compilation and calibration runs"
+        )
+    elif plan.todo:
+        out.print("estimated time: unknown (no earlier records of these engines to measure a rate)")
+    for problem in plan.problems:
+        err.print(f"[red]error:[/] {problem}", soft_wrap=True)
+    if plan.problems:
+        sys.exit(2)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else (f"{minutes} min {secs} s" if minutes else f"{secs} s")
 
 
 @cli.command()

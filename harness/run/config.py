@@ -7,16 +7,19 @@ engines, networks, repeats, warmup, timeout_s, compare_to) are a contract.
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import hashlib
 import json
+import re
+import shlex
 from pathlib import Path
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from backends import registry
-from circuits.errors import InputError, from_pydantic
+from circuits.errors import InputError, did_you_mean, from_pydantic
 from circuits.ir import Query
 from circuits.population import EXACT, Padding
 from circuits.queryfile import load_query, parse_query, read_structured
@@ -27,9 +30,10 @@ from harness.data.sources import Source, parse_source
 
 def _check_padding(v: Any) -> Any:
     if isinstance(v, dict):
-        unknown = set(v) - {"conditions", "exams"}
+        unknown = sorted(set(map(str, v)) - {"conditions", "exams"})
         if unknown:
-            raise ValueError(f"unknown key(s) {sorted(unknown)}; use conditions and exams")
+            hint = did_you_mean(unknown[0], ("conditions", "exams")) or "use conditions and exams"
+            raise ValueError(f"unknown key {unknown[0]!r}; {hint}")
         Padding(**v)
     return v
 
@@ -129,25 +133,139 @@ class Experiment:
     networks: tuple[Network, ...]
     sources: tuple[Source, ...]
     warnings: tuple[str, ...]
-
-    @property
-    def config_hash(self) -> str:
-        text = json.dumps(self.config.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+    config_hash: str  # of the config as written (before any overrides)
+    overrides: dict[str, Any]  # the command line's overrides, as recorded (`Overrides.record`)
 
 
-def load_experiment(path: Path) -> Experiment:
-    """Read and validate a YAML experiment config; errors name the file and key."""
+def _hash(config: Config) -> str:
+    text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Changes to a config from the command line, for a quick try (`run --repeats 1 ...`):
+    applied to its keys before they are validated, and recorded in the results."""
+
+    repeats: int | None = None
+    populations: tuple[str, ...] | None = None  # replaces `populations:`
+    networks: tuple[str, ...] | None = None  # names: the config's networks of that name, or profiles
+    engines: str | None = None  # keeps the engines whose label matches (comma-separated globs)
+
+    def record(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if v is not None}
+
+    def argv(self) -> str:
+        """The options that give these overrides again, e.g. "--repeats 1 --networks lan"."""
+        return " ".join(
+            f"--{k} {shlex.quote(','.join(v) if isinstance(v, list) else str(v))}"
+            for k, v in self.record().items()
+        )
+
+    def apply(self, data: dict, config: Config) -> dict:
+        """The config's keys with the overrides applied (`config`: the keys validated as written)."""
+        out = dict(data)
+        if self.repeats is not None:
+            out["repeats"] = self.repeats
+        if self.engines is not None:
+            out["engines"] = _engines_matching(self.engines, data["engines"], config)
+        if self.populations is not None:
+            out["populations"] = list(self.populations)
+            out["engines"] = [_restrict(e, self.populations) for e in out["engines"]]
+        if self.networks is not None:
+            out["networks"] = [spec for name in self.networks for spec in _networks_named(name, config)]
+        return out
+
+
+def _engines_matching(filters: str, entries: list, config: Config) -> list:
+    """The engine entries whose label (e.g. mpyc/shamir/3p) matches one of the
+    comma-separated filters: a glob, or else a part of the label."""
+    labels = [e.label for e in config.engines]
+    wanted = [f if set(f) & set("*?[") else f"*{f}*" for f in filters.split(",") if f]
+    kept = [e for e, label in zip(entries, labels) if any(fnmatch.fnmatch(label, w) for w in wanted)]
+    if not kept:
+        raise InputError(
+            "--engines",
+            "",
+            f"{filters!r} matches none of the config's engines ({', '.join(labels)})",
+            "give part of a label, e.g. mpyc/shamir, or a glob, e.g. '*/semi/*'",
+        )
+    return kept
+
+
+def _restrict(entry: Any, populations: tuple[str, ...]) -> Any:
+    """An engine entry's own `populations:`, kept to those of the overriding list."""
+    if not isinstance(entry, dict) or entry.get("populations") is None:
+        return entry
+    return {**entry, "populations": [p for p in entry["populations"] if p in populations]}
+
+
+def _networks_named(name: str, config: Config) -> list:
+    """The config's networks called `name`, or else `name` itself (a profile)."""
+    profiles = config.profiles()
+    named = [spec for spec in config.networks if parse_network(spec, profiles).name == name]
+    return named or [name]
+
+
+def _validate(data: dict, source: str) -> Config:
+    _other_engines_protocol(data, source)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise from_pydantic(source, e, drop=frozenset(registry.locations()), model=Config) from None
+
+
+def _other_engines_protocol(data: dict, source: str) -> None:
+    """A protocol written under an engine that has none of that name, but another engine has."""
+    engines = registry.engines()
+    entries = data.get("engines")
+    for i, entry in enumerate(entries if isinstance(entries, list) else ()):
+        own = engines.get(entry.get("engine")) if isinstance(entry, dict) else None
+        protocol = entry.get("protocol") if own is not None else None
+        if own is None or protocol is None or protocol in own.spec.defaults:
+            continue
+        for other in engines.values():
+            if protocol in other.spec.defaults:
+                raise InputError(
+                    source,
+                    f"engines[{i}].protocol",
+                    f"{protocol} is {_article(other.spec.title)} {other.spec.title} protocol "
+                    f"(engine: {other.name})",
+                    f"write engine: {other.name}, or one of {own.spec.title}'s protocols: "
+                    + ", ".join(own.spec.defaults),
+                )
+
+
+def _article(title: str) -> str:
+    """ "an" before a vowel sound: a vowel, or a capital letter read as "em", "ef", ..."""
+    vowel_sound = title[:1].lower() in "aeiou" or (title[:2].isupper() and title[0] in "FHLMNRSX")
+    return "an" if vowel_sound else "a"
+
+
+def load_experiment(path: Path, overrides: Overrides = Overrides()) -> Experiment:
+    """Read and validate a YAML experiment config, with any command-line overrides;
+    errors name the file (and the overriding option) and the key."""
     source = str(path)
     data = read_structured(path)
     if not isinstance(data, dict):
         raise InputError(
             source, "", "an experiment config is a mapping of keys", "see the README for a full example"
         )
+    written = _validate(data, source)
+    given = overrides.record()
     try:
-        config = Config.model_validate(data)
-    except ValidationError as e:
-        raise from_pydantic(source, e, drop=frozenset(registry.locations())) from None
+        config = _validate(overrides.apply(data, written), source) if given else written
+        return _resolve(path, config, _hash(written), given)
+    except InputError as e:
+        key = re.split(r"[.\[: ]", e.location or e.problem)[0]  # a model check names it first
+        if key in given and e.source == source:
+            raise InputError(f"{source} with --{key}", e.location, e.problem, e.fix) from None
+        raise
+
+
+def _resolve(path: Path, config: Config, config_hash: str, overrides: dict[str, Any]) -> Experiment:
+    """A validated config's queries read, paddings, sources and networks parsed."""
+    source = str(path)
     warnings: list[str] = []
     queries = []
     refs = [config.query] if config.query is not None else config.queries or []
@@ -192,4 +310,14 @@ def load_experiment(path: Path) -> Experiment:
         sources.append(src)
     profiles = config.profiles()
     networks = tuple(parse_network(spec, profiles) for spec in config.networks)
-    return Experiment(path, config, tuple(queries), paddings, networks, tuple(sources), tuple(warnings))
+    return Experiment(
+        path,
+        config,
+        tuple(queries),
+        paddings,
+        networks,
+        tuple(sources),
+        tuple(warnings),
+        config_hash,
+        overrides,
+    )

@@ -60,11 +60,16 @@ def collect(config_hash: str) -> dict:
         "engines": {k: v for e in registry.engines().values() for k, v in e.versions().items()},
         "python": platform.python_version(),
         "cpu": cpu_model(),
-        "cores": os.cpu_count(),
+        "cores": cores(),
         "hostname": socket.gethostname(),
         "config_hash": config_hash,
         "calibration_s": calibrate(),
     }
+
+
+def cores() -> int:
+    """The logical CPUs this machine has."""
+    return os.cpu_count() or 1
 
 
 def load_average() -> list[float]:

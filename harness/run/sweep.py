@@ -7,9 +7,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TimeRemainingColumn
 
 from backends.engine import Spec
 from circuits.errors import InputError
@@ -55,6 +56,18 @@ class Cell:
             f"{self.network.name}"
         )
 
+    def short_label(self, exp: Experiment) -> str:
+        """engine/protocol, parties, population, network, and the query and padding when
+        the grid has several: short enough for a progress line."""
+        e, src = self.engine, self.source
+        population = src.text if src.path is None else src.path.name
+        parts = [f"{e.engine}/{e.protocol}", f"{e.parties}p", population, self.network.name]
+        if len(exp.queries) > 1:
+            parts.append(self.query.name)
+        if len(exp.paddings) > 1:
+            parts.append(self.padding.label())
+        return " ".join(parts)
+
 
 def cells(exp: Experiment) -> list[Cell]:
     """Population and padding outermost (each encoded once), then network, query, engine."""
@@ -89,8 +102,19 @@ class Budget:
         )
 
     def observe(self, cell: Cell, population: int, outcome: Outcome) -> None:
-        if self.seconds is not None and outcome.wall_s is not None and outcome.wall_s > self.seconds:
-            self.over.setdefault(self._setting(cell), (population, outcome.wall_s))
+        self.seen(cell, population, outcome.wall_s)
+
+    def seen(self, cell: Cell, population: int, wall_s: float | None) -> None:
+        if self.seconds is not None and wall_s is not None and wall_s > self.seconds:
+            self.over.setdefault(self._setting(cell), (population, wall_s))
+
+    def replay(self, exp: Experiment, records: Iterable[Record]) -> None:
+        """What earlier runs of this grid (a results file resumed) showed of the budget."""
+        grid = {c.key(exp): c for c in cells(exp)}
+        for r in records:
+            cell = grid.get(r["cell"])
+            if cell is not None and not r.get("skipped") and r["population"] is not None:
+                self.seen(cell, r["population"], r["wall_s"])
 
     def exceeded(self, cell: Cell) -> str | None:
         hit = self.over.get(self._setting(cell))
@@ -112,17 +136,43 @@ def runs(exp: Experiment) -> list[tuple[Cell, int, bool]]:
     return [(c, rep, warm) for c in grid for warm, reps in phases for rep in range(reps)]
 
 
-def _done(out: Path, resume: bool, warn: Callable[[str], None]) -> set:
-    """The runs already in `out` (resumed), after dropping a torn last line."""
+def _kept(out: Path, resume: bool, warn: Callable[[str], None]) -> list[Record]:
+    """The records already in `out` (resumed), after dropping a torn last line."""
     if not (out.exists() and out.stat().st_size):
-        return set()
+        return []
     if not resume:
         raise InputError(
             str(out), "", "results file exists", "pass --resume to continue it, or choose another --out"
         )
     kept = results.read(out, warn)
     results.rewrite(out, kept)
-    return {results.run_key(r) for r in kept}
+    return kept
+
+
+def _config_hash(record: Record) -> str | None:
+    return (record.meta or {}).get("config_hash")
+
+
+def resumed_over(exp: Experiment, out: Path, kept: list[Record], force: bool) -> list[str]:
+    """The config hashes of the records in `out` that another config wrote (and that this
+    config has not already been forced over): refused unless `force`."""
+    allowed = {exp.config_hash}
+    for r in kept:
+        if _config_hash(r) == exp.config_hash:
+            allowed.update((r.meta or {}).get("resumed_over") or ())
+    others = {_config_hash(r) or "none": r.config for r in kept if _config_hash(r) not in allowed}
+    if others and not force:
+        theirs = ", ".join(f"{name!r} (config hash {h})" for h, name in sorted(others.items()))
+        raise InputError(
+            str(out),
+            "",
+            f"written by another config: {theirs}, not by {exp.path} ({exp.config.name!r}, "
+            f"config hash {exp.config_hash})",
+            "choose another --out, or pass --resume --force to add this config's runs to it "
+            "anyway (recorded in their meta.resumed_over)",
+        )
+    previously = {h for r in kept for h in (r.meta or {}).get("resumed_over") or ()}
+    return sorted((set(others) | previously) - {exp.config_hash})
 
 
 def _isolation(exp: Experiment, warn: Callable[[str], None]) -> tuple[Enter, str]:
@@ -228,22 +278,54 @@ def run_name(rep: int, warm: bool) -> str:
     return f"{'warmup' if warm else 'repeat'}-{rep}"
 
 
+def to_do(exp: Experiment, records: Iterable[Record]) -> list[tuple[Cell, int, bool]]:
+    """The runs of the grid that `records` (a results file) do not hold yet."""
+    done = {results.run_key(r) for r in records}
+    return [(c, rep, warm) for c, rep, warm in runs(exp) if (c.key(exp), rep, warm) not in done]
+
+
+def kept_runs(exp: Experiment, out: Path) -> int:
+    """How many of the grid's runs `out` holds."""
+    if not out.exists():
+        return 0
+    return len(runs(exp)) - len(to_do(exp, results.read(out, lambda message: None)))
+
+
+def warn_contention(exp: Experiment, todo: list[tuple[Cell, int, bool]], warn: Callable[[str], None]) -> None:
+    """Engines with more parties than this machine has cores: their times include waiting."""
+    cores = meta.cores()
+    over = sorted({c.engine.label for c, _, _ in todo if c.engine.parties > cores})
+    if over:
+        warn(
+            f"{', '.join(over)}: more parties than the {cores} core(s) here, so the parties "
+            "take turns on a core and their times include that wait (contended)"
+        )
+
+
 def run_sweep(
-    exp: Experiment, out: Path, resume: bool, warn: Callable[[str], None], console=None
+    exp: Experiment, out: Path, resume: bool, warn: Callable[[str], None], console=None, force: bool = False
 ) -> list[Record]:
-    """Run every missing run of the grid, appending records to `out`; returns this sweep's records."""
-    done = _done(out, resume, warn)
+    """Run every missing run of the grid, appending records to `out`; returns this sweep's records.
+    `force`: resume even into a file that another config wrote (recorded)."""
+    kept = _kept(out, resume, warn)
+    over = resumed_over(exp, out, kept, force)
     enter, isolated = _isolation(exp, warn)
-    plan = runs(exp)
-    todo = [(c, rep, warm) for c, rep, warm in plan if (c.key(exp), rep, warm) not in done]
-    if done:
-        warn(f"resuming: {len(plan) - len(todo)} run(s) already in {out}, {len(todo)} to go")
-    sweep = Sweep(exp, out, enter, {**meta.collect(exp.config_hash), "isolation": isolated}, warn)
+    todo = to_do(exp, kept)
+    if kept:
+        warn(f"resuming: {len(runs(exp)) - len(todo)} run(s) already in {out}, {len(todo)} to go")
+    warn_contention(exp, todo, warn)
+    sweep_meta = {**meta.collect(exp.config_hash), "isolation": isolated}
+    sweep_meta |= {"overrides": exp.overrides} if exp.overrides else {}
+    sweep_meta |= {"resumed_over": over} if over else {}
+    sweep = Sweep(exp, out, enter, sweep_meta, warn)
+    sweep.budget.replay(exp, kept)
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
         console=console,
         transient=False,
     )
@@ -251,12 +333,24 @@ def run_sweep(
         with progress:
             task = progress.add_task(exp.config.name, total=len(todo))
             for cell, rep, warm in todo:
-                progress.update(task, description=f"{cell.label()} {run_name(rep, warm)}")
+                label = f"{cell.short_label(exp)} {run_name(rep, warm)}"
+                progress.update(task, description=label)
                 sweep.run(cell, rep, warm)
+                progress.console.print(f"{label}: {finished(sweep.written[-1])}", soft_wrap=True)
                 progress.advance(task)
     finally:
         sweep.close()
     return sweep.written
+
+
+def finished(r: Record) -> str:
+    """A finished run in a few words: engine time, bytes, and whether it was correct."""
+    if r.skipped:
+        return "skipped (budget_s)"
+    engine = f"engine {max(r.engine_s):.2f} s" if r.engine_s else f"wall {r.wall_s or 0:.2f} s"
+    sent = f"{r.bytes_sent / 1e6:.2f} MB" if r.bytes_sent is not None else "bytes not counted"
+    verdict = "correct" if r.correct else ("tampered" if expected_failure(r) else "NOT correct")
+    return f"{engine}, {sent}, {verdict}"
 
 
 def _here(fn: Callable[[], Outcome]) -> Outcome:
