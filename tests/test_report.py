@@ -340,7 +340,7 @@ def test_one_security_model_says_so_and_names_the_config_to_run(tmp_path):
     _, page = report_page(tmp_path, cell_records.latency())
     config = headline.COMPARISON
     assert "These results hold one security model (semi-honest, honest majority)" in page
-    assert f"cohortbench run {config} --out" in page
+    assert f"<code>cohortbench run {config} --out results/security-models.jsonl</code>" in page
     text = (ROOT / config).read_text()  # that config does compare security models
     assert "malicious-shamir" in text and "semi2k" in text and "mascot" in text
     assert (ROOT / headline.QUICK_COMPARISON).is_file()

@@ -4,7 +4,8 @@ Cells are compared within a context: the same network, query, population (source
 padding) and number of parties. In each context with a semi-honest cell and a second
 security model, each model's fastest cell is set against the fastest semi-honest one:
 its engine time (the engine's own, else wall) and bytes as ratios. The plaintext engine
-(security `none`) is no security model here. `missing` says why there is no answer.
+(security `none`) is no security model here. `missing` says why there is no answer,
+and RUN_COMPARISON what to run for one.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from harness.analysis.stats import Cell
 
 SEMI_HONEST, NO_SECURITY = "semi-honest", "none"
 # the configs that run several security models side by side (paths from the repository)
-COMPARISON = "configs/security-models.yaml"
-QUICK_COMPARISON = "configs/bench-mp-spdz.yaml"
+COMPARISON = "configs/security-models.yaml"  # MPyC and every MP-SPDZ protocol, lan and wan
+QUICK_COMPARISON = "configs/bench-mp-spdz.yaml"  # the same protocols on loopback, < 5 minutes
+RUN_COMPARISON = f"cohortbench run {COMPARISON} --out results/security-models.jsonl"
 
 
 @dataclass(frozen=True)
@@ -83,20 +85,15 @@ def _model_order(model: tuple[str, str]) -> tuple:
 
 
 def missing(all_cells: list[Cell]) -> str | None:
-    """Why the results cannot say what security costs, and what to run; None when they can."""
+    """Why the results cannot say what security costs (then run RUN_COMPARISON); None when
+    they can."""
     if costs(all_cells):
         return None
     found = sorted(models(all_cells))
-    run = (
-        f"to see what security costs on each network, run `cohortbench run {COMPARISON} "
-        f"--out results/security-models.jsonl` (MPyC and every MP-SPDZ protocol on lan and wan; "
-        f"the quicker `{QUICK_COMPARISON}` runs them on loopback), then add that file to this "
-        "report; both need MP-SPDZ (see `cohortbench doctor`)"
-    )
     if len(found) < 2:
         held = f"one security model ({', '.join(found[0])} majority)" if found else "no security model"
-        return f"These results hold {held}, so there is nothing to compare: {run}."
+        return f"These results hold {held}, so there is nothing to compare."
     return (
         f"These results hold {len(found)} security models, but never a second one beside a "
-        f"semi-honest protocol at the same network, query, population and parties: {run}."
+        "semi-honest protocol at the same network, query, population and parties."
     )

@@ -3,20 +3,25 @@
 Writes into DIR:
 
 * `report.html`: one self-contained page (no external resources: CSS inline, plots
-  embedded as base64 PNG) with the run metadata, the summary table per cell, every
-  figure the data supports, the figures it does not (and why), and failed runs;
-* `cells.csv`: one row per cell (median, quartiles and IQR of the wall time, bytes,
-  bytes per party, rounds, cohort size, correctness, run counts);
+  embedded as base64 PNG) that opens with the answer (what each security model costs on
+  each network, see `headline`; or, with one security model, the config to run), then
+  the run metadata collapsed (shared fields once, then only what differs, see
+  `metadata`), the summary table per cell with its quality, the anomalies, every figure
+  the data supports, the figures it does not (and why), and failed runs;
+* `cells.csv`: the cell table of `show --csv` (`summary.COLUMNS`: medians, quartiles,
+  engine time, bytes, rounds, quality, anomaly, ...);
 * one PNG per supported figure:
+  - `headline.png`: per network, each security model's engine time and bytes as
+    multiples of the fastest semi-honest protocol's (same query, population, parties);
   - `time_vs_population.png`: median wall time against the population, per protocol,
     log-log, IQR error bars (series with at least two populations);
   - `time_vs_network.png`: median wall time per network profile, per protocol
     (series run on at least two networks);
   - `bytes_per_party.png`: bytes each party sent, per protocol, at the protocol's
     largest population;
-  - `security_model.png`: median time relative to the fastest semi-honest protocol at
-    the same population, network and query, bars grouped by security and majority
-    (contexts with at least two protocols);
+  - `security_model.png`: every protocol's engine time relative to the fastest
+    semi-honest protocol at the same query, population, parties and network, bars
+    grouped by security and majority (contexts with a second security model);
   - the paper-reproduction figures (configs/paper.yaml and configs/paper-slots.yaml):
     `paper_time_vs_population.png` (Figure 7: config `paper`, 5 to 100 patients, one panel
     per protocol, one line per criterion), `paper_bytes_per_criterion.png` (Figure 8:
@@ -25,7 +30,8 @@ Writes into DIR:
     condition/exam slots per patient for its condition/exams queries; queries named
     `conditions-N` / `exams-N` in any config count too, with that N).
 
-A figure the data does not support is skipped, and the page says why.
+A figure the data does not support is skipped, and the page says why; a paper figure
+is mentioned only when the results hold its config.
 
 Statistics are computed from the raw measured samples (warmups are not counted) of
 the runs that finished and agreed with the oracle; cells are identified by config
@@ -859,6 +865,8 @@ def html(
         cells=all_cells,
         headline_table=_headline_table(costs),
         headline_missing=headline.missing(all_cells),
+        run_comparison=headline.RUN_COMPARISON,
+        quick_comparison=headline.QUICK_COMPARISON,
         headline=_figure(headline_fig),
         meta=meta,
         summary=table,
