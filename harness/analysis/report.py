@@ -366,14 +366,16 @@ def fig_bytes_per_party(data: list[Cell]) -> Figure:
         ]
         ys = [c.bytes_by_party[p] / MB for c in chosen if p < len(c.bytes_by_party)]
         ax.bar(xs, ys, width, label=f"party {p}", color=colours[p % len(colours)])
-    ax.set_xticks(
-        range(len(chosen)), ["\n".join(_two_lines(key[k]) for k in vary) for key in keys], fontsize=7
-    )
+    if len(chosen) > 8:  # one slanted line per bar
+        ticks = [", ".join(key[k] for k in vary) for key in keys]
+        ax.set_xticks(range(len(chosen)), ticks, fontsize=7, rotation=30, ha="right")
+    else:
+        ax.set_xticks(range(len(chosen)), ["\n".join(_two_lines(key[k]) for k in vary) for key in keys])
     sent = [b for c in chosen for b in c.bytes_by_party if b]
     if sent and max(sent) / min(sent) > 100:  # e.g. mascot's gigabytes beside replicated-ring's megabytes
         _log_axis(ax.yaxis, "y")
     ax.set_ylabel("data sent per run (MB, 10^6 bytes" + (", log scale)" if ax.get_yscale() == "log" else ")"))
-    ax.set_xlabel(" / ".join(vary))
+    ax.set_xlabel((", " if len(chosen) > 8 else " / ").join(vary))  # as the ticks name them
     ax.set_title("Bytes sent per party")
     _legend(ax, most)
     f.png = _png(fig)
@@ -739,7 +741,7 @@ def _summary_row(c: Cell, all_cells: list[Cell]) -> dict[str, dict]:
         "IQR": _cell(stats.format_spread(c)),
         "bytes": _cell(format_value(c.bytes_sent, "B")),
         "bytes det.": _cell("-" if det is None else "yes" if det else "no"),
-        "rounds": _cell(format_value(c.median_of("rounds"))),
+        "rounds": _cell(summary.rounds_text(c)),
         "cohort": _cell("-" if c.cohort is None else str(c.cohort)),
         "correct": _cell("yes" if c.correct else "NO", "good" if c.correct else "bad"),
         "runs": _cell(f"{len(c.ok)}/{len(c.runs)}", "num" if len(c.ok) == len(c.runs) else "num bad"),

@@ -162,7 +162,7 @@ def _fastest_semi_honest(c: Cell, all_cells: list[Cell]) -> Cell | None:
     return min(same, key=lambda o: o.time or 0.0, default=None)
 
 
-def _rounds(c: Cell) -> str:
+def rounds_text(c: Cell) -> str:
     """The relay's count; else the engine's own (MP-SPDZ), shown as ~N."""
     rounds, engine_rounds = c.median_of("rounds"), c.median_of("engine_rounds")
     return (
@@ -204,7 +204,7 @@ def _narrow_row(c: Cell, all_cells: list[Cell]) -> list[str]:
         c.network,
         format_value(c.engine_s, " s") + mark,
         format_value(c.bytes_sent, "B", 1),
-        _rounds(c),
+        rounds_text(c),
         _correct(c),
         _quality(c),
     ]
@@ -227,7 +227,7 @@ def _wide_row(c: Cell, all_cells: list[Cell]) -> list[str]:
         format_value(c.engine_s, " s") + mark,
         format_value(c.bytes_sent, "B"),
         format_value(c.median_of("relay_bytes"), "B"),
-        _rounds(c),
+        rounds_text(c),
         str(c.cohort) if c.cohort is not None else "-",
         _correct(c),
         f"{len(c.ok)}/{len(c.runs)}",
