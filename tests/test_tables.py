@@ -28,6 +28,7 @@ def one_cell(times: list[float], **kw) -> stats.Cell:
 
 
 def test_quality_flags():
+    assert stats.QUALITIES == ("contended", "single-run", "noisy", "ok")  # in order of precedence
     assert one_cell([1.0]).quality == "single-run"
     assert one_cell([1.0, 1.5, 2.0]).quality == "noisy"  # coefficient of variation 0.33
     assert one_cell([1.0, 1.01, 1.02]).quality == "ok"

@@ -5,7 +5,7 @@ to every link adds about R x d to its run time, so R ~ (T(d) - T(0)) / d.
 Fitting T against d over a config's delays (least squares over the medians)
 gives that slope, to set beside the relay's median `rounds` for each cell.
 A negative slope (time falling as delay rises) is no property of a protocol: it is
-marked as an anomaly (`Slope.negative`, NEGATIVE), never hidden.
+marked `!` as an anomaly (`Slope.negative`, NEGATIVE), never hidden.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Slope:
 
 
 NEGATIVE = (
-    "! a negative slope: time fell as delay rose, which no protocol does; "
+    "a negative slope: time fell as delay rose, which no protocol does; "
     "the machine was probably busy (see the cells' quality), rerun on a quiet one"
 )
 
@@ -101,5 +101,5 @@ def table(records: list[dict]) -> Table | None:
             f"{s.ratio:.2f}" if s.ratio is not None else "-",
         )
     if any(s.negative for s in found):
-        t.caption, t.caption_justify = NEGATIVE, "left"
+        t.caption, t.caption_justify = f"! {NEGATIVE}", "left"
     return t

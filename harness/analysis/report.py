@@ -770,8 +770,8 @@ def _summary(all_cells: list[Cell]) -> Summary:
 def _anomalies(records: list[Record], all_cells: list[Cell]) -> list[str]:
     """Figures no protocol explains, flagged: time falling as delay rises, negative slopes."""
     slopes = [
-        f"{latency.NEGATIVE.split(': ', 1)[0][2:]}: {s.label}, {s.flights:.1f} flights over delays "
-        f"{', '.join(f'{d:g}' for d in s.delays_ms)} ms"
+        f"{s.label}: {s.flights:.1f} flights over delays {', '.join(f'{d:g}' for d in s.delays_ms)} ms, "
+        + latency.NEGATIVE
         for s in latency.slopes(records)
         if s.negative
     ]
