@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from circuits import cost, ir
@@ -17,13 +19,15 @@ from circuits.oracle import cohort
 from circuits.population import EXACT, Padding, write_jsonl
 from circuits.queryfile import load_query
 from harness.analysis import compare, latency, report, records as results, summary, tamper
+from harness.analysis.records import Record
 from harness import doctor
 from harness.data import fhir, sources
 from harness.run.config import Experiment, Overrides, load_experiment
 from harness.run.dryrun import dry_run
 from harness.run.sweep import expected_failure, kept_runs, run_sweep, runs
 
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+# tables fit the terminal, or COLUMNS, else 100 characters (a pipe, a log)
+out = Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 100)
 err = Console(stderr=True, highlight=False)
 
 
@@ -183,8 +187,16 @@ def eval_(
         out.print(pid)
 
 
-def _tables(records: list[dict]) -> None:
-    out.print(summary.table(records))
+def _wide_console(table: Table) -> Console:
+    """A console as wide as the table unwrapped (--wide: every column whole, however wide)."""
+    width = Measurement.get(out, out.options.update_width(10_000), table).maximum
+    return Console(highlight=False, width=max(out.width, width))
+
+
+def _tables(records: list[Record], wide: bool = False) -> None:
+    """The cell table (see `summary`), then the latency-slope and tamper tables if any."""
+    table = summary.table(records, wide, out.width)
+    (_wide_console(table) if wide else out).print(table)
     slopes = latency.table(records)
     if slopes is not None:
         out.print(slopes)
@@ -309,9 +321,22 @@ def _duration(seconds: float) -> str:
 
 @cli.command()
 @click.argument("results_path", metavar="RESULTS", type=click.Path(path_type=Path))
-def show(results_path: Path) -> None:
+@click.option("--wide", is_flag=True, help="Every column (wider than 100 characters).")
+@click.option("--csv", "as_csv", is_flag=True, help="The cell table as CSV on stdout, every field.")
+@click.option("--json", "as_json", is_flag=True, help="The cell table as a JSON list on stdout.")
+def show(results_path: Path, wide: bool, as_csv: bool, as_json: bool) -> None:
     """Print the summary table of a results file."""
-    _tables(results.read(results_path, _warn))
+    if as_csv and as_json:
+        raise click.UsageError("give --csv or --json, not both")
+    records = results.read(results_path, _warn)
+    if not (as_csv or as_json):
+        _tables(records, wide)
+        return
+    rows = summary.rows(summary.ordered(records))
+    if as_csv:
+        summary.write_csv(sys.stdout, rows)
+    else:
+        print(json.dumps(rows, indent=1))
 
 
 cli.add_command(compare.command)

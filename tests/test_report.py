@@ -10,13 +10,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from harness.analysis import report
+from harness.analysis import headline, report, summary
 from harness.analysis.records import Record
+import cell_records
 import test_compare
 
+ROOT = Path(__file__).resolve().parents[1]
 real_results = test_compare.real_results  # one real tiny sweep serves both files
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GENERAL = ("time_vs_population", "time_vs_network", "bytes_per_party", "security_model")
+HEADLINE = "headline"  # what each security model costs, per network: drawn above the others
 PAPER = ("paper_time_vs_population", "paper_bytes_per_criterion", "paper_bytes_vs_slots")
 
 
@@ -51,26 +54,29 @@ def test_report_on_a_real_results_file(tmp_path, real_results):
     out = tmp_path / "report"
     r = run_report(str(real_results), "--out", str(out))
     assert r.exit_code == 0, r.output
-    # two populations, MPyC beside the plaintext engine at each: these three are supported
-    for name in ("time_vs_population", "bytes_per_party", "security_model"):
+    # two populations, MPyC beside the plaintext engine at each: these two are supported
+    for name in ("time_vs_population", "bytes_per_party"):
         png = out / f"{name}.png"
         assert png.read_bytes().startswith(PNG_MAGIC), name
         assert f"wrote {png}" in r.output
     assert not (out / "time_vs_network.png").exists()  # loopback only: skipped, with a note
     assert "skipped time_vs_network: every cell ran on a single network profile" in r.output
+    # MPyC is the one security model (the plaintext engine is none): nothing to compare
+    assert not (out / "security_model.png").exists() and not (out / "headline.png").exists()
     for name in PAPER:
         assert not (out / f"{name}.png").exists()
 
     page = (out / "report.html").read_text()
     links = assert_self_contained(page)
-    assert sum(u.startswith("data:image/png;base64,") for u in links.urls) == 3
+    assert sum(u.startswith("data:image/png;base64,") for u in links.urls) == 2
+    assert "These results hold one security model (semi-honest, honest majority)" in page
     assert "Wall time vs network profile</b>: skipped" in page
     commits = {json.loads(line)["meta"]["commit"] for line in real_results.read_text().splitlines()}
     assert commits and all(f"<td>{c}</td>" in page for c in commits)  # run metadata: the real value
     assert "mpyc/shamir" in page and "plain/" in page  # the summary table
 
     rows = list(csv.DictReader((out / "cells.csv").open()))
-    assert len(rows) == 4 and set(rows[0]) == set(report.CSV_COLUMNS)
+    assert len(rows) == 4 and set(rows[0]) == set(summary.COLUMNS)
     assert {(r["engine"], r["population"]) for r in rows} == {
         ("plain", "10"),
         ("plain", "20"),
@@ -81,8 +87,10 @@ def test_report_on_a_real_results_file(tmp_path, real_results):
         assert row["correct"] == "True" and row["runs"] == "2" and row["failures"] == "0"
         assert float(row["wall_q1_s"]) <= float(row["wall_median_s"]) <= float(row["wall_q3_s"])
         assert row["cohort_size"] != ""
+        assert row["quality"] in ("contended", "ok", "noisy")  # two runs each
         if row["engine"] == "mpyc":
             assert float(row["bytes_sent_median"]) > 0 and len(row["bytes_by_party_median"].split(";")) == 3
+            assert 0 < float(row["engine_s"]) < float(row["wall_median_s"])
         else:
             assert row["bytes_sent_median"] == ""
 
@@ -101,8 +109,9 @@ def record(
     bytes_sent: int | None = 1000,
     engine: str = "mpyc",
     error: str | None = None,
+    security: tuple[str, str] | None = None,
 ) -> dict:
-    security = ("semi-honest", "honest") if engine == "mpyc" else ("none", "none")
+    security = security or (("semi-honest", "honest") if engine == "mpyc" else ("none", "none"))
     return {
         "config": config,
         "cell": f"{protocol}-{population}-{query}-{network[0]}",
@@ -177,6 +186,21 @@ def network_records() -> list[dict]:
                 record("net", proto, 100, i, k * (1 + net[1] / 10) + i / 50, network=net) for i in range(3)
             ]
         out += [record("net", proto, 1000, i, 8 * k + i / 50) for i in range(3)]
+    for net in nets:  # a malicious protocol beside them: the security models' cost
+        out += [
+            record(
+                "net",
+                "ps-rep-ring",
+                100,
+                i,
+                2.0 * (1 + net[1] / 10),
+                network=net,
+                engine="mp-spdz",
+                security=("malicious", "honest"),
+                bytes_sent=4000,
+            )
+            for i in range(3)
+        ]
     out.append(record("net", "plain", 100, 0, 0.001, engine="plain", bytes_sent=None))
     out.append(record("net", "shamir", 300, 0, 5.0, error="party 1 exited with -9"))
     return out
@@ -198,12 +222,12 @@ def test_every_figure_when_the_data_has_it(tmp_path):
     out = tmp_path / "all"
     r = run_report(str(a), str(b), "--out", str(out))
     assert r.exit_code == 0, r.output
-    for name in GENERAL + PAPER:
+    for name in (HEADLINE, *GENERAL, *PAPER):
         assert (out / f"{name}.png").read_bytes().startswith(PNG_MAGIC), name
     assert "skipped" not in r.output
     page = (out / "report.html").read_text()
     assert_self_contained(page)
-    assert page.count('src="data:image/png;base64,') == len(GENERAL + PAPER)
+    assert page.count('src="data:image/png;base64,') == 1 + len(GENERAL + PAPER)
     assert "Failed runs" in page and "party 1 exited with -9" in page
     rows = {
         (r["config"], r["protocol"], r["population"], r["network"], r["query"]): r
@@ -224,12 +248,9 @@ def test_paper_figures_follow_the_paper_configs():
     points = sorted(p for c in cells if (p := report._slots_point(c)))
     assert ("conditions", 16) in points and ("exams", 4) in points and ("exams", 16) in points
     assert report.fig_paper_bytes_vs_slots(cells_of(paper_slots_records())).png
+    # results that never asked for the paper's figures do not mention them
     none = report.figures(cells_of(network_records()))
-    assert {f.name for f in none if f.skipped} == {
-        "paper_time_vs_population",
-        "paper_bytes_per_criterion",
-        "paper_bytes_vs_slots",
-    }
+    assert not {f.name for f in none} & set(PAPER)
 
 
 def _title(cells) -> str:
@@ -261,9 +282,9 @@ def test_figures_the_data_does_not_support_are_skipped_with_a_reason(tmp_path):
         "no protocol was run at two or more populations",
         "single network profile",
         "nothing to compare",
-        "no records of config &#39;paper&#39;",
     ):
         assert why in page
+    assert "paper" not in page.lower()  # config ci never asked for the paper's figures
 
 
 def test_bad_input_exits_2_with_one_clear_message(tmp_path):
@@ -279,3 +300,93 @@ def test_bad_input_exits_2_with_one_clear_message(tmp_path):
     (tmp_path / "file").write_text("x")
     r = run_report(str(good), "--out", str(tmp_path / "file"))
     assert r.exit_code == 2 and ("is a file" in r.output or "not a directory" in r.output), r.output
+
+
+# ---------------------------------------------------------------- the answer first
+
+
+def report_page(tmp_path: Path, records: list) -> tuple[Path, str]:
+    """The report of records built by tests/cell_records.py, and its page."""
+    tmp_path.mkdir(exist_ok=True)
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r.to_json()) + "\n" for r in records))
+    out = tmp_path / "report"
+    r = run_report(str(path), "--out", str(out))
+    assert r.exit_code == 0, r.output
+    return out, (out / "report.html").read_text()
+
+
+def test_the_report_opens_with_what_security_costs(tmp_path):
+    out, page = report_page(tmp_path, cell_records.security_models())
+    answer = page.index("What security costs, per network")
+    assert answer < page.index("<details>") < page.index("<h2>Summary</h2>") < page.index("<h2>Figures</h2>")
+    assert (out / "headline.png").read_bytes().startswith(PNG_MAGIC)
+    assert (out / "security_model.png").read_bytes().startswith(PNG_MAGIC)
+    costs = headline.costs(report.cells([*cell_records.security_models()]))
+    got = {(k.cell.network, k.cell.first.parties, k.model): k for k in costs}
+    assert len(got) == 8  # 2 networks x (2 models at 2 parties + 2 at 3 parties)
+    mal = got[("lan", 3, ("malicious", "honest"))]
+    assert mal.cell.first.protocol == "ps-rep-ring" and mal.baseline.first.protocol == "replicated-ring"
+    assert mal.time_ratio == pytest.approx(4.0, rel=0.01) and mal.bytes_ratio == pytest.approx(4.5)
+    dm = got[("wan", 2, ("malicious", "dishonest"))]
+    assert dm.cell.first.protocol == "spdz2k" and dm.baseline.first.protocol == "semi2k"
+    assert dm.time_ratio == pytest.approx(20.0, rel=0.01)
+    head = page[answer : page.index("<details>")]
+    assert "mp-spdz/ps-rep-ring/3p tls" in head and "<b>4.00x</b>" in head and "<b>4.50x</b>" in head
+    assert "every row: population synthetic (1000); query five-criteria" in head
+
+
+def test_one_security_model_says_so_and_names_the_config_to_run(tmp_path):
+    _, page = report_page(tmp_path, cell_records.latency())
+    config = headline.COMPARISON
+    assert "These results hold one security model (semi-honest, honest majority)" in page
+    assert f"<code>cohortbench run {config} --out results/security-models.jsonl</code>" in page
+    text = (ROOT / config).read_text()  # that config does compare security models
+    assert "malicious-shamir" in text and "semi2k" in text and "mascot" in text
+    assert (ROOT / headline.QUICK_COMPARISON).is_file()
+
+
+def test_the_security_model_chart_compares_security_models_only():
+    # MPyC at 3, 5 and 7 parties, shamir and paper-loop: one security model
+    mpyc = [r for r in cell_records.synthea() if r.engine == "mpyc"]
+    assert report.fig_security_model(report.cells(mpyc)).skipped
+    # a malicious protocol at 3 parties beside semi-honest ones at 2 only: no common context
+    mixed = [r for r in cell_records.security_models() if r.protocol in ("semi2k", "ps-rep-ring")]
+    assert report.fig_security_model(report.cells(mixed)).skipped
+    assert headline.missing(report.cells(mixed)).startswith("These results hold 2 security models, but never")
+
+
+def test_metadata_collapsed_with_only_what_differs(tmp_path):
+    a = cell_records.latency(repeats=1)[:4]
+    b = [
+        cell_records.record("other", "shamir", "lan", i, 1.0, meta={"commit": "def456", "config_hash": "x"})
+        for i in range(2)
+    ]
+    _, page = report_page(tmp_path, a + b)
+    details = page[page.index("<details>") : page.index("</details>")]
+    assert "3 field(s) differ between runs" not in details  # commit and config_hash only
+    assert "2 field(s) differ between runs" in details
+    assert details.count("Test CPU") == 1  # a field every run shares: said once
+    differ = details[details.index("Where the runs differ") :]
+    assert "<th>commit</th>" in differ and "<th>config_hash</th>" in differ and "cpu" not in differ
+    assert "abc123" in differ and "def456" in differ
+
+
+def test_population_labels_name_their_source(tmp_path):
+    _, page = report_page(tmp_path, cell_records.synthea())
+    assert "synthea-r4 (60)" in page and "n=60" not in page
+    _, page = report_page(tmp_path / "gen", cell_records.security_models())
+    assert "synthetic (1000)" in page and "n=1000" not in page
+
+
+def test_the_summary_prints_quality_and_flags_anomalies(tmp_path):
+    recs = [cell_records.record("t", "shamir", "lan", i, 5.0 + i / 100, load=3.0, cores=2) for i in range(2)]
+    recs += [cell_records.record("t", "shamir", "wan", i, 3.9 + i / 100) for i in range(3)]
+    out, page = report_page(tmp_path, recs)
+    summary_html = page[page.index("<h2>Summary</h2>") : page.index("<h2>Figures</h2>")]
+    assert "<th>quality</th>" in summary_html and ">contended<" in summary_html and ">ok<" in summary_html
+    assert "3.91 s*" in summary_html and "Anomalies" in summary_html
+    assert "time fell as delay rose" in summary_html and "a negative slope" in summary_html
+    rows = {r["network"]: r for r in csv.DictReader((out / "cells.csv").open())}
+    assert rows["lan"]["quality"] == "contended" and rows["wan"]["anomaly"].startswith("3.91 s on wan")
+    assert float(rows["wan"]["engine_s"]) == pytest.approx(3.91)

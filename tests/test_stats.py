@@ -67,7 +67,7 @@ def records(compare_to: dict) -> list[Record]:
 def show_speedups(recs: list[Record]) -> dict[tuple[str, str], str]:
     """(protocol with parties, network) -> the speed-up column of `cohortbench show`."""
     console = Console(width=400, record=True)
-    console.print(summary.table(recs))
+    console.print(summary.table(recs, wide=True))
     out = {}
     for line in console.export_text().splitlines():
         cols = [c.strip() for c in re.split(r"[│┃]", line)]
@@ -77,9 +77,11 @@ def show_speedups(recs: list[Record]) -> dict[tuple[str, str], str]:
 
 
 def report_speedups(recs: list[Record]) -> dict[tuple[str, str], str]:
-    head, rows = report._summary(report.cells(recs))
-    i, proto, parties, net = (head.index(k) for k in ("speed-up", "engine/protocol", "parties", "network"))
-    return {(f"{r[proto]['text']}/{r[parties]['text']}p", r[net]["text"]): r[i]["text"] for r in rows}
+    table = report._summary(report.cells(recs))
+    i, proto, parties, net = (
+        table.head.index(k) for k in ("speed-up", "engine/protocol", "parties", "network")
+    )
+    return {(f"{r[proto]['text']}/{r[parties]['text']}p", r[net]["text"]): r[i]["text"] for r in table.rows}
 
 
 @pytest.mark.parametrize(
@@ -111,6 +113,6 @@ def test_baseline_differs_only_in_what_compare_to_names():
 def test_a_single_run_has_no_spread():
     one = stats.cells([run("shamir", 3, "loopback", 1.0, 0, {})])[0]
     assert one.wall == 1.0 and one.wall_q is None and one.wall_iqr is None
-    assert stats.format_spread(one) == "1 run"
+    assert stats.format_spread(one) == "\u2013"  # an en dash: no spread, not 0 s
     two = stats.cells([run("shamir", 3, "loopback", w, i, {}) for i, w in enumerate((1.0, 2.0))])[0]
     assert two.wall_iqr == pytest.approx(0.5)

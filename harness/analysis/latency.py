@@ -4,6 +4,8 @@ If a protocol's critical path is R one-way flights, adding a one-way delay d
 to every link adds about R x d to its run time, so R ~ (T(d) - T(0)) / d.
 Fitting T against d over a config's delays (least squares over the medians)
 gives that slope, to set beside the relay's median `rounds` for each cell.
+A negative slope (time falling as delay rises) is no property of a protocol: it is
+marked `!` as an anomaly (`Slope.negative`, NEGATIVE), never hidden.
 """
 
 from __future__ import annotations
@@ -26,6 +28,16 @@ class Slope:
     @property
     def ratio(self) -> float | None:
         return self.flights / self.rounds if self.rounds else None
+
+    @property
+    def negative(self) -> bool:
+        return self.flights < 0
+
+
+NEGATIVE = (
+    "a negative slope: time fell as delay rose, which no protocol does; "
+    "the machine was probably busy (see the cells' quality), rerun on a quiet one"
+)
 
 
 def _engine_time(r: dict) -> float:
@@ -84,8 +96,10 @@ def table(records: list[dict]) -> Table | None:
         t.add_row(
             s.label,
             ", ".join(f"{d:g}" for d in s.delays_ms),
-            f"{s.flights:.1f}",
+            f"{s.flights:.1f}" + (" !" if s.negative else ""),
             f"{s.rounds:.0f}" if s.rounds is not None else "-",
             f"{s.ratio:.2f}" if s.ratio is not None else "-",
         )
+    if any(s.negative for s in found):
+        t.caption, t.caption_justify = f"! {NEGATIVE}", "left"
     return t

@@ -214,9 +214,28 @@ def read(path: Path, on_bad_line: Callable[[str], None] | None = None) -> list[R
             if i == len(lines) and not line.endswith("\n") and on_bad_line is not None:
                 on_bad_line(f"{path}: line {i} is half-written (the sweep was killed); discarded")
                 continue
-            raise InputError(str(path), f"line {i}", "not a JSON record", _FIX) from None
+            raise _not_json(path, i, first=not records) from None
         records.append(Record.from_json(data, str(path), f"line {i}"))
     return records
+
+
+def _not_json(path: Path, line: int, first: bool) -> InputError:
+    """The error for a line that is not JSON; on the first line, suggest writing a results file."""
+    if not first:
+        return InputError(str(path), f"line {line}", "not a JSON record", _FIX)
+    if path.suffix in (".yaml", ".yml"):
+        return InputError(
+            str(path),
+            f"line {line}",
+            "not a JSON record: this is a config, not a results file",
+            f"run it first: cohortbench run {path} --out FILE, then give FILE",
+        )
+    return InputError(
+        str(path),
+        f"line {line}",
+        "not a JSON record",
+        "results files are JSON lines written by `cohortbench run CONFIG --out FILE`",
+    )
 
 
 def _line(record: Record | dict) -> str:

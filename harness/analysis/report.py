@@ -3,20 +3,25 @@
 Writes into DIR:
 
 * `report.html`: one self-contained page (no external resources: CSS inline, plots
-  embedded as base64 PNG) with the run metadata, the summary table per cell, every
-  figure the data supports, the figures it does not (and why), and failed runs;
-* `cells.csv`: one row per cell (median, quartiles and IQR of the wall time, bytes,
-  bytes per party, rounds, cohort size, correctness, run counts);
+  embedded as base64 PNG) that opens with the answer (what each security model costs on
+  each network, see `headline`; or, with one security model, the config to run), then
+  the run metadata collapsed (shared fields once, then only what differs, see
+  `metadata`), the summary table per cell with its quality, the anomalies, every figure
+  the data supports, the figures it does not (and why), and failed runs;
+* `cells.csv`: the cell table of `show --csv` (`summary.COLUMNS`: medians, quartiles,
+  engine time, bytes, rounds, quality, anomaly, ...);
 * one PNG per supported figure:
+  - `headline.png`: per network, each security model's engine time and bytes as
+    multiples of the fastest semi-honest protocol's (same query, population, parties);
   - `time_vs_population.png`: median wall time against the population, per protocol,
     log-log, IQR error bars (series with at least two populations);
   - `time_vs_network.png`: median wall time per network profile, per protocol
     (series run on at least two networks);
   - `bytes_per_party.png`: bytes each party sent, per protocol, at the protocol's
     largest population;
-  - `security_model.png`: median time relative to the fastest semi-honest protocol at
-    the same population, network and query, bars grouped by security and majority
-    (contexts with at least two protocols);
+  - `security_model.png`: every protocol's engine time relative to the fastest
+    semi-honest protocol at the same query, population, parties and network, bars
+    grouped by security and majority (contexts with a second security model);
   - the paper-reproduction figures (configs/paper.yaml and configs/paper-slots.yaml):
     `paper_time_vs_population.png` (Figure 7: config `paper`, 5 to 100 patients, one panel
     per protocol, one line per criterion), `paper_bytes_per_criterion.png` (Figure 8:
@@ -25,7 +30,8 @@ Writes into DIR:
     condition/exam slots per patient for its condition/exams queries; queries named
     `conditions-N` / `exams-N` in any config count too, with that N).
 
-A figure the data does not support is skipped, and the page says why.
+A figure the data does not support is skipped, and the page says why; a paper figure
+is mentioned only when the results hold its config.
 
 Statistics are computed from the raw measured samples (warmups are not counted) of
 the runs that finished and agreed with the oracle; cells are identified by config
@@ -35,7 +41,6 @@ name and cell hash, so several results files (or resumed sweeps) can be combined
 from __future__ import annotations
 
 import base64
-import csv
 import datetime as dt
 import io
 import re
@@ -48,9 +53,8 @@ import click
 from rich.console import Console
 
 from circuits.errors import InputError
+from harness.analysis import headline, latency, metadata, stats, summary, tamper
 from harness.analysis.compare import load
-from harness.analysis import tamper
-from harness.analysis import stats
 from harness.analysis.records import Record, measured
 from harness.analysis.stats import Cell, format_value
 
@@ -65,9 +69,7 @@ MB = 1e6
 
 def cells(records: list[Record]) -> list[Cell]:
     """The cells, in the report's order: config, query, population, network, protocol."""
-    return sorted(
-        stats.cells(records), key=lambda c: (c.config, c.query, c.population, c.network_order, c.engine_label)
-    )
+    return summary.ordered(records)
 
 
 def _network_label(c: Cell) -> str:
@@ -81,13 +83,22 @@ def _network_label(c: Cell) -> str:
 # ---------------------------------------------------------------- labels
 
 
-def _series_labels(keys: list[dict[str, str]]) -> list[str]:
-    """Labels naming only the settings that differ between series (always the protocol)."""
+def _varying(keys: list[dict[str, str]]) -> list[str]:
+    """The settings that differ between series (always the protocol)."""
     if not keys:
         return []
-    vary = [k for k in keys[0] if k == "protocol" or len({str(key.get(k)) for key in keys}) > 1]
-    labels = [" ".join(str(key[k]) for k in vary) for key in keys]
-    return labels
+    return [k for k in keys[0] if k == "protocol" or len({str(key.get(k)) for key in keys}) > 1]
+
+
+def _series_labels(keys: list[dict[str, str]]) -> list[str]:
+    """Labels naming only the settings that differ between series (always the protocol)."""
+    vary = _varying(keys)
+    return [" ".join(str(key[k]) for k in vary) for key in keys]
+
+
+def _two_lines(label: str) -> str:
+    """An `engine/protocol/...` label broken after the engine, for a narrow tick."""
+    return label.replace("/", "/\n", 1)
 
 
 def _series_key(c: Cell, *exclude: str) -> dict[str, str]:
@@ -96,7 +107,7 @@ def _series_key(c: Cell, *exclude: str) -> dict[str, str]:
         "protocol": c.engine_label,
         "query": c.query,
         "padding": c.padding,
-        "population": f"n={c.population}",
+        "population": c.population_label,
         "network": c.network,
     }
     for k in exclude:
@@ -307,9 +318,10 @@ _BYTES_PER_PARTY_CAPTION = (
     "protocol's largest population in the data."
 )
 _SECURITY_MODEL_CAPTION = (
-    "Median wall time relative to the fastest semi-honest protocol run at the same "
-    "population, network, query and padding (1 = that protocol); bars grouped by "
-    "security model and majority, one bar colour per population and network."
+    "Every protocol's median engine time (the engine's own, else wall) relative to the "
+    "fastest semi-honest protocol run at the same query, population, padding, number of "
+    "parties and network (1 = that protocol), where a second security model ran beside it; "
+    "bars grouped by security model and majority, one bar colour per context."
 )
 _PAPER_TIME_VS_POPULATION_CAPTION = (
     "The paper's Figure 7: median wall time per run against the number of patients, "
@@ -339,10 +351,11 @@ def fig_bytes_per_party(data: list[Cell]) -> Figure:
         f.skipped = "no run recorded bytes per party (the plain engine does not communicate)"
         return f
     chosen = sorted(largest.values(), key=lambda c: (c.config, c.engine_label, c.network_order))
-    labels = _series_labels([_series_key(c) for c in chosen])
+    keys = [_series_key(c) for c in chosen]
+    vary = _varying(keys)
     width = 0.8 / max(len(c.bytes_by_party) for c in chosen)
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(chosen) + 3), 4.8))
+    fig, ax = plt.subplots(figsize=(min(12.0, max(6.0, 0.75 * len(chosen) + 3)), 4.8))
     most = max(len(c.bytes_by_party) for c in chosen)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for p in range(most):
@@ -353,9 +366,16 @@ def fig_bytes_per_party(data: list[Cell]) -> Figure:
         ]
         ys = [c.bytes_by_party[p] / MB for c in chosen if p < len(c.bytes_by_party)]
         ax.bar(xs, ys, width, label=f"party {p}", color=colours[p % len(colours)])
-    ax.set_xticks(range(len(chosen)), [label.replace(" ", "\n", 1) for label in labels])
-    ax.set_ylabel("data sent per run (MB, 10^6 bytes)")
-    ax.set_xlabel("protocol (population)")
+    if len(chosen) > 8:  # one slanted line per bar
+        ticks = [", ".join(key[k] for k in vary) for key in keys]
+        ax.set_xticks(range(len(chosen)), ticks, fontsize=7, rotation=30, ha="right")
+    else:
+        ax.set_xticks(range(len(chosen)), ["\n".join(_two_lines(key[k]) for k in vary) for key in keys])
+    sent = [b for c in chosen for b in c.bytes_by_party if b]
+    if sent and max(sent) / min(sent) > 100:  # e.g. mascot's gigabytes beside replicated-ring's megabytes
+        _log_axis(ax.yaxis, "y")
+    ax.set_ylabel("data sent per run (MB, 10^6 bytes" + (", log scale)" if ax.get_yscale() == "log" else ")"))
+    ax.set_xlabel((", " if len(chosen) > 8 else " / ").join(vary))  # as the ticks name them
     ax.set_title("Bytes sent per party")
     _legend(ax, most)
     f.png = _png(fig)
@@ -368,29 +388,29 @@ class _Bar:
 
     security: tuple[str, str]
     protocol: str
-    context: str  # config, population and network
-    ratio: float  # median wall / the fastest semi-honest protocol's in the context
+    context: str  # config, parties, population and network
+    ratio: float  # median time / the fastest semi-honest protocol's in the context
 
 
 def _security_bars(data: list[Cell]) -> tuple[list[_Bar], dict[str, tuple]]:
-    """The bars, and each context label's sort key (numeric population, network order)."""
+    """The bars of the contexts (same query, population, parties and network) that hold a
+    semi-honest protocol and a second security model, and each context label's sort key."""
     contexts: dict[tuple, list[Cell]] = {}
     for c in data:
-        if c.wall:
-            contexts.setdefault(
-                (c.config, c.first.population_source, c.network, c.query, c.padding), []
-            ).append(c)
+        if c.time and c.security[0] != headline.NO_SECURITY:
+            key = (c.config, c.first.population_source, c.network, c.query, c.padding, c.first.parties)
+            contexts.setdefault(key, []).append(c)
     bars: list[_Bar] = []
     order: dict[str, tuple] = {}
     for ctx, cs in contexts.items():
-        semi = [c.wall for c in cs if c.security[0] == "semi-honest" and c.wall]
-        if len(cs) < 2 or not semi:
+        semi = [c.time for c in cs if c.security[0] == headline.SEMI_HONEST and c.time]
+        if len(headline.models(cs)) < 2 or not semi:
             continue
         fastest = min(semi)
         for c in cs:
-            label = f"{ctx[0]} n={c.population} {c.network}"
-            order[label] = (ctx[0], c.population, c.network_order, ctx[3], ctx[4])
-            bars.append(_Bar(c.security, c.engine_label, label, (c.wall or 0.0) / fastest))
+            label = f"{ctx[0]} {c.first.parties}p {c.population_label} {c.network}"
+            order[label] = (ctx[0], c.population, c.network_order, ctx[3], ctx[4], ctx[5])
+            bars.append(_Bar(c.security, c.engine_label, label, (c.time or 0.0) / fastest))
     return bars, order
 
 
@@ -413,14 +433,14 @@ def _label_security_groups(
     ax, slots: list[tuple[tuple[str, str], str]], groups: list[tuple[str, str]]
 ) -> None:
     """Each security group's name under its bars, a dashed line between groups."""
-    ax.set_xticks(range(len(slots)), [p for _, p in slots])
+    ax.set_xticks(range(len(slots)), [_two_lines(p) for _, p in slots])
     for g in groups:
         idx = [i for i, (gg, _) in enumerate(slots) if gg == g]
         ax.annotate(
             f"security: {g[0]}\nmajority: {g[1]}",
             xy=((min(idx) + max(idx)) / 2, 0),
             xycoords=("data", "axes fraction"),
-            xytext=(0, -32),
+            xytext=(0, -36),
             textcoords="offset points",
             ha="center",
             va="top",
@@ -437,8 +457,8 @@ def fig_security_model(data: list[Cell]) -> Figure:
     bars, order = _security_bars(data)
     if not bars:
         f.skipped = (
-            "no population/network has two or more protocols including a semi-honest one, "
-            "so there is nothing to compare"
+            "no query, population, parties and network hold a semi-honest protocol and a "
+            "second security model, so there is nothing to compare"
         )
         return f
     groups = sorted({b.security for b in bars}, key=lambda s: (s[0] != "none", s))
@@ -454,9 +474,65 @@ def fig_security_model(data: list[Cell]) -> Figure:
     else:
         ax.set_ylim(bottom=0)
     _label_security_groups(ax, slots, groups)
-    ax.set_ylabel("median time / fastest semi-honest protocol (x)")
-    ax.set_title("Cost of the security model (same population and network)")
+    ax.set_ylabel("engine time / fastest semi-honest protocol's (x)")
+    ax.set_xlabel("protocol, grouped by security model", labelpad=30)
+    ax.set_title("Cost of the security model (same query, population, parties, network)")
     _legend(ax, len(ctx_names))
+    f.png = _png(fig)
+    return f
+
+
+_HEADLINE_CAPTION = (
+    "What each security model costs on each network: its fastest protocol's engine time "
+    "and bytes as multiples of the fastest semi-honest protocol's at the same query, "
+    "population and number of parties (1 = that protocol)."
+)
+
+
+def _headline_tick(k: headline.Cost, populations: int) -> str:
+    sec, maj = k.model
+    f = k.cell.first
+    tick = f"{sec}\n{maj} majority\n{f.engine}/\n{f.protocol}" + (" tls" if f.tls else "")
+    return tick + f"\n{f.parties} parties" + (f"\n{k.cell.population_label}" if populations > 1 else "")
+
+
+def fig_headline(costs: list[headline.Cost]) -> Figure:
+    """Per network, each security model's time and bytes ratios (see `headline`)."""
+    f = Figure("headline", "What security costs, per network", _HEADLINE_CAPTION)
+    nets = list(dict.fromkeys(k.cell.network for k in costs))
+    if not nets:
+        f.skipped = "no two security models to compare"
+        return f
+    plt = _plt()
+    widest = max(sum(k.cell.network == n for k in costs) for n in nets)
+    fig, axes = plt.subplots(
+        1,
+        len(nets),
+        figsize=(min(13.0, 1.2 + len(nets) * (1.1 * widest + 0.6)), 5.4),
+        squeeze=False,
+        sharey=True,
+    )
+    ratios = [r for k in costs for r in (k.time_ratio, k.bytes_ratio) if r]
+    for ax, net in zip(axes[0], nets):
+        mine = [k for k in costs if k.cell.network == net]
+        populations = len({(k.cell.population_label, k.cell.query) for k in mine})
+        xs = range(len(mine))
+        for dx, what, values in (
+            (-0.2, "engine time", [k.time_ratio or 0.0 for k in mine]),
+            (0.2, "bytes", [k.bytes_ratio or 0.0 for k in mine]),
+        ):
+            bars = ax.bar([x + dx for x in xs], values, 0.4, label=what)
+            ax.bar_label(bars, [f"{v:.2g}x" if v else "-" for v in values], fontsize=7, padding=2)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(list(xs), [_headline_tick(k, populations) for k in mine], fontsize=7)
+        ax.set_title(f"{net}: {_network_label(mine[0].cell).split(chr(10))[1]}")
+        ax.set_xlabel("security model (its fastest protocol)")
+    if ratios and max(ratios) / min(ratios) > 20:
+        _log_axis(axes[0][0].yaxis, "y")
+    axes[0][0].set_ylabel("x the fastest semi-honest protocol")
+    axes[0][0].legend(loc="upper left")
+    axes[0][0].margins(y=0.12)
+    fig.suptitle("What security costs, per network (1 = fastest semi-honest)", fontsize=11)
     f.png = _png(fig)
     return f
 
@@ -600,7 +676,8 @@ def fig_paper_bytes_vs_slots(data: list[Cell]) -> Figure:
 
 
 def figures(all_cells: list[Cell]) -> list[Figure]:
-    """Every figure, drawn or skipped with the reason."""
+    """Every figure, drawn or skipped with the reason (a paper figure only when the results
+    hold its config, or drawn from queries named conditions-N / exams-N)."""
     paper = [c for c in all_cells if c.config in (PAPER, PAPER_SLOTS)]
     general = [c for c in all_cells if c.config not in (PAPER, PAPER_SLOTS)] or all_cells
     out = [
@@ -609,192 +686,123 @@ def figures(all_cells: list[Cell]) -> list[Figure]:
         fig_bytes_per_party(general),
         fig_security_model(general),
     ]
+    configs = {c.config for c in all_cells}
     paper_figs = [
-        fig_paper_time_vs_population([c for c in paper if c.config == PAPER]),
-        fig_paper_bytes_per_criterion(paper),
-        fig_paper_bytes_vs_slots(all_cells),
+        (PAPER, fig_paper_time_vs_population([c for c in paper if c.config == PAPER])),
+        (PAPER, fig_paper_bytes_per_criterion(paper)),
+        (PAPER_SLOTS, fig_paper_bytes_vs_slots(all_cells)),
     ]
-    if not paper:
-        for f in paper_figs[:2]:
-            f.skipped = "no records of config 'paper' in the data"
-    return out + paper_figs
+    # a paper figure the results' configs never asked for is not mentioned
+    return out + [f for config, f in paper_figs if f.png or config in configs]
 
 
-# ---------------------------------------------------------------- CSV, HTML
+# ---------------------------------------------------------------- tables, HTML
 
-CSV_COLUMNS = (
+# the settings of the summary table: a column every cell shares is said once, above it
+_SETTING_COLUMNS = (
     "config",
-    "cell",
-    "engine",
-    "protocol",
-    "parties",
+    "engine/protocol",
     "security",
-    "majority",
+    "parties",
     "population",
-    "population_source",
     "network",
-    "delay_ms",
-    "bandwidth_mbit",
     "padding",
     "query",
     "options",
-    "runs",
-    "failures",
-    "wall_median_s",
-    "wall_q1_s",
-    "wall_q3_s",
-    "wall_iqr_s",
-    "wall_min_s",
-    "wall_max_s",
-    "bytes_sent_median",
-    "bytes_sent_min",
-    "bytes_sent_max",
-    "bytes_deterministic",
-    "bytes_by_party_median",
-    "rounds_median",
-    "cohort_size",
-    "correct",
-    "peak_rss_kib_max",
 )
 
 
-def csv_rows(all_cells: list[Cell]) -> list[dict]:
+def _cell(text: str, cls: str = "num") -> dict:
+    return {"text": text, "cls": cls}
+
+
+def _quality(c: Cell) -> dict:
+    q = c.quality
+    return _cell(q or "-", "good" if q == "ok" else "warn" if q else "")
+
+
+def _summary_row(c: Cell, all_cells: list[Cell]) -> dict[str, dict]:
+    f = c.first
+    r = stats.ratios(c, all_cells)
+    det = c.bytes_deterministic
+    mark = summary.ANOMALY if stats.slower_at_lower_delay(c, all_cells) else ""
+    return {
+        "config": _cell(c.config, ""),
+        "engine/protocol": _cell(f"{f.engine}/{f.protocol}" + (" tls" if f.tls else ""), ""),
+        "security": _cell(", ".join(c.security), ""),
+        "parties": _cell(str(f.parties)),
+        "population": _cell(c.population_label, ""),
+        "network": _cell(c.network, ""),
+        "padding": _cell(c.padding, ""),
+        "query": _cell(c.query, ""),
+        "options": _cell(c.options, ""),
+        "engine s": _cell(format_value(c.engine_s, " s") + mark),
+        "median wall": _cell(format_value(c.wall, " s")),
+        "IQR": _cell(stats.format_spread(c)),
+        "bytes": _cell(format_value(c.bytes_sent, "B")),
+        "bytes det.": _cell("-" if det is None else "yes" if det else "no"),
+        "rounds": _cell(summary.rounds_text(c)),
+        "cohort": _cell("-" if c.cohort is None else str(c.cohort)),
+        "correct": _cell("yes" if c.correct else "NO", "good" if c.correct else "bad"),
+        "runs": _cell(f"{len(c.ok)}/{len(c.runs)}", "num" if len(c.ok) == len(c.runs) else "num bad"),
+        "speed-up": _cell(stats.format_ratio(r.speedup, 1, "x")),
+        "bytes ratio": _cell(stats.format_ratio(r.bytes_ratio, 2)),
+        "quality": _quality(c),
+    }
+
+
+@dataclass(frozen=True)
+class Summary:
+    common: list[tuple[str, str]]  # (column, value) shared by every cell
+    head: list[str]
+    rows: list[list[dict]]  # per cell, per column of `head`: {text, cls}
+
+
+def _summary(all_cells: list[Cell]) -> Summary:
+    """The summary table; a setting every cell shares is said once, not in a column."""
+    full = [_summary_row(c, all_cells) for c in all_cells]
+    columns = list(full[0]) if full else []
+    shared = [k for k in _SETTING_COLUMNS if len(full) > 1 and len({r[k]["text"] for r in full}) == 1]
+    head = [k for k in columns if k not in shared]
+    return Summary([(k, full[0][k]["text"]) for k in shared], head, [[r[k] for k in head] for r in full])
+
+
+def _anomalies(records: list[Record], all_cells: list[Cell]) -> list[str]:
+    """Figures no protocol explains, flagged: time falling as delay rises, negative slopes."""
+    slopes = [
+        f"{s.label}: {s.flights:.1f} flights over delays {', '.join(f'{d:g}' for d in s.delays_ms)} ms, "
+        + latency.NEGATIVE
+        for s in latency.slopes(records)
+        if s.negative
+    ]
+    return summary.footnotes(all_cells) + slopes
+
+
+def _headline_table(costs: list[headline.Cost]) -> dict:
+    """The headline's rows; the population and query said once when every row shares them."""
+    parts = {"population": lambda c: c.population_label, "query": lambda c: c.query}
+    vary = [k for k, of in parts.items() if len({of(k_.cell) for k_ in costs}) > 1]
+    common = [f"{k} {parts[k](costs[0].cell)}" for k in parts if k not in vary] if costs else []
     rows = []
-    for c in all_cells:
-        f, n = c.first, c.first.get("network") or {}
-        q, b = c.wall_q, c.figure("bytes_sent")
+    for i, k in enumerate(costs):
+        net = k.cell.network
+        first = i == 0 or costs[i - 1].cell.network != net
         rows.append(
             {
-                "config": c.config,
-                "cell": f["cell"],
-                "engine": f.get("engine"),
-                "protocol": f.get("protocol"),
-                "parties": f.get("parties"),
-                "security": c.security[0],
-                "majority": c.security[1],
-                "population": c.population,
-                "population_source": f.get("population_source"),
-                "network": c.network,
-                "delay_ms": n.get("delay_ms"),
-                "bandwidth_mbit": n.get("bandwidth_mbit"),
-                "padding": c.padding,
-                "query": c.query,
-                "options": c.options,
-                "runs": len(c.runs),
-                "failures": len(c.runs) - len(c.ok),
-                "wall_median_s": c.wall,
-                "wall_q1_s": q[0] if q else None,
-                "wall_q3_s": q[1] if q else None,
-                "wall_iqr_s": q[1] - q[0] if q else None,
-                "wall_min_s": min(c.walls) if c.walls else None,
-                "wall_max_s": max(c.walls) if c.walls else None,
-                "bytes_sent_median": c.bytes_sent,
-                "bytes_sent_min": min(b) if b else None,
-                "bytes_sent_max": max(b) if b else None,
-                "bytes_deterministic": c.bytes_deterministic,
-                "bytes_by_party_median": ";".join(f"{x:.0f}" for x in c.bytes_by_party or []),
-                "rounds_median": c.median_of("rounds"),
-                "cohort_size": c.cohort,
-                "correct": c.correct,
-                "peak_rss_kib_max": c.peak_rss_kib,
+                "network": net,
+                "span": sum(1 for o in costs if o.cell.network == net) if first else 0,
+                "context": ", ".join([str(k.cell.first.parties), *(parts[v](k.cell) for v in vary)]),
+                "model": f"{k.model[0]}, {k.model[1]} majority",
+                "protocol": k.cell.engine_label + (" tls" if k.cell.first.tls else ""),
+                "time": format_value(k.cell.time, " s"),
+                "time_ratio": stats.format_ratio(k.time_ratio, 2, "x"),
+                "bytes": format_value(k.cell.bytes_sent, "B"),
+                "bytes_ratio": stats.format_ratio(k.bytes_ratio, 2, "x"),
+                "quality": _quality(k.cell),
+                "baseline": k.cell is k.baseline,
             }
         )
-    return rows
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, CSV_COLUMNS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-
-
-META_KEYS = (
-    "config",
-    "commit",
-    "cohortbench",
-    "engines",
-    "python",
-    "cpu",
-    "cores",
-    "hostname",
-    "config_hash",
-    "calibration_s",
-    "load_avg",
-    "runs",
-)
-
-
-def _metas(records: list[dict]) -> list[dict]:
-    """Distinct sweep metadata, with the configs and load averages seen under it."""
-    out: dict[str, dict] = {}
-    for r in records:
-        m = r.get("meta") or {}
-        key = repr(sorted(m.items(), key=lambda kv: kv[0]))
-        row = out.setdefault(key, {k: "" for k in META_KEYS} | {"_configs": set(), "_loads": [], "_n": 0})
-        for k in META_KEYS:
-            if k in m:
-                v = m[k]
-                row[k] = (
-                    ", ".join(f"{a} {b}" for a, b in v.items())
-                    if isinstance(v, dict)
-                    else f"{v:.3f} s"
-                    if k == "calibration_s" and isinstance(v, float)
-                    else v
-                )
-        row["_configs"].add(r["config"])
-        if r.get("load_avg"):
-            row["_loads"].append(r["load_avg"][0])
-        row["_n"] += 1
-    rows = []
-    for row in out.values():
-        row["config"] = ", ".join(sorted(row.pop("_configs")))
-        loads = row.pop("_loads")
-        row["load_avg"] = f"{min(loads):.2f}-{max(loads):.2f} (1 min)" if loads else ""
-        row["runs"] = row.pop("_n")
-        rows.append(row)
-    return rows
-
-
-def _summary(all_cells: list[Cell]) -> tuple[list[str], list[list[dict]]]:
-    head = (
-        "config|engine/protocol|security|parties|population|network|padding|query|options|"
-        "median wall|IQR|bytes|bytes det.|rounds|cohort|correct|runs|speed-up|bytes ratio"
-    ).split("|")
-    rows = []
-    for c in all_cells:
-        f = c.first
-        r = stats.ratios(c, all_cells)
-        det = c.bytes_deterministic
-
-        def num(text: str, cls: str = "num") -> dict:
-            return {"text": text, "cls": cls}
-
-        rows.append(
-            [
-                num(c.config, ""),
-                num(f"{f.get('engine')}/{f.get('protocol')}", ""),
-                num(", ".join(c.security), ""),
-                num(str(f.get("parties"))),
-                num(str(c.population)),
-                num(c.network, ""),
-                num(c.padding, ""),
-                num(c.query, ""),
-                num(c.options, ""),
-                num(format_value(c.wall, " s")),
-                num(stats.format_spread(c)),
-                num(format_value(c.bytes_sent, "B")),
-                num("-" if det is None else "yes" if det else "no"),
-                num(format_value(c.median_of("rounds"))),
-                num("-" if c.cohort is None else str(c.cohort)),
-                num("yes" if c.correct else "NO", "good" if c.correct else "bad"),
-                num(f"{len(c.ok)}/{len(c.runs)}", "num" if len(c.ok) == len(c.runs) else "num bad"),
-                num(stats.format_ratio(r.speedup, 1, "x")),
-                num(stats.format_ratio(r.bytes_ratio, 2)),
-            ]
-        )
-    return head, rows
+    return {"common": "; ".join(common), "context": ", ".join(["parties", *vary]), "rows": rows}
 
 
 def _file_info(path: Path, records: list[dict]) -> dict:
@@ -811,7 +819,22 @@ def _file_info(path: Path, records: list[dict]) -> dict:
     }
 
 
-def html(inputs: list[tuple[Path, list[dict]]], all_cells: list[Cell], figs: list[Figure]) -> str:
+def _figure(f: Figure) -> dict:
+    return {
+        "name": f.name,
+        "title": f.title,
+        "caption": f.caption,
+        "png": f.png,
+        "skipped": f.skipped,
+        "omitted": f.omitted,
+        "b64": base64.b64encode(f.png).decode() if f.png else "",
+    }
+
+
+def html(
+    inputs: list[tuple[Path, list[Record]]], all_cells: list[Cell], headline_fig: Figure, figs: list[Figure]
+) -> str:
+    """The page: the headline answer, the metadata (collapsed), the summary, the figures."""
     import jinja2
 
     records = [r for _, recs in inputs for r in recs]
@@ -820,12 +843,14 @@ def html(inputs: list[tuple[Path, list[dict]]], all_cells: list[Cell], figs: lis
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    head, rows = _summary(all_cells)
+    table = _summary(all_cells)
+    costs = headline.costs(all_cells)
+    meta = metadata.collect(records)
     errors = []
     for c in all_cells:
         for r in c.runs:
             if r.get("error") is not None or not r.get("correct"):
-                label = f"{c.config} {c.engine_label} n={c.population} {c.network} {c.query}"
+                label = f"{c.config} {c.engine_label} {c.population_label} {c.network} {c.query}"
                 errors.append(
                     {
                         "label": label,
@@ -840,22 +865,15 @@ def html(inputs: list[tuple[Path, list[dict]]], all_cells: list[Cell], figs: lis
         measured=sum(len(c.runs) for c in all_cells),
         failures=sum(len(c.runs) - len(c.ok) for c in all_cells),
         cells=all_cells,
-        meta_keys=META_KEYS,
-        metas=_metas(records),
-        summary_head=head,
-        summary=rows,
-        figures=[
-            {
-                "name": f.name,
-                "title": f.title,
-                "caption": f.caption,
-                "png": f.png,
-                "skipped": f.skipped,
-                "omitted": f.omitted,
-                "b64": base64.b64encode(f.png).decode() if f.png else "",
-            }
-            for f in figs
-        ],
+        headline_table=_headline_table(costs),
+        headline_missing=headline.missing(all_cells),
+        run_comparison=headline.RUN_COMPARISON,
+        quick_comparison=headline.QUICK_COMPARISON,
+        headline=_figure(headline_fig),
+        meta=meta,
+        summary=table,
+        anomalies=_anomalies(records, all_cells),
+        figures=[_figure(f) for f in figs],
         tamper_head=tamper.TABLE_HEAD,
         tamper_rows=tamper.summary(records),
         tamper_legend=tamper.LEGEND,
@@ -863,21 +881,23 @@ def html(inputs: list[tuple[Path, list[dict]]], all_cells: list[Cell], figs: lis
     )
 
 
-def build(inputs: list[tuple[Path, list[dict]]], out_dir: Path) -> tuple[list[Path], list[Figure]]:
+def build(inputs: list[tuple[Path, list[Record]]], out_dir: Path) -> tuple[list[Path], list[Figure]]:
     """Write the report of these (path, records) into out_dir; returns the files and figures."""
     out_dir.mkdir(parents=True, exist_ok=True)
     all_cells = cells([r for _, recs in inputs for r in recs])
+    top = fig_headline(headline.costs(all_cells))
     figs = figures(all_cells)
     written = []
-    for f in figs:
+    for f in [top, *figs]:
         if f.png:
             p = out_dir / f"{f.name}.png"
             p.write_bytes(f.png)
             written.append(p)
     csv_path = out_dir / "cells.csv"
-    write_csv(csv_path, csv_rows(all_cells))
+    with csv_path.open("w", newline="") as fh:
+        summary.write_csv(fh, summary.rows(all_cells))
     html_path = out_dir / "report.html"
-    html_path.write_text(html(inputs, all_cells, figs))
+    html_path.write_text(html(inputs, all_cells, top, figs))
     return [html_path, csv_path, *written], figs
 
 

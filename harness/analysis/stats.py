@@ -3,17 +3,30 @@
 Statistics use a cell's measured runs (warmups are not counted) that finished and agreed
 with the plaintext oracle (`ok`). A spread needs two samples: one run has none (None, not 0).
 A speed-up is against the cell the config's `compare_to` names (see `baseline`).
+
+A cell's `quality` says how far its time can be trusted, the first that applies of:
+`contended` (a run ended with a 1-minute load average above the machine's cores, or the
+cell has more parties than cores: the parties waited for a CPU), `single-run` (one ok
+run: no spread), `noisy` (coefficient of variation of the time over 10%), else `ok`;
+None without an ok run. `slower_at_lower_delay` flags the other anomaly: time falling
+as the network's delay rises.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
+from pathlib import PurePath
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Iterable
 
 from harness.analysis.records import Record, measured
+
+NOISY_CV = 0.10  # a coefficient of variation above this is `noisy`
+DELAY_SLACK = 0.05  # a time falling by more than this fraction as delay rises is an anomaly
+QUALITIES = ("contended", "single-run", "noisy", "ok")  # in order of precedence
 
 
 def median(xs: list[float]) -> float | None:
@@ -55,6 +68,24 @@ class Cell:
     @property
     def population(self) -> int:
         return int(self.first.population or 0)
+
+    @property
+    def generated(self) -> bool:
+        return (self.first.population_source or "").startswith("synthetic:")
+
+    @property
+    def population_name(self) -> str:
+        """Where the patients came from: `synthetic` (with its seed), else the file's name."""
+        source = self.first.population_source or "?"
+        if self.generated:
+            seed = source.split(":")[2:]
+            return "synthetic" + (f" seed {seed[0]}" if seed and seed[0] != "0" else "")
+        return PurePath(source).name or source
+
+    @property
+    def population_label(self) -> str:
+        """The source and its size, e.g. `synthea-r4 (60)`, `synthetic (200)`."""
+        return f"{self.population_name} ({self.population})"
 
     @property
     def network(self) -> str:
@@ -116,17 +147,57 @@ class Cell:
         q = self.wall_q
         return q[1] - q[0] if q else None
 
+    @cached_property
+    def engine_times(self) -> list[float] | None:
+        """The engine's own time (slowest party) of each ok run; None unless every ok run has it."""
+        if not self.ok or not all(r.engine_s for r in self.ok):
+            return None
+        return [max(r.engine_s or [0.0]) for r in self.ok]
+
     @property
     def engine_s(self) -> float | None:
         """The engine's own time (slowest party), median; None unless every ok run has it."""
-        if not self.ok or not all(r.engine_s for r in self.ok):
-            return None
-        return statistics.median(max(r.engine_s or [0.0]) for r in self.ok)
+        return median(self.engine_times or [])
+
+    @property
+    def times(self) -> list[float]:
+        """Each ok run's engine time where the engine reports one, else its wall time."""
+        return self.engine_times if self.engine_times is not None else self.walls
 
     @property
     def time(self) -> float | None:
         """The engine's own time where it reports one (no process start-up), else wall."""
-        return self.engine_s if self.engine_s is not None else self.wall
+        return median(self.times)
+
+    @property
+    def cv(self) -> float | None:
+        """Coefficient of variation of the time (sample standard deviation / mean)."""
+        t = self.times
+        if len(t) < 2 or not statistics.fmean(t):
+            return None
+        return statistics.stdev(t) / statistics.fmean(t)
+
+    @property
+    def contended(self) -> bool:
+        """More parties than cores, or a run that ended with load average above the cores."""
+        for r in self.runs:
+            cores = (r.meta or {}).get("cores")
+            if not isinstance(cores, int):
+                continue
+            if (r.parties or 0) > cores or (r.load_avg and r.load_avg[0] > cores):
+                return True
+        return False
+
+    @property
+    def quality(self) -> str | None:
+        """One of QUALITIES (see the module's docstring); None without an ok run."""
+        if not self.ok:
+            return None
+        if self.contended:
+            return "contended"
+        if len(self.ok) == 1:
+            return "single-run"
+        return "noisy" if (self.cv or 0.0) > NOISY_CV else "ok"
 
     @property
     def bytes_sent(self) -> float | None:
@@ -165,6 +236,18 @@ class Cell:
     def peak_rss_kib(self) -> float | None:
         peaks = [max(r.peak_rss_kib_by_party) for r in self.ok if r.peak_rss_kib_by_party]
         return max(peaks) if peaks else None
+
+    @property
+    def order(self) -> tuple:
+        """The tables' order: config, query, population, network, protocol."""
+        return (
+            self.config,
+            self.query,
+            self.population_name,
+            self.population,
+            self.network_order,
+            self.engine_label,
+        )
 
 
 def cells(records: Iterable[Record]) -> list[Cell]:
@@ -214,6 +297,38 @@ def baseline(c: Cell, all_cells: list[Cell]) -> Cell | None:
     return None
 
 
+def _uniform_link(c: Cell) -> tuple[float, float] | None:
+    """(one-way delay, bandwidth) of every link; None with link overrides, jitter or faults."""
+    n = c.first.network or {}
+    if n.get("links") or n.get("faults") or n.get("jitter_ms"):
+        return None
+    bw = n.get("bandwidth_mbit")
+    return float(n.get("delay_ms") or 0.0), float(bw) if bw is not None else math.inf
+
+
+def _worse_link(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bool:
+    """Link `a` has more delay than `b` and no more bandwidth."""
+    return a is not None and b is not None and a[0] > b[0] and a[1] <= b[1]
+
+
+def slower_at_lower_delay(c: Cell, all_cells: list[Cell]) -> Cell | None:
+    """An anomaly: the slowest cell of the same setting and population on a network of less
+    delay (and no less bandwidth) that took longer than `c`, by over DELAY_SLACK; else None."""
+    if c.time is None:
+        return None
+    same = [k for keys in _SETTINGS.values() for k in keys if k != "network"]
+    slower = [
+        o
+        for o in all_cells
+        if o.config == c.config
+        and o.time is not None
+        and c.time < o.time * (1 - DELAY_SLACK)
+        and _worse_link(_uniform_link(c), _uniform_link(o))
+        and all(_value(o, k) == _value(c, k) for k in same)
+    ]
+    return max(slower, key=lambda o: o.time or 0.0, default=None)
+
+
 @dataclass(frozen=True)
 class Ratios:
     speedup: float | None  # baseline's median wall / this cell's
@@ -242,9 +357,9 @@ def format_value(x: float | None, unit: str = "", byte_digits: int = 2) -> str:
 
 
 def format_spread(c: Cell, unit: str = " s") -> str:
-    """The IQR of a cell's wall times; a single run has no spread and says so."""
+    """The IQR of a cell's wall times; a single run has no spread: an en dash."""
     if len(c.walls) == 1:
-        return "1 run"
+        return "\u2013"
     return format_value(c.wall_iqr, unit)
 
 
