@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from harness.analysis import compare as cmp
-from harness.analysis.records import Record
+from harness.analysis.records import SCHEMA_VERSION, Record
 from harness.run import meta
 from conftest import run_cli_sweep, REPO
 
@@ -33,6 +33,7 @@ def record(
     """A minimal result record: the fields `compare` reads, plus the labels it prints."""
     meta = {"commit": "abc"} | ({"calibration_s": calibration} if calibration is not None else {})
     return {
+        "schema_version": SCHEMA_VERSION,
         "config": config,
         "cell": cell,
         "engine": "mpyc",
