@@ -5,6 +5,9 @@ codes, condition codes padded to C slots and exams (LOINC body, months ago)
 padded to E slots.  An empty slot holds code 0, which no valid SNOMED CT or
 LOINC code equals.  With fixed padding only the bounds C and E are public; with
 `exact` padding (the paper's choice) each patient's own counts are public too.
+Whatever the data's source, one rule bounds it (`bound`): a patient over a bound
+is an error, unless truncating, which keeps its first conditions and its most
+recent exams and counts what it cut.
 """
 
 from __future__ import annotations
@@ -103,7 +106,8 @@ class Population:
     condition_counts: np.ndarray  # (N,) real slots per patient (public only if exact)
     exam_counts: np.ndarray  # (N,)
     padding: Padding
-    truncated: int = 0  # patients whose oldest exams were dropped to fit the bound
+    truncated: int = 0  # patients who lost conditions or exams to fit the bounds
+    dropped: tuple[int, int] = (0, 0)  # (conditions, exams) cut to fit the bounds
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -126,39 +130,35 @@ class Population:
             self.exam_counts[:n],
             self.padding,
             self.truncated,
+            self.dropped,
+        )
+
+    def cut(self) -> str | None:
+        """What truncation cut, in words (None: nothing)."""
+        if not self.truncated:
+            return None
+        c, e = self.dropped
+        return (
+            f"{self.truncated} patient(s) over the padding ({self.padding.label()}) lost "
+            f"{c} condition(s) and their {e} oldest exam(s) (truncate)"
         )
 
 
 def encode(patients: Iterable[Patient], padding: Padding, truncate: bool = False) -> Population:
-    """Pad and encode patients.  Over a bound: PaddingOverflow, or with `truncate`
-    keep the most recent exams (conditions are never dropped)."""
+    """Encode patients, then `bound` them to `padding`."""
     plist = list(patients)
     n = len(plist)
     ccount = np.array([len(p.conditions) for p in plist], dtype=np.int64)
     ecount = np.array([len(p.exams) for p in plist], dtype=np.int64)
-    c_slots = _slots(padding.conditions, ccount)
-    e_slots = _slots(padding.exams, ecount)
-    over_c = [p.id for p in plist if len(p.conditions) > c_slots]
-    if over_c:
-        raise PaddingOverflow(
-            f"{len(over_c)} patient(s) have more than {c_slots} active conditions "
-            f"(first: {over_c[0]}, {int(ccount.max())} at most); raise padding.conditions"
-        )
-    over_e = [p.id for p in plist if len(p.exams) > e_slots]
-    if over_e and not truncate:
-        raise PaddingOverflow(
-            f"{len(over_e)} patient(s) have more than {e_slots} exams (first: {over_e[0]}, "
-            f"{int(ecount.max())} at most); raise padding.exams or pass --truncate"
-        )
-    cond = np.zeros((n, c_slots), dtype=np.int64)
-    codes = np.zeros((n, e_slots), dtype=np.int64)
-    months = np.zeros((n, e_slots), dtype=np.int64)
+    cond = np.zeros((n, _slots(EXACT, ccount)), dtype=np.int64)
+    codes = np.zeros((n, _slots(EXACT, ecount)), dtype=np.int64)
+    months = np.zeros_like(codes)
     for i, p in enumerate(plist):
         cond[i, : len(p.conditions)] = p.conditions
-        exams = sorted(p.exams, key=lambda e: e[1])[:e_slots]  # most recent first
+        exams = sorted(p.exams, key=lambda e: e[1])  # most recent first
         if exams:
             codes[i, : len(exams)], months[i, : len(exams)] = zip(*exams)
-    return Population(
+    exact = Population(
         tuple(p.id for p in plist),
         np.array([p.age for p in plist], dtype=np.int64),
         np.array([p.gender for p in plist], dtype=np.int64),
@@ -167,10 +167,51 @@ def encode(patients: Iterable[Patient], padding: Padding, truncate: bool = False
         codes,
         months,
         ccount,
-        np.minimum(ecount, e_slots),
-        padding,
-        len(over_e),
+        ecount,
+        Padding(EXACT, EXACT),
     )
+    return bound(exact, padding, truncate)
+
+
+def bound(pop: Population, padding: Padding, truncate: bool = False) -> Population:
+    """`pop` (exams most recent first) in the slots of `padding`.  A patient over a
+    bound: PaddingOverflow, or with `truncate` its first conditions and most recent
+    exams are kept, and `truncated` and `dropped` count what was cut."""
+    cc, ec = pop.condition_counts, pop.exam_counts
+    c_slots, e_slots = _slots(padding.conditions, cc), _slots(padding.exams, ec)
+    if not truncate:
+        _check(pop.ids, cc, c_slots, "active conditions", "conditions")
+        _check(pop.ids, ec, e_slots, "exams", "exams")
+    return Population(
+        pop.ids,
+        pop.age,
+        pop.gender,
+        pop.smoker,
+        _fit(pop.conditions, c_slots),
+        _fit(pop.exam_codes, e_slots),
+        _fit(pop.exam_months, e_slots),
+        np.minimum(cc, c_slots),
+        np.minimum(ec, e_slots),
+        padding,
+        int(np.count_nonzero((cc > c_slots) | (ec > e_slots))),
+        (int((cc - c_slots).clip(0).sum()), int((ec - e_slots).clip(0).sum())),
+    )
+
+
+def _check(ids: tuple[str, ...], counts: np.ndarray, slots: int, what: str, key: str) -> None:
+    over = np.flatnonzero(counts > slots)
+    if over.size:
+        raise PaddingOverflow(
+            f"{over.size} patient(s) have more than {slots} {what} (first: {ids[over[0]]}, "
+            f"{int(counts.max())} at most); raise padding.{key} or pass --truncate"
+        )
+
+
+def _fit(a: np.ndarray, slots: int) -> np.ndarray:
+    """The first `slots` columns of `a`, EMPTY-padded on the right if it has fewer."""
+    if a.shape[1] >= slots:
+        return np.ascontiguousarray(a[:, :slots])
+    return np.pad(a, ((0, 0), (0, slots - a.shape[1])), constant_values=EMPTY)
 
 
 def _slots(bound: int | str, counts: np.ndarray) -> int:

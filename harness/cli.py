@@ -152,7 +152,11 @@ def extract(directory: Path, as_of: dt.date, out_path: Path) -> None:
 @click.option("--engine", type=click.Choice(["plain"]), default="plain", show_default=True)
 @click.option("--as-of", callback=_as_of, help="Reference date (required for FHIR bundles).")
 @with_padding
-@click.option("--truncate", is_flag=True, help="Keep the most recent exams of a patient over the bound.")
+@click.option(
+    "--truncate",
+    is_flag=True,
+    help="Keep the first conditions and most recent exams of a patient over a bound.",
+)
 @click.option("--strict", is_flag=True, help="Treat doubtful codes as errors.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"count": n, "eligible": [ids]}.')
 def eval_(
@@ -175,8 +179,6 @@ def eval_(
         truncate,
         _warn,
     )
-    if pop.truncated:
-        _warn(f"{pop.truncated} patient(s) had their oldest exams dropped (--truncate)")
     result = cohort(q, pop)
     ids = result.ids(pop) if q.output is ir.Output.ELIGIBLE else None
     if as_json:
@@ -288,11 +290,12 @@ def _dry_run(exp: Experiment, out_path: Path, resume: bool, force: bool) -> None
     if plan.done and not resume:
         _warn(f"{out_path} exists: the real run needs --resume to continue it")
     for cell in plan.cells:
-        out.print(f"{cell.key(exp)}  {cell.label()}")
+        out.print(f"{cell.key(exp)}  {cell.label()}", soft_wrap=True)
     held = f"{plan.done} done (in {out_path}), " if out_path.exists() else ""
     out.print(
         f"{len(plan.cells)} cell(s), {plan.planned} run(s): {held}{plan.todo} to do"
-        + (f", {plan.skipped} skipped by budget_s (from the file's records)" if plan.skipped else "")
+        + (f", {plan.skipped} skipped by budget_s (from the file's records)" if plan.skipped else ""),
+        soft_wrap=True,
     )
     e = plan.estimate
     if e.measured or e.modelled:
@@ -303,7 +306,8 @@ def _dry_run(exp: Experiment, out_path: Path, resume: bool, force: bool) -> None
         ]
         out.print(
             f"estimated time: about {_duration(e.seconds)} for the runs to do "
-            f"({'; '.join(filter(None, ways))}); an estimate, without compilation and calibration runs"
+            f"({'; '.join(filter(None, ways))}); an estimate, without compilation and calibration runs",
+            soft_wrap=True,
         )
     elif plan.todo:
         out.print("estimated time: unknown (no earlier records of these engines to measure a rate)")

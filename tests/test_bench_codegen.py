@@ -16,14 +16,14 @@ QUERY, _ = load_query(REPO / "configs" / "queries" / "five-criteria.yaml")
 @pytest.mark.benchmark(group="codegen")
 @pytest.mark.parametrize("lowering", program.LOWERINGS)
 def test_bench_translate(benchmark, lowering):
-    pop = generate(1000, 7, Padding(8, 16))
+    pop = generate(1000, 7, Padding(8, 16), truncate=True)
     source = benchmark(program.translate, QUERY, program.Shape.of(pop), lowering)
     assert "def " in source or "sint" in source
 
 
 @pytest.mark.benchmark(group="codegen")
 def test_bench_input_file(benchmark):
-    pop = generate(10_000, 7, Padding(8, 16))
+    pop = generate(10_000, 7, Padding(8, 16), truncate=True)
     shape = program.Shape.of(pop)
     text = benchmark(program.input_text, pop, QUERY, shape)
     assert text

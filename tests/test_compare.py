@@ -286,6 +286,7 @@ name: tiny
 query: {QUERY}
 populations: [synthetic:10, synthetic:20]
 padding: {{conditions: 4, exams: 6}}
+truncate: true
 engines:
   - {{engine: mpyc, protocol: shamir, parties: 3}}
   - {{engine: plain}}

@@ -80,6 +80,7 @@ query:
       - age: {min_exclusive: 30, max_exclusive: 80}
 populations: [synthetic:50:3]
 padding: {conditions: 4, exams: 6}
+truncate: true
 engines:
   - {engine: toy}
   - {engine: plain}

@@ -41,6 +41,7 @@ name: t
 query: {QUERY}
 populations: {populations}
 padding: {{conditions: 4, exams: 6}}
+truncate: true
 engines:
 {engines}
 repeats: 1

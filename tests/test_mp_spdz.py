@@ -116,7 +116,7 @@ def test_registry_facts():
 
 
 def test_translation_is_readable_and_vectorised():
-    pop = generate(50, 3, Padding(4, 6))
+    pop = generate(50, 3, Padding(4, 6), truncate=True)
     for lowering in program.LOWERINGS:
         src = program.translate(Query(EVERY_NODE), program.Shape.of(pop), lowering, "field")
         criteria = [line for line in src.splitlines() if line[:2] in {f"c{d}" for d in range(10)}]
@@ -141,7 +141,7 @@ def test_translation_is_readable_and_vectorised():
 
 
 def test_input_file_holds_bit_planes():
-    pop = generate(70, 5, Padding(3, 5))
+    pop = generate(70, 5, Padding(3, 5), truncate=True)
     query, shape = Query(EVERY_NODE), program.Shape.of(pop)
     lines = program.input_text(pop, query, shape, program.BINARY).split()
     planes = iter(int(x) for x in lines)
@@ -205,7 +205,7 @@ def test_read_report_parses_and_names_what_is_missing(tmp_path):
 def test_compile_is_cached_outside_mp_spdz(cache):
     need_compiler()
     before = {p for p in (HOME / "Compiler").rglob("__pycache__")}
-    pop = generate(20, 1, Padding(4, 6))
+    pop = generate(20, 1, Padding(4, 6), truncate=True)
     shape = program.Shape.of(pop)
     first = compile_program(five_criteria(), shape, "shamir", cache_dir=cache)
     again = compile_program(five_criteria(), shape, "shamir", cache_dir=cache)
@@ -234,7 +234,7 @@ def test_compile_is_cached_outside_mp_spdz(cache):
 
 @pytest.mark.parametrize("protocol", list(protocols.PROTOCOLS))
 def test_every_protocol_matches_the_oracle(protocol, tmp_path, cache):
-    pop = generate(16 if protocol in SLOW else 40, 11, Padding(4, 6))
+    pop = generate(16 if protocol in SLOW else 40, 11, Padding(4, 6), truncate=True)
     query = Query(EVERY_NODE)
     expected = cohort(query, pop).count
     assert 0 < expected < len(pop)  # the test means something
@@ -251,7 +251,7 @@ def test_every_protocol_matches_the_oracle(protocol, tmp_path, cache):
 
 @pytest.mark.parametrize("protocol", ["replicated-ring", "shamir"])
 def test_count_output(protocol, tmp_path, cache):
-    pop = generate(40, 11, Padding(4, 6))
+    pop = generate(40, 11, Padding(4, 6), truncate=True)
     query = Query(EVERY_NODE, Output.COUNT)
     answer, _, _ = run(query, pop, protocol, tmp_path, cache)
     assert answer == cohort(query, pop).count
@@ -267,7 +267,7 @@ def test_count_output(protocol, tmp_path, cache):
     ],
 )
 def test_other_lowerings_and_options(protocol, output, options, tmp_path, cache):
-    pop = generate(30, 11, Padding(4, 6))
+    pop = generate(30, 11, Padding(4, 6), truncate=True)
     query = Query(EVERY_NODE, output)
     answer, _, _ = run(query, pop, protocol, tmp_path, cache, options=options)
     assert_oracle(query, pop, answer)
@@ -284,7 +284,7 @@ def test_boundaries_of_each_criterion(boundary_population, tmp_path, cache):
 
 
 def test_three_dishonest_parties_over_tls(tmp_path, cache):
-    pop = generate(20, 11, Padding(4, 6))
+    pop = generate(20, 11, Padding(4, 6), truncate=True)
     query = Query(EVERY_NODE)
     answer, figures, _ = run(query, pop, "semi2k", tmp_path, cache, parties=3, tls=True)
     assert_oracle(query, pop, answer)
@@ -297,14 +297,14 @@ def test_exact_padding_and_a_single_patient(tmp_path, cache):
     query = five_criteria()
     answer, _, _ = run(query, pop, "replicated-ring", tmp_path / "exact", cache)
     assert_oracle(query, pop, answer)
-    one = generate(1, 4, Padding(2, 2))
+    one = generate(1, 4, Padding(2, 2), truncate=True)
     answer, _, _ = run(Query(EVERY_NODE, Output.COUNT), one, "replicated-ring", tmp_path / "one", cache)
     assert answer == cohort(Query(EVERY_NODE), one).count
 
 
 def test_run_layout_and_address_views(tmp_path, cache):
     need_vm("replicated-ring")
-    pop = generate(5, 1, Padding(2, 2))
+    pop = generate(5, 1, Padding(2, 2), truncate=True)
     compiled = compile_program(five_criteria(), program.Shape.of(pop), "replicated-ring", cache_dir=cache)
     views = [[f"127.0.0.1:{9000 + 10 * i + j}" for j in range(3)] for i in range(3)]
     plan = launch.prepare_run(tmp_path, compiled, pop, [9000, 9011, 9022], addresses=views)
@@ -337,7 +337,7 @@ def test_tls_flags_against_each_vms_default(tmp_path):
 
 def test_a_failing_vm_is_an_error(tmp_path, cache):
     need_vm("replicated-ring")
-    pop = generate(5, 1, Padding(2, 2))
+    pop = generate(5, 1, Padding(2, 2), truncate=True)
     query = five_criteria()
     compiled = compile_program(query, program.Shape.of(pop), "replicated-ring", cache_dir=cache)
     plan = launch.prepare_run(tmp_path, compiled, pop, free_ports(3))
@@ -380,6 +380,7 @@ name: mps
 query: {query}
 populations: [synthetic:60]
 padding: {{conditions: 4, exams: 6}}
+truncate: true
 engines:
   - {{engine: mp-spdz, protocol: replicated-ring}}
   - {{engine: mp-spdz, protocol: semi}}

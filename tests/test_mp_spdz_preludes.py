@@ -238,7 +238,7 @@ def test_the_translator_calls_only_the_interface():
             Not(ExamCount(2093, 1, 120)),
         )
     )
-    shape = program.Shape.of(generate(20, 3, Padding(3, 4)))
+    shape = program.Shape.of(generate(20, 3, Padding(3, 4), truncate=True))
     for lowering in program.LOWERINGS:
         source = program.translate(Query(root), shape, lowering)
         body = source.split(program.prelude(lowering))[1]

@@ -92,7 +92,7 @@ def _sweep(tmp_path: Path, engine: str, networks: str, name: str) -> list:
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(
         f"name: rounds\nquery: {QUERY}\npopulations: [synthetic:20]\n"
-        "padding: {conditions: 4, exams: 6}\n"
+        "padding: {conditions: 4, exams: 6}\ntruncate: true\n"
         f"engines:\n  - {engine}\nnetworks: {networks}\nrepeats: 1\nwarmup: 0\ntimeout_s: 300\n"
     )
     records = run_sweep(load_experiment(cfg), tmp_path / f"{name}.jsonl", False, lambda m: None)

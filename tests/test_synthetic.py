@@ -7,8 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from circuits.population import ARRAYS, EMPTY, EXACT, Padding, Patient, Population, encode
+from circuits.oracle import cohort
+from circuits.population import ARRAYS, EMPTY, EXACT, Padding, PaddingOverflow, Patient, Population, encode
+from circuits.queryfile import load_query
 from harness.data.synthetic import SYNTHEA_R4, generate, measure_dir
+from conftest import REPO
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "synthea-r4"
 
@@ -28,7 +31,7 @@ def big() -> Population:
 
 def test_same_seed_same_arrays() -> None:
     assert same(generate(5000, 3), generate(5000, 3))
-    assert same(generate(2000, 3, Padding(EXACT, 8)), generate(2000, 3, Padding(EXACT, 8)))
+    assert same(generate(2000, 3, Padding(EXACT, 32)), generate(2000, 3, Padding(EXACT, 32)))
 
 
 def test_different_seed_differs() -> None:
@@ -51,7 +54,7 @@ def test_ids_and_types() -> None:
 @pytest.mark.parametrize("padding", [Padding(16, 32), Padding(4, 8), Padding(1, 1), Padding(2, EXACT)])
 def test_fixed_padding_shapes(padding: Padding) -> None:
     n = 20_000
-    pop = generate(n, seed=1, padding=padding)
+    pop = generate(n, seed=1, padding=padding, truncate=True)
     c, e = pop.slots
     assert c == padding.conditions
     assert pop.conditions.shape == (n, c)
@@ -60,16 +63,44 @@ def test_fixed_padding_shapes(padding: Padding) -> None:
     assert pop.condition_counts.max() <= c
     assert pop.exam_counts.max() <= e
     if padding.exams == EXACT:
-        assert e == pop.exam_counts.max() and pop.truncated == 0
+        assert e == pop.exam_counts.max()
     check_slots(pop)
 
 
-def test_small_bound_truncates() -> None:
-    capped = generate(20_000, seed=5, padding=Padding(4, 8))
-    exact = generate(20_000, seed=5, padding=Padding(4, EXACT))  # same counts, uncapped exams
-    assert capped.truncated == int((exact.exam_counts > 8).sum()) > 0
-    assert np.array_equal(capped.exam_counts, np.minimum(exact.exam_counts, 8))
-    assert (capped.condition_counts == 4).any()
+def test_default_padding_holds_every_generated_patient() -> None:
+    pop = generate(100_000, seed=7)  # no truncation needed: the generator stays within (16, 32)
+    assert pop.truncated == 0 and pop.condition_counts.max() <= 16 and pop.exam_counts.max() <= 32
+
+
+def test_over_a_bound_is_an_error_unless_truncating() -> None:
+    with pytest.raises(PaddingOverflow, match="more than 8 exams .* raise padding.exams or pass --truncate"):
+        generate(2000, seed=3, padding=Padding(EXACT, 8))
+    with pytest.raises(PaddingOverflow, match="more than 2 active conditions"):
+        generate(2000, seed=3, padding=Padding(2, EXACT))
+    cut = generate(20_000, seed=5, padding=Padding(4, 8), truncate=True)
+    drawn = generate(20_000, seed=5, padding=Padding(EXACT, EXACT))
+    over = (drawn.condition_counts > 4) | (drawn.exam_counts > 8)
+    assert cut.truncated == int(over.sum()) > 0
+    assert cut.dropped == (
+        int((drawn.condition_counts - 4).clip(0).sum()),
+        int((drawn.exam_counts - 8).clip(0).sum()),
+    )
+    assert np.array_equal(cut.exam_counts, np.minimum(drawn.exam_counts, 8))
+    assert np.array_equal(cut.exam_months, drawn.exam_months[:, :8])  # the most recent kept
+    assert "lost" in cut.cut() and "oldest exam" in cut.cut()
+
+
+def test_one_population_at_every_padding() -> None:
+    """synthetic:N:seed is the same patients at every padding that holds them: the same
+    cohort at conditions 8 and 16 when no patient has more than 8."""
+    drawn = generate(80, seed=597, padding=Padding(EXACT, EXACT))
+    assert drawn.condition_counts.max() == 8  # this seed's 80 patients fit 8 conditions
+    q, _ = load_query(REPO / "configs" / "queries" / "five-criteria.yaml", False)
+    at8 = generate(80, seed=597, padding=Padding(8, 32))
+    at16 = generate(80, seed=597, padding=Padding(16, 32))
+    assert np.array_equal(cohort(q, at8).eligible, cohort(q, at16).eligible)
+    assert cohort(q, at8).count == 3
+    assert np.array_equal(at8.conditions, at16.conditions[:, :8])
 
 
 def test_exact_padding() -> None:

@@ -426,6 +426,7 @@ name: tamper-test
 query: {QUERY}
 populations: [{population}]
 padding: {{conditions: 4, exams: 6}}
+truncate: true
 engines:
 {engines}
 networks: {networks}

@@ -71,7 +71,9 @@ def load(
     """The encoded population of a source."""
     if source.kind == "synthetic":
         assert source.size is not None
-        return synthetic.generate(source.size, source.seed, padding)
+        return _bounded(
+            source, lambda: synthetic.generate(source.size, source.seed, padding, truncate), on_skip
+        )
     if source.kind == "fhir":
         if as_of is None:
             raise InputError(
@@ -97,7 +99,17 @@ def load(
             patients = list(read_jsonl(source.path))
         except ValueError as e:
             raise InputError(source.text, "", str(e)) from None
+    return _bounded(source, lambda: encode(patients, padding, truncate), on_skip)
+
+
+def _bounded(source: Source, make: Callable[[], Population], on_skip: Callable[[str], None]) -> Population:
+    """The population `make` bounds: a bound exceeded is an InputError on `padding`,
+    what truncation cut is reported."""
     try:
-        return encode(patients, padding, truncate)
+        pop = make()
     except PaddingOverflow as e:
         raise InputError(source.text, "padding", str(e)) from None
+    cut = pop.cut()
+    if cut:
+        on_skip(f"{source.text}: {cut}")
+    return pop

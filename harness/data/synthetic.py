@@ -13,8 +13,9 @@ condition likelier), except that an exam never predates the patient's birth:
 * age: a bin of `age_bins` by its frequency, then uniform within the bin;
 * gender, smoker: categorical with the sample's counts;
 * number of active conditions: negative binomial with the sample's mean and
-  variance (method of moments), redrawn above twice the sample's largest
-  count; the codes are distinct, drawn one after another without replacement
+  variance (method of moments), redrawn above the sample's largest
+  count (13), so that the default padding (16 conditions, 32 exams) holds
+  every generated patient; the codes are distinct, drawn one after another without replacement
   with weights calibrated (`_calibrate`) so that the share of patients with
   each code matches the sample's;
 * number of exams: 1 + negative binomial (every sample patient has at least
@@ -23,9 +24,10 @@ condition likelier), except that an exam never predates the patient's birth:
   (uniform within a bin), redrawn uniformly over the patient's lifetime when
   it would predate birth.
 
-With a fixed padding bound the counts are capped at the bound (for exams: the
-most recent ones are kept, and `Population.truncated` counts the patients
-that lost some); with `exact` padding the slots are the largest count.
+Patients are drawn first, whatever the padding (the same n and seed give the
+same patients at every padding), then bounded by `circuits.population.bound`,
+the rule FHIR data follows: a patient over a bound is an error unless
+truncating.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import numpy as np
 
 from circuits.codes import GENDERS, SMOKER_STATES
 from circuits.ir import MAX_MONTHS
-from circuits.population import EMPTY, EXACT, Padding, Patient, Population
+from circuits.population import EMPTY, EXACT, Padding, Patient, Population, bound
 
 # Measured with `measure(extract_dir(SYNTHEA, date(2021, 4, 1))[0])`, SYNTHEA the shared sample
 # (../shared/data/synthea-r4 beside the repo): the 60 Synthea v2.4 bundles (smart-on-fhir
@@ -95,7 +97,7 @@ SYNTHEA_R4: dict = {
 
 AGE_BIN_WIDTH = 10
 MONTHS_EDGES = (0, 12, 24, 36, 60, 120, 240, 360, 480, 600, MAX_MONTHS + 1)
-COUNT_BOUND_FACTOR = 2  # generated counts are redrawn above this many times the sample's max
+COUNT_BOUND_FACTOR = 1  # generated counts are redrawn above this many times the sample's max
 
 
 def _sample_variance(a: np.ndarray) -> float:
@@ -172,19 +174,19 @@ class _Model:
         self.gender = np.repeat(np.arange(len(GENDERS)), t["gender"])  # lookup: uniform index -> code
         self.smoker = np.repeat(np.arange(len(SMOKER_STATES)), t["smoker"])
         mean, var, cmax = t["conditions_per_patient"]
-        self.cond_nb = _nb_params(mean, var)
         codes = np.array(list(t["condition_codes"]), dtype=np.int64)
         if len(codes) > 64:
             raise ValueError("at most 64 condition codes (drawn codes are tracked in a 64-bit mask)")
         self.cond_max = min(COUNT_BOUND_FACTOR * cmax, len(codes))
+        self.cond_nb = _bounded_nb_params(mean, var, self.cond_max)
         prevalence = np.array(list(t["condition_codes"].values()), dtype=float) / t["patients"]
         w = _calibrate(prevalence, _truncated_nb_pmf(self.cond_nb, self.cond_max))
         self.cond_cdf = np.cumsum(w) / w.sum()
         self.cond_table = np.append(codes, EMPTY)  # index -1 (no code) -> EMPTY
         mean, var, emin, emax = t["exams_per_patient"]
         self.exam_min = emin
-        self.exam_nb = _nb_params(mean - emin, var)
         self.exam_max = COUNT_BOUND_FACTOR * emax
+        self.exam_nb = _bounded_nb_params(mean - emin, var, self.exam_max - emin)
         self.exam_lut = np.repeat(
             np.array(list(t["exam_codes"]), dtype=np.int64), list(t["exam_codes"].values())
         )
@@ -196,6 +198,18 @@ def _nb_params(mean: float, var: float) -> tuple[float, float]:
     if var <= mean:
         raise ValueError("a negative binomial needs variance > mean")
     return mean * mean / (var - mean), mean / var
+
+
+def _bounded_nb_params(mean: float, var: float, bound: int, steps: int = 100) -> tuple[float, float]:
+    """NB parameters whose draws, redrawn above `bound`, have this mean and variance
+    (the bound lowers both: the untruncated moments are raised until they match)."""
+    k = np.arange(bound + 1)
+    m, v = mean, var
+    for _ in range(steps):
+        pk = _truncated_nb_pmf(_nb_params(m, v), bound)
+        tm = float(pk @ k)
+        m, v = m + mean - tm, v + var - (float(pk @ (k * k)) - tm * tm)
+    return _nb_params(m, v)
 
 
 def _truncated_nb_pmf(nb: tuple[float, float], bound: int) -> np.ndarray:
@@ -254,8 +268,9 @@ def _bounded_nb(
     return x
 
 
-def generate(n: int, seed: int = 0, padding: Padding = Padding()) -> Population:
-    """n synthetic encoded patients; the same (n, seed, padding) gives the same arrays."""
+def generate(n: int, seed: int = 0, padding: Padding = Padding(), truncate: bool = False) -> Population:
+    """n synthetic encoded patients, the same for the same (n, seed) at every padding;
+    over a bound PaddingOverflow, unless `truncate` (see `circuits.population.bound`)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError("n must be a whole number >= 0")
     n = int(n)
@@ -269,14 +284,10 @@ def generate(n: int, seed: int = 0, padding: Padding = Padding()) -> Population:
     # Conditions: distinct codes, drawn slot by slot; a draw that repeats one of
     # the patient's earlier codes is redrawn (successive sampling).
     ccount = _bounded_nb(rng, m.cond_nb, n, m.cond_max)
-    if padding.conditions == EXACT:
-        c_slots = max(int(ccount.max(initial=0)), 1)
-    else:
-        c_slots = padding.conditions
-        ccount = np.minimum(ccount, c_slots)
+    c_slots = max(int(ccount.max(initial=0)), 1)
     cidx = np.full((n, c_slots), -1, dtype=np.int8)
     taken = np.zeros(n, dtype=np.uint64)  # bit c set: code c already drawn for the patient
-    for j in range(int(ccount.max(initial=0))):
+    for j in range(c_slots):
         rows = np.flatnonzero(ccount > j)
         while rows.size:
             draw = np.searchsorted(m.cond_cdf, rng.random(rows.size), side="right")
@@ -291,27 +302,16 @@ def generate(n: int, seed: int = 0, padding: Padding = Padding()) -> Population:
 
     # Exams: months ago (never before birth), most recent first; then codes.
     ecount = _bounded_nb(rng, m.exam_nb, n, m.exam_max, shift=m.exam_min)
-    e_slots = max(int(ecount.max(initial=0)), 1) if padding.exams == EXACT else padding.exams
-    kept = np.minimum(ecount, e_slots)
-    life = 12 * age
-    real = np.arange(e_slots) < kept[:, None]
+    e_slots = max(int(ecount.max(initial=0)), 1)
+    real = np.arange(e_slots) < ecount[:, None]
     months = np.full((n, e_slots), _SENTINEL, dtype=np.int64)
-    months[real] = _exam_months(rng, m, np.repeat(life, kept))
-    over = np.flatnonzero(ecount > e_slots)
-    if over.size:  # draw all of these patients' exams and keep the e_slots most recent
-        width = int(ecount[over].max())
-        wide = np.full((over.size, width), _SENTINEL, dtype=np.int64)
-        wide[np.arange(width) < ecount[over][:, None]] = _exam_months(
-            rng, m, np.repeat(life[over], ecount[over])
-        )
-        wide.sort(axis=1)
-        months[over] = wide[:, :e_slots]
+    months[real] = _exam_months(rng, m, np.repeat(12 * age, ecount))
     months.sort(axis=1)
     months[~real] = 0
     exam_codes = np.zeros((n, e_slots), dtype=np.int64)
-    exam_codes[real] = m.exam_lut[rng.integers(0, m.exam_lut.size, int(kept.sum()))]
+    exam_codes[real] = m.exam_lut[rng.integers(0, m.exam_lut.size, int(ecount.sum()))]
 
-    return Population(
+    drawn = Population(
         tuple(map(f"syn-{seed}-".__add__, map(str, range(n)))),
         age,
         gender,
@@ -320,10 +320,10 @@ def generate(n: int, seed: int = 0, padding: Padding = Padding()) -> Population:
         exam_codes,
         months,
         ccount.astype(np.int64),
-        kept.astype(np.int64),
-        padding,
-        int(over.size),
+        ecount.astype(np.int64),
+        Padding(EXACT, EXACT),
     )
+    return bound(drawn, padding, truncate)
 
 
 def _exam_months(rng: np.random.Generator, m: _Model, life: np.ndarray) -> np.ndarray:

@@ -82,9 +82,6 @@ def dry_run(exp: Experiment, out: Path, force: bool, warn: Callable[[str], None]
             problems += _bound_errors(exp, src, padding, e)
             continue
         shapes[src.text, padding] = (len(pop), pop.slots)
-        if pop.truncated:
-            lose = f"{pop.truncated} patient(s) would lose their oldest exams"
-            warn(f"{src.text} at padding {padding.label()}: {lose}")
     budget = Budget(exp.config.budget_s)
     budget.replay(exp, kept)
     todo = to_do(exp, kept)
