@@ -113,11 +113,13 @@ def recv_exact(s: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def ping_pong(port: int, k: int, size: int = 32) -> list[float]:
-    """k request/response exchanges of `size` bytes; the round-trip times in seconds."""
+def ping_pong(port: int, k: int, size: int = 32, idle_s: float = 0.0) -> list[float]:
+    """k request/response exchanges of `size` bytes, `idle_s` apart; the round-trip times
+    in seconds."""
     rtts = []
     with connect(port) as s:
         for i in range(k):
+            time.sleep(idle_s)
             msg = bytes([i % 256]) * size
             t = time.perf_counter()
             s.sendall(msg)
@@ -367,10 +369,12 @@ def test_stop_leaves_no_port_and_no_thread(echo_port: int) -> None:
 @timing
 @pytest.mark.parametrize("delay_ms", [1.0, 5.0])
 def test_rtt_is_twice_the_delay(echo_port: int, delay_ms: float) -> None:
-    """Median RTT = 2 x delay + the endpoints' own RTT (measured direct, without the relay)."""
+    """Median RTT = 2 x delay + the endpoints' own RTT, measured direct with exchanges as
+    far apart as the relayed ones (a process woken after 10 ms idle answers ~0.1 ms
+    later than one woken back to back, on this VM)."""
 
     def check() -> tuple[bool, str]:
-        base = statistics.median(ping_pong(echo_port, 150)) * 1e3
+        base = statistics.median(ping_pong(echo_port, 150, idle_s=2 * delay_ms / 1e3)) * 1e3
         with Relay([(0, 1, echo_port)], LinkShape(delay_ms=delay_ms)) as relay:
             rtt = statistics.median(ping_pong(relay.port_for(0, 1), 150)) * 1e3
         want = 2 * delay_ms
