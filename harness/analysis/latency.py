@@ -1,9 +1,9 @@
-"""Rounds seen two ways: the relay's causal count, and the slope of time against latency.
+"""Rounds seen two ways: the lock-step count of synchronous rounds, and the slope of time against latency.
 
 If a protocol's critical path is R one-way flights, adding a one-way delay d
 to every link adds about R x d to its run time, so R ~ (T(d) - T(0)) / d.
 Fitting T against d over a config's delays (least squares over the medians)
-gives that slope, to set beside the relay's median `rounds` for each cell.
+gives that slope, to set beside each cell's `rounds` (its lock-step count).
 A negative slope (time falling as delay rises) is no property of a protocol: it is
 marked `!` as an anomaly (`Slope.negative`, NEGATIVE), never hidden.
 """
@@ -23,7 +23,7 @@ class Slope:
     label: str
     delays_ms: tuple[float, ...]
     flights: float  # fitted dT/dd, in one-way flights
-    rounds: float | None  # relay's median rounds at the largest delay
+    rounds: float | None  # the cell's median `rounds` at the largest delay (lock-step)
 
     @property
     def ratio(self) -> float | None:
@@ -89,8 +89,8 @@ def table(records: list[dict]) -> Table | None:
     found = slopes(records)
     if not found:
         return None
-    t = Table(title="rounds: latency slope (T(d) - T(0)) / d vs the relay's count")
-    for name in ("cell", "delays (ms)", "slope (flights)", "relay rounds", "slope / rounds"):
+    t = Table(title="rounds: latency slope (T(d) - T(0)) / d vs the lock-step count")
+    for name in ("cell", "delays (ms)", "slope (flights)", "rounds", "slope / rounds"):
         t.add_column(name, justify="left" if name == "cell" else "right")
     for s in found:
         t.add_row(

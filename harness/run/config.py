@@ -14,17 +14,18 @@ import re
 import shlex
 from pathlib import Path
 from dataclasses import asdict, dataclass, replace
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from backends import registry
 from circuits.errors import InputError, did_you_mean, from_pydantic
 from circuits.ir import Query
-from circuits.population import EXACT, Padding
+from circuits.population import EXACT, Padding, Population
 from circuits.queryfile import load_query, parse_query, read_structured
 from harness.net.networks import PROFILES, Network, parse_network
 from harness.net.relay import LinkShape
+from harness.data import sources
 from harness.data.sources import Source, parse_source
 
 
@@ -135,6 +136,16 @@ class Experiment:
     warnings: tuple[str, ...]
     config_hash: str  # of the config as written (before any overrides)
     overrides: dict[str, Any]  # the command line's overrides, as recorded (`Overrides.record`)
+
+    def population(self, src: Source, padding: Padding, warn: Callable[[str], None]) -> Population:
+        """A source of the grid at one of its paddings; a bound exceeded names this config."""
+        try:
+            return sources.load(src, padding, self.config.as_of, self.config.truncate, warn)
+        except InputError as e:
+            if e.location != "padding":
+                raise
+            where = f"padding {padding.label()}, population {src.text}"
+            raise InputError(str(self.path), where, e.problem, e.fix) from None
 
 
 def _hash(config: Config) -> str:

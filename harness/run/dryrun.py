@@ -35,7 +35,6 @@ from circuits.population import EXACT, Padding
 from circuits.queryfile import load_query
 from harness.analysis import records as results
 from harness.analysis.records import Record
-from harness.data import sources
 from harness.data.sources import Source
 from harness.run.config import Experiment
 from harness.run.meta import REPO
@@ -77,7 +76,7 @@ def dry_run(exp: Experiment, out: Path, force: bool, warn: Callable[[str], None]
     shapes: dict[tuple[str, Padding], tuple[int, tuple[int, int]]] = {}
     for src, padding in dict.fromkeys((c.source, c.padding) for c in cells(exp)):
         try:
-            pop = _load(exp, src, padding, warn)
+            pop = exp.population(src, padding, warn)
         except InputError as e:
             problems += _bound_errors(exp, src, padding, e)
             continue
@@ -99,25 +98,20 @@ def dry_run(exp: Experiment, out: Path, force: bool, warn: Callable[[str], None]
     )
 
 
-def _load(exp: Experiment, src: Source, padding: Padding, warn: Callable[[str], None]):
-    cfg = exp.config
-    return sources.load(src, padding, cfg.as_of, cfg.truncate, warn)
-
-
 def _bound_errors(exp: Experiment, src: Source, padding: Padding, first: InputError) -> list[InputError]:
     """Every bound of `padding` that the source exceeds, each tried on its own (a
     population over both bounds fails on the first one it checks)."""
-    if first.location != "padding":
+    if not first.location.startswith("padding"):
         return [first]
     found = []
     for single in (Padding(padding.conditions, EXACT), Padding(EXACT, padding.exams)):
         if single == padding:
             continue
         try:
-            _load(exp, src, single, lambda message: None)
+            exp.population(src, single, lambda message: None)
         except InputError as e:
             found.append(e)
-    where = f"padding {padding.label()}"
+    where = f"padding {padding.label()}, population {src.text}"
     return [InputError(e.source, where, e.problem, e.fix) for e in found or [first]]
 
 

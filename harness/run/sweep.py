@@ -18,7 +18,6 @@ from harness.net import isolation
 from harness.run import meta
 from harness.analysis import records as results
 from harness.analysis.records import Record
-from harness.data import sources
 from harness.run.config import Experiment
 from harness.net.networks import Network
 from harness.run.calibrations import Calibrations, Enter
@@ -206,10 +205,7 @@ class Sweep:
     def population(self, cell: Cell) -> Population:
         key = (cell.source.text, cell.padding)
         if key not in self.populations:
-            cfg = self.exp.config
-            self.populations[key] = sources.load(
-                cell.source, cell.padding, cfg.as_of, cfg.truncate, self.warn
-            )
+            self.populations[key] = self.exp.population(cell.source, cell.padding, self.warn)
         return self.populations[key]
 
     def runner(self, cell: Cell, pop: Population) -> CellRunner:
