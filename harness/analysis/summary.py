@@ -163,7 +163,7 @@ def _fastest_semi_honest(c: Cell, all_cells: list[Cell]) -> Cell | None:
 
 
 def rounds_text(c: Cell) -> str:
-    """The relay's count; else the engine's own (MP-SPDZ), shown as ~N."""
+    """The cell's lock-step count; else the engine's own (MP-SPDZ), shown as ~N."""
     rounds, engine_rounds = c.median_of("rounds"), c.median_of("engine_rounds")
     return (
         f"{rounds:.0f}"
