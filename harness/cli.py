@@ -26,9 +26,11 @@ from harness.run.config import Experiment, Overrides, load_experiment
 from harness.run.dryrun import dry_run
 from harness.run.sweep import expected_failure, kept_runs, run_sweep, runs
 
-# tables fit the terminal, or COLUMNS, else 100 characters (a pipe, a log)
-out = Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 100)
-err = Console(stderr=True, highlight=False)
+# tables fit the terminal, or COLUMNS, else 100 characters (a pipe, a log); so do the
+# progress bar and warnings on stderr
+_SIZED = "COLUMNS" in os.environ
+out = Console(emoji=False, highlight=False, width=None if sys.stdout.isatty() or _SIZED else 100)
+err = Console(emoji=False, stderr=True, highlight=False, width=None if sys.stderr.isatty() or _SIZED else 100)
 
 
 def _slots(value: str) -> int | str:
@@ -192,7 +194,7 @@ def eval_(
 def _wide_console(table: Table) -> Console:
     """A console as wide as the table unwrapped (--wide: every column whole, however wide)."""
     width = Measurement.get(out, out.options.update_width(10_000), table).maximum
-    return Console(highlight=False, width=max(out.width, width))
+    return Console(emoji=False, highlight=False, width=max(out.width, width))
 
 
 def _tables(records: list[Record], wide: bool = False) -> None:

@@ -72,7 +72,7 @@ def command(home: Path | None, as_json: bool, quiet: bool) -> None:
     elif as_json:
         click.echo(json.dumps([asdict(f) for f in findings], indent=1))
     else:
-        out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+        out = Console(emoji=False, highlight=False, width=None if sys.stdout.isatty() else 200)
         table = Table(title="cohortbench doctor")
         for column in ("engine", "item", "status", "detail"):
             table.add_column(column)

@@ -238,3 +238,15 @@ def test_dry_run_and_resume_know_the_budget_from_the_file(tmp_path):
     assert f"3 run(s): 1 done (in {out}), 0 to do, 2 skipped by budget_s" in r.stdout, r.stdout
     assert cli("run", cfg, "--out", out, "--resume").returncode == 0
     assert [x.skipped for x in results.read(out)] == [False, True, True]
+
+
+def test_messages_print_codes_as_written(tmp_path):
+    """No rich emoji: `synthetic:100:3:` must not become `synthetic💯3:`."""
+    query = REPO / "configs" / "queries" / "five-criteria.yaml"
+    r = subprocess.run(
+        [*CLI, "eval", str(query), "--patients", "synthetic:100:3", "--conditions", "4", "--truncate"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0 and "synthetic:100:3: " in r.stderr, r.stderr

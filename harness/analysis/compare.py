@@ -511,8 +511,8 @@ def command(
     baseline_path: Path, new_path: Path, warn_at: float, fail_at: float, times: str, as_json: bool
 ) -> None:
     """Compare NEW.jsonl with BASELINE.jsonl: exit 0 no regression, 1 regression, 2 bad input."""
-    err = Console(stderr=True, highlight=False)
-    out = Console(highlight=False, width=None if sys.stdout.isatty() else 220)
+    err = Console(emoji=False, stderr=True, highlight=False)
+    out = Console(emoji=False, highlight=False, width=None if sys.stdout.isatty() else 220)
 
     def warn(message: str) -> None:
         err.print(f"[yellow]warning:[/] {message}", soft_wrap=True)

@@ -914,8 +914,8 @@ def build(inputs: list[tuple[Path, list[Record]]], out_dir: Path) -> tuple[list[
 )
 def command(results_paths: tuple[Path, ...], out_dir: Path) -> None:
     """Write plots, a self-contained HTML page and a per-cell CSV from RESULTS files."""
-    err = Console(stderr=True, highlight=False)
-    out = Console(highlight=False)
+    err = Console(emoji=False, stderr=True, highlight=False)
+    out = Console(emoji=False, highlight=False)
 
     def warn(message: str) -> None:
         err.print(f"[yellow]warning:[/] {message}", soft_wrap=True)

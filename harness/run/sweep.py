@@ -317,7 +317,7 @@ def run_sweep(
     sweep.budget.replay(exp, kept)
     progress = Progress(
         TextColumn("{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=20),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("eta"),
