@@ -8,8 +8,8 @@ messages and rounds.  `relay` is the relay with no shaping (its own overhead).
 A network may also carry faults (`harness.net.faults`), per directed link, e.g.
 `{profile: relay, faults: {"1->0": {mode: flip, offset: 5000}}}` ("i-j": the
 same fault on both directions, each counting its own stream); a network with
-faults is always relayed.  `lockstep()` is the network of a cell's rounds
-calibration: the relay in lock-step mode (`harness.net.relay`), which counts
+faults is always relayed.  `Network.rounds_calibration()` is the network of a
+cell's rounds calibration: the relay in lock-step mode (`harness.net.relay`), which counts
 synchronous rounds whatever the emulated network.
 """
 

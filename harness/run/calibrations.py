@@ -20,9 +20,9 @@ Enter = Callable[[Callable[[], Outcome]], Outcome]  # how a run is entered (isol
 
 
 class Calibrations:
-    """Clean runs that place faults given as a `fraction` of their link's stream: one per
-    setting (engine, data, query, links), shared by its networks that differ only in
-    their faults."""
+    """The clean runs of a sweep: one that places faults given as a `fraction` of their
+    link's stream per setting and links, shared by the networks that differ only in their
+    faults; and one lock-step run per setting, whose rounds every network shares."""
 
     def __init__(self, timeout_s: float, enter: Enter, warn: Callable[[str], None]):
         self.timeout_s, self.enter, self.warn = timeout_s, enter, warn

@@ -100,9 +100,6 @@ class Budget:
             ]
         )
 
-    def observe(self, cell: Cell, population: int, outcome: Outcome) -> None:
-        self.seen(cell, population, outcome.wall_s)
-
     def seen(self, cell: Cell, population: int, wall_s: float | None) -> None:
         if self.seconds is not None and wall_s is not None and wall_s > self.seconds:
             self.over.setdefault(self._setting(cell), (population, wall_s))
@@ -254,7 +251,7 @@ class Sweep:
             fault_calibration=streams,
             rounds=rounds,
         )
-        self.budget.observe(cell, len(pop), outcome)
+        self.budget.seen(cell, len(pop), outcome.wall_s)
         self._write(record)
         if outcome.error:
             tampered = "tampered (an expected outcome): " if expected_failure(record) else ""

@@ -4,8 +4,7 @@ Assumes Linux's /proc and that the parties are this process's children, one per
 party, started by `harness.run.parties.run_group` (with their own children, if
 any).  A thread waits when it sleeps (state S), in a timed sleep too (MP-SPDZ
 polls with `usleep` while it waits for a peer); a party that has exited waits
-for nothing.  Until every party has started, the
-parties are not waiting.
+for nothing.  Until every party has started, the parties are not waiting.
 """
 
 from __future__ import annotations
@@ -28,10 +27,7 @@ def _children(pid: int) -> list[int]:
 def _thread_waits(task: Path) -> bool:
     try:
         stat = (task / "stat").read_text()
-        state = stat[stat.rindex(")") + 2]
-        if state in "ZX":
-            return True
-        return state == "S"
+        return stat[stat.rindex(")") + 2] in "SZX"  # asleep, or exited
     except (OSError, ValueError):
         return True  # gone: it waits for nothing
 
