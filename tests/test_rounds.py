@@ -57,11 +57,14 @@ def _free_port() -> int:
 def test_lockstep_counts_synchronous_rounds(exchanges: int) -> None:
     port = _free_port()
     echo = subprocess.Popen([sys.executable, "-c", textwrap.dedent(ECHO), str(port)])
+    waiting = PartiesWaiting(2)
+    waiting.add(echo.pid)
     try:
-        with Relay([(0, 1, port)], lockstep=PartiesWaiting(2)) as relay:
+        with Relay([(0, 1, port)], lockstep=waiting) as relay:
             pings = subprocess.Popen(
                 [sys.executable, "-c", textwrap.dedent(PINGS), str(relay.port_for(0, 1)), str(exchanges)]
             )
+            waiting.add(pings.pid)
             assert pings.wait(timeout=60) == 0
             st = relay.stats()
     finally:

@@ -14,7 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import psutil
 
@@ -99,9 +99,12 @@ def free_ports(n: int) -> list[int]:
     raise RuntimeError(f"fewer than {n} free TCP ports outside the ephemeral range {low}-{high}")
 
 
-def run_group(parties: Sequence[Party], logdir: Path, timeout_s: float) -> GroupResult:
+def run_group(
+    parties: Sequence[Party], logdir: Path, timeout_s: float, started: Callable[[int], None] | None = None
+) -> GroupResult:
     """Run one process per party in a new process group; kill the group on failure.
-    Each party's environment is the harness's plus the party's own variables."""
+    Each party's environment is the harness's plus the party's own variables;
+    `started` is told each party's pid as it starts."""
     logdir.mkdir(parents=True, exist_ok=True)
     logs = tuple(logdir / f"party-{i}.log" for i in range(len(parties)))
     procs: list[subprocess.Popen] = []
@@ -124,6 +127,8 @@ def run_group(parties: Sequence[Party], logdir: Path, timeout_s: float) -> Group
                 )
             pgid = pgid or p.pid
             procs.append(p)
+            if started is not None:
+                started(p.pid)
         while True:
             codes = [p.poll() for p in procs]
             first_failed = tuple(i for i, c in enumerate(codes) if c not in (None, 0))

@@ -77,14 +77,14 @@ def _answer(query: Query, expected: Cohort, answers: list, wall_s: float, figure
 
 @contextmanager
 def relayed(
-    network: Network, listen: list[int], every_direction: bool
+    network: Network, listen: list[int], every_direction: bool, waiting: PartiesWaiting | None = None
 ) -> Iterator[tuple[Links, Relay | None]]:
     """Each party's view of the others' ports, through a relay unless `network` is direct.
 
     Without `every_direction` party i connects only to every j > i, so those routes
     suffice; with it, party i reaches every j through the relay, and routes no one uses
     stay idle.  The network's faults, if any, are handed to the relay; a lock-step
-    network's relay waits for every party to wait before each delivery."""
+    network's relay waits for every party to wait (`waiting`) before each delivery."""
     parties = len(listen)
     if not network.relayed or parties < 2:
         yield Links(tuple(listen), tuple(tuple(listen) for _ in range(parties))), None
@@ -94,10 +94,7 @@ def relayed(
         if every_direction
         else routes_for_full_mesh(parties, listen)
     )
-    lockstep = PartiesWaiting(parties) if network.lockstep else None
-    with Relay(
-        routes, network.shape, parties=parties, faults=network.fault_map(), lockstep=lockstep
-    ) as relay:
+    with Relay(routes, network.shape, parties=parties, faults=network.fault_map(), lockstep=waiting) as relay:
         views = tuple(
             tuple(relay.port_for(i, j) if (i, j) in relay.ports else listen[j] for j in range(parties))
             for i in range(parties)
@@ -162,9 +159,10 @@ class CellRunner:
 
     def _run(self, cell: Cell, run_dir: Path, timeout_s: float, network: Network) -> Outcome:
         listen = free_ports(self.spec.parties)
-        with relayed(network, listen, self.engine.connects_every_direction) as (links, relay):
+        waiting = PartiesWaiting(self.spec.parties) if network.lockstep else None
+        with relayed(network, listen, self.engine.connects_every_direction, waiting) as (links, relay):
             parties = cell.plan(run_dir, links, traced=bool(network.faults))
-            group = run_group(parties, run_dir, timeout_s)
+            group = run_group(parties, run_dir, timeout_s, waiting.add if waiting else None)
         failure = group.failure()
         if failure:
             return self._failed(group, relay, failure)

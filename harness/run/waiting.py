@@ -1,15 +1,14 @@
 """Whether every party of a run is blocked waiting: the lock-step relay's barrier.
 
-Assumes Linux's /proc and that the parties are this process's children, one per
-party, started by `harness.run.parties.run_group` (with their own children, if
-any).  A thread waits when it sleeps (state S), in a timed sleep too (MP-SPDZ
-polls with `usleep` while it waits for a peer); a party that has exited waits
-for nothing.  Until every party has started, the parties are not waiting.
+Assumes Linux's /proc.  The parties are the processes `harness.run.parties.run_group`
+starts for one run (with their own children, if any), handed over as they start.
+A thread waits when it sleeps (state S), in a timed sleep too (MP-SPDZ polls with
+`usleep` while it waits for a peer); a party that has exited waits for nothing.
+Until every party has started, the parties are not waiting.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
@@ -41,16 +40,15 @@ def _process_waits(pid: int) -> bool:
 
 
 class PartiesWaiting:
-    """Callable: True when every one of `parties` started children of this process waits."""
+    """Callable: True when every one of the run's `parties` processes (each `add`ed as
+    it starts) waits."""
 
     def __init__(self, parties: int) -> None:
         self.parties = parties
-        self.started = False
+        self.pids: list[int] = []
+
+    def add(self, pid: int) -> None:
+        self.pids.append(pid)
 
     def __call__(self) -> bool:
-        children = _children(os.getpid())
-        if not self.started:
-            if len(children) < self.parties:
-                return False
-            self.started = True
-        return all(_process_waits(c) for c in children)
+        return len(self.pids) == self.parties and all(_process_waits(p) for p in self.pids)
