@@ -109,9 +109,10 @@ def _sweep(tmp_path: Path, engine: str, networks: str, name: str) -> list:
     "engine,vm,spread",
     [
         ("{engine: mpyc, protocol: shamir, parties: 3}", None, 0),
-        # MP-SPDZ's setup (TLS handshakes, threads) may take one round more or less.
+        # MP-SPDZ's setup (TLS handshakes, threads) may take a few rounds more or less:
+        # 1 in replicated-ring's 72-73 here, 2 in mascot's 411-413 on CI's machine.
         ("{engine: mp-spdz, protocol: replicated-ring}", "replicated-ring", 1),
-        ("{engine: mp-spdz, protocol: mascot, parties: 2}", "mascot", 1),
+        ("{engine: mp-spdz, protocol: mascot, parties: 2}", "mascot", 3),
     ],
     ids=["mpyc-shamir", "replicated-ring", "mascot"],
 )
