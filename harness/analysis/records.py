@@ -3,7 +3,7 @@
 `Record` is the schema of a line, version `SCHEMA_VERSION`; a line without
 `schema_version` is version 1, which has the same keys as version 2; before version 3
 `rounds` was the relay's chain on the run's own network, read now as `observed_rounds`
-(`rounds` null). Keys this code does not know
+(`rounds` null). A line without `deployment` (before deployments) is `patient`. Keys this code does not know
 are kept and written back; a line of a newer version is refused. `--resume` keeps
 finished runs; a half-written last line (a killed sweep) is detected, reported and
 discarded.
@@ -109,6 +109,10 @@ class Record(Mapping[str, Any]):
     load_avg: list[float] | None = None  # load averages (1, 5, 15 min) at the end of the run
     meta: dict[str, Any] | None = None  # the sweep's: versions, commit, CPU, cores, config hash, ...
     skipped: bool = False  # skipped by the sweep's `budget_s` (written only when true)
+    deployment: str | dict[str, Any] = "patient"  # who held the data: `patient`, or the sites mapping
+    local: str | None = None  # under sites: `auto` (local subtrees in the clear) or `off`
+    site_sizes: list[int] | None = None  # patients each site holds records of
+    assign_fallback: int | None = None  # assign: provider: patients with no provider, placed round-robin
     unknown: dict[str, Any] = field(default_factory=dict, repr=False, metadata={"json": False})
 
     @classmethod

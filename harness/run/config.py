@@ -19,6 +19,7 @@ from typing import Annotated, Any, Callable, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from backends import registry
+from backends.engine import Spec
 from circuits.errors import InputError, did_you_mean, from_pydantic
 from circuits.ir import Query
 from circuits.population import EXACT, Padding, Population
@@ -27,6 +28,8 @@ from harness.net.networks import PROFILES, Network, parse_network
 from harness.net.relay import LinkShape
 from harness.data import sources
 from harness.data.sources import Source, parse_source
+from harness.run import deployment
+from harness.run.deployment import DeploymentField
 
 
 def _check_padding(v: Any) -> Any:
@@ -72,6 +75,7 @@ class Config(_Model):
     paddings: Annotated[list[_PaddingSpec], Field(min_length=1)] | None = None  # a padding axis
     engines: Annotated[list[EngineSpec], Field(min_length=1)]  # type: ignore[valid-type]
     networks: Annotated[list[Union[str, dict[str, Any]]], Field(min_length=1)] = ["loopback"]
+    deployments: Annotated[list[DeploymentField], Field(min_length=1)] = ["patient"]  # who holds the data
     network_profiles: dict[str, dict[str, Any]] = {}  # user profiles, beside the built-in ones
     repeats: Annotated[int, Field(ge=1)] = 3
     warmup: Annotated[int, Field(ge=0)] = 1
@@ -136,6 +140,7 @@ class Experiment:
     warnings: tuple[str, ...]
     config_hash: str  # of the config as written (before any overrides)
     overrides: dict[str, Any]  # the command line's overrides, as recorded (`Overrides.record`)
+    engines_at: tuple[tuple[Spec, ...], ...] = ()  # per deployment: the engines, parties = its sites
 
     def population(self, src: Source, padding: Padding, warn: Callable[[str], None]) -> Population:
         """A source of the grid at one of its paddings; a bound exceeded names this config."""
@@ -223,7 +228,8 @@ def _validate(data: dict, source: str) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise from_pydantic(source, e, drop=frozenset(registry.locations()), model=Config) from None
+        drop = frozenset(registry.locations()) | deployment.TAGS
+        raise from_pydantic(source, e, drop=drop, model=Config) from None
 
 
 def _other_engines_protocol(data: dict, source: str) -> None:
@@ -265,13 +271,48 @@ def load_experiment(path: Path, overrides: Overrides = Overrides()) -> Experimen
     written = _validate(data, source)
     given = overrides.record()
     try:
-        config = _validate(overrides.apply(data, written), source) if given else written
-        return _resolve(path, config, _hash(written), given)
+        final = overrides.apply(data, written) if given else data
+        config = _validate(final, source) if given else written
+        exp = _resolve(path, config, _hash(written), given)
+        return replace(exp, engines_at=_engines_at(source, config, final["engines"]))
     except InputError as e:
         key = re.split(r"[.\[: ]", e.location or e.problem)[0]  # a model check names it first
         if key in given and e.source == source:
             raise InputError(f"{source} with --{key}", e.location, e.problem, e.fix) from None
         raise
+
+
+def _engines_at(source: str, config: Config, entries: list) -> tuple[tuple[Spec, ...], ...]:
+    """The engines of each deployment: under sites, an engine's parties are the sites
+    (an omitted `parties` defaults to them; a different one is an error)."""
+    out = []
+    for j, dep in enumerate(config.deployments):
+        if isinstance(dep, str):
+            out.append(tuple(config.engines))
+            continue
+        specs = []
+        for i, (e, entry) in enumerate(zip(config.engines, entries)):
+            given = isinstance(entry, dict) and "parties" in entry
+            if given and e.parties != dep.sites:
+                raise InputError(
+                    source,
+                    f"engines[{i}].parties",
+                    f"{e.label} has {e.parties} parties, but deployments[{j}] has {dep.sites} sites "
+                    "(site i is party i)",
+                    f"write parties: {dep.sites}, or omit parties (it then defaults to the sites)",
+                )
+            try:
+                specs.append(type(e).model_validate({**e.model_dump(), "parties": dep.sites}))
+            except ValidationError as err:
+                problem = from_pydantic(source, err).problem
+                raise InputError(
+                    source,
+                    f"deployments[{j}].sites",
+                    f"engines[{i}] ({e.label}): {problem}",
+                    "choose a site count the protocol runs with, or another protocol",
+                ) from None
+        out.append(tuple(specs))
+    return tuple(out)
 
 
 def _resolve(path: Path, config: Config, config_hash: str, overrides: dict[str, Any]) -> Experiment:

@@ -19,6 +19,7 @@ import numpy as np
 
 from backends import registry
 from backends.engine import Cell, Engine, Finished, Links, OutputError, Spec, Unavailable
+from circuits.holdings import PATIENT_HELD, Holdings
 from circuits.ir import Output, Query
 from circuits.oracle import Cohort, cohort
 from circuits.population import Population
@@ -132,12 +133,19 @@ class CellRunner:
     """A cell prepared once by its engine (inputs written, program compiled); each `run`
     is one repeat in its own directory.  A cell this machine cannot run fails every run."""
 
-    def __init__(self, spec: Spec, query: Query, pop: Population, workdir: Path):
+    def __init__(
+        self, spec: Spec, query: Query, pop: Population, workdir: Path, holdings: Holdings = PATIENT_HELD
+    ):
         self.spec, self.query, self.workdir = spec, query, workdir.resolve()
         self.engine = registry.get(spec.engine)
         self.expected = cohort(query, pop)
         self.cell: Cell | None = None
         self.unavailable: str | None = None
+        if holdings is not PATIENT_HELD:  # until the engines take `holdings` in `Engine.cell`
+            self.unavailable = (
+                f"{spec.label}: the engines do not take a {holdings.partition.value} deployment yet"
+            )
+            return
         try:
             self.cell = self.engine.cell(spec, query, pop, self.workdir)
         except Unavailable as e:

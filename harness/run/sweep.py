@@ -21,6 +21,8 @@ from harness.analysis.records import Record
 from harness.run.config import Experiment
 from harness.net.networks import Network
 from harness.run.calibrations import Calibrations, Enter
+from harness.run import deployment
+from harness.run.deployment import DeploymentSpec, Placement
 from harness.run.runner import CellRunner, Outcome
 from harness.data.sources import Source
 from circuits.ir import Query
@@ -34,6 +36,11 @@ class Cell:
     padding: Padding
     network: Network
     query: Query
+    deployment: DeploymentSpec = deployment.PATIENT
+
+    def _deployment_key(self) -> list:
+        """The deployment, in the key only when not `patient` (earlier keys stay)."""
+        return [] if isinstance(self.deployment, str) else [self.deployment.record()]
 
     def key(self, exp: Experiment) -> str:
         text = json.dumps(
@@ -46,13 +53,15 @@ class Cell:
                 self.query.ir_hash,
                 str(exp.config.as_of),
             ]
+            + self._deployment_key()
         )
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def label(self) -> str:
+        where = "" if isinstance(self.deployment, str) else f" {deployment.label(self.deployment)}"
         return (
             f"{self.engine.label} {self.query.name} {self.source.text} {self.padding.label()} "
-            f"{self.network.name}"
+            f"{self.network.name}{where}"
         )
 
     def short_label(self, exp: Experiment) -> str:
@@ -65,18 +74,23 @@ class Cell:
             parts.append(self.query.name)
         if len(exp.paddings) > 1:
             parts.append(self.padding.label())
+        if len(exp.config.deployments) > 1:
+            parts.append(deployment.label(self.deployment))
         return " ".join(parts)
 
 
 def cells(exp: Experiment) -> list[Cell]:
-    """Population and padding outermost (each encoded once), then network, query, engine."""
+    """Population and padding outermost (each encoded once), then network, query,
+    deployment, engine."""
+    engines_at = exp.engines_at or tuple(tuple(exp.config.engines) for _ in exp.config.deployments)
     return [
-        Cell(e, s, p, n, q)
+        Cell(e, s, p, n, q, d)
         for s in exp.sources
         for p in exp.paddings
         for n in exp.networks
         for q in exp.queries
-        for e in exp.config.engines
+        for d, engines in zip(exp.config.deployments, engines_at)
+        for e in engines
         if e.populations is None or s.text in e.populations
     ]
 
@@ -98,6 +112,7 @@ class Budget:
                 cell.query.ir_hash,
                 cell.padding.label(),
             ]
+            + cell._deployment_key()
         )
 
     def seen(self, cell: Cell, population: int, wall_s: float | None) -> None:
@@ -197,6 +212,7 @@ class Sweep:
         self.budget = Budget(exp.config.budget_s)
         self.populations: dict[tuple, Population] = {}
         self.runners: dict[str, CellRunner] = {}  # by cell key
+        self.placements: dict[tuple, Placement] = {}
         self.calibrations = Calibrations(exp.config.timeout_s, enter, warn)
 
     def population(self, cell: Cell) -> Population:
@@ -205,10 +221,18 @@ class Sweep:
             self.populations[key] = self.exp.population(cell.source, cell.padding, self.warn)
         return self.populations[key]
 
+    def placement(self, cell: Cell, pop: Population) -> Placement:
+        """Who holds what of the cell's population (assigned once per source and deployment)."""
+        key = (cell.source.text, cell.padding, json.dumps(deployment.record(cell.deployment)))
+        if key not in self.placements:
+            self.placements[key] = Placement.of(cell.deployment, cell.source, pop, self.warn)
+        return self.placements[key]
+
     def runner(self, cell: Cell, pop: Population) -> CellRunner:
         key = cell.key(self.exp)
         if key not in self.runners:
-            self.runners[key] = CellRunner(cell.engine, cell.query, pop, self.runs_dir / key)
+            holdings = self.placement(cell, pop).holdings
+            self.runners[key] = CellRunner(cell.engine, cell.query, pop, self.runs_dir / key, holdings)
         return self.runners[key]
 
     def run(self, cell: Cell, rep: int, warm: bool) -> None:
@@ -250,6 +274,7 @@ class Sweep:
             self.runs_dir / cell.key(self.exp) / name,
             fault_calibration=streams,
             rounds=rounds,
+            placement=self.placement(cell, pop),
         )
         self.budget.seen(cell, len(pop), outcome.wall_s)
         self._write(record)
@@ -388,6 +413,7 @@ def _record(
     skipped: bool = False,
     fault_calibration: dict[str, int] | None = None,
     rounds: float | None = None,
+    placement: Placement | None = None,
 ) -> Record:
     f = o.figures
     load = meta.load_average()
@@ -446,5 +472,18 @@ def _record(
             "meta": {**sweep_meta, "load_avg": load},
             "fault_calibration": fault_calibration,
             "skipped": skipped,
+            **_deployment_fields(cell, placement),
         }
     )
+
+
+def _deployment_fields(cell: Cell, placement: Placement | None) -> dict:
+    """Who held the data: the deployment as given (defaults filled in), its local mode,
+    the patients at each site, and how many the provider fallback placed."""
+    dep = cell.deployment
+    return {
+        "deployment": deployment.record(dep),
+        "local": None if isinstance(dep, str) else dep.local,
+        "site_sizes": list(placement.site_sizes) if placement is not None else None,
+        "assign_fallback": placement.fallback if placement is not None else None,
+    }
