@@ -41,6 +41,15 @@ def quartiles(xs: list[float]) -> tuple[float, float] | None:
     return q[0], q[2]
 
 
+def deployment_label(d: str | dict) -> str:
+    """A record's `deployment` in a few words (the run's `deployment.label`)."""
+    if isinstance(d, str):
+        return d
+    how = f" {d.get('assign', 'round-robin')}" if d.get("partition") == "rows" else ""
+    local = "" if d.get("local", "auto") == "auto" else " local:off"
+    return f"{d.get('partition')}{how} {d.get('sites')}s{local}"
+
+
 @dataclass(frozen=True)
 class Cell:
     """One cell (config + cell hash): its settings and statistics over its measured runs."""
@@ -90,6 +99,11 @@ class Cell:
     @property
     def network(self) -> str:
         return (self.first.network or {}).get("name", "?")
+
+    @property
+    def deployment(self) -> str:
+        """Who held the data: `patient`, or e.g. `rows provider 3s`, `columns 3s local:off`."""
+        return deployment_label(self.first.deployment)
 
     @property
     def query(self) -> str:

@@ -37,6 +37,7 @@ COLUMNS = (
     "population",
     "population_source",
     "network",
+    "deployment",
     "delay_ms",
     "bandwidth_mbit",
     "padding",
@@ -98,6 +99,7 @@ def row(c: Cell, all_cells: list[Cell]) -> dict[str, Any]:
         "population": c.population,
         "population_source": f.population_source,
         "network": c.network,
+        "deployment": c.deployment,
         "delay_ms": n.get("delay_ms"),
         "bandwidth_mbit": n.get("bandwidth_mbit"),
         "padding": c.padding,
@@ -243,12 +245,21 @@ WIDE = (
     "engine/protocol|security|parties|population|network|median wall|IQR|engine s|"
     "bytes|relay bytes|rounds|cohort|correct|runs|speed-up|bytes ratio|vs fastest SH|quality"
 )
-_LEFT = {"protocol", "engine/protocol", "security", "population", "network", "correct", "quality"}
+_LEFT = {
+    "protocol",
+    "engine/protocol",
+    "security",
+    "population",
+    "network",
+    "deployment",
+    "correct",
+    "quality",
+}
 # Ways to narrow the table, tried in turn until it fits: a header abbreviated (see LEGEND)
 # or on two lines, then the widest cells of a column broken before their last word (TLS,
 # a population's size).
 _SHORT_HEADER = {"parties": "m", "engine s": "engine\ns"}
-_BREAK_CELL = ("protocol", "population")
+_BREAK_CELL = ("protocol", "population", "deployment")
 
 
 def footnotes(all_cells: list[Cell]) -> list[str]:
@@ -301,6 +312,10 @@ def table(records: list[Record], wide: bool = False, width: int = 100) -> Table:
     title = f"cohortbench: {', '.join(sorted({c.config for c in all_cells}))}"
     body = [(_wide_row if wide else _narrow_row)(c, all_cells) for c in all_cells]
     head = (WIDE if wide else NARROW).split("|")
+    if wide or any(c.deployment != "patient" for c in all_cells):  # a column after network
+        at = head.index("network") + 1
+        head.insert(at, "deployment")
+        body = [[*r[:at], c.deployment, *r[at:]] for r, c in zip(body, all_cells)]
     if wide:
         t = Table(title=title)
     else:  # no borders: one space between columns
