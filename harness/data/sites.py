@@ -22,9 +22,9 @@ from typing import Sequence
 import numpy as np
 
 SYNTHEA_PROVIDERS: dict = {
-    "source": "../shared/data/synthea-r4 (61 bundles): each patient's Encounter.serviceProvider "
-    "with most Encounters; patients per provider, largest first",
-    "patients": 61,
+    "source": "../shared/data/synthea-r4 (60 patients): each patient's main provider "
+    "(`main_provider`); patients per provider, largest first",
+    "patients": 60,
     "sizes": (4, 3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2) + (1,) * 18,
 }
 
@@ -74,8 +74,14 @@ def by_provider(providers: Sequence[str | None], sites: int) -> Assignment:
     return Assignment(tuple(out), fallback)
 
 
+def measure(providers: dict[str, str | None]) -> tuple[int, ...]:
+    """Patients per provider, largest first (`SYNTHEA_PROVIDERS["sizes"]` from `bundle_providers`)."""
+    return tuple(sorted(Counter(p for p in providers.values() if p is not None).values(), reverse=True))
+
+
 def generated_providers(n: int, seed: int) -> list[str | None]:
-    """Providers for n generated patients, shaped like the Synthea sample's."""
+    """Providers for n generated patients, shaped like the Synthea sample's: as many
+    providers per patient, with weights cycling through its provider sizes."""
     sizes = SYNTHEA_PROVIDERS["sizes"]
     k = max(1, round(n * len(sizes) / SYNTHEA_PROVIDERS["patients"]))
     weights = np.array([sizes[i % len(sizes)] for i in range(k)], dtype=float)

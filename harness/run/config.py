@@ -284,7 +284,8 @@ def load_experiment(path: Path, overrides: Overrides = Overrides()) -> Experimen
 
 def _engines_at(source: str, config: Config, entries: list) -> tuple[tuple[Spec, ...], ...]:
     """The engines of each deployment: under sites, an engine's parties are the sites
-    (an omitted `parties` defaults to them; a different one is an error)."""
+    (an omitted `parties` defaults to them; a different one is an error), except that
+    an engine of one party (in the clear) keeps it."""
     out = []
     for j, dep in enumerate(config.deployments):
         if isinstance(dep, str):
@@ -292,6 +293,9 @@ def _engines_at(source: str, config: Config, entries: list) -> tuple[tuple[Spec,
             continue
         specs = []
         for i, (e, entry) in enumerate(zip(config.engines, entries)):
+            if e.facts.max_parties == 1:  # in the clear (the oracle): one party whatever holds the data
+                specs.append(e)
+                continue
             given = isinstance(entry, dict) and "parties" in entry
             if given and e.parties != dep.sites:
                 raise InputError(

@@ -1,0 +1,164 @@
+"""Deployments in experiment YAML (who holds the data) and the rules that place patients at sites."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from harness import cli
+from harness.data import fhir, sites
+from harness.data.sources import parse_source
+from harness.run.config import load_experiment
+from harness.run.deployment import Sites, assignment
+from harness.run.sweep import cells
+
+QUERY = str(REPO / "configs" / "queries" / "five-criteria.yaml")
+SAMPLE = REPO.parent / "shared" / "data" / "synthea-r4"
+needs_sample = pytest.mark.skipif(
+    not SAMPLE.is_dir(), reason=f"the shared Synthea sample is not at {SAMPLE} on this machine"
+)
+
+
+def config(tmp_path: Path, body: str) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(f"name: t\nquery: {QUERY}\npopulations: [synthetic:12]\n{body}\n")
+    return p
+
+
+def run_cli(monkeypatch, capsys, *argv: object) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["cohortbench", *map(str, argv)])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    return code, capsys.readouterr().err
+
+
+MPYC = "engines: [{engine: mpyc, protocol: shamir}]"
+COLUMNS = "columns: {demographics: 0, conditions: 1, exams: 2}"
+
+
+def test_default_is_patient_and_its_cell_keys_stay(tmp_path):
+    plain = load_experiment(config(tmp_path, MPYC))
+    assert plain.config.deployments == ["patient"]
+    keys = [c.key(plain) for c in cells(plain)]
+    explicit = load_experiment(config(tmp_path, MPYC + "\ndeployments: [patient]"))
+    assert [c.key(explicit) for c in cells(explicit)] == keys
+
+
+def test_deployments_are_an_axis_with_defaults_filled_in(tmp_path):
+    body = (
+        "engines: [{engine: mpyc, protocol: shamir}, {engine: plain}]\n"
+        "deployments:\n  - patient\n  - {sites: 3, partition: rows, local: off}\n"
+        f"  - {{sites: 3, partition: columns, {COLUMNS}}}"
+    )
+    exp = load_experiment(config(tmp_path, body))
+    grid = cells(exp)
+    assert len(grid) == 6 and len({c.key(exp) for c in grid}) == 6
+    rows, cols = exp.config.deployments[1], exp.config.deployments[2]
+    assert rows.record() == {"sites": 3, "partition": "rows", "local": "off", "assign": "round-robin"}
+    assert cols.record()["reveal_to"] == 0 and cols.record()["local"] == "auto"
+    assert {c.engine.parties for c in grid if c.deployment is rows} == {3, 1}  # plain keeps one party
+
+
+def test_omitted_parties_default_to_the_sites(tmp_path):
+    body = "engines: [{engine: mpyc, protocol: shamir}]\ndeployments: [{sites: 5, partition: rows}]"
+    exp = load_experiment(config(tmp_path, body))
+    assert [c.engine.parties for c in cells(exp)] == [5]
+
+
+@pytest.mark.parametrize(
+    "body,says",
+    [
+        (
+            "engines: [{engine: mpyc, protocol: shamir, parties: 3}]\ndeployments: [{sites: 5, partition: rows}]",
+            "engines[0].parties: mpyc/shamir/3p has 3 parties, but deployments[0] has 5 sites",
+        ),
+        (
+            MPYC + "\ndeployments: [{sites: 3, partition: columns, columns: {demographics: 0, exams: 2}}]",
+            "deployments[0]: columns: every group of demographics, conditions, exams needs exactly one "
+            "site; conditions assigned to no site",
+        ),
+        (
+            MPYC + "\ndeployments: [{sites: 3, partition: columns, "
+            "columns: {demographics: [0, 1], conditions: 1, exams: 2}}]",
+            "deployments[0]: columns: demographics is assigned to 2 sites [0, 1]; give one site",
+        ),
+        (
+            MPYC + "\ndeployments: [{sites: 3, partition: columns, "
+            "columns: {demographics: 0, conditions: 1, exams: 7}}]",
+            "exams is assigned to site 7, not one of 0 to 2",
+        ),
+        (
+            MPYC + "\ndeployments: [{sites: 3, partition: rows, assign: nearest}]",
+            "deployments[0]: assign 'nearest': use round-robin, random:SEED or provider",
+        ),
+        (
+            MPYC + "\ndeployments: [{sites: 3, partition: rows, sitez: 2}]",
+            "deployments[0].sitez: unknown key",
+        ),
+        (MPYC + "\ndeployments: [hospital]", "deployments[0]"),
+        (
+            "engines: [{engine: mpyc, protocol: shamir}]\ndeployments: [{sites: 1, partition: rows}]",
+            "deployments[0].sites: engines[0]",
+        ),
+    ],
+)
+def test_bad_deployments_are_one_clear_error(tmp_path, monkeypatch, capsys, body, says):
+    path = config(tmp_path, body)
+    code, err = run_cli(monkeypatch, capsys, "run", path, "--out", tmp_path / "r.jsonl", "--dry-run")
+    assert code == 2 and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(path) in err.replace("\n", ""), err
+    assert says in " ".join(err.split()), err
+
+
+def test_round_robin_and_random():
+    assert sites.round_robin(7, 3).site_of_patient == (0, 1, 2, 0, 1, 2, 0)
+    a, b = sites.random_sites(200, 3, 5), sites.random_sites(200, 3, 5)
+    assert a == b and a != sites.random_sites(200, 3, 6)
+    assert sum(a.sizes(3)) == 200 and min(a.sizes(3)) > 40
+
+
+def test_provider_keeps_a_provider_together_largest_first_and_counts_the_fallback():
+    providers = ["b", "a", "b", None, "c", "b", "a", None, "d"]
+    placed = sites.by_provider(providers, 3)
+    # b (3 patients) -> site 0, a (2) -> site 1, then c and d (1 each) -> site 2, then the least
+    assert placed.site_of_patient == (0, 1, 0, 0, 2, 0, 1, 1, 2)
+    assert placed.fallback == 2 and sum(placed.sizes(3)) == len(providers)
+
+
+def test_provider_on_generated_data_is_seeded_and_uneven():
+    src = parse_source("synthetic:300:4")
+    ids = tuple(map(str, range(300)))
+    dep = Sites(sites=3, partition="rows", assign="provider")
+    a, b = assignment(dep, src, ids), assignment(dep, src, ids)
+    assert a == b and a.fallback == 0 and sum(a.sizes(3)) == 300
+
+
+@needs_sample
+def test_provider_on_the_synthea_sample_is_stable_and_adds_up():
+    found = sites.bundle_providers(SAMPLE)
+    patients, _ = fhir.extract_dir(SAMPLE, dt.date(2021, 4, 1))
+    ids = tuple(p.id for p in patients)
+    assert set(ids) <= set(found) and all(found[i] is not None for i in ids)
+    dep = Sites(sites=3, partition="rows", assign="provider")
+    src = parse_source(str(SAMPLE))
+    a = assignment(dep, src, ids)
+    assert a == assignment(dep, src, ids) and sum(a.sizes(3)) == len(ids) and a.fallback == 0
+    by_provider: dict[str | None, set[int]] = {}
+    for i, s in zip(ids, a.site_of_patient):
+        by_provider.setdefault(found[i], set()).add(s)
+    assert all(len(held) == 1 for held in by_provider.values())  # a provider's patients stay together
+
+
+@needs_sample
+def test_the_embedded_provider_sizes_are_the_samples():
+    found = sites.bundle_providers(SAMPLE)
+    assert sites.measure(found) == sites.SYNTHEA_PROVIDERS["sizes"]
+    assert len(found) == sites.SYNTHEA_PROVIDERS["patients"]
