@@ -76,7 +76,8 @@ def test_omitted_parties_default_to_the_sites(tmp_path):
     "body,says",
     [
         (
-            "engines: [{engine: mpyc, protocol: shamir, parties: 3}]\ndeployments: [{sites: 5, partition: rows}]",
+            "engines: [{engine: mpyc, protocol: shamir, parties: 3}]\n"
+            "deployments: [{sites: 5, partition: rows}]",
             "engines[0].parties: mpyc/shamir/3p has 3 parties, but deployments[0] has 5 sites",
         ),
         (

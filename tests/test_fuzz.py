@@ -19,7 +19,7 @@ from conftest import REPO
 from harness import cli
 
 SEED = 20261123
-CASES_PER_KIND = 80  # x 4 kinds = 320 cases
+CASES_PER_KIND = 80  # x 5 kinds = 400 cases, and the fixed bad deployments
 
 NATIVE = yaml.safe_load((REPO / "configs/queries/five-criteria.yaml").read_text())
 PAPER = json.loads((REPO / "configs/queries/paper-listing1-fixed.json").read_text())
@@ -34,6 +34,33 @@ CONFIG = {
     "warmup": 0,
     "timeout_s": 30,
 }
+SITES_CONFIG = {
+    **CONFIG,
+    "engines": [{"engine": "mpyc", "protocol": "shamir"}],
+    "deployments": [
+        "patient",
+        {"sites": 3, "partition": "rows", "assign": "provider", "local": "off"},
+        {"sites": 3, "partition": "columns", "columns": {"demographics": 0, "conditions": 1, "exams": 2}},
+    ],
+}
+SITES_BAD = [  # each a clear error (issue 14): a group at no site or two, parties != sites
+    {**SITES_CONFIG, "deployments": [{"sites": 3, "partition": "columns", "columns": {"exams": 2}}]},
+    {
+        **SITES_CONFIG,
+        "deployments": [
+            {
+                "sites": 3,
+                "partition": "columns",
+                "columns": {"demographics": [0, 1], "conditions": 1, "exams": 2},
+            }
+        ],
+    },
+    {
+        **SITES_CONFIG,
+        "engines": [{"engine": "mpyc", "protocol": "shamir", "parties": 3}],
+        "deployments": [{"sites": 5, "partition": "rows"}],
+    },
+]
 BUNDLE = {
     "resourceType": "Bundle",
     "type": "collection",
@@ -140,6 +167,7 @@ def cases():
         ("query.yaml", NATIVE, yaml.safe_dump),
         ("config.yaml", CONFIG, yaml.safe_dump),
         ("bundle.json", BUNDLE, json.dumps),
+        ("sites-config.yaml", SITES_CONFIG, yaml.safe_dump),
     ]
     for name, seed_data, dump in kinds:
         for i in range(CASES_PER_KIND):
@@ -152,6 +180,8 @@ def cases():
             else:
                 text = _mutate_text(dump(seed_data), rng)
             yield f"{i:03d}-{name}", text
+    for i, bad in enumerate(SITES_BAD):
+        yield f"bad{i}-sites-config.yaml", yaml.safe_dump(bad)
 
 
 def _argv(path: Path, tmp: Path) -> list[str]:

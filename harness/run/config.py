@@ -239,7 +239,7 @@ def _other_engines_protocol(data: dict, source: str) -> None:
     for i, entry in enumerate(entries if isinstance(entries, list) else ()):
         own = engines.get(entry.get("engine")) if isinstance(entry, dict) else None
         protocol = entry.get("protocol") if own is not None else None
-        if own is None or protocol is None or protocol in own.spec.defaults:
+        if own is None or not isinstance(protocol, str) or protocol in own.spec.defaults:
             continue
         for other in engines.values():
             if protocol in other.spec.defaults:
