@@ -163,3 +163,21 @@ def test_the_embedded_provider_sizes_are_the_samples():
     found = sites.bundle_providers(SAMPLE)
     assert sites.measure(found) == sites.SYNTHEA_PROVIDERS["sizes"]
     assert len(found) == sites.SYNTHEA_PROVIDERS["patients"]
+
+
+@needs_sample
+def test_the_consortium_config_splits_the_sample_by_provider(tmp_path, monkeypatch, capsys):
+    exp = load_experiment(REPO / "configs" / "consortium.yaml")
+    grid = cells(exp)
+    assert len(grid) == 6 and {c.engine.parties for c in grid} == {3}
+    assert {c.query.output.value for c in grid} == {"count", "eligible"}
+    code, err = run_cli(
+        monkeypatch,
+        capsys,
+        "run",
+        REPO / "configs" / "consortium.yaml",
+        "--out",
+        tmp_path / "r.jsonl",
+        "--dry-run",
+    )
+    assert code == 0, err
