@@ -312,7 +312,7 @@ def table(records: list[Record], wide: bool = False, width: int = 100) -> Table:
     title = f"cohortbench: {', '.join(sorted({c.config for c in all_cells}))}"
     body = [(_wide_row if wide else _narrow_row)(c, all_cells) for c in all_cells]
     head = (WIDE if wide else NARROW).split("|")
-    if wide or any(c.deployment != "patient" for c in all_cells):  # a column after network
+    if any(c.deployment != "patient" for c in all_cells):  # a column after network
         at = head.index("network") + 1
         head.insert(at, "deployment")
         body = [[*r[:at], c.deployment, *r[at:]] for r, c in zip(body, all_cells)]
