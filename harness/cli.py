@@ -21,7 +21,9 @@ from circuits.queryfile import load_query
 from harness.analysis import compare, latency, report, records as results, summary, tamper
 from harness.analysis.records import Record
 from harness import doctor
+from backends.engine import MAX_PARTIES
 from harness.data import fhir, sources
+from harness.data import sites as site_rules
 from harness.run.config import Experiment, Overrides, load_experiment
 from harness.run.dryrun import dry_run
 from harness.run.sweep import expected_failure, kept_runs, run_sweep, runs
@@ -121,10 +123,22 @@ def check(query: Path, conditions: str, exams: str, strict: bool) -> None:
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--as-of", required=True, callback=_as_of, help="Reference date, YYYY-MM-DD.")
 @click.option(
-    "--out", "out_path", required=True, type=click.Path(path_type=Path), help="patients.jsonl to write."
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="patients.jsonl to write (with --sites: a directory for one per site and sites.json).",
 )
-def extract(directory: Path, as_of: dt.date, out_path: Path) -> None:
-    """Extract the paper's fields from the FHIR bundles in DIRECTORY."""
+@click.option("--sites", type=click.IntRange(1, MAX_PARTIES), help="Split the patients over N sites.")
+@click.option(
+    "--assign",
+    default="provider",
+    show_default=True,
+    help="With --sites: provider, round-robin or random:SEED.",
+)
+def extract(directory: Path, as_of: dt.date, out_path: Path, sites: int | None, assign: str) -> None:
+    """Extract the paper's fields from the FHIR bundles in DIRECTORY (with --sites, split
+    them over sites, one patients file each, and write the site map)."""
     if not directory.exists():
         raise InputError(str(directory), "", "no such file or directory", "check the path")
     patients, errors = fhir.extract_dir(directory, as_of)
@@ -137,10 +151,19 @@ def extract(directory: Path, as_of: dt.date, out_path: Path) -> None:
             "no patient could be extracted",
             "give FHIR R4 bundles (*.json), one patient each",
         )
-    n = write_jsonl(patients, out_path)
-    out.print(
-        f"{n} patient(s) written to {out_path}" + (f"; {len(errors)} bundle(s) skipped" if errors else "")
-    )
+    skipped = f"; {len(errors)} bundle(s) skipped" if errors else ""
+    if sites is None:
+        n = write_jsonl(patients, out_path)
+        out.print(f"{n} patient(s) written to {out_path}{skipped}")
+        return
+    if not site_rules.valid_rule(assign):
+        raise InputError(
+            "--assign", "", f"{assign!r} is not a rule", "use provider, round-robin or random:SEED"
+        )
+    split = site_rules.write_sites(directory, patients, assign, sites, out_path)
+    if split.fallback:
+        _warn(f"{split.fallback} patient(s) with no Encounter naming a serviceProvider, placed round-robin")
+    out.print(f"{len(patients)} patient(s) at {sites} sites {split.sizes(sites)} in {out_path}{skipped}")
 
 
 @cli.command(name="eval")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 from pathlib import Path
 
@@ -181,3 +182,35 @@ def test_the_consortium_config_splits_the_sample_by_provider(tmp_path, monkeypat
         "--dry-run",
     )
     assert code == 0, err
+
+
+def test_extract_by_provider_counts_the_patients_without_encounters(tmp_path, monkeypatch, capsys):
+    from test_fuzz import BUNDLE  # one patient, no Encounter
+
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    for i in range(3):
+        patient = {**BUNDLE["entry"][0]["resource"], "id": f"p{i}"}
+        (bundles / f"{i}.json").write_text(json.dumps({**BUNDLE, "entry": [{"resource": patient}]}))
+    out = tmp_path / "split"
+    code, err = run_cli(
+        monkeypatch, capsys, "extract", bundles, "--as-of", "2021-04-01", "--sites", "2", "--out", out
+    )
+    assert code == 0 and "3 patient(s) with no Encounter naming a serviceProvider" in err, err
+    site_map = json.loads((out / "sites.json").read_text())
+    assert site_map["fallback"] == 3 and site_map["site_sizes"] == [2, 1]
+    assert site_map["site_of_patient"] == {"p0": 0, "p1": 1, "p2": 0}
+    assert len((out / "site-1.jsonl").read_text().splitlines()) == 1
+
+
+@needs_sample
+def test_extract_splits_the_sample_by_provider(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "split"
+    code, err = run_cli(
+        monkeypatch, capsys, "extract", SAMPLE, "--as-of", "2021-04-01", "--sites", "3", "--out", out
+    )
+    assert code == 0, err
+    site_map = json.loads((out / "sites.json").read_text())
+    lines = [len((out / f"site-{s}.jsonl").read_text().splitlines()) for s in range(3)]
+    assert lines == site_map["site_sizes"] and sum(lines) == len(site_map["site_of_patient"]) == 60
+    assert site_map["fallback"] == 0

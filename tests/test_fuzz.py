@@ -182,11 +182,14 @@ def cases():
             yield f"{i:03d}-{name}", text
     for i, bad in enumerate(SITES_BAD):
         yield f"bad{i}-sites-config.yaml", yaml.safe_dump(bad)
+    yield "no-encounters-sites-bundle.json", json.dumps(BUNDLE)  # assign: provider falls back
 
 
 def _argv(path: Path, tmp: Path) -> list[str]:
     if path.name.endswith("config.yaml"):
         return ["run", str(path), "--out", str(tmp / "r.jsonl"), "--dry-run"]
+    if path.name.endswith("sites-bundle.json"):
+        return ["extract", str(path), "--as-of", "2021-04-01", "--sites", "2", "--out", str(tmp / "sites")]
     if path.name.endswith("bundle.json"):
         return ["extract", str(path), "--as-of", "2021-04-01", "--out", str(tmp / "p.jsonl")]
     return ["check", str(path)]

@@ -17,9 +17,11 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
+
+from circuits.population import Patient, write_jsonl
 
 SYNTHEA_PROVIDERS: dict = {
     "source": "../shared/data/synthea-r4 (60 patients): each patient's main provider "
@@ -44,6 +46,15 @@ class Assignment:
 
     def sizes(self, sites: int) -> tuple[int, ...]:
         return tuple(self.site_of_patient.count(s) for s in range(sites))
+
+
+def place(rule: str, n: int, sites: int, providers: Callable[[], Sequence[str | None]]) -> Assignment:
+    """n patients at `sites` by `rule` (see `valid_rule`); `providers` gives each one's, for `provider`."""
+    if rule == "round-robin":
+        return round_robin(n, sites)
+    if rule.startswith("random:"):
+        return random_sites(n, sites, int(rule.removeprefix("random:")))
+    return by_provider(providers(), sites)
 
 
 def round_robin(n: int, sites: int) -> Assignment:
@@ -124,3 +135,24 @@ def bundle_providers(directory: Path) -> dict[str, str | None]:
         if patient is not None and patient.get("id") not in out:
             out[str(patient.get("id"))] = main_provider(bundle)
     return out
+
+
+def write_sites(directory: Path, patients: Sequence[Patient], rule: str, sites: int, out: Path) -> Assignment:
+    """`patients` (extracted from `directory`) split by `rule`: `out`/site-I.jsonl for each
+    site and `out`/sites.json, the site map (patient id -> site, and the sizes)."""
+    found = bundle_providers(directory) if rule == "provider" else {}
+    placed = place(rule, len(patients), sites, lambda: [found.get(p.id) for p in patients])
+    out.mkdir(parents=True, exist_ok=True)
+    for site in range(sites):
+        write_jsonl(
+            (p for p, s in zip(patients, placed.site_of_patient) if s == site), out / f"site-{site}.jsonl"
+        )
+    site_map = {
+        "assign": rule,
+        "sites": sites,
+        "site_sizes": list(placed.sizes(sites)),
+        "fallback": placed.fallback,
+        "site_of_patient": {p.id: s for p, s in zip(patients, placed.site_of_patient)},
+    }
+    (out / "sites.json").write_text(json.dumps(site_map, indent=1) + "\n")
+    return placed

@@ -124,22 +124,23 @@ DeploymentField = Annotated[
 
 def assignment(dep: Sites, source: Source, ids: tuple[str, ...]) -> Assignment:
     """The site of each patient of `source` (in population order) under a rows deployment."""
-    rule, n = dep.assign or "round-robin", len(ids)
-    if rule == "round-robin":
-        return sites.round_robin(n, dep.sites)
-    if rule.startswith("random:"):
-        return sites.random_sites(n, dep.sites, int(rule.removeprefix("random:")))
+    rule = dep.assign or "round-robin"
+    if rule == "provider" and source.kind == "jsonl":
+        raise InputError(
+            source.text,
+            "assign",
+            "assign: provider needs FHIR bundles or generated data (a patients file has no Encounters)",
+            "point the population at the bundle directory, or use round-robin or random:SEED",
+        )
+    return sites.place(rule, len(ids), dep.sites, lambda: _providers(source, ids))
+
+
+def _providers(source: Source, ids: tuple[str, ...]) -> list[str | None]:
     if source.kind == "synthetic":
-        return sites.by_provider(sites.generated_providers(n, source.seed), dep.sites)
-    if source.kind == "fhir" and source.path is not None:
-        found = sites.bundle_providers(source.path)
-        return sites.by_provider([found.get(i) for i in ids], dep.sites)
-    raise InputError(
-        source.text,
-        "assign",
-        "assign: provider needs FHIR bundles or generated data (a patients file has no Encounters)",
-        "point the population at the bundle directory, or use round-robin or random:SEED",
-    )
+        return sites.generated_providers(len(ids), source.seed)
+    assert source.path is not None
+    found = sites.bundle_providers(source.path)
+    return [found.get(i) for i in ids]
 
 
 def warnings(dep: Sites, source: Source, placed: Assignment) -> list[str]:
