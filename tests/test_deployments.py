@@ -14,7 +14,7 @@ from harness import cli
 from harness.data import fhir, sites
 from harness.data.sources import parse_source
 from harness.run.config import load_experiment
-from harness.run.deployment import Sites, assignment
+from harness.run.deployment import Placement, Sites, assignment
 from harness.run.sweep import cells
 
 QUERY = str(REPO / "configs" / "queries" / "five-criteria.yaml")
@@ -214,3 +214,56 @@ def test_extract_splits_the_sample_by_provider(tmp_path, monkeypatch, capsys):
     lines = [len((out / f"site-{s}.jsonl").read_text().splitlines()) for s in range(3)]
     assert lines == site_map["site_sizes"] and sum(lines) == len(site_map["site_of_patient"]) == 60
     assert site_map["fallback"] == 0
+
+
+def _split(tmp_path: Path, monkeypatch, capsys) -> Path:
+    out = tmp_path / "split"
+    code, err = run_cli(
+        monkeypatch, capsys, "extract", SAMPLE, "--as-of", "2021-04-01", "--sites", "3", "--out", out
+    )
+    assert code == 0, err
+    return out
+
+
+@needs_sample
+def test_per_site_populations_keep_each_patients_site(tmp_path, monkeypatch, capsys):
+    out = _split(tmp_path, monkeypatch, capsys)
+    body = (
+        "as_of: 2021-04-01\n" + MPYC + "\ndeployments: [{sites: 3, partition: rows}]\n"
+        f"populations: [{{sites: {{0: {out}/site-0.jsonl, 1: {out}/site-1.jsonl, 2: {out}/site-2.jsonl}}}}]"
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"name: t\nquery: {QUERY}\n{body}\n")
+    exp = load_experiment(cfg)
+    [cell] = cells(exp)
+    pop = exp.population(cell.source, cell.padding, lambda m: None)
+    placed = Placement.of(cell.deployment, cell.source, pop, exp.config.as_of, lambda m: None)
+    site_map = json.loads((out / "sites.json").read_text())
+    assert list(placed.site_sizes) == site_map["site_sizes"] and len(pop) == 60
+    assert placed.holdings.site_of_patient == tuple(site_map["site_of_patient"][i] for i in pop.ids)
+
+
+@pytest.mark.parametrize(
+    "populations,deployments,says",
+    [
+        (
+            "[{sites: {0: NOWHERE/a.jsonl, 1: NOWHERE/b}}]",
+            "[{sites: 2, partition: rows}]",
+            "populations[0].sites.0: ",
+        ),
+        (
+            "[{sites: {0: synthetic:5}}]",
+            "[{sites: 2, partition: rows}]",
+            "populations[0].sites.0: a site's population",
+        ),
+    ],
+)
+def test_bad_per_site_populations(tmp_path, monkeypatch, capsys, populations, deployments, says):
+    cfg = tmp_path / "c.yaml"
+    populations = populations.replace("NOWHERE", str(tmp_path / "none"))
+    cfg.write_text(
+        f"name: t\nquery: {QUERY}\n{MPYC}\npopulations: {populations}\ndeployments: {deployments}\n"
+    )
+    code, err = run_cli(monkeypatch, capsys, "run", cfg, "--out", tmp_path / "r.jsonl", "--dry-run")
+    assert code == 2 and "Traceback" not in err and str(cfg) in err.replace("\n", ""), err
+    assert says in " ".join(err.split()), err

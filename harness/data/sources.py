@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from circuits.errors import InputError
-from circuits.population import Padding, PaddingOverflow, Population, encode, read_jsonl
+from circuits.population import Padding, PaddingOverflow, Patient, Population, encode, read_jsonl
 from harness.data import fhir, synthetic
 
 _SYNTHETIC = re.compile(r"^synthetic:(\d+)(?::(\d+))?$")
@@ -24,14 +24,15 @@ class Source:
     """A parsed population source string."""
 
     text: str
-    kind: str  # "synthetic" | "fhir" | "jsonl"
+    kind: str  # "synthetic" | "fhir" | "jsonl" | "sites"
     size: int | None = None  # synthetic only
     seed: int = 0
     path: Path | None = None
+    parts: tuple[tuple[int, Source], ...] = ()  # sites: each site's own source, by site
 
     @property
     def needs_as_of(self) -> bool:
-        return self.kind == "fhir"
+        return self.kind == "fhir" or any(part.needs_as_of for _, part in self.parts)
 
 
 def parse_source(text: str, where: str = "populations") -> Source:
@@ -74,6 +75,18 @@ def load(
         return _bounded(
             source, lambda: synthetic.generate(source.size, source.seed, padding, truncate), on_skip
         )
+    patients = [p for part in (source.parts or ((0, source),)) for p in _patients(part[1], as_of, on_skip)]
+    return _bounded(source, lambda: encode(patients, padding, truncate), on_skip)
+
+
+def site_of_patients(source: Source, as_of: dt.date | None) -> dict[str, int]:
+    """Under per-site sources: patient id -> the site whose source holds it."""
+    quiet: Callable[[str], None] = lambda message: None  # noqa: E731 (reported by `load`)
+    return {p.id: site for site, part in source.parts for p in _patients(part, as_of, quiet)}
+
+
+def _patients(source: Source, as_of: dt.date | None, on_skip: Callable[[str], None]) -> list[Patient]:
+    """The patients of a FHIR or patients-file source, in file order."""
     if source.kind == "fhir":
         if as_of is None:
             raise InputError(
@@ -82,6 +95,7 @@ def load(
                 "FHIR bundles need a reference date for ages and exam months",
                 "pass --as-of YYYY-MM-DD (or as_of: in the config)",
             )
+        assert source.path is not None
         patients, errors = fhir.extract_dir(source.path, as_of)
         for e in errors:
             on_skip(f"skipped {e}")
@@ -94,12 +108,12 @@ def load(
                 "no patient could be extracted",
                 "point it at a directory of FHIR R4 bundles (*.json)",
             )
-    else:
-        try:
-            patients = list(read_jsonl(source.path))
-        except ValueError as e:
-            raise InputError(source.text, "", str(e)) from None
-    return _bounded(source, lambda: encode(patients, padding, truncate), on_skip)
+        return patients
+    assert source.path is not None
+    try:
+        return list(read_jsonl(source.path))
+    except ValueError as e:
+        raise InputError(source.text, "", str(e)) from None
 
 
 def _bounded(source: Source, make: Callable[[], Population], on_skip: Callable[[str], None]) -> Population:

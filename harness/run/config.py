@@ -16,7 +16,8 @@ from pathlib import Path
 from dataclasses import asdict, dataclass, replace
 from typing import Annotated, Any, Callable, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import model_validator
 
 from backends import registry
 from backends.engine import Spec
@@ -65,12 +66,33 @@ def _engine_spec() -> Any:
 EngineSpec = _engine_spec()
 
 
+class SitePopulations(_Model):
+    """`{sites: {0: DIR_A, 1: DIR_B}}`: each site's own patients (bundle directory or patients file)."""
+
+    sites: Annotated[dict[Annotated[int, Field(ge=0)], str], Field(min_length=1)]
+
+    def text(self) -> str:
+        """The population's name in records and engines' `populations:`, e.g. `sites{0: a, 1: b}`."""
+        return "sites{" + ", ".join(f"{k}: {v}" for k, v in sorted(self.sites.items())) + "}"
+
+
+def _population_tag(v: Any) -> str:
+    return "site-populations" if isinstance(v, (dict, SitePopulations)) else "population-name"
+
+
+POPULATION_TAGS = frozenset({"site-populations", "population-name"})
+PopulationField = Annotated[
+    Union[Annotated[str, Tag("population-name")], Annotated[SitePopulations, Tag("site-populations")]],
+    Discriminator(_population_tag),
+]
+
+
 class Config(_Model):
     name: str
     query: _QueryRef | None = None
     queries: Annotated[list[_QueryRef], Field(min_length=1)] | None = None  # a query axis
     as_of: dt.date | None = None
-    populations: Annotated[list[str], Field(min_length=1)]
+    populations: Annotated[list[PopulationField], Field(min_length=1)]
     padding: _PaddingSpec = Field(default_factory=lambda: {"conditions": 16, "exams": 32})
     paddings: Annotated[list[_PaddingSpec], Field(min_length=1)] | None = None  # a padding axis
     engines: Annotated[list[EngineSpec], Field(min_length=1)]  # type: ignore[valid-type]
@@ -95,12 +117,12 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _engine_populations(self) -> Config:
+        names = [p if isinstance(p, str) else p.text() for p in self.populations]
         for i, e in enumerate(self.engines):
             for p in e.populations or ():
-                if p not in self.populations:
+                if p not in names:
                     raise ValueError(
-                        f"engines[{i}].populations: {p!r} is not one of the "
-                        f"config's populations {self.populations}"
+                        f"engines[{i}].populations: {p!r} is not one of the config's populations {names}"
                     )
         return self
 
@@ -228,7 +250,7 @@ def _validate(data: dict, source: str) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        drop = frozenset(registry.locations()) | deployment.TAGS
+        drop = frozenset(registry.locations()) | deployment.TAGS | POPULATION_TAGS
         raise from_pydantic(source, e, drop=drop, model=Config) from None
 
 
@@ -319,6 +341,56 @@ def _engines_at(source: str, config: Config, entries: list) -> tuple[tuple[Spec,
     return tuple(out)
 
 
+def _source(path: Path, config: Config, where: str, spec: str | SitePopulations) -> Source:
+    """A `populations:` entry parsed; a path relative to the cwd, else to the config."""
+    if isinstance(spec, SitePopulations):
+        parts = tuple(
+            (site, _source(path, config, f"{where}.sites.{site}", text))
+            for site, text in sorted(spec.sites.items())
+        )
+        for site, part in parts:
+            if part.kind == "synthetic":
+                raise InputError(
+                    str(path),
+                    f"{where}.sites.{site}",
+                    "a site's population is its own patients",
+                    "give a FHIR bundle directory or a patients.jsonl",
+                )
+        return Source(spec.text(), "sites", parts=parts)
+    beside = path.parent / spec
+    found = (
+        str(beside)
+        if not spec.startswith("synthetic") and not Path(spec).exists() and beside.exists()
+        else spec
+    )
+    try:
+        src = replace(parse_source(found, str(path)), text=spec)
+    except InputError as e:
+        raise InputError(str(path), where, e.problem, e.fix) from None
+    if src.needs_as_of and config.as_of is None:
+        raise InputError(
+            str(path), "as_of", f"{where} is FHIR data, which needs a reference date", "add as_of: YYYY-MM-DD"
+        )
+    return src
+
+
+def _sites_cover(source: str, config: Config, sources: list[Source]) -> None:
+    """Per-site populations name sites of every deployment, which must spread them by rows."""
+    for i, src in enumerate(sources):
+        for j, dep in enumerate(config.deployments):
+            if not src.parts or isinstance(dep, str):
+                continue
+            last = src.parts[-1][0]
+            if dep.partition == "columns" or last >= dep.sites:
+                raise InputError(
+                    source,
+                    f"populations[{i}].sites",
+                    f"sites {[site for site, _ in src.parts]} do not fit deployments[{j}] "
+                    f"({dep.partition}, {dep.sites} sites)",
+                    "per-site populations go with partition: rows and sites covering every site named",
+                )
+
+
 def _resolve(path: Path, config: Config, config_hash: str, overrides: dict[str, Any]) -> Experiment:
     """A validated config's queries read, paddings, sources and networks parsed."""
     source = str(path)
@@ -344,26 +416,8 @@ def _resolve(path: Path, config: Config, config_hash: str, overrides: dict[str, 
         queries.append(query)
         warnings += said
     paddings = tuple(map(_to_padding, config.paddings or [config.padding]))
-    sources = []
-    for i, text in enumerate(config.populations):
-        beside = path.parent / text  # a relative path: from the cwd, else from the config
-        found = (
-            str(beside)
-            if not text.startswith("synthetic") and not Path(text).exists() and beside.exists()
-            else text
-        )
-        try:
-            src = replace(parse_source(found, source), text=text)
-        except InputError as e:
-            raise InputError(source, f"populations[{i}]", e.problem, e.fix) from None
-        if src.needs_as_of and config.as_of is None:
-            raise InputError(
-                source,
-                "as_of",
-                f"populations[{i}] is FHIR data, which needs a reference date",
-                "add as_of: YYYY-MM-DD",
-            )
-        sources.append(src)
+    sources = [_source(path, config, f"populations[{i}]", spec) for i, spec in enumerate(config.populations)]
+    _sites_cover(source, config, sources)
     profiles = config.profiles()
     networks = tuple(parse_network(spec, profiles) for spec in config.networks)
     return Experiment(

@@ -6,6 +6,7 @@ records over `sites` data-holding parties, by rows or by column groups.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Literal, Union
 
@@ -15,7 +16,7 @@ from backends.engine import MAX_PARTIES
 from circuits.errors import InputError
 from circuits.holdings import GROUPS, PATIENT_HELD, Holdings, Partition
 from circuits.population import Population
-from harness.data import sites
+from harness.data import sites, sources
 from harness.data.sites import Assignment, valid_rule
 from harness.data.sources import Source
 
@@ -167,15 +168,24 @@ class Placement:
 
     @classmethod
     def of(
-        cls, dep: DeploymentSpec, source: Source, pop: Population, warn: Callable[[str], None]
+        cls,
+        dep: DeploymentSpec,
+        source: Source,
+        pop: Population,
+        as_of: dt.date | None,
+        warn: Callable[[str], None],
     ) -> Placement:
         if isinstance(dep, str):
             return cls(PATIENT_HELD, (len(pop),))
         if dep.partition == "columns":
             held = dep.holdings()
             return cls(held, held.site_sizes(len(pop)))
-        placed = assignment(dep, source, pop.ids)
+        if source.kind == "sites":  # each site's own patients: the sites are known
+            site_of = sources.site_of_patients(source, as_of)
+            placed = Assignment(tuple(site_of[i] for i in pop.ids))
+        else:
+            placed = assignment(dep, source, pop.ids)
         for message in warnings(dep, source, placed):
             warn(message)
-        fallback = placed.fallback if dep.assign == "provider" else None
+        fallback = placed.fallback if dep.assign == "provider" and source.kind != "sites" else None
         return cls(dep.holdings(placed.site_of_patient), placed.sizes(dep.sites), fallback)

@@ -36,7 +36,7 @@ class Cell:
     padding: Padding
     network: Network
     query: Query
-    deployment: DeploymentSpec = deployment.PATIENT
+    deployment: DeploymentSpec = "patient"
 
     def _deployment_key(self) -> list:
         """The deployment, in the key only when not `patient` (earlier keys stay)."""
@@ -225,7 +225,9 @@ class Sweep:
         """Who holds what of the cell's population (assigned once per source and deployment)."""
         key = (cell.source.text, cell.padding, json.dumps(deployment.record(cell.deployment)))
         if key not in self.placements:
-            self.placements[key] = Placement.of(cell.deployment, cell.source, pop, self.warn)
+            self.placements[key] = Placement.of(
+                cell.deployment, cell.source, pop, self.exp.config.as_of, self.warn
+            )
         return self.placements[key]
 
     def runner(self, cell: Cell, pop: Population) -> CellRunner:
