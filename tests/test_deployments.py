@@ -256,11 +256,19 @@ def test_per_site_populations_keep_each_patients_site(tmp_path, monkeypatch, cap
             "[{sites: 2, partition: rows}]",
             "populations[0].sites.0: a site's population",
         ),
+        (
+            "[{sites: {0: JSONL, 2: JSONL}}]",
+            "[{sites: 2, partition: rows}]",
+            "populations[0].sites: sites [0, 2] do not fit deployments[0] (rows, 2 sites)",
+        ),
     ],
 )
 def test_bad_per_site_populations(tmp_path, monkeypatch, capsys, populations, deployments, says):
     cfg = tmp_path / "c.yaml"
-    populations = populations.replace("NOWHERE", str(tmp_path / "none"))
+    (tmp_path / "p.jsonl").write_text("")
+    populations = populations.replace("NOWHERE", str(tmp_path / "none")).replace(
+        "JSONL", str(tmp_path / "p.jsonl")
+    )
     cfg.write_text(
         f"name: t\nquery: {QUERY}\n{MPYC}\npopulations: {populations}\ndeployments: {deployments}\n"
     )
