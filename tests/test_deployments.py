@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from cell_records import record
 from conftest import REPO
 from harness import cli
+from harness.analysis import report, stats
+from harness.analysis.records import Record
 from harness.data import fhir, sites
 from harness.data.sources import parse_source
 from harness.run.config import load_experiment
@@ -275,3 +278,29 @@ def test_bad_per_site_populations(tmp_path, monkeypatch, capsys, populations, de
     code, err = run_cli(monkeypatch, capsys, "run", cfg, "--out", tmp_path / "r.jsonl", "--dry-run")
     assert code == 2 and "Traceback" not in err and str(cfg) in err.replace("\n", ""), err
     assert says in " ".join(err.split()), err
+
+
+def _deployed(base: Record, deployment: dict | str, engine_s: float) -> Record:
+    data = base.to_json() | {"deployment": deployment, "engine_s": [engine_s] * 3}
+    if isinstance(deployment, dict):
+        data |= {"local": deployment["local"], "cell": base.cell + deployment["local"]}
+    return Record.from_json(data)
+
+
+def test_the_report_draws_cost_by_deployment_only_when_the_results_hold_several():
+    rows = {"sites": 3, "partition": "rows", "assign": "provider"}
+    recs = [
+        _deployed(record("consortium", "shamir", net, rep, 1.0), d, t)
+        for net in ("lan", "wan")
+        for rep in range(3)
+        for d, t in (("patient", 2.0), (rows | {"local": "auto"}, 0.5), (rows | {"local": "off"}, 2.5))
+    ]
+    drawn = {f.name: f for f in report.figures(report.cells(recs))}
+    assert drawn["cost_by_deployment"].png and not drawn["cost_by_deployment"].skipped
+    one = [r for r in recs if r.deployment == "patient"]
+    assert "cost_by_deployment" not in {f.name for f in report.figures(report.cells(one))}
+    assert {stats.Cell(tuple(r for r in recs if r.cell == c.key)).deployment for c in report.cells(recs)} == {
+        "patient",
+        "rows provider 3s",
+        "rows provider 3s local:off",
+    }

@@ -109,6 +109,7 @@ def _series_key(c: Cell, *exclude: str) -> dict[str, str]:
         "padding": c.padding,
         "population": c.population_label,
         "network": c.network,
+        "deployment": c.deployment,
     }
     for k in exclude:
         key.pop(k, None)
@@ -675,6 +676,44 @@ def fig_paper_bytes_vs_slots(data: list[Cell]) -> Figure:
     return f
 
 
+_DEPLOYMENT_CAPTION = (
+    "Engine time (slowest party, median over repeats) of each engine and protocol under each "
+    "deployment, on the lan and wan profiles: who holds the data, and whether the sites evaluate "
+    "their own parts in the clear (local: auto) or not (local: off). The largest population each "
+    "setting ran at."
+)
+
+
+def fig_cost_by_deployment(data: list[Cell]) -> Figure:
+    """Engine time by deployment, per engine/protocol, one panel per network (lan, wan)."""
+    f = Figure("cost_by_deployment", "Cost by deployment", _DEPLOYMENT_CAPTION)
+    nets = [n for n in ("lan", "wan") if any(c.network == n and c.engine_s for c in data)]
+    if not nets:
+        f.skipped = "no run with an engine time on the lan or wan profile"
+        return f
+    largest: dict[tuple, Cell] = {}
+    for c in data:
+        k = (c.network, c.engine_label, c.deployment)
+        if c.network in nets and c.engine_s and (k not in largest or c.population > largest[k].population):
+            largest[k] = c
+    engines = sorted({k[1] for k in largest})
+    deployments = sorted({k[2] for k in largest}, key=lambda d: (d != "patient", d))
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(nets), figsize=(6.0 * len(nets), 4.8), squeeze=False)
+    width = 0.8 / len(deployments)
+    for ax, net in zip(axes[0], nets):
+        for j, d in enumerate(deployments):
+            xs = [i + (j - (len(deployments) - 1) / 2) * width for i, e in enumerate(engines)]
+            ys = [(largest[(net, e, d)].engine_s or 0) if (net, e, d) in largest else 0 for e in engines]
+            ax.bar(xs, ys, width, label=d)
+        ax.set_xticks(range(len(engines)), [_two_lines(e) for e in engines], fontsize=8)
+        ax.set_title(net)
+        ax.set_ylabel("engine time (s)")
+        _legend(ax, len(deployments))
+    f.png = _png(fig)
+    return f
+
+
 def figures(all_cells: list[Cell]) -> list[Figure]:
     """Every figure, drawn or skipped with the reason (a paper figure only when the results
     hold its config, or drawn from queries named conditions-N / exams-N)."""
@@ -692,8 +731,10 @@ def figures(all_cells: list[Cell]) -> list[Figure]:
         (PAPER, fig_paper_bytes_per_criterion(paper)),
         (PAPER_SLOTS, fig_paper_bytes_vs_slots(all_cells)),
     ]
-    # a paper figure the results' configs never asked for is not mentioned
-    return out + [f for config, f in paper_figs if f.png or config in configs]
+    # a paper figure the results' configs never asked for is not mentioned, nor deployments
+    # when the results hold one
+    by_deployment = [fig_cost_by_deployment(general)] if len({c.deployment for c in general}) > 1 else []
+    return out + by_deployment + [f for config, f in paper_figs if f.png or config in configs]
 
 
 # ---------------------------------------------------------------- tables, HTML

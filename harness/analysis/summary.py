@@ -297,7 +297,7 @@ def _fit(head: list[str], body: list[list[str]], width: int) -> tuple[list[str],
         if _width(head, body) <= width:
             return head, body
         head = [short if h == long else h for h in head]
-    for name in _BREAK_CELL:
+    for name in (n for n in _BREAK_CELL if n in head):
         excess = _width(head, body) - width
         if excess <= 0:
             break
