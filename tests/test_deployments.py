@@ -12,7 +12,7 @@ import pytest
 from cell_records import record
 from conftest import REPO
 from harness import cli
-from harness.analysis import report, stats
+from harness.analysis import report, stats, summary
 from harness.analysis.records import Record
 from harness.data import fhir, sites
 from harness.data.sources import parse_source
@@ -304,3 +304,12 @@ def test_the_report_draws_cost_by_deployment_only_when_the_results_hold_several(
         "rows provider 3s",
         "rows provider 3s local:off",
     }
+
+
+def test_show_has_a_deployment_column_only_when_a_cell_is_not_patient():
+    rows = {"sites": 3, "partition": "rows", "assign": "provider", "local": "off"}
+    base = [record("c", "shamir", "lan", rep, 1.0) for rep in range(2)]
+    mixed = base + [_deployed(r, rows, 2.0) for r in base]
+    assert summary.NARROW.split("|") == [c.header for c in summary.table(base).columns]
+    head = [c.header for c in summary.table(mixed).columns]
+    assert head[head.index("network") + 1] == "deployment"
