@@ -313,3 +313,12 @@ def test_show_has_a_deployment_column_only_when_a_cell_is_not_patient():
     assert summary.NARROW.split("|") == [c.header for c in summary.table(base).columns]
     head = [c.header for c in summary.table(mixed).columns]
     assert head[head.index("network") + 1] == "deployment"
+
+
+def test_the_default_deployment_leaves_the_config_hash_as_it_was(tmp_path):
+    plain = load_experiment(config(tmp_path, MPYC))
+    assert (
+        plain.config_hash == load_experiment(config(tmp_path, MPYC + "\ndeployments: [patient]")).config_hash
+    )
+    rows = load_experiment(config(tmp_path, MPYC + "\ndeployments: [patient, {sites: 3, partition: rows}]"))
+    assert rows.config_hash != plain.config_hash

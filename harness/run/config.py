@@ -176,7 +176,12 @@ class Experiment:
 
 
 def _hash(config: Config) -> str:
-    text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    """Of the config's keys; the default `deployments: [patient]` is left out, so that a
+    config written before deployments keeps its hash (and its results resume)."""
+    data = config.model_dump(mode="json")
+    if data["deployments"] == ["patient"]:
+        del data["deployments"]
+    text = json.dumps(data, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
