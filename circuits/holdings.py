@@ -85,6 +85,12 @@ class Holdings:
             return (patients,) * self.sites
         return (patients,)
 
+    def output_problem(self, output: str) -> str | None:
+        """None when this deployment can reveal `output` (an `Output` value); else why not."""
+        if output == "count_by_site" and self.partition is not Partition.ROWS:
+            return f"output count_by_site needs partition: rows (this deployment is {self.partition.value})"
+        return None
+
     def patients_of(self, site: int) -> tuple[int, ...]:
         """Under `rows`, the patient numbers `site` holds, in population order."""
         return tuple(i for i, s in enumerate(self.site_of_patient) if s == site)

@@ -165,17 +165,29 @@ class Or(_Combination):
     word = "any"
 
 
+@dataclass(frozen=True)
+class LocalBit:
+    """Part `index` of a split query (`circuits.locality`), evaluated in the clear by the
+    site holding its data and input secretly as one bit per patient.  Not a criterion:
+    it appears only in the secure remainder, never in a query file."""
+
+    index: int
+
+
 Leaf = Union[AgeRange, Gender, Smoker, HasCondition, ExamCount]
-Node = Union[Leaf, Not, And, Or]
+Node = Union[Leaf, Not, And, Or, LocalBit]
 LEAVES = (AgeRange, Gender, Smoker, HasCondition, ExamCount)
-NODES = LEAVES + (Not, And, Or)
+NODES = LEAVES + (Not, And, Or)  # the criteria a query is written in
+WIRE = NODES + (LocalBit,)  # what a tree handed to a party process may hold
 
 
 class Output(str, enum.Enum):
-    """What a query reveals: one bit per patient, or only the cohort size."""
+    """What a query reveals: one bit per patient, only the cohort size, or (data held
+    by several sites in rows) the cohort size at each site."""
 
     ELIGIBLE = "eligible"
     COUNT = "count"
+    COUNT_BY_SITE = "count_by_site"
 
 
 @dataclass(frozen=True)
@@ -197,7 +209,7 @@ def to_plain(node: Node) -> list:
     """A canonical JSON-able form: [type name, {field: value}] with children nested."""
 
     def plain(v: object) -> object:
-        if isinstance(v, NODES):
+        if isinstance(v, WIRE):
             return to_plain(v)
         return [plain(c) for c in v] if isinstance(v, tuple) else v
 
@@ -207,7 +219,7 @@ def to_plain(node: Node) -> list:
 def from_plain(data: list) -> Node:
     """The inverse of `to_plain`."""
     kind, values = data
-    cls = {c.__name__: c for c in NODES}[kind]
+    cls = {c.__name__: c for c in WIRE}[kind]
 
     def node_or_value(v: Any) -> Any:
         if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str):

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, Node, Not, Or, Query, Smoker
+from circuits.holdings import PATIENT_HELD, Holdings, Partition
+from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, LocalBit, Node, Not, Or, Output, Query
+from circuits.ir import Smoker
 from circuits.population import Population
 from circuits.visitor import Visitor
 
@@ -27,13 +29,40 @@ class Cohort:
     def ids(self, population: Population) -> list[str]:
         return [population.ids[i] for i in np.flatnonzero(self.eligible)]
 
+    def count_by_site(self, holdings: Holdings) -> list[int]:
+        """The cohort size at each site (rows: the eligible patients each site holds)."""
+        if holdings.partition is not Partition.ROWS:
+            raise ValueError("count_by_site needs a deployment with partition: rows")
+        return [int(self.eligible[list(holdings.patients_of(s))].sum()) for s in range(holdings.sites)]
+
+    def learnt(self, output: Output, holdings: Holdings = PATIENT_HELD, parties: int = 1) -> list:
+        """What each party may learn, and all it may learn: `count` and `count_by_site`
+        every party; `eligible` the data holder (party 0) in the patient deployment, under
+        `rows` each site its own patients' bits (in population order), under `columns`
+        only `reveal_to`.  None: nothing.  `parties`: of the patient deployment."""
+        if output is Output.COUNT:
+            return [self.count] * max(parties, holdings.sites)
+        if output is Output.COUNT_BY_SITE:
+            return [self.count_by_site(holdings)] * holdings.sites
+        bits = self.eligible.astype(int)
+        if holdings.partition is Partition.ROWS:
+            return [bits[list(holdings.patients_of(s))].tolist() for s in range(holdings.sites)]
+        reader = holdings.reveal_to if holdings.partition is Partition.COLUMNS else 0
+        return [bits.tolist() if p == reader else None for p in range(max(parties, holdings.sites))]
+
 
 @dataclass(frozen=True)
 class Oracle(Visitor[np.ndarray]):
     """Each node as a boolean vector over the population: which patients satisfy it."""
 
     pop: Population
+    local: np.ndarray | None = None  # (N, parts): the local parts' bits, for a split's remainder
     target = "the plaintext oracle"
+
+    def visit_local_bit(self, node: LocalBit) -> np.ndarray:
+        if self.local is None:
+            raise ValueError("a LocalBit needs the local parts' bits (circuits.locality)")
+        return self.local[:, node.index].astype(bool)
 
     def visit_age_range(self, node: AgeRange) -> np.ndarray:
         return (self.pop.age > node.min_exclusive) & (self.pop.age < node.max_exclusive)

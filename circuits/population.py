@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -118,19 +118,18 @@ class Population:
 
     def subset(self, n: int) -> Population:
         """The first n patients."""
+        return self.take(range(min(n, len(self))))
+
+    def take(self, rows: Sequence[int]) -> Population:
+        """These patients (by number), in this order."""
+        index = np.asarray(rows, dtype=np.int64)
+        cols = {c: getattr(self, c)[index] for c in ARRAYS}
         return Population(
-            self.ids[:n],
-            self.age[:n],
-            self.gender[:n],
-            self.smoker[:n],
-            self.conditions[:n],
-            self.exam_codes[:n],
-            self.exam_months[:n],
-            self.condition_counts[:n],
-            self.exam_counts[:n],
-            self.padding,
-            self.truncated,
-            self.dropped,
+            tuple(self.ids[i] for i in index),
+            **cols,
+            padding=self.padding,
+            truncated=self.truncated,
+            dropped=self.dropped,
         )
 
     def cut(self) -> str | None:

@@ -105,7 +105,7 @@ _PAPER_TAGS = frozenset({"SMOKER", "GENDER", "AGE", "CONDITION", "NUMBEREXAMS"})
 class _PaperQuery(_Strict):
     params: list[str] = []
     restrictions: Annotated[list[_PaperRestriction], Field(min_length=1)]
-    output: Literal["eligible", "count"] = "eligible"  # our extension: the paper reveals bits
+    output: Literal["eligible", "count", "count_by_site"] = "eligible"  # ours: the paper reveals bits
 
 
 # --- the native tree --------------------------------------------------------------------
@@ -228,7 +228,7 @@ for _m in (_All, _Any, _Not):
 
 class _NativeQuery(_Strict):
     name: str | None = None
-    output: Literal["eligible", "count"] = "eligible"
+    output: Literal["eligible", "count", "count_by_site"] = "eligible"
     criteria: _Criterion
 
 

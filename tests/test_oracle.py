@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -102,3 +103,24 @@ def test_encode_keeps_most_recent_exams_when_truncating():
     pop = encode(people, Padding(2, 2), truncate=True)
     assert pop.exam_months.tolist() == [[1, 10]] and pop.truncated == 1
     assert np.array_equal(pop.exam_counts, [2])
+
+
+def test_count_by_site_and_what_each_party_learns(boundary_population):
+    from circuits.holdings import Holdings, Partition
+    from circuits.ir import Output
+
+    n = len(boundary_population)
+    rows = Holdings(Partition.ROWS, 3, tuple(i % 3 for i in range(n)))
+    result = cohort(Query(Not(Gender(0))), boundary_population)  # all but "male" (patient 4)
+    assert result.count_by_site(rows) == [6, 5, 6]
+    assert result.learnt(Output.COUNT_BY_SITE, rows) == [[6, 5, 6]] * 3
+    assert result.learnt(Output.COUNT, rows) == [17] * 3
+    bits = result.learnt(Output.ELIGIBLE, rows)
+    assert [len(b) for b in bits] == [6, 6, 6] and bits[1][1] == 0  # patient 4 is site 1's second
+    cols = Holdings(Partition.COLUMNS, 3, site_of_group={"demographics": 2, "conditions": 0, "exams": 1})
+    assert result.learnt(Output.ELIGIBLE, Holdings(reveal_to=0), parties=3)[1:] == [None, None]
+    learnt = result.learnt(Output.ELIGIBLE, Holdings(**{**cols.__dict__, "reveal_to": 2}))
+    assert learnt[:2] == [None, None] and sum(learnt[2]) == 17
+    with pytest.raises(ValueError, match="partition: rows"):
+        result.count_by_site(cols)
+    assert cols.output_problem("count_by_site") and rows.output_problem("count_by_site") is None

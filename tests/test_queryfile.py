@@ -172,3 +172,10 @@ def test_native_round_trip(tree, output):
     q = Query(tree, output, "rt")
     back, warnings = parse_query(json.loads(json.dumps(dump_native(q))), "rt.json")
     assert back == q and back.ir_hash == q.ir_hash and not warnings
+
+
+def test_count_by_site_output():
+    q, _ = parse_query({"output": "count_by_site", "criteria": {"smoker": 0}}, "q.yaml")
+    assert q.output is Output.COUNT_BY_SITE
+    paper = {"restrictions": [{"restriction_type": "SMOKER", "value": 0}], "output": "count_by_site"}
+    assert parse_query(paper, "q.json")[0].output is Output.COUNT_BY_SITE
