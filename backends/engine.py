@@ -25,6 +25,7 @@ from typing import Annotated, Any, Callable, ClassVar, Mapping, Protocol, Sequen
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from circuits.holdings import Holdings
 from circuits.ir import Query
 from circuits.population import Population
 
@@ -171,6 +172,11 @@ class Figures:
     global_bytes: int | None = None  # the engine's own total over all parties
     online_s: list[float | None] | None = None
     offline_s: list[float | None] | None = None
+    # Several sites: per site, its local evaluation in the clear, the secure part's input
+    # phase and the bytes it sent in it (None: nothing secure)
+    local_s: list[float | None] | None = None
+    input_s: list[float | None] | None = None
+    input_bytes_by_party: list[int | None] | None = None
 
     @property
     def bytes_sent(self) -> int | None:
@@ -264,8 +270,9 @@ class Engine:
 
     name: str  # the YAML's `engine:` value
     spec: type[Spec]  # the YAML spec of its cells
-    # Prepares one cell: (spec, query, population, work directory) -> Cell.
-    cell: Callable[[Any, Query, Population, Path], Cell]
+    # Prepares one cell: (spec, query, population, work directory, who holds the data) -> Cell;
+    # Unavailable for a deployment it does not take.
+    cell: Callable[[Any, Query, Population, Path, Holdings], Cell]
     # How parties connect: only to higher-numbered parties (False: the relay routes i -> j
     # for j > i) or to every other party (True).
     connects_every_direction: bool = False

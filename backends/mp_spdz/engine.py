@@ -18,6 +18,7 @@ from backends.engine import Engine, Figures, Finding, Finished, Links, OutputErr
 from backends.engine import ProtocolFacts, Spec, Unavailable
 from backends.mp_spdz import compile as mp_compile
 from backends.mp_spdz import launch, program, protocols, throwtrace
+from circuits.holdings import PATIENT_HELD, Holdings
 from circuits.ir import Query
 from circuits.population import Population
 
@@ -70,7 +71,19 @@ class MpSpdzSpec(Spec):
 class MpSpdzCell:
     """A cell's program compiled once; each run in its own directory."""
 
-    def __init__(self, spec: MpSpdzSpec, query: Query, pop: Population, workdir: Path):
+    def __init__(
+        self,
+        spec: MpSpdzSpec,
+        query: Query,
+        pop: Population,
+        workdir: Path,
+        holdings: Holdings = PATIENT_HELD,
+    ):
+        if holdings is not PATIENT_HELD:
+            raise Unavailable(
+                f"{spec.label}: MP-SPDZ takes the patient deployment only so far "
+                "(per-site input files are not built yet)"
+            )
         self.spec, self.query, self.pop = spec, query, pop
         protocol = protocols.get(spec.protocol)
         default = mp_compile.default_options(protocol)

@@ -27,12 +27,14 @@ from backends.engine import (
     Links,
     OutputError,
     Party,
+    Unavailable,
 )
 from backends.engine import Preparation, ProtocolFacts, Spec
 from backends.mpyc import launch
 from backends.mpyc.certs import make_mpyc_certs
-from backends.mpyc.job import PROTOCOLS, Job, write_inputs
+from backends.mpyc.job import PROTOCOLS, Job, write_inputs, write_site_inputs
 from circuits.cost import DataBounds
+from circuits.holdings import PATIENT_HELD, Holdings
 from circuits.ir import Query, to_plain
 from circuits.population import Population
 
@@ -61,10 +63,22 @@ class MpycSpec(Spec):
 class MpycCell:
     """A cell's inputs written once (and its TLS certificates); each run has its job file."""
 
-    def __init__(self, spec: MpycSpec, query: Query, pop: Population, workdir: Path):
+    def __init__(
+        self, spec: MpycSpec, query: Query, pop: Population, workdir: Path, holdings: Holdings = PATIENT_HELD
+    ):
         self.spec, self.query, self.pop, self.workdir = spec, query, pop, workdir.resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.data_path, self.counts_path = write_inputs(pop, self.workdir)
+        self.deployment: dict | None = None
+        self.site_paths: list[str] = []
+        if holdings is PATIENT_HELD:
+            self.data_path, self.counts_path = write_inputs(pop, self.workdir)
+        elif spec.protocol != "shamir":
+            raise Unavailable(f"{spec.label}: the paper's loop takes the patient deployment only; use shamir")
+        else:
+            self.data_path = ""
+            self.site_paths, self.counts_path, self.deployment = write_site_inputs(
+                pop, holdings, self.workdir
+            )
         self.preparation = Preparation()
         if spec.ssl:
             make_mpyc_certs(self.workdir, spec.parties)
@@ -82,6 +96,8 @@ class MpycCell:
             self.counts_path,
             str(run_dir),
             self.spec.batch_size,
+            self.deployment,
+            self.site_paths,
         )
         job_path = run_dir / "job.json"
         job.write(job_path)
@@ -102,6 +118,7 @@ class MpycCell:
             compute_s=[r.compute_s for r in reports],
             peak_rss_kib_by_party=[r.peak_rss_kib for r in reports],
             bit_length=reports[0].bit_length,
+            **(_site_figures(reports) if self.deployment else {}),
         )
 
     def finish(self, run_dir: Path) -> None:
@@ -109,9 +126,17 @@ class MpycCell:
 
     def close(self) -> None:
         """Remove the private inputs; logs and results stay."""
-        for path in (self.data_path, self.counts_path):
+        for path in (self.data_path, self.counts_path, *self.site_paths):
             if path:
                 Path(path).unlink(missing_ok=True)
+
+
+def _site_figures(reports: list[launch.PartyReport]) -> dict:
+    return {
+        "local_s": [r.local_s for r in reports],
+        "input_s": [r.input_s for r in reports],
+        "input_bytes_by_party": [r.input_bytes for r in reports],
+    }
 
 
 def _version(package: str) -> str | None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from circuits.cost import DataBounds
-from circuits.population import Population
+from circuits.holdings import GROUP_COLUMNS, Holdings, Partition
+from circuits.population import ARRAYS, Population
 
 PROTOCOLS = ("shamir", "paper-loop")
 COLUMNS = ("age", "gender", "smoker", "conditions", "exam_codes", "exam_months")
@@ -28,6 +29,11 @@ class Job:
     counts_path: str  # public per-patient counts when exact, else ""
     result_path: str  # each party writes result-<pid>.json here
     batch_size: int = 10_000  # patients per vectorised batch (bounds memory; rounds x batches)
+    # Several sites (None: party 0 holds every record): the deployment's public facts
+    # (partition, sites, site_of_group, local, reveal_to, blocks: patients per site under
+    # rows) and each site's private file, which only that site reads.
+    deployment: dict | None = None
+    site_paths: list[str] = field(default_factory=list)
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))
@@ -44,8 +50,39 @@ def write_inputs(pop: Population, workdir: Path) -> tuple[str, str]:
     """Party 0's private arrays and, with exact padding, the public counts."""
     data = workdir / "private-p0.npz"
     np.savez(data, **{c: getattr(pop, c) for c in COLUMNS})
-    counts = ""
-    if pop.padding.exact:
-        counts = str(workdir / "public-counts.npz")
-        np.savez(counts, conditions=pop.condition_counts, exams=pop.exam_counts)
-    return str(data), counts
+    return str(data), _write_counts(pop, workdir)
+
+
+def _write_counts(pop: Population, workdir: Path) -> str:
+    if not pop.padding.exact:
+        return ""
+    counts = workdir / "public-counts.npz"
+    np.savez(counts, conditions=pop.condition_counts, exams=pop.exam_counts)
+    return str(counts)
+
+
+def write_site_inputs(pop: Population, holdings: Holdings, workdir: Path) -> tuple[list[str], str, dict]:
+    """Each site's private file (its own rows, or its own column groups of every
+    patient), the public counts (exact padding) in the secure arrays' order (rows: the
+    sites' blocks one after another), and the deployment's public facts for the job."""
+    rows = holdings.partition is Partition.ROWS
+    paths = []
+    for site in range(holdings.sites):
+        path = workdir / f"private-p{site}.npz"
+        if rows:
+            mine = pop.take(holdings.patients_of(site))
+            np.savez(path, **{c: getattr(mine, c) for c in ARRAYS})
+        else:
+            held = [g for g, s in holdings.site_of_group.items() if s == site]
+            np.savez(path, **{c: getattr(pop, c) for g in held for c in GROUP_COLUMNS[g]})
+        paths.append(str(path))
+    order = [i for s in range(holdings.sites) for i in holdings.patients_of(s)] if rows else range(len(pop))
+    facts = {
+        "partition": holdings.partition.value,
+        "sites": holdings.sites,
+        "site_of_group": dict(holdings.site_of_group),
+        "local": holdings.local,
+        "reveal_to": holdings.reveal_to,
+        "blocks": list(holdings.site_sizes(len(pop))),
+    }
+    return paths, _write_counts(pop.take(order), workdir), facts

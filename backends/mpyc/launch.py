@@ -43,32 +43,35 @@ def commands(views: list[list[int]], ssl: bool = False) -> list[list[str]]:
 @dataclass(frozen=True)
 class PartyReport:
     pid: int
-    elapsed_s: float  # MPyC's own start-to-stop time
+    elapsed_s: float  # MPyC's own start-to-stop time (a site that never connected: its compute time)
     bytes_sent: int  # MPyC's count: payload plus a 12-byte header per message
     compute_s: float
     bit_length: int
     peak_rss_kib: int
     result: object
+    local_s: float | None = None  # several sites: this site's local evaluation in the clear
+    input_s: float | None = None  # ... the secure part's input phase (None: nothing secure)
+    input_bytes: int | None = None  # ... what this site sent in it
 
 
 def read_report(pid: int, log: Path, result_dir: Path) -> PartyReport:
     """Parse a party's log and result file; ValueError names what is missing."""
-    text = log.read_text(errors="replace") if log.exists() else ""
-    m = _STOP.search(text)
-    if not m:
-        raise ValueError(f"party {pid} printed no 'Stop MPyC' line (see {log})")
-    h, mi, s, sent = m.groups()
     path = result_dir / f"result-{pid}.json"
     try:
         r = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ValueError(f"party {pid} wrote no readable result ({path}: {e})") from None
+    sites = {k: r.get(k) for k in ("local_s", "input_s", "input_bytes")}
+    if r.get("secure") is False:  # its answer was its own: MPyC never started
+        return PartyReport(
+            pid, r["compute_s"], 0, r["compute_s"], r["bit_length"], r["peak_rss_kib"], r["result"], **sites
+        )
+    text = log.read_text(errors="replace") if log.exists() else ""
+    m = _STOP.search(text)
+    if not m:
+        raise ValueError(f"party {pid} printed no 'Stop MPyC' line (see {log})")
+    h, mi, s, sent = m.groups()
+    elapsed = int(h) * 3600 + int(mi) * 60 + float(s)
     return PartyReport(
-        pid,
-        int(h) * 3600 + int(mi) * 60 + float(s),
-        int(sent),
-        r["compute_s"],
-        r["bit_length"],
-        r["peak_rss_kib"],
-        r["result"],
+        pid, elapsed, int(sent), r["compute_s"], r["bit_length"], r["peak_rss_kib"], r["result"], **sites
     )

@@ -17,7 +17,7 @@ import numpy as np
 from circuits import cost
 from circuits.codes import SMALL_DOMAIN
 from circuits.cost import DataBounds
-from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, Not, Or, Smoker
+from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, LocalBit, Not, Or, Smoker
 from circuits.visitor import Visitor
 
 
@@ -31,6 +31,15 @@ def is_zero(mpc: Any, a: Any) -> Any:
     pyproject.toml and the check in tests/test_mpyc.py that it is still there.
     """
     return mpc._np_is_zero(a)
+
+
+async def settle(mpc: Any, x: Any) -> None:
+    """Wait until this party holds its shares of `x` (nothing is revealed).
+
+    A barrier that blocks on the network: `mpc.barrier` spins on the event loop,
+    so a lock-step relay, which delivers only once every party waits, never sees
+    a party at a barrier wait and the run stalls."""
+    await mpc.gather(x)
 
 
 class Vectorised(Visitor[Any]):
@@ -70,6 +79,10 @@ class Vectorised(Visitor[Any]):
         below = mpc.np_stack((age - node.max_exclusive, node.min_exclusive - age))
         lt = mpc.np_sgn(below, l=cost.AGE_CMP_BITS, LT=True)
         return lt[0] * lt[1]
+
+    def visit_local_bit(self, node: LocalBit) -> Any:
+        """A bit a site computed in the clear and input (`circuits.locality`)."""
+        return self.column(f"local-{node.index}")
 
     def visit_not(self, node: Not) -> Any:
         return 1 - self.visit(node.child)

@@ -16,6 +16,7 @@ from typing import Literal
 from backends.engine import NO_SECURITY, Engine, Figures, Finished, Links, OutputError, Party, Preparation
 from backends.engine import ProtocolFacts, Spec
 from backends.plain import party
+from circuits.holdings import PATIENT_HELD, Holdings
 from circuits.ir import Query, to_plain
 from circuits.population import Population
 
@@ -36,8 +37,10 @@ class PlainSpec(Spec):
 class PlainCell:
     """The population written once; each run's job names the query and where to answer."""
 
-    def __init__(self, spec: Spec, query: Query, pop: Population, workdir: Path):
-        self.query, self.workdir = query, workdir.resolve()
+    def __init__(
+        self, spec: Spec, query: Query, pop: Population, workdir: Path, holdings: Holdings = PATIENT_HELD
+    ):
+        self.query, self.workdir, self.holdings = query, workdir.resolve(), holdings
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data = party.write_population(pop, self.workdir / "population.npz")
         self.preparation = Preparation()
@@ -51,6 +54,8 @@ class PlainCell:
                     "output": self.query.output.value,
                     "population": str(self.data),
                     "result": str(run_dir / "result.json"),
+                    "site_of_patient": list(self.holdings.site_of_patient),
+                    "sites": self.holdings.sites,
                 }
             )
         )

@@ -113,6 +113,12 @@ class Record(Mapping[str, Any]):
     local: str | None = None  # under sites: `auto` (local subtrees in the clear) or `off`
     site_sizes: list[int] | None = None  # patients each site holds records of
     assign_fallback: int | None = None  # assign: provider: patients with no provider, placed round-robin
+    secure: str | None = None  # under sites, what was secure: `none`, `sum` (of site counts) or `tree`
+    local_nodes: int | None = None  # under sites: query nodes the sites evaluated in the clear
+    local_s: list[float | None] | None = None  # per site: its local evaluation in the clear
+    input_s: list[float | None] | None = None  # per site: the secure part's input phase (null: none)
+    input_bytes_by_party: list[int | None] | None = None  # per site: bytes it sent in that phase
+    count_by_site: list[int] | None = None  # output count_by_site: the cohort size at each site
     unknown: dict[str, Any] = field(default_factory=dict, repr=False, metadata={"json": False})
 
     @classmethod

@@ -1,7 +1,7 @@
 """Clean runs that a cell's own runs depend on, one per setting and shared by its networks.
 
 A fault given as a `fraction` of its link's stream is placed from a clean run's
-byte counts.  A cell's rounds are counted once per setting (engine, data, query),
+byte counts.  A cell's rounds are counted once per setting (engine, data, query, deployment),
 by a run on the lock-step relay, whatever the networks it is run on.
 """
 
@@ -36,6 +36,7 @@ class Calibrations:
             cell.source.text,
             cell.padding,
             cell.query.ir_hash,
+            json.dumps(cell.deployment_key()),
         )
 
     def _key(self, cell: Cell) -> tuple:

@@ -22,7 +22,7 @@ from pydantic import model_validator
 from backends import registry
 from backends.engine import Spec
 from circuits.errors import InputError, did_you_mean, from_pydantic
-from circuits.ir import Query
+from circuits.ir import Output, Query
 from circuits.population import EXACT, Padding, Population
 from circuits.queryfile import load_query, parse_query, read_structured
 from harness.net.networks import PROFILES, Network, parse_network
@@ -396,6 +396,21 @@ def _sites_cover(source: str, config: Config, sources: list[Source]) -> None:
                 )
 
 
+def _outputs_fit(source: str, config: Config, queries: list[Query]) -> None:
+    """`count_by_site` is the cohort at each site: every deployment must spread rows."""
+    for i, q in enumerate(queries):
+        for j, dep in enumerate(config.deployments):
+            if q.output is Output.COUNT_BY_SITE and (isinstance(dep, str) or dep.partition != "rows"):
+                where = "query" if config.query is not None else f"queries[{i}]"
+                raise InputError(
+                    source,
+                    f"{where}.output",
+                    f"count_by_site needs sites holding rows, but deployments[{j}] is "
+                    + (dep if isinstance(dep, str) else f"{dep.partition}"),
+                    "use output count or eligible, or only partition: rows deployments",
+                )
+
+
 def _resolve(path: Path, config: Config, config_hash: str, overrides: dict[str, Any]) -> Experiment:
     """A validated config's queries read, paddings, sources and networks parsed."""
     source = str(path)
@@ -423,6 +438,7 @@ def _resolve(path: Path, config: Config, config_hash: str, overrides: dict[str, 
     paddings = tuple(map(_to_padding, config.paddings or [config.padding]))
     sources = [_source(path, config, f"populations[{i}]", spec) for i, spec in enumerate(config.populations)]
     _sites_cover(source, config, sources)
+    _outputs_fit(source, config, queries)
     profiles = config.profiles()
     networks = tuple(parse_network(spec, profiles) for spec in config.networks)
     return Experiment(

@@ -45,9 +45,14 @@ class Outcome:
     result_correct: bool | None = None
 
 
-def check(query: Query, expected: Cohort, answer: object) -> tuple[int | None, bool, str | None]:
+def check(
+    query: Query, expected: Cohort, answer: object, holdings: Holdings = PATIENT_HELD
+) -> tuple[int | None, bool, str | None]:
     """Compare a revealed answer with the oracle's."""
-    if query.output is Output.COUNT:
+    if query.output is Output.COUNT_BY_SITE:
+        ok = answer == expected.count_by_site(holdings)
+        size = sum(answer) if isinstance(answer, list) else None
+    elif query.output is Output.COUNT:
         ok = answer == expected.count
         size = answer if isinstance(answer, int) else None
     else:
@@ -66,14 +71,41 @@ def check(query: Query, expected: Cohort, answer: object) -> tuple[int | None, b
     )
 
 
-def _answer(query: Query, expected: Cohort, answers: list, wall_s: float, figures: dict) -> Outcome:
+def _answer(
+    query: Query, expected: Cohort, answers: list, wall_s: float, figures: dict, holdings: Holdings
+) -> Outcome:
     """The outcome of a run whose parties all finished: party 0's answer against the
     oracle's, and for a count every party's against party 0's."""
-    size, correct, error = check(query, expected, answers[0])
+    size, correct, error = check(query, expected, answers[0], holdings)
     revealed = correct or answers[0] is not None
     if correct and query.output is Output.COUNT and len(set(map(str, answers))) != 1:
         correct, error = False, f"MISMATCH: parties revealed different counts {answers}"
     return Outcome(wall_s, figures, size, correct, error, correct if revealed else None)
+
+
+def _site_answers(
+    query: Query, expected: Cohort, holdings: Holdings, answers: list, wall_s: float, figures: dict
+) -> Outcome:
+    """Sites as parties: every party's answer is exactly what the deployment reveals to it
+    (`Cohort.learnt`): a wrong answer or one more than it may learn fails the run."""
+    learnt = expected.learnt(query.output, holdings, len(answers))
+    wrong = [p for p, (got, may) in enumerate(zip(answers, learnt)) if got != may]
+    if query.output is Output.COUNT_BY_SITE:
+        figures = {**figures, "count_by_site": answers[0]}
+    if not wrong:
+        return Outcome(wall_s, figures, expected.count, True, None, True)
+    p = wrong[0]
+    error = (
+        f"MISMATCH: party {p} learnt {_brief(answers[p])}, but the deployment reveals to it "
+        f"{_brief(learnt[p])} (oracle: {expected.count} eligible)"
+    )
+    return Outcome(wall_s, figures, None, False, error, False)
+
+
+def _brief(answer: object) -> str:
+    if isinstance(answer, list) and len(answer) > 8:
+        return f"{len(answer)} values ({sum(map(int, answer))} ones)"
+    return "nothing" if answer is None else str(answer)
 
 
 @contextmanager
@@ -136,18 +168,15 @@ class CellRunner:
     def __init__(
         self, spec: Spec, query: Query, pop: Population, workdir: Path, holdings: Holdings = PATIENT_HELD
     ):
-        self.spec, self.query, self.workdir = spec, query, workdir.resolve()
+        self.spec, self.query, self.workdir, self.holdings = spec, query, workdir.resolve(), holdings
         self.engine = registry.get(spec.engine)
         self.expected = cohort(query, pop)
         self.cell: Cell | None = None
-        self.unavailable: str | None = None
-        if holdings is not PATIENT_HELD:  # until the engines take `holdings` in `Engine.cell`
-            self.unavailable = (
-                f"{spec.label}: the engines do not take a {holdings.partition.value} deployment yet"
-            )
+        self.unavailable: str | None = holdings.output_problem(query.output.value)
+        if self.unavailable:
             return
         try:
-            self.cell = self.engine.cell(spec, query, pop, self.workdir)
+            self.cell = self.engine.cell(spec, query, pop, self.workdir, holdings)
         except Unavailable as e:
             self.unavailable = str(e)
 
@@ -182,7 +211,11 @@ class CellRunner:
         measured.update(bytes_sent=figures.bytes_sent, **asdict(cell.preparation))
         if relay is not None:
             measured.update(_relay_figures(relay))
-        return _answer(self.query, self.expected, figures.answers, group.wall_s, measured)
+        if self.holdings is not PATIENT_HELD and self.spec.parties == self.holdings.sites:
+            return _site_answers(
+                self.query, self.expected, self.holdings, figures.answers, group.wall_s, measured
+            )
+        return _answer(self.query, self.expected, figures.answers, group.wall_s, measured, self.holdings)
 
     def _failed(
         self, group: GroupResult, relay: Relay | None, why: str, result_correct: bool | None = None

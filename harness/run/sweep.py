@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.progress import TimeRemainingColumn
 
 from backends.engine import Spec
+from circuits import locality
 from circuits.errors import InputError
 from harness.net import isolation
 from harness.run import meta
@@ -38,7 +39,7 @@ class Cell:
     query: Query
     deployment: DeploymentSpec = "patient"
 
-    def _deployment_key(self) -> list:
+    def deployment_key(self) -> list:
         """The deployment, in the key only when not `patient` (earlier keys stay)."""
         return [] if isinstance(self.deployment, str) else [self.deployment.record()]
 
@@ -53,7 +54,7 @@ class Cell:
                 self.query.ir_hash,
                 str(exp.config.as_of),
             ]
-            + self._deployment_key()
+            + self.deployment_key()
         )
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -112,7 +113,7 @@ class Budget:
                 cell.query.ir_hash,
                 cell.padding.label(),
             ]
-            + cell._deployment_key()
+            + cell.deployment_key()
         )
 
     def seen(self, cell: Cell, population: int, wall_s: float | None) -> None:
@@ -475,6 +476,7 @@ def _record(
             "fault_calibration": fault_calibration,
             "skipped": skipped,
             **_deployment_fields(cell, placement),
+            **{k: f.get(k) for k in ("local_s", "input_s", "input_bytes_by_party", "count_by_site")},
         }
     )
 
@@ -483,9 +485,13 @@ def _deployment_fields(cell: Cell, placement: Placement | None) -> dict:
     """Who held the data: the deployment as given (defaults filled in), its local mode,
     the patients at each site, and how many the provider fallback placed."""
     dep = cell.deployment
+    as_sites = placement is not None and not isinstance(dep, str) and cell.engine.facts.max_parties > 1
+    plan = locality.split(cell.query, placement.holdings) if as_sites and placement else None
     return {
         "deployment": deployment.record(dep),
         "local": None if isinstance(dep, str) else dep.local,
         "site_sizes": list(placement.site_sizes) if placement is not None else None,
         "assign_fallback": placement.fallback if placement is not None else None,
+        "secure": plan.mode if plan else None,
+        "local_nodes": plan.local_nodes if plan else None,
     }
