@@ -30,6 +30,27 @@ GROUP_OF_LEAF = {
     ExamCount: "exams",
 }
 SECURE_NONE, SECURE_SUM, SECURE_TREE = "none", "sum", "tree"  # what the record's `secure` says
+GROUP_OF_COLUMN = {  # the group of each input column the engines' lowerings read
+    "age": "demographics",
+    "gender": "demographics",
+    "smoker": "demographics",
+    "conditions": "conditions",
+    "exam_codes": "exams",
+    "exam_index": "exams",
+    "exam_months": "exams",
+}
+LOCAL_PREFIX = "local"  # the input column of local part k is named local<k>
+
+
+def local_column(k: int) -> str:
+    """The name of the input column holding the bits of local part `k`."""
+    return f"{LOCAL_PREFIX}{k}"
+
+
+def local_index(column: str) -> int | None:
+    """k for the column `local<k>`; None for a raw column."""
+    rest = column.removeprefix(LOCAL_PREFIX)
+    return int(rest) if rest != column and rest.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -75,6 +96,18 @@ class Split:
     def parts_of(self, site: int) -> tuple[int, ...]:
         """The local parts `site` evaluates (every part, under rows)."""
         return tuple(k for k, p in enumerate(self.local) if p.site in (None, site))
+
+    def holder(self, column: str) -> int | None:
+        """The site that inputs `column` (a raw column or `local<k>`); None under rows,
+        where every site inputs its own block."""
+        if self.holdings.partition is Partition.ROWS:
+            return None
+        k = local_index(column)
+        if k is None:
+            return self.holdings.site_of_group[GROUP_OF_COLUMN[column]]
+        site = self.local[k].site
+        assert site is not None
+        return site
 
     def local_bits(self, pop: Population, site: int) -> np.ndarray:
         """`site`'s local parts on its data `pop`, as a (patients, parts) 0/1 array."""

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from circuits.cost import DataBounds
-from circuits.holdings import GROUP_COLUMNS, Holdings, Partition
-from circuits.population import ARRAYS, Population
+from circuits.holdings import Holdings
+from circuits.population import Population
+from circuits.sitedata import secure_order, write_site_files
 
 PROTOCOLS = ("shamir", "paper-loop")
 COLUMNS = ("age", "gender", "smoker", "conditions", "exam_codes", "exam_months")
@@ -62,21 +63,9 @@ def _write_counts(pop: Population, workdir: Path) -> str:
 
 
 def write_site_inputs(pop: Population, holdings: Holdings, workdir: Path) -> tuple[list[str], str, dict]:
-    """Each site's private file (its own rows, or its own column groups of every
-    patient), the public counts (exact padding) in the secure arrays' order (rows: the
-    sites' blocks one after another), and the deployment's public facts for the job."""
-    rows = holdings.partition is Partition.ROWS
-    paths = []
-    for site in range(holdings.sites):
-        path = workdir / f"private-p{site}.npz"
-        if rows:
-            mine = pop.take(holdings.patients_of(site))
-            np.savez(path, **{c: getattr(mine, c) for c in ARRAYS})
-        else:
-            held = [g for g, s in holdings.site_of_group.items() if s == site]
-            np.savez(path, **{c: getattr(pop, c) for g in held for c in GROUP_COLUMNS[g]})
-        paths.append(str(path))
-    order = [i for s in range(holdings.sites) for i in holdings.patients_of(s)] if rows else range(len(pop))
+    """Each site's private file (`circuits.sitedata`), the public counts (exact padding)
+    in the secure arrays' order, and the deployment's public facts for the job."""
+    paths = [str(p) for p in write_site_files(pop, holdings, workdir)]
     facts = {
         "partition": holdings.partition.value,
         "sites": holdings.sites,
@@ -85,4 +74,4 @@ def write_site_inputs(pop: Population, holdings: Holdings, workdir: Path) -> tup
         "reveal_to": holdings.reveal_to,
         "blocks": list(holdings.site_sizes(len(pop))),
     }
-    return paths, _write_counts(pop.take(order), workdir), facts
+    return paths, _write_counts(pop.take(secure_order(holdings, len(pop))), workdir), facts

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,8 +23,9 @@ from backends.mpyc.job import Job
 from backends.mpyc.vectorised import Vectorised, settle
 from circuits.holdings import Holdings, Partition
 from circuits.ir import AgeRange, ExamCount, Gender, HasCondition, LocalBit, Output, Query, Smoker, leaves
-from circuits.locality import Split, split
-from circuits.population import ARRAYS, Padding, Population
+from circuits.locality import Split, local_column, local_index, split
+from circuits.population import Population
+from circuits.sitedata import read_site_population
 
 
 @dataclass(frozen=True)
@@ -52,23 +54,7 @@ def own_population(job: Job) -> Population:
     """This site's data as a population: its own columns, zeros where it holds none."""
     assert job.deployment is not None
     n = job.deployment["blocks"][mpc.pid] if job.deployment["partition"] == "rows" else job.size
-    c, e = job.slots
-    shapes = {"conditions": (n, c), "exam_codes": (n, e), "exam_months": (n, e)}
-    with np.load(job.site_paths[mpc.pid]) as data:
-        held = {name: data[name] for name in data.files}
-    cols = {a: held.get(a, np.zeros(shapes.get(a, (n,)), dtype=np.int64)) for a in ARRAYS}
-    return Population(tuple(map(str, range(n))), padding=Padding(c, e), **cols)
-
-
-GROUP_OF_COLUMN = {
-    "age": "demographics",
-    "gender": "demographics",
-    "smoker": "demographics",
-    "conditions": "conditions",
-    "exam_codes": "exams",
-    "exam_index": "exams",
-    "exam_months": "exams",
-}
+    return read_site_population(Path(job.site_paths[mpc.pid]), n, job.slots)
 
 
 def read_columns(root: Any, job: Job) -> list[str]:
@@ -83,25 +69,14 @@ def read_columns(root: Any, job: Job) -> list[str]:
             known = job.bounds.exam_index(leaf.loinc) is not None
             names.update(("exam_months", "exam_index" if known else "exam_codes"))
         elif isinstance(leaf, LocalBit):
-            names.add(f"local-{leaf.index}")
+            names.add(local_column(leaf.index))
     return sorted(names)
-
-
-def holder(plan: Split, name: str) -> int | None:
-    """The site that inputs column `name`; None under rows (every site its own block)."""
-    if plan.holdings.partition is Partition.ROWS:
-        return None
-    if name.startswith("local-"):
-        site = plan.local[int(name.removeprefix("local-"))].site
-        assert site is not None
-        return site
-    return plan.holdings.site_of_group[GROUP_OF_COLUMN[name]]
 
 
 def own_column(plan: Split, pop: Population, bits: np.ndarray, name: str, job: Job) -> np.ndarray:
     """This site's values of column `name` (zeros of the public shape where it holds none)."""
-    if name.startswith("local-"):
-        k, mine = int(name.removeprefix("local-")), plan.parts_of(mpc.pid)
+    k, mine = local_index(name), plan.parts_of(mpc.pid)
+    if k is not None:
         return bits[:, mine.index(k)] if k in mine else np.zeros(len(pop), dtype=np.int64)
     if name == "exam_index":
         return job.bounds.exam_indexes(pop.exam_codes)
@@ -124,7 +99,7 @@ async def run_sites(job: Job, query: Query, secint: Any) -> SiteRun:
         sent, input_s = await _inputs_done(shares, t0)
         return SiteRun(await _presummed(query, shares), local_s, input_s, sent)
     columns = {
-        name: _share(holder(plan, name), own_column(plan, pop, bits, name, job), job, secint)
+        name: _share(plan.holder(name), own_column(plan, pop, bits, name, job), job, secint)
         for name in read_columns(plan.secure, job)
     }
     sent, input_s = await _inputs_done(list(columns.values()), t0)

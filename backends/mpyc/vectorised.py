@@ -19,6 +19,7 @@ from circuits.codes import SMALL_DOMAIN
 from circuits.cost import DataBounds
 from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, LocalBit, Not, Or, Smoker
 from circuits.visitor import Visitor
+from circuits.locality import local_column
 
 
 def is_zero(mpc: Any, a: Any) -> Any:
@@ -82,7 +83,7 @@ class Vectorised(Visitor[Any]):
 
     def visit_local_bit(self, node: LocalBit) -> Any:
         """A bit a site computed in the clear and input (`circuits.locality`)."""
-        return self.column(f"local-{node.index}")
+        return self.column(local_column(node.index))
 
     def visit_not(self, node: Not) -> Any:
         return 1 - self.visit(node.child)
