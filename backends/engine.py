@@ -18,6 +18,7 @@ The harness never names an engine: it finds them in `backends.registry`.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +148,14 @@ class Links:
     @property
     def parties(self) -> int:
         return len(self.listen)
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def python_path() -> dict[str, str]:
+    """The environment a party process written in Python needs to import this project."""
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,28 @@ class Holdings:
             return f"output count_by_site needs partition: rows (this deployment is {self.partition.value})"
         return None
 
+    def public(self) -> dict:
+        """The deployment's public facts as JSON (not which site holds which patient)."""
+        return {
+            "partition": self.partition.value,
+            "sites": self.sites,
+            "site_of_group": dict(self.site_of_group),
+            "local": self.local,
+            "reveal_to": self.reveal_to,
+        }
+
+    @staticmethod
+    def of_public(facts: Mapping) -> Holdings:
+        """The inverse of `public`, as a party knows the deployment."""
+        return Holdings(
+            Partition(facts["partition"]),
+            facts["sites"],
+            (),
+            facts["site_of_group"],
+            facts["local"],
+            facts["reveal_to"],
+        )
+
     def patients_of(self, site: int) -> tuple[int, ...]:
         """Under `rows`, the patient numbers `site` holds, in population order."""
         return tuple(i for i, s in enumerate(self.site_of_patient) if s == site)

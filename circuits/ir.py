@@ -277,6 +277,9 @@ class Renderer(Visitor[str]):
             f"in the last {node.within_months} months"
         )
 
+    def visit_local_bit(self, node: LocalBit, indent: str) -> str:
+        return f"{indent}local part {node.index} (a site's bit, evaluated in the clear)"
+
     def visit_not(self, node: Not, indent: str) -> str:
         return f"{indent}NOT\n{self.visit(node.child, indent + '  ')}"
 

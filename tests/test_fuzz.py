@@ -43,23 +43,45 @@ SITES_CONFIG = {
         {"sites": 3, "partition": "columns", "columns": {"demographics": 0, "conditions": 1, "exams": 2}},
     ],
 }
-SITES_BAD = [  # each a clear error (issue 14): a group at no site or two, parties != sites
-    {**SITES_CONFIG, "deployments": [{"sites": 3, "partition": "columns", "columns": {"exams": 2}}]},
-    {
-        **SITES_CONFIG,
-        "deployments": [
-            {
-                "sites": 3,
-                "partition": "columns",
-                "columns": {"demographics": [0, 1], "conditions": 1, "exams": 2},
-            }
-        ],
-    },
-    {
-        **SITES_CONFIG,
-        "engines": [{"engine": "mpyc", "protocol": "shamir", "parties": 3}],
-        "deployments": [{"sites": 5, "partition": "rows"}],
-    },
+BY_SITE = {"name": "by-site", "output": "count_by_site", "criteria": {"smoker": "never"}}
+SITES_BAD = [  # each one clear error naming its field (issue 14), as (config, what it says)
+    (  # a group at no site
+        {**SITES_CONFIG, "deployments": [{"sites": 3, "partition": "columns", "columns": {"exams": 2}}]},
+        "deployments[0]: columns: every group of demographics, conditions, exams needs exactly one site",
+    ),
+    (  # a group at two sites
+        {
+            **SITES_CONFIG,
+            "deployments": [
+                {
+                    "sites": 3,
+                    "partition": "columns",
+                    "columns": {"demographics": [0, 1], "conditions": 1, "exams": 2},
+                }
+            ],
+        },
+        "deployments[0]: columns: demographics is assigned to 2 sites [0, 1]",
+    ),
+    (  # parties != sites
+        {
+            **SITES_CONFIG,
+            "engines": [{"engine": "mpyc", "protocol": "shamir", "parties": 3}],
+            "deployments": [{"sites": 5, "partition": "rows"}],
+        },
+        "engines[0].parties: mpyc/shamir/3p has 3 parties, but deployments[0] has 5 sites",
+    ),
+    (  # count_by_site: the cohort at each site holding rows, not under columns ...
+        {**SITES_CONFIG, "query": BY_SITE, "deployments": SITES_CONFIG["deployments"][1:]},
+        "query.output: count_by_site needs sites holding rows, but deployments[1] is columns",
+    ),
+    (  # ... nor under patient
+        {
+            **{k: v for k, v in SITES_CONFIG.items() if k != "query"},
+            "queries": [CONFIG["query"], BY_SITE],
+            "deployments": [{"sites": 3, "partition": "rows"}, "patient"],
+        },
+        "queries[1].output: count_by_site needs sites holding rows, but deployments[1] is patient",
+    ),
 ]
 BUNDLE = {
     "resourceType": "Bundle",
@@ -180,7 +202,7 @@ def cases():
             else:
                 text = _mutate_text(dump(seed_data), rng)
             yield f"{i:03d}-{name}", text
-    for i, bad in enumerate(SITES_BAD):
+    for i, (bad, _) in enumerate(SITES_BAD):
         yield f"bad{i}-sites-config.yaml", yaml.safe_dump(bad)
     yield "no-encounters-sites-bundle.json", json.dumps(BUNDLE)  # assign: provider falls back
 
@@ -219,6 +241,9 @@ def test_fuzz_corpus(tmp_path, capsys, monkeypatch):
                 name,
                 captured.err,
             )
+        if name.startswith("bad"):  # a fixed bad case: rejected, and for its own reason
+            says = SITES_BAD[int(name.removeprefix("bad").split("-")[0])][1]
+            assert code == 2 and says in " ".join(captured.err.split()), (name, says, captured.err)
         assert elapsed < 10, (name, elapsed)
         outcomes[code] = outcomes.get(code, 0) + 1
     assert outcomes.get(2, 0) >= 150, outcomes  # most mutations must be rejected, clearly

@@ -289,16 +289,18 @@ def compile_program(
     home: Path | None = None,
     python: str | None = None,
     timeout_s: float = 1800,
+    sites: program.Sites | None = None,
 ) -> Compiled:
-    """Translate and compile `query` for `protocol` with `parties` parties, or take it from
-    the cache.  RuntimeError with the compiler's output if it fails."""
+    """Translate and compile `query` for `protocol` with `parties` parties (over `sites`,
+    when several hold the data), or take it from the cache.  RuntimeError with the
+    compiler's output if it fails."""
     proto = get(protocol) if isinstance(protocol, str) else protocol
     parties = parties or proto.default_parties
     proto.check_parties(parties)
     options = options or default_options(proto)
     script = _script(home)
     flags = compile_flags(proto, query, shape, options, parties)
-    source = program.translate(query, shape, options.lowering, proto.domain, _settings(proto, options))
+    source = program.translate(query, shape, options.lowering, proto.domain, _settings(proto, options), sites)
     version = compiler_version(home)
     key_fields = _key_fields(query, shape, proto, parties, options, flags, version)
     key = hashlib.sha256(json.dumps([key_fields, source], sort_keys=True).encode()).hexdigest()[:20]

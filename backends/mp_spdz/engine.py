@@ -15,19 +15,23 @@ from pathlib import Path
 from typing import Literal
 
 from backends.engine import Engine, Figures, Finding, Finished, Links, OutputError, Party, Preparation
-from backends.engine import ProtocolFacts, Spec, Unavailable
+from backends.engine import ProtocolFacts, Spec, Unavailable, python_path
 from backends.mp_spdz import compile as mp_compile
 from backends.mp_spdz import launch, program, protocols, throwtrace
+from backends.mp_spdz.site import SiteJob
 from circuits.holdings import PATIENT_HELD, Holdings
-from circuits.ir import Query
+from circuits.ir import Query, to_plain
+from circuits.locality import split
 from circuits.population import Population
+from circuits.sitedata import blocks, write_site_files
+
 
 FACTS = {
     p.name: ProtocolFacts(p.name, p.security, p.majority, p.domain, p.min_parties, p.max_parties, p.tls)
     for p in protocols.PROTOCOLS.values()
 }
 # What the program prints as its answer (see program.parse_output).
-_ANSWER = re.compile(r"^(?:ELIGIBLE|COUNT) ", re.M)
+_ANSWER = re.compile(r"^(?:ELIGIBLE|COUNT|COUNT_BY_SITE) ", re.M)
 # Integrity aborts: MP-SPDZ's checks (Tools/Exceptions.h and the protocols): mac_fail
 # ("MacCheck Failure", "check hash mismatch", "inconsistent Shamir secret sharing",
 # "mismatch in private output"), Offline_Check_Error ("Offline-Check-Error : ..."), the
@@ -69,7 +73,9 @@ class MpSpdzSpec(Spec):
 
 
 class MpSpdzCell:
-    """A cell's program compiled once; each run in its own directory."""
+    """A cell's program compiled once; each run in its own directory.  With several
+    sites, each site's data is written once to a file of its own, and each party runs
+    its site's step (`site.py`) before its VM."""
 
     def __init__(
         self,
@@ -79,63 +85,119 @@ class MpSpdzCell:
         workdir: Path,
         holdings: Holdings = PATIENT_HELD,
     ):
-        if holdings is not PATIENT_HELD:
-            raise Unavailable(
-                f"{spec.label}: MP-SPDZ takes the patient deployment only so far "
-                "(per-site input files are not built yet)"
-            )
-        self.spec, self.query, self.pop = spec, query, pop
-        protocol = protocols.get(spec.protocol)
-        default = mp_compile.default_options(protocol)
-        options = replace(
+        self.spec, self.query, self.pop, self.holdings = spec, query, pop, holdings
+        self.protocol = protocols.get(spec.protocol)
+        default = mp_compile.default_options(self.protocol)
+        self.options = replace(
             default,
             lowering=spec.lowering or default.lowering,
             edabit=default.edabit if spec.edabit is None else spec.edabit,
         )
-        try:
-            self.compiled = mp_compile.compile_program(
-                query, program.Shape.of(pop), protocol, spec.parties, options
-            )
-        except RuntimeError as e:
-            raise Unavailable(str(e)) from None
-        self.preparation = Preparation(
-            self.compiled.compile_s, self.compiled.cached, self.compiled.options.label, self.compiled.expected
-        )
+        shape = program.Shape.of(pop)
+        self.sites: program.Sites | None = None
+        self.site_jobs: list[SiteJob] = []
+        if holdings is not PATIENT_HELD:
+            self.sites = program.Sites(split(query, holdings), blocks(holdings, len(pop)))
+            self.site_jobs = self._site_jobs(workdir.resolve(), shape)
+        self.compiled: mp_compile.Compiled | None = None
+        self.preparation = Preparation()
+        if self.sites is None or self.sites.plan.secure is not None:
+            try:
+                self.compiled = mp_compile.compile_program(
+                    query, shape, self.protocol, spec.parties, self.options, sites=self.sites
+                )
+            except RuntimeError as e:
+                raise Unavailable(str(e)) from None
+            c = self.compiled
+            self.preparation = Preparation(c.compile_s, c.cached, c.options.label, c.expected)
         self.plans: dict[Path, launch.RunPlan] = {}
+
+    def _site_jobs(self, workdir: Path, shape: program.Shape) -> list[SiteJob]:
+        """Each site's data file and job (its public facts)."""
+        assert self.sites is not None
+        workdir.mkdir(parents=True, exist_ok=True)
+        h = self.holdings
+        query = {"root": to_plain(self.query.root), "output": self.query.output.value}
+        sizes = h.site_sizes(len(self.pop))
+        return [
+            SiteJob(
+                site,
+                str(path),
+                sizes[site],
+                query,
+                h.public(),
+                self.sites.blocks,
+                shape.patients,
+                shape.slots,
+                shape.bounds,
+                self.options.lowering,
+            )
+            for site, path in enumerate(write_site_files(self.pop, h, workdir))
+        ]
 
     def plan(self, run_dir: Path, links: Links, traced: bool) -> list[Party]:
         addresses = [[f"{links.host}:{port}" for port in view] for view in links.views]
         try:
-            plan = launch.prepare_run(
-                run_dir, self.compiled, self.pop, list(links.listen), tls=self.spec.ssl, addresses=addresses
-            )
+            if self.compiled is None:
+                plan = launch.prepare_local_run(run_dir, self.protocol, self.site_jobs)
+            else:
+                plan = launch.prepare_run(
+                    run_dir,
+                    self.compiled,
+                    self.pop,
+                    list(links.listen),
+                    tls=self.spec.ssl,
+                    addresses=addresses,
+                    sites=self.site_jobs or None,
+                )
         except RuntimeError as e:
             raise Unavailable(str(e)) from None
         self.plans[run_dir] = plan
         # Tampering: trace the VMs' exceptions, so that an integrity abort whose message
         # MP-SPDZ never prints (see throwtrace.c) is still recognised.
         env = throwtrace.env() if traced else {}
+        if self.site_jobs:
+            env = {**env, **python_path()}
         return [Party(tuple(argv), run_dir, env) for argv in plan.argv()]
 
+    def _learns(self, pid: int) -> tuple[int, bool]:
+        """How many patients' bits party `pid` learns under eligible, and whether any."""
+        if self.sites is None:
+            return len(self.pop), pid == 0
+        if self.sites.rows:
+            return self.holdings.site_sizes(len(self.pop))[pid], True
+        return len(self.pop), pid == self.holdings.reveal_to
+
     def read(self, run: Finished) -> Figures:
+        secure = self.compiled is not None
         try:
             reports = [
-                launch.read_report(i, log, self.query, len(self.pop), run.returncodes[i], run.timed_out)
+                launch.read_report(
+                    i,
+                    log,
+                    self.query,
+                    self._learns(i)[0],
+                    run.returncodes[i],
+                    run.timed_out,
+                    receiver=self._learns(i)[1],
+                    secure=secure,
+                )
                 for i, log in enumerate(run.logs)
             ]
         except ValueError as e:
-            # Every VM finished and party 0 printed an answer that is not one (e.g. values
+            # Every VM finished and a party printed an answer that is not one (e.g. values
             # that are not bits, after tampering): a wrong answer was revealed.
-            raise OutputError(str(e), revealed=_printed_answer(run.logs[0])) from None
+            raise OutputError(str(e), revealed=any(map(_printed_answer, run.logs))) from None
         f = launch.figures(reports)
         return Figures(
             answers=[r.result for r in reports],
             engine_s=f["engine_s"],
             bytes_by_party=f["bytes_by_party"],
-            engine_rounds=f["rounds"],
+            engine_rounds=f["rounds"] if secure else 0,
             global_bytes=f["global_bytes"],
-            online_s=f["online_s"],
-            offline_s=f["offline_s"],
+            online_s=f["online_s"] if secure else None,
+            offline_s=f["offline_s"] if secure else None,
+            local_s=[r.local_s for r in reports] if self.sites else None,
         )
 
     def finish(self, run_dir: Path) -> None:
@@ -144,7 +206,9 @@ class MpSpdzCell:
             launch.clean_run(plan)
 
     def close(self) -> None:
-        """Nothing private stays: each run removes its input file."""
+        """Each run removes its input files; the sites' data files go with the cell."""
+        for job in self.site_jobs:
+            Path(job.data).unlink(missing_ok=True)
 
 
 def _printed_answer(log: Path) -> bool:

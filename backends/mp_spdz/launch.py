@@ -39,6 +39,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -46,6 +47,7 @@ from typing import Sequence
 from backends.mp_spdz import program
 from backends.mp_spdz.compile import Compiled
 from backends.mp_spdz.protocols import PLAINTEXT_HOME_ENV, Protocol, get, plaintext_home
+from backends.mp_spdz.site import JOB_FILE, LOCAL_LINE, SiteJob
 from circuits.ir import Output, Query
 from circuits.population import Population
 
@@ -61,6 +63,8 @@ _PHASES = re.compile(
     re.M,
 )
 _CD_EXEC = 'cd "$1" && shift && exec "$@"'
+_LOCAL = re.compile("^" + re.escape(LOCAL_LINE).replace(re.escape("{:.6f}"), r"([0-9.e+-]+)"), re.M)
+SITE_STEP = (sys.executable, "-m", "backends.mp_spdz.site", JOB_FILE)  # then -- and the VM
 
 
 @dataclass(frozen=True)
@@ -87,11 +91,12 @@ class PartyReport:
     bytes_sent: int  # this party's `Data sent` (MB = 10^6 bytes)
     rounds: int  # this party's approximate rounds
     global_bytes: int  # `Global data sent`: all parties together
-    result: list[int] | int | None  # the revealed count (every party) or bits (party 0 only)
+    result: object  # the revealed count(s) (every party) or bits (party 0, or each site its own)
     # With -v (the default, see party_command): the VM's split into online and offline
     # (preprocessing) phase, this party's seconds, bytes sent and rounds; else None.
     online: tuple[float, int, int] | None = None
     offline: tuple[float, int, int] | None = None
+    local_s: float | None = None  # several sites: this site's local evaluation in the clear
 
 
 def make_certs(directory: Path, parties: int) -> Path:
@@ -215,13 +220,17 @@ def _party_dir(
     view: Sequence[str],
     certs: Path | None,
     hashes: list[list[str]],
+    site: SiteJob | None,
 ) -> Path:
-    """Party `pid`'s directory: Programs link, Player-Data (inputs, TLS files), hosts file."""
+    """Party `pid`'s directory: Programs link, Player-Data (inputs, TLS files), hosts file;
+    with sites, the site's job instead of an input file (the site writes its own)."""
     pdir = run_dir / f"P{pid}"
     data = pdir / "Player-Data"
     data.mkdir(parents=True, exist_ok=True)
     (pdir / "Programs").symlink_to(compiled.programs, target_is_directory=True)
-    if pid == 0:
+    if site is not None:
+        site.write(pdir / JOB_FILE)
+    elif pid == 0:
         program.write_inputs(pop, compiled.query, compiled.shape, data, compiled.options.lowering)
     if certs is not None:
         _install_certs(certs, hashes, data, pid)
@@ -239,6 +248,7 @@ def prepare_run(
     home: Path | None = None,
     vm_args: Sequence[str] = (),
     verbose: bool = True,
+    sites: Sequence[SiteJob] | None = None,
 ) -> RunPlan:
     """Lay out a run of `compiled` on `pop` in run_dir (a fresh directory per run).
 
@@ -248,23 +258,23 @@ def prepare_run(
     honest-majority VM take it from the -DINSECURE build, see `plaintext_home`).
     `addresses`: per party, that party's view of every party's host:port (default:
     127.0.0.1 and `ports` for everyone).  `vm_args`: extra
-    VM options (e.g. -lgp 192); `verbose`: -v, for the online/offline split."""
+    VM options (e.g. -lgp 192); `verbose`: -v, for the online/offline split.  `sites`:
+    several sites hold the data, and each party runs its site's step before its VM."""
     protocol = get(compiled.protocol)
     parties = compiled.parties
     views = _views(ports, addresses, parties)
     home = _vm_home(protocol, tls, home)
     tls = protocol.tls if tls is None else tls
-    run_dir = run_dir.resolve()
-    if (run_dir / "P0").exists():
-        raise ValueError(f"{run_dir} already holds a run; give each run a fresh directory")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = _fresh(run_dir)
     certs = make_certs(run_dir / "certs", parties) if tls else None
     hashes = [_hash_links(certs / f"P{j}.pem") for j in range(parties)] if certs else []
     dirs, commands = [], []
     for pid in range(parties):
-        pdir = _party_dir(run_dir, pid, compiled, pop, views[pid], certs, hashes)
+        site = sites[pid] if sites else None
+        pdir = _party_dir(run_dir, pid, compiled, pop, views[pid], certs, hashes, site)
         vm_argv = party_command(protocol, pid, parties, compiled.name, tls, home, vm_args, verbose)
-        commands.append(("/bin/sh", "-c", _CD_EXEC, "sh", str(pdir), *vm_argv))
+        step = (*SITE_STEP, "--") if site is not None else ()
+        commands.append(("/bin/sh", "-c", _CD_EXEC, "sh", str(pdir), *step, *vm_argv))
         dirs.append(pdir)
     if certs is not None:
         for key in certs.glob("*.key"):
@@ -272,16 +282,55 @@ def prepare_run(
     return RunPlan(run_dir, tuple(dirs), tuple(commands), protocol, parties, tls)
 
 
+def _fresh(run_dir: Path) -> Path:
+    run_dir = run_dir.resolve()
+    if (run_dir / "P0").exists():
+        raise ValueError(f"{run_dir} already holds a run; give each run a fresh directory")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def prepare_local_run(run_dir: Path, protocol: Protocol, sites: Sequence[SiteJob]) -> RunPlan:
+    """A run where nothing is secure: each site's step alone, which prints its answer."""
+    run_dir = _fresh(run_dir)
+    dirs = []
+    for site in sites:
+        pdir = run_dir / f"P{site.site}"
+        pdir.mkdir()
+        site.write(pdir / JOB_FILE)
+        dirs.append(pdir)
+    commands = tuple(("/bin/sh", "-c", _CD_EXEC, "sh", str(d), *SITE_STEP) for d in dirs)
+    return RunPlan(run_dir, tuple(dirs), commands, protocol, len(sites), False)
+
+
 def read_report(
-    pid: int, log: Path, query: Query, patients: int, returncode: int | None = 0, timed_out: bool = False
+    pid: int,
+    log: Path,
+    query: Query,
+    patients: int,
+    returncode: int | None = 0,
+    timed_out: bool = False,
+    *,
+    receiver: bool | None = None,
+    secure: bool = True,
 ) -> PartyReport:
-    """Parse party `pid`'s log (stdout and stderr merged).  ValueError names what is missing."""
+    """Parse party `pid`'s log (stdout and stderr merged).  ValueError names what is missing.
+
+    `patients`: how many patients' bits the party learns under `eligible`, if it is a
+    `receiver` (default: party 0 alone); `secure` False: the party ran its site's step
+    alone (nothing secure), which printed its own answer."""
     text = log.read_text(errors="replace") if log.exists() else ""
     tail = "\n".join(text.splitlines()[-10:])
     if timed_out:
         raise ValueError(f"party {pid} timed out before printing its figures (see {log})")
     if returncode not in (0, None):
         raise ValueError(f"party {pid}'s VM exited with {returncode} (see {log}):\n{tail}")
+    local = _LOCAL.search(text)
+    local_s = float(local.group(1)) if local else None
+    receiver = pid == 0 if receiver is None else receiver
+    result = _result(pid, log, text, query, patients, receiver)
+    if not secure:
+        return PartyReport(pid, local_s or 0.0, 0, 0, 0, result, local_s=local_s)
     missing = [
         what
         for what, rx in (
@@ -293,20 +342,13 @@ def read_report(
     ]
     if missing:
         raise ValueError(f"party {pid} printed no {' and no '.join(missing)} (see {log}):\n{tail}")
-    sent = _SENT.search(text)
-    result = None
-    if pid == 0 or query.output is Output.COUNT:  # the count is revealed to every party
-        try:
-            result = program.parse_output(text, query, patients)
-        except ValueError as e:
-            raise ValueError(f"party {pid}: {e} (see {log})") from None
     phases = _PHASES.search(text)
     online = offline = None
     if phases:
         g = phases.groups()
         online = (float(g[0]), round(float(g[1] or 0) * 1e6), int(g[2] or 0))
         offline = (float(g[3]), round(float(g[4] or 0) * 1e6), int(g[5] or 0))
-    time_s, total = _TIME.search(text), _GLOBAL.search(text)
+    sent, time_s, total = _SENT.search(text), _TIME.search(text), _GLOBAL.search(text)
     assert sent and time_s and total  # checked above: `missing` is empty
     return PartyReport(
         pid,
@@ -317,7 +359,20 @@ def read_report(
         result,
         online,
         offline,
+        local_s,
     )
+
+
+def _result(pid: int, log: Path, text: str, query: Query, patients: int, receiver: bool) -> object:
+    """What the party printed as its answer: counts (every party), bits (receivers)."""
+    if query.output is Output.ELIGIBLE and not receiver:
+        return None
+    if query.output is Output.ELIGIBLE and patients == 0:
+        return []  # a site without patients learns no bits
+    try:
+        return program.parse_output(text, query, patients)
+    except ValueError as e:
+        raise ValueError(f"party {pid}: {e} (see {log})") from None
 
 
 def _phase_bytes(phases: Sequence[tuple[float, int, int] | None]) -> int | None:

@@ -7,7 +7,6 @@ higher-numbered party, and print MPyC's own time and byte count.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from importlib import metadata
@@ -29,7 +28,7 @@ from backends.engine import (
     Party,
     Unavailable,
 )
-from backends.engine import Preparation, ProtocolFacts, Spec
+from backends.engine import Preparation, ProtocolFacts, Spec, python_path
 from backends.mpyc import launch
 from backends.mpyc.certs import make_mpyc_certs
 from backends.mpyc.job import PROTOCOLS, Job, write_inputs, write_site_inputs
@@ -38,7 +37,6 @@ from circuits.holdings import PATIENT_HELD, Holdings
 from circuits.ir import Query, to_plain
 from circuits.population import Population
 
-REPO = Path(__file__).resolve().parent.parent.parent
 FACTS = {
     name: ProtocolFacts(
         name,
@@ -101,8 +99,7 @@ class MpycCell:
         )
         job_path = run_dir / "job.json"
         job.write(job_path)
-        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-        env = {"COHORTBENCH_JOB": str(job_path), "PYTHONPATH": path}
+        env = {"COHORTBENCH_JOB": str(job_path), **python_path()}
         views = [list(view) for view in links.views]
         return [Party(tuple(argv), self.workdir, env) for argv in launch.commands(views, bool(self.spec.ssl))]
 

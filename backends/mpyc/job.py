@@ -66,12 +66,5 @@ def write_site_inputs(pop: Population, holdings: Holdings, workdir: Path) -> tup
     """Each site's private file (`circuits.sitedata`), the public counts (exact padding)
     in the secure arrays' order, and the deployment's public facts for the job."""
     paths = [str(p) for p in write_site_files(pop, holdings, workdir)]
-    facts = {
-        "partition": holdings.partition.value,
-        "sites": holdings.sites,
-        "site_of_group": dict(holdings.site_of_group),
-        "local": holdings.local,
-        "reveal_to": holdings.reveal_to,
-        "blocks": list(holdings.site_sizes(len(pop))),
-    }
+    facts = {**holdings.public(), "blocks": list(holdings.site_sizes(len(pop)))}
     return paths, _write_counts(pop.take(secure_order(holdings, len(pop))), workdir), facts

@@ -45,9 +45,8 @@ class SiteRun:
 
 def holdings_of(job: Job) -> Holdings:
     """The public facts of the deployment (the sites' patients are not among them)."""
-    d = job.deployment
-    assert d is not None
-    return Holdings(Partition(d["partition"]), d["sites"], (), d["site_of_group"], d["local"], d["reveal_to"])
+    assert job.deployment is not None
+    return Holdings.of_public(job.deployment)
 
 
 def own_population(job: Job) -> Population:

@@ -8,19 +8,17 @@ one party has no links, so networks do not apply to it.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Literal
 
 from backends.engine import NO_SECURITY, Engine, Figures, Finished, Links, OutputError, Party, Preparation
-from backends.engine import ProtocolFacts, Spec
+from backends.engine import ProtocolFacts, Spec, python_path
 from backends.plain import party
 from circuits.holdings import PATIENT_HELD, Holdings
 from circuits.ir import Query, to_plain
 from circuits.population import Population
 
-REPO = Path(__file__).resolve().parent.parent.parent
 FACTS = {"oracle": ProtocolFacts("oracle", NO_SECURITY, NO_SECURITY, "plaintext", 1, 1)}
 
 
@@ -59,10 +57,7 @@ class PlainCell:
                 }
             )
         )
-        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-        return [
-            Party((sys.executable, "-m", "backends.plain.party", str(job)), run_dir, {"PYTHONPATH": path})
-        ]
+        return [Party((sys.executable, "-m", "backends.plain.party", str(job)), run_dir, python_path())]
 
     def read(self, run: Finished) -> Figures:
         path = run.run_dir / "result.json"

@@ -15,9 +15,19 @@ if TYPE_CHECKING:  # common.py, included before this file
     from common import NOT, _fold_count, greater_than
 
 
-def input_column(bits, patients):
-    """A column from party 0: one sint per patient (`bits` is the public width)."""
-    return sint.get_input_from(0, size=patients)
+def input_column(bits, patients, party=0):
+    """A column from `party`: one sint per patient (`bits` is the public width)."""
+    return sint.get_input_from(party, size=patients)
+
+
+def input_bit(patients, party):
+    """One bit per patient from `party`: a 0/1 sint each."""
+    return input_column(1, patients, party)
+
+
+def input_rows(bits, blocks):
+    """A column whose rows the sites hold in blocks, joined in site order."""
+    return sint.concat([sint.get_input_from(site, size=n) for site, n in enumerate(blocks) if n])
 
 
 def _negate(x):

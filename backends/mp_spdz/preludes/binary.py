@@ -6,8 +6,10 @@ gate below acts on all patients at once.  XOR and NOT are local; each AND is one
 round of bit multiplications for all lanes.
 """
 
+import operator
 from typing import TYPE_CHECKING
 
+from Compiler import util
 from Compiler.GC.types import sbits
 from Compiler.types import sint
 
@@ -15,10 +17,23 @@ if TYPE_CHECKING:  # common.py, included before this file
     from common import AND, NOT, OR, _fold, _fold_count
 
 
-def input_column(bits, patients):
-    """A column from party 0, input as `bits` bit planes (one `patients`-bit number each)."""
+def input_column(bits, patients, party=0):
+    """A column from `party`, input as `bits` bit planes (one `patients`-bit number each)."""
     lanes = sbits.get_type(patients)
-    return [lanes.get_input_from(0) for _ in range(bits)]
+    return [lanes.get_input_from(party) for _ in range(bits)]
+
+
+def input_bit(patients, party):
+    """One bit per patient from `party`: a single plane."""
+    return input_column(1, patients, party)[0]
+
+
+def input_rows(bits, blocks):
+    """A column whose rows the sites hold in blocks, one after another: each site inputs
+    planes of every lane, zeros outside its block, and the sites' planes are XORed
+    (free).  Joining block-sized planes instead would decompose every lane at compile time."""
+    per_site = [input_column(bits, sum(blocks), site) for site, n in enumerate(blocks) if n]
+    return [util.tree_reduce(operator.xor, planes) for planes in zip(*per_site)]
 
 
 def _negate(x):

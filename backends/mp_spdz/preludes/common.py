@@ -61,11 +61,48 @@ def _lanes(bit, patients):
     return sint(int(bit), size=patients) if isinstance(bit, bool) else _to_sint(bit)
 
 
-def reveal_eligible(bit, patients):
-    """One bit per patient, revealed to party 0 only, who prints it."""
-    print_ln_to(0, "ELIGIBLE %s", _lanes(bit, patients).reveal_to(0))
+def reveal_eligible(bit, patients, party=0):
+    """One bit per patient, revealed to `party` only, who prints it."""
+    print_ln_to(party, "ELIGIBLE %s", _lanes(bit, patients).reveal_to(party))
 
 
 def reveal_count(bit, patients):
     """Only the number of eligible patients, revealed to every party."""
     print_ln("COUNT %s", _lanes(bit, patients).sum().reveal())
+
+
+def _blocks(bit, blocks):
+    """The per-patient bits split into the sites' blocks: (site, bits) of each non-empty one."""
+    lanes, base, out = _lanes(bit, sum(blocks)), 0, []
+    for site, n in enumerate(blocks):
+        if n:
+            out.append((site, lanes.get_vector(base, n)))
+        base += n
+    return out
+
+
+def reveal_blocks(bit, blocks):
+    """Rows: each site's own patients' bits, revealed to that site only."""
+    for site, bits in _blocks(bit, blocks):
+        print_ln_to(site, "ELIGIBLE %s", bits.reveal_to(site))
+
+
+def reveal_block_counts(bit, blocks):
+    """Rows: the number of eligible patients at each site, revealed to every party."""
+    sums = {site: bits.sum() for site, bits in _blocks(bit, blocks)}
+    reveal_site_counts([sums.get(site, sint(0)) for site in range(len(blocks))])
+
+
+def input_counts(sites):
+    """Rows, counted where the data lives: each site's count of its own patients."""
+    return [sint.get_input_from(site) for site in range(sites)]
+
+
+def reveal_total(counts):
+    """The sum of the sites' counts, revealed to every party."""
+    print_ln("COUNT %s", sum(counts).reveal())
+
+
+def reveal_site_counts(counts):
+    """Every site's count, revealed to every party."""
+    print_ln("COUNT_BY_SITE" + " %s" * len(counts), *(c.reveal() for c in counts))
