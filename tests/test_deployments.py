@@ -322,3 +322,21 @@ def test_the_default_deployment_leaves_the_config_hash_as_it_was(tmp_path):
     )
     rows = load_experiment(config(tmp_path, MPYC + "\ndeployments: [patient, {sites: 3, partition: rows}]"))
     assert rows.config_hash != plain.config_hash
+
+
+def test_the_wide_table_and_the_cell_rows_say_what_was_secure_and_what_the_sites_did():
+    rows = {"sites": 3, "partition": "rows", "assign": "provider", "local": "auto"}
+    base = [record("c", "shamir", "lan", rep, 1.0) for rep in range(3)]
+    sited = [
+        Record.from_json(
+            _deployed(r, rows, 2.0).to_json()
+            | {"secure": "sum", "local_s": [0.5, 0.25 * rep, None], "input_s": [0.1, 0.3, 0.2]}
+        )
+        for rep, r in enumerate(base)
+    ]
+    head = [c.header for c in summary.table(base + sited, wide=True).columns]
+    assert head[-3:] == ["secure", "local s", "input s"]
+    cells = {c.deployment: summary.row(c, summary.ordered(base + sited)) for c in summary.ordered(base + sited)}
+    site = cells["rows provider 3s"]
+    assert (site["secure"], site["local_s"], site["input_s"]) == ("sum", 0.5, 0.3)  # slowest site, median
+    assert cells["patient"]["secure"] is None and cells["patient"]["local_s"] is None

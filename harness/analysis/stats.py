@@ -232,6 +232,16 @@ class Cell:
     def median_of(self, key: str) -> float | None:
         return median(self.figure(key))
 
+    def slowest_site(self, key: str) -> float | None:
+        """A per-site figure (`local_s`, `input_s`): its slowest site, median over ok runs."""
+        per_run = [max(v for v in r[key] if v is not None) for r in self.ok if r[key] and any(r[key])]
+        return median([float(x) for x in per_run])
+
+    @property
+    def secure(self) -> str | None:
+        """Under sites, what was secure (none, sum or tree); None under patient."""
+        return self.first.secure
+
     @property
     def cohort(self) -> int | None:
         sizes = sorted({r.cohort_size for r in self.ok if r.cohort_size is not None})

@@ -63,6 +63,11 @@ COLUMNS = (
     "cohort_size",
     "correct",
     "peak_rss_kib_max",
+    "secure",
+    "local_nodes",
+    "local_s",
+    "input_s",
+    "input_bytes_by_party",
     "anomaly",
 )
 
@@ -125,6 +130,11 @@ def row(c: Cell, all_cells: list[Cell]) -> dict[str, Any]:
         "cohort_size": c.cohort,
         "correct": c.correct,
         "peak_rss_kib_max": c.peak_rss_kib,
+        "secure": c.secure,
+        "local_nodes": f.local_nodes,
+        "local_s": c.slowest_site("local_s"),
+        "input_s": c.slowest_site("input_s"),
+        "input_bytes_by_party": f.input_bytes_by_party,
         "anomaly": anomaly(c, all_cells),
     }
 
@@ -210,6 +220,14 @@ def _narrow_row(c: Cell, all_cells: list[Cell]) -> list[str]:
         _correct(c),
         _quality(c),
     ]
+
+
+def _site_cells(c: Cell) -> list[str]:
+    """Under sites: what was secure, the slowest site's local evaluation and input phase."""
+    if c.secure is None:
+        return ["-", "-", "-"]
+    local, inputs = c.slowest_site("local_s"), c.slowest_site("input_s")
+    return [c.secure, format_value(local, " s"), format_value(inputs, " s")]
 
 
 def _wide_row(c: Cell, all_cells: list[Cell]) -> list[str]:
@@ -316,6 +334,9 @@ def table(records: list[Record], wide: bool = False, width: int = 100) -> Table:
         at = head.index("network") + 1
         head.insert(at, "deployment")
         body = [[*r[:at], c.deployment, *r[at:]] for r, c in zip(body, all_cells)]
+        if wide:  # and what was secure, what the sites did in the clear and input
+            head += ["secure", "local s", "input s"]
+            body = [[*r, *_site_cells(c)] for r, c in zip(body, all_cells)]
     if wide:
         t = Table(title=title)
     else:  # no borders: one space between columns
