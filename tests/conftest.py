@@ -69,6 +69,19 @@ def cli_run(cfg: Path, out: Path, timeout: float = 600, env: dict | None = None)
     return p
 
 
+def run_cli(monkeypatch, capsys, *argv: object) -> tuple[int, str]:
+    """`cohortbench ARGV` in this process: its exit code and what it wrote to stderr."""
+    from harness import cli
+
+    monkeypatch.setattr(sys, "argv", ["cohortbench", *map(str, argv)])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    return code, capsys.readouterr().err
+
+
 def run_cli_sweep(cfg: Path, out: Path) -> Path:
     """`cohortbench run CFG --out OUT` afresh; the results file."""
     out.unlink(missing_ok=True)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from cell_records import record
-from conftest import REPO
-from harness import cli
-from harness.analysis import report, stats, summary
+from conftest import REPO, run_cli
+from harness.analysis import latency, report, stats, summary
 from harness.analysis.records import Record
 from harness.data import fhir, sites
 from harness.data.sources import parse_source
@@ -31,16 +29,6 @@ def config(tmp_path: Path, body: str) -> Path:
     p = tmp_path / "c.yaml"
     p.write_text(f"name: t\nquery: {QUERY}\npopulations: [synthetic:12]\n{body}\n")
     return p
-
-
-def run_cli(monkeypatch, capsys, *argv: object) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["cohortbench", *map(str, argv)])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    return code, capsys.readouterr().err
 
 
 MPYC = "engines: [{engine: mpyc, protocol: shamir}]"
@@ -336,7 +324,19 @@ def test_the_wide_table_and_the_cell_rows_say_what_was_secure_and_what_the_sites
     ]
     head = [c.header for c in summary.table(base + sited, wide=True).columns]
     assert head[-3:] == ["secure", "local s", "input s"]
-    cells = {c.deployment: summary.row(c, summary.ordered(base + sited)) for c in summary.ordered(base + sited)}
+    every = summary.ordered(base + sited)
+    cells = {c.deployment: summary.row(c, every) for c in every}
     site = cells["rows provider 3s"]
     assert (site["secure"], site["local_s"], site["input_s"]) == ("sum", 0.5, 0.3)  # slowest site, median
     assert cells["patient"]["secure"] is None and cells["patient"]["local_s"] is None
+
+
+def test_deployments_are_compared_only_with_themselves():
+    """A site deployment that is faster on wan than the patient one on lan is no anomaly,
+    and the latency fits keep the deployments apart."""
+    rows = {"sites": 3, "partition": "rows", "assign": "provider", "local": "auto"}
+    recs = [record("c", "shamir", "lan", rep, 7.0) for rep in range(3)]
+    recs += [_deployed(record("c", "shamir", "wan", rep, 8.0), rows, 0.2) for rep in range(3)]
+    every = summary.ordered(recs)
+    assert len(every) == 2 and all(summary.anomaly(c, every) is None for c in every)
+    assert latency.slopes([r.to_json() for r in recs]) == []  # one delay per deployment

@@ -11,7 +11,6 @@ of `Cohort.learnt`, and the two are compared, so that a wrong rule there fails t
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +23,7 @@ from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, Not, Or,
 from circuits.locality import split
 from circuits.oracle import Cohort, cohort
 from circuits.population import ARRAYS, Padding, Population
-from conftest import REPO, cli_run
-from harness import cli
+from conftest import REPO, cli_run, run_cli
 from harness.analysis import records
 from harness.analysis.records import Record
 from harness.data import synthetic
@@ -446,16 +444,6 @@ def test_the_consortium_on_the_synthea_sample(tmp_path, synthea_dir):
 
 
 # --- count_by_site where it cannot be ----------------------------------------------------------
-
-
-def run_cli(monkeypatch, capsys, *argv: object) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["cohortbench", *map(str, argv)])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    return code, capsys.readouterr().err
 
 
 BY_SITE = {"name": "by-site", "output": "count_by_site", "criteria": {"smoker": "never"}}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from rich.table import Table
 
 from harness.analysis.records import measured
+from harness.analysis.stats import deployment_label
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def slopes(records: list[dict]) -> list[Slope]:
         net = r["network"]
         if r["error"] is not None or net.get("links") or net.get("jitter_ms") or net.get("faults"):
             continue
-        if r["parties"] < 2:  # one party has no links: the network does not reach it
+        if r["parties"] < 2 or r.get("secure") == "none":  # no links: the network does not reach it
             continue
         key = (
             r["config"],
@@ -62,6 +63,7 @@ def slopes(records: list[dict]) -> list[Slope]:
             r["population_source"],
             r["query"]["name"],
             str(r["padding"]),
+            deployment_label(r.get("deployment") or "patient"),
         )
         groups.setdefault(key, {}).setdefault(float(net["delay_ms"]), []).append(r)
     out = []
@@ -76,7 +78,7 @@ def slopes(records: list[dict]) -> list[Slope]:
         top = [r["rounds"] for r in by_delay[xs[-1]] if r.get("rounds") is not None]
         out.append(
             Slope(
-                f"{key[2]} {key[3]}p {key[4]} {key[5]}",
+                f"{key[2]} {key[3]}p {key[4]} {key[5]}" + ("" if key[7] == "patient" else f" {key[7]}"),
                 tuple(xs),
                 slope_s_per_ms * 1000.0,
                 statistics.median(top) if top else None,

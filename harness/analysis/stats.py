@@ -291,6 +291,7 @@ _SETTINGS: dict[str, tuple[str, ...]] = {
     "population_source": ("population_source",),
     "padding": ("padding",),
     "query": ("query",),
+    "deployment": ("deployment",),
 }
 
 
@@ -338,7 +339,7 @@ def _worse_link(a: tuple[float, float] | None, b: tuple[float, float] | None) ->
 def slower_at_lower_delay(c: Cell, all_cells: list[Cell]) -> Cell | None:
     """An anomaly: the slowest cell of the same setting and population on a network of less
     delay (and no less bandwidth) that took longer than `c`, by over DELAY_SLACK; else None."""
-    if c.time is None:
+    if c.time is None or c.secure == "none":  # nothing secure: the network does not reach it
         return None
     same = [k for keys in _SETTINGS.values() for k in keys if k != "network"]
     slower = [

@@ -160,7 +160,7 @@ def _csv_value(v: object) -> object:
 
 
 def _fastest_semi_honest(c: Cell, all_cells: list[Cell]) -> Cell | None:
-    """The fastest semi-honest engine on the same population, network and query."""
+    """The fastest semi-honest engine on the same population, network, query and deployment."""
     same = [
         o
         for o in all_cells
@@ -170,6 +170,7 @@ def _fastest_semi_honest(c: Cell, all_cells: list[Cell]) -> Cell | None:
         and o.first.population_source == c.first.population_source
         and o.network == c.network
         and o.query == c.query
+        and o.deployment == c.deployment
     ]
     return min(same, key=lambda o: o.time or 0.0, default=None)
 
