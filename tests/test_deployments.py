@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import datetime as dt
 import json
 from pathlib import Path
@@ -329,6 +331,10 @@ def test_the_wide_table_and_the_cell_rows_say_what_was_secure_and_what_the_sites
     site = cells["rows provider 3s"]
     assert (site["secure"], site["local_s"], site["input_s"]) == ("sum", 0.5, 0.3)  # slowest site, median
     assert cells["patient"]["secure"] is None and cells["patient"]["local_s"] is None
+    sited = [Record.from_json(r.to_json() | {"input_bytes_by_party": [40, None, 38]}) for r in sited]
+    out = io.StringIO()
+    summary.write_csv(out, [summary.row(c, summary.ordered(sited)) for c in summary.ordered(sited)])
+    assert "40;;38" in out.getvalue()
 
 
 def test_deployments_are_compared_only_with_themselves():

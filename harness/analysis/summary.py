@@ -155,7 +155,7 @@ def _csv_value(v: object) -> object:
     if v is None:
         return ""
     if isinstance(v, list):
-        return ";".join(f"{x:.0f}" for x in v)
+        return ";".join("" if x is None else f"{x:.0f}" for x in v)  # a list per party
     return v
 
 
