@@ -346,3 +346,15 @@ def test_deployments_are_compared_only_with_themselves():
     every = summary.ordered(recs)
     assert len(every) == 2 and all(summary.anomaly(c, every) is None for c in every)
     assert latency.slopes([r.to_json() for r in recs]) == []  # one delay per deployment
+
+
+def test_the_reports_summary_says_the_deployment_and_what_was_secure():
+    rows = {"sites": 3, "partition": "rows", "assign": "provider", "local": "auto"}
+    base = [record("c", "shamir", "lan", rep, 1.0) for rep in range(2)]
+    sited = [Record.from_json(_deployed(r, rows, 0.2).to_json() | {"secure": "sum"}) for r in base]
+    head = report._summary(summary.ordered(base + sited)).head
+    assert "deployment" in head and {"secure", "local s", "input s"} <= set(head)
+    two = base + [record("c", "shamir", "wan", rep, 1.0) for rep in range(2)]
+    alone = report._summary(summary.ordered(two))
+    assert not {"secure", "local s", "input s", "deployment"} & set(alone.head)
+    assert ("deployment", "patient") in alone.common

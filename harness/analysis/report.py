@@ -747,10 +747,12 @@ _SETTING_COLUMNS = (
     "parties",
     "population",
     "network",
+    "deployment",
     "padding",
     "query",
     "options",
 )
+_SITE_COLUMNS = ("secure", "local s", "input s")  # shown only when some cell is not `patient`
 
 
 def _cell(text: str, cls: str = "num") -> dict:
@@ -774,6 +776,7 @@ def _summary_row(c: Cell, all_cells: list[Cell]) -> dict[str, dict]:
         "parties": _cell(str(f.parties)),
         "population": _cell(c.population_label, ""),
         "network": _cell(c.network, ""),
+        "deployment": _cell(c.deployment, ""),
         "padding": _cell(c.padding, ""),
         "query": _cell(c.query, ""),
         "options": _cell(c.options, ""),
@@ -789,6 +792,7 @@ def _summary_row(c: Cell, all_cells: list[Cell]) -> dict[str, dict]:
         "speed-up": _cell(stats.format_ratio(r.speedup, 1, "x")),
         "bytes ratio": _cell(stats.format_ratio(r.bytes_ratio, 2)),
         "quality": _quality(c),
+        **dict(zip(_SITE_COLUMNS, map(_cell, summary.site_cells(c)))),
     }
 
 
@@ -803,6 +807,8 @@ def _summary(all_cells: list[Cell]) -> Summary:
     """The summary table; a setting every cell shares is said once, not in a column."""
     full = [_summary_row(c, all_cells) for c in all_cells]
     columns = list(full[0]) if full else []
+    if all(c.deployment == "patient" for c in all_cells):
+        columns = [k for k in columns if k not in _SITE_COLUMNS]
     shared = [k for k in _SETTING_COLUMNS if len(full) > 1 and len({r[k]["text"] for r in full}) == 1]
     head = [k for k in columns if k not in shared]
     return Summary([(k, full[0][k]["text"]) for k in shared], head, [[r[k] for k in head] for r in full])

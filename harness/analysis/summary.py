@@ -223,7 +223,7 @@ def _narrow_row(c: Cell, all_cells: list[Cell]) -> list[str]:
     ]
 
 
-def _site_cells(c: Cell) -> list[str]:
+def site_cells(c: Cell) -> list[str]:
     """Under sites: what was secure, the slowest site's local evaluation and input phase."""
     if c.secure is None:
         return ["-", "-", "-"]
@@ -337,7 +337,7 @@ def table(records: list[Record], wide: bool = False, width: int = 100) -> Table:
         body = [[*r[:at], c.deployment, *r[at:]] for r, c in zip(body, all_cells)]
         if wide:  # and what was secure, what the sites did in the clear and input
             head += ["secure", "local s", "input s"]
-            body = [[*r, *_site_cells(c)] for r, c in zip(body, all_cells)]
+            body = [[*r, *site_cells(c)] for r, c in zip(body, all_cells)]
     if wide:
         t = Table(title=title)
     else:  # no borders: one space between columns
