@@ -73,7 +73,7 @@ def test_default_padding_holds_every_generated_patient() -> None:
 
 
 def test_over_a_bound_is_an_error_unless_truncating() -> None:
-    with pytest.raises(PaddingOverflow, match="more than 8 exams .* raise padding.exams or pass --truncate"):
+    with pytest.raises(PaddingOverflow, match="more than 8 exams .* raise padding.exams, or truncate"):
         generate(2000, seed=3, padding=Padding(EXACT, 8))
     with pytest.raises(PaddingOverflow, match="more than 2 active conditions"):
         generate(2000, seed=3, padding=Padding(2, EXACT))
