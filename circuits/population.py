@@ -202,7 +202,8 @@ def _check(ids: tuple[str, ...], counts: np.ndarray, slots: int, what: str, key:
     if over.size:
         raise PaddingOverflow(
             f"{over.size} patient(s) have more than {slots} {what} (first: {ids[over[0]]}, "
-            f"{int(counts.max())} at most); raise padding.{key}, or truncate (a config's truncate: true; eval --truncate)"
+            f"{int(counts.max())} at most); raise padding.{key}, or truncate "
+            "(a config's truncate: true; eval --truncate)"
         )
 
 
