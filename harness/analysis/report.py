@@ -752,7 +752,7 @@ _SETTING_COLUMNS = (
     "query",
     "options",
 )
-_SITE_COLUMNS = ("secure", "local s", "input s")  # shown only when some cell is not `patient`
+_SITE_COLUMN = "secure, local, input"  # shown only when some cell is not `patient`
 
 
 def _cell(text: str, cls: str = "num") -> dict:
@@ -792,7 +792,7 @@ def _summary_row(c: Cell, all_cells: list[Cell]) -> dict[str, dict]:
         "speed-up": _cell(stats.format_ratio(r.speedup, 1, "x")),
         "bytes ratio": _cell(stats.format_ratio(r.bytes_ratio, 2)),
         "quality": _quality(c),
-        **dict(zip(_SITE_COLUMNS, map(_cell, summary.site_cells(c)))),
+        _SITE_COLUMN: _cell(", ".join(summary.site_cells(c, short=True)) if c.secure else "-", ""),
     }
 
 
@@ -808,7 +808,7 @@ def _summary(all_cells: list[Cell]) -> Summary:
     full = [_summary_row(c, all_cells) for c in all_cells]
     columns = list(full[0]) if full else []
     if all(c.deployment == "patient" for c in all_cells):
-        columns = [k for k in columns if k not in _SITE_COLUMNS]
+        columns = [k for k in columns if k != _SITE_COLUMN]
     shared = [k for k in _SETTING_COLUMNS if len(full) > 1 and len({r[k]["text"] for r in full}) == 1]
     head = [k for k in columns if k not in shared]
     return Summary([(k, full[0][k]["text"]) for k in shared], head, [[r[k] for k in head] for r in full])

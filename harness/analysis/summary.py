@@ -223,12 +223,19 @@ def _narrow_row(c: Cell, all_cells: list[Cell]) -> list[str]:
     ]
 
 
-def site_cells(c: Cell) -> list[str]:
-    """Under sites: what was secure, the slowest site's local evaluation and input phase."""
+def site_cells(c: Cell, short: bool = False) -> list[str]:
+    """Under sites: what was secure, the slowest site's local evaluation and input phase
+    (`short`: small times in ms, for a narrow column)."""
     if c.secure is None:
         return ["-", "-", "-"]
-    local, inputs = c.slowest_site("local_s"), c.slowest_site("input_s")
-    return [c.secure, format_value(local, " s"), format_value(inputs, " s")]
+    fmt = _short_seconds if short else (lambda x: format_value(x, " s"))
+    return [c.secure, fmt(c.slowest_site("local_s")), fmt(c.slowest_site("input_s"))]
+
+
+def _short_seconds(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x * 1e3:.2g} ms" if x < 0.1 else f"{x:.2g} s"
 
 
 def _wide_row(c: Cell, all_cells: list[Cell]) -> list[str]:
