@@ -358,3 +358,19 @@ def test_the_reports_summary_says_the_deployment_and_what_was_secure():
     alone = report._summary(summary.ordered(two))
     assert not {"secure, local, input", "deployment"} & set(alone.head)
     assert ("deployment", "patient") in alone.common
+
+
+def test_the_headline_compares_security_models_within_one_deployment():
+    """A malicious protocol with one data holder is not set against a semi-honest one over
+    row-split sites: their contexts differ; the same deployment on both sides compares."""
+    from harness.analysis import headline
+
+    rows = {"sites": 3, "partition": "rows", "assign": "provider", "local": "auto"}
+    malicious = ("malicious", "honest")
+    patient = [record("c", "malicious-shamir", "lan", r, 3.0, security=malicious) for r in range(2)]
+    sited = [_deployed(record("c", "shamir", "lan", r, 1.0), rows, 0.1) for r in range(2)]
+    assert headline.costs(summary.ordered(patient + sited)) == []
+    both = [_deployed(r, rows, 0.3) for r in patient] + sited
+    costs = headline.costs(summary.ordered(both))
+    assert {c.model for c in costs} == {("semi-honest", "honest"), malicious}
+    assert all("rows provider 3s" in headline.context_label(c.cell) for c in costs)

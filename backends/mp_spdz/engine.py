@@ -171,19 +171,21 @@ class MpSpdzCell:
     def read(self, run: Finished) -> Figures:
         secure = self.compiled is not None
         try:
-            reports = [
-                launch.read_report(
-                    i,
-                    log,
-                    self.query,
-                    self._learns(i)[0],
-                    run.returncodes[i],
-                    run.timed_out,
-                    receiver=self._learns(i)[1],
-                    secure=secure,
+            reports = []
+            for i, log in enumerate(run.logs):
+                patients, receiver = self._learns(i)
+                reports.append(
+                    launch.read_report(
+                        i,
+                        log,
+                        self.query,
+                        patients,
+                        run.returncodes[i],
+                        run.timed_out,
+                        receiver=receiver,
+                        secure=secure,
+                    )
                 )
-                for i, log in enumerate(run.logs)
-            ]
         except ValueError as e:
             # Every VM finished and a party printed an answer that is not one (e.g. values
             # that are not bits, after tampering): a wrong answer was revealed.

@@ -47,7 +47,7 @@ from typing import Sequence
 from backends.mp_spdz import program
 from backends.mp_spdz.compile import Compiled
 from backends.mp_spdz.protocols import PLAINTEXT_HOME_ENV, Protocol, get, plaintext_home
-from backends.mp_spdz.site import JOB_FILE, LOCAL_LINE, SiteJob
+from backends.mp_spdz.site import JOB_FILE, LOCAL_PREFIX, SiteJob
 from circuits.ir import Output, Query
 from circuits.population import Population
 
@@ -63,7 +63,7 @@ _PHASES = re.compile(
     re.M,
 )
 _CD_EXEC = 'cd "$1" && shift && exec "$@"'
-_LOCAL = re.compile("^" + re.escape(LOCAL_LINE).replace(re.escape("{:.6f}"), r"([0-9.e+-]+)"), re.M)
+_LOCAL = re.compile("^" + re.escape(LOCAL_PREFIX) + r"([0-9.e+-]+) s", re.M)
 SITE_STEP = (sys.executable, "-m", "backends.mp_spdz.site", JOB_FILE)  # then -- and the VM
 
 

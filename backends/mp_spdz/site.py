@@ -5,7 +5,7 @@ the site reads only its own data file, evaluates its local parts in the clear
 (`circuits.locality`), writes its input file `Player-Data/Input-P<i>-0` and execs
 its VM.  When nothing of the query is secure (rows, eligible) its answer is its
 own: it prints its patients' bits and starts no VM.  It prints its local
-evaluation time on a line of its own (`LOCAL_LINE`).
+evaluation time on a line of its own (`LOCAL_PREFIX`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from circuits.ir import Output, Query, from_plain
 from circuits.locality import Split, split
 from circuits.sitedata import read_site_population
 
-LOCAL_LINE = "cohortbench-site: local evaluation {:.6f} s"
+LOCAL_PREFIX = "cohortbench-site: local evaluation "  # then the seconds and " s"
 JOB_FILE = "site.json"
 
 
@@ -70,7 +70,7 @@ def main(argv: list[str]) -> int:
     t0 = time.perf_counter()
     bits = sites.plan.local_bits(pop, job.site)
     local_s = time.perf_counter() - t0
-    print(LOCAL_LINE.format(local_s), flush=True)
+    print(f"{LOCAL_PREFIX}{local_s:.6f} s", flush=True)
     if sites.plan.secure is None:  # its answer is its own
         print(f"ELIGIBLE {bits[:, 0].tolist()}", flush=True)
         return 0

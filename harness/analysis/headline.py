@@ -1,7 +1,7 @@
 """The report's answer: what each security model costs, on each network.
 
 Cells are compared within a context: the same network, query, population (source and
-padding) and number of parties. In each context with a semi-honest cell and a second
+padding), number of parties and deployment. In each context with a semi-honest cell and a second
 security model, each model's fastest cell is set against the fastest semi-honest one:
 its engine time (the engine's own, else wall) and bytes as ratios. The plaintext engine
 (security `none`) is no security model here. `missing` says why there is no answer,
@@ -44,12 +44,13 @@ class Cost:
 
 
 def _context(c: Cell) -> tuple:
-    return (c.network, c.query, c.first.population_source, c.padding, c.first.parties)
+    return (c.network, c.query, c.first.population_source, c.padding, c.first.parties, c.deployment)
 
 
 def context_label(c: Cell) -> str:
     """What a context holds fixed, in words (the network aside)."""
-    return f"{c.first.parties} parties, {c.population_label}, {c.query}"
+    where = "" if c.deployment == "patient" else f", {c.deployment}"
+    return f"{c.first.parties} parties, {c.population_label}, {c.query}{where}"
 
 
 def models(all_cells: list[Cell]) -> set[tuple[str, str]]:
@@ -95,5 +96,5 @@ def missing(all_cells: list[Cell]) -> str | None:
         return f"These results hold {held}, so there is nothing to compare."
     return (
         f"These results hold {len(found)} security models, but never a second one beside a "
-        "semi-honest protocol at the same network, query, population and parties."
+        "semi-honest protocol at the same network, query, population, parties and deployment."
     )
