@@ -701,14 +701,16 @@ def fig_cost_by_deployment(data: list[Cell]) -> Figure:
     plt = _plt()
     fig, axes = plt.subplots(1, len(nets), figsize=(6.0 * len(nets), 4.8), squeeze=False)
     width = 0.8 / len(deployments)
+    colours = plt.get_cmap("tab20").colors  # one colour per deployment, up to 20
     for ax, net in zip(axes[0], nets):
         for j, d in enumerate(deployments):
             xs = [i + (j - (len(deployments) - 1) / 2) * width for i, e in enumerate(engines)]
             ys = [(largest[(net, e, d)].engine_s or 0) if (net, e, d) in largest else 0 for e in engines]
-            ax.bar(xs, ys, width, label=d)
+            ax.bar(xs, ys, width, label=d, color=colours[j % len(colours)])
         ax.set_xticks(range(len(engines)), [_two_lines(e) for e in engines], fontsize=8)
         ax.set_title(net)
-        ax.set_ylabel("engine time (s)")
+        ax.set_yscale("log")  # local evaluation is orders of magnitude below the whole tree
+        ax.set_ylabel("engine time (s, log scale)")
         _legend(ax, len(deployments))
     f.png = _png(fig)
     return f
