@@ -22,13 +22,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, ClassVar, Mapping, Protocol, Sequence
+from typing import Annotated, Any, Callable, ClassVar, Literal, Mapping, Protocol, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from circuits.holdings import Holdings
 from circuits.ir import Query
 from circuits.population import Population
+from circuits.secret import EXTRA, PRIVATE, PUBLIC
 
 SEMI_HONEST, MALICIOUS, NO_SECURITY = "semi-honest", "malicious", "none"
 HONEST, DISHONEST = "honest", "dishonest"
@@ -47,6 +48,7 @@ class ProtocolFacts:
     max_parties: int
     tls: bool = False  # links encrypted unless a cell sets ssl: false
     too_few: str = ""  # why fewer than min_parties cannot run it, for the error message
+    private_criteria: bool = False  # takes the criteria as a researcher party's secret input
 
     @property
     def default_parties(self) -> int:
@@ -84,6 +86,12 @@ class Spec(BaseModel):
     populations: list[str] | None = None  # run this engine on these populations only
     # TLS between parties: None, the protocol's default; true, on; false, off.
     ssl: bool | None = None
+    # The criteria's constants: public (compiled into the program) or private (circuits.secret):
+    # the researcher's secret input.  `researcher`: `extra`, one more party holding no data
+    # (the last; `parties` counts it), or the index of a party that also holds data.
+    criteria: Literal["public", "private"] = PUBLIC
+    researcher: Literal["extra"] | Annotated[int, Field(ge=0)] = EXTRA
+    max_codes: Annotated[int, Field(ge=1)] | None = None  # private: codes of every condition node
 
     @classmethod
     def default_protocol(cls) -> str:
@@ -112,7 +120,37 @@ class Spec(BaseModel):
         problem = facts.parties_problem(self.title, self.parties)
         if problem:
             raise ValueError(problem)
+        if self.private:
+            self._check_researcher(facts)
         return self
+
+    def _check_researcher(self, facts: ProtocolFacts) -> None:
+        if not facts.private_criteria:
+            raise ValueError(
+                f"criteria: private needs a researcher party's input, which {self.title} "
+                f"{self.protocol} cannot take; use criteria: public, or another protocol"
+            )
+        if self.researcher != EXTRA and self.researcher >= self.parties:
+            raise ValueError(
+                f"researcher: {self.researcher} is not a party of {self.parties} (0 to {self.parties - 1}); "
+                "give a party index, or extra (the last party, holding no data)"
+            )
+
+    @property
+    def private(self) -> bool:
+        return self.criteria == PRIVATE
+
+    @property
+    def researcher_party(self) -> int | None:
+        """The party that inputs the criteria (None: they are public)."""
+        if not self.private:
+            return None
+        return self.parties - 1 if self.researcher == EXTRA else int(self.researcher)
+
+    @property
+    def data_parties(self) -> int:
+        """The parties other than an extra researcher: data holders and computing parties."""
+        return self.parties - (1 if self.private and self.researcher == EXTRA else 0)
 
     @property
     def facts(self) -> ProtocolFacts:
@@ -131,6 +169,7 @@ class Spec(BaseModel):
     def label(self) -> str:
         extra = f" l={self.bit_length}" if self.bit_length else ""
         extra += {True: " tls", False: " no-tls", None: ""}[self.ssl]
+        extra += f" private(r={self.researcher})" if self.private else ""
         return f"{self.engine}/{self.protocol}/{self.parties}p{extra}{self.options_label()}"
 
 

@@ -14,6 +14,13 @@ The vectorised backends lower each leaf the same way, which this module counts:
   multiplications, no comparison); any other code with an equality test.
 * `Not` is free (1 - x); `And`/`Or` of k children cost k - 1 multiplications.
 
+A private query's leaves (`circuits.secret`) compare with secret constants at the
+same public widths (a comparison or a zero test costs the same whatever its
+constant), except where the public lowering used the constant's value: a small
+domain's indicator becomes a *selection*, the powers x^1..x^(D-1) then one inner
+product with the coefficients of the researcher's secret indicator polynomial
+(one resharing); a condition node has its padded number of codes.
+
 Depth counts layers of dependent secure operations (a comparison or a zero
 test is one layer, whatever its internal rounds).  Bit lengths come from the
 public ranges of the query constants and of the data (`DataBounds`), never
@@ -29,7 +36,7 @@ import numpy as np
 
 from circuits.codes import EXAM_VOCABULARY, SMALL_DOMAIN
 from circuits.ir import MAX_AGE, MAX_MONTHS, AgeRange, And, ExamCount, Gender, HasCondition, Node, Not, Or
-from circuits.ir import Smoker, leaves
+from circuits.ir import SecretAge, SecretCondition, SecretExam, SecretGender, SecretSmoker, Smoker, leaves
 from circuits.population import Population
 from circuits.visitor import Visitor
 
@@ -88,6 +95,7 @@ class Cost:
     multiplications: int = 0
     depth: int = 0
     max_bits: int = 0  # widest comparison operand, in signed bits (zero tests need none)
+    selections: int = 0  # inner products with secret coefficients (private small domains)
 
     def beside(self, other: Cost) -> Cost:
         """Both, evaluated in parallel."""
@@ -97,6 +105,7 @@ class Cost:
             self.multiplications + other.multiplications,
             max(self.depth, other.depth),
             max(self.max_bits, other.max_bits),
+            self.selections + other.selections,
         )
 
     def then(self, multiplications: int, depth: int) -> Cost:
@@ -106,6 +115,7 @@ class Cost:
             self.multiplications + multiplications,
             self.depth + depth,
             self.max_bits,
+            self.selections,
         )
 
 
@@ -120,7 +130,11 @@ MONTH_BITS = MAX_MONTHS.bit_length()
 def field_bits_needed(node: Node, bounds: DataBounds) -> int:
     """Bits the prime field must exceed: condition-code differences must not wrap to 0."""
     return max(
-        (condition_code_bits(bounds, leaf) for leaf in leaves(node) if isinstance(leaf, HasCondition)),
+        (
+            condition_code_bits(bounds, leaf)
+            for leaf in leaves(node)
+            if isinstance(leaf, (HasCondition, SecretCondition))
+        ),
         default=0,
     )
 
@@ -167,8 +181,11 @@ def exam_code_bits(bounds: DataBounds, node: ExamCount) -> int:
     return signed_bits(-max(node.loinc, bounds.max_exam_code), max(node.loinc, bounds.max_exam_code))
 
 
-def condition_code_bits(bounds: DataBounds, node: HasCondition) -> int:
-    top = max(max(node.codes), bounds.max_condition_code)
+def condition_code_bits(bounds: DataBounds, node: HasCondition | SecretCondition) -> int:
+    """Signed bits of a slot-minus-code difference; a secret code is at most the padding
+    code, one above the data's bound (`circuits.secret.condition_pad`)."""
+    codes = node.codes if isinstance(node, HasCondition) else (bounds.max_condition_code + 1,)
+    top = max(max(codes), bounds.max_condition_code)
     return signed_bits(-top, top)
 
 
@@ -205,6 +222,34 @@ class CostModel(Visitor[Cost]):
 
     def _small_domain(self) -> Cost:
         return Cost(multiplications=indicator_multiplications(SMALL_DOMAIN), depth=_log2(SMALL_DOMAIN - 1))
+
+    def visit_secret_age(self, node: SecretAge) -> Cost:
+        return Cost(comparisons=2, multiplications=1, depth=2, max_bits=AGE_CMP_BITS)
+
+    def visit_secret_gender(self, node: SecretGender) -> Cost:
+        return self._selection(SMALL_DOMAIN)
+
+    def visit_secret_smoker(self, node: SecretSmoker) -> Cost:
+        return self._selection(SMALL_DOMAIN)
+
+    def _selection(self, domain: int) -> Cost:
+        """[x == secret] for x in {0..domain-1}: the powers of x, one secret inner product."""
+        return Cost(multiplications=domain - 2, depth=_log2(domain - 1) + 1, selections=1)
+
+    def visit_secret_condition(self, node: SecretCondition) -> Cost:
+        factors = self.conditions * node.width
+        return Cost(equalities=1, multiplications=factors - 1, depth=_log2(factors) + 1)
+
+    def visit_secret_exam(self, node: SecretExam) -> Cost:
+        exams, domain = self.exams, self.bounds.exam_domain
+        each = self._selection(domain)
+        return Cost(
+            comparisons=exams + 1,
+            multiplications=exams * (each.multiplications + 1),
+            depth=each.depth + 2,
+            max_bits=max(MONTH_CMP_BITS, count_bits(exams, exams + 1)),
+            selections=exams,
+        )
 
     def visit_has_condition(self, node: HasCondition) -> Cost:
         factors = self.conditions * len(node.codes)

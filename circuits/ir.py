@@ -1,8 +1,10 @@
 """The criteria IR: one small, immutable, hashable tree of cohort criteria.
 
 Leaves test one patient attribute against public constants; `Not`, `And` and
-`Or` combine them.  Every engine (the plaintext oracle, MPyC, MP-SPDZ) is a
-translator of this tree, and its hash keys compile caches and result records.
+`Or` combine them.  A private query's leaves (`Secret*`) keep only their type and
+the positions of their constants in the researcher's secret input.  Every engine
+(the plaintext oracle, MPyC, MP-SPDZ) is a translator of this tree, and its hash keys
+compile caches and result records.
 Constructors validate their constants, so a tree that exists is a valid query.
 """
 
@@ -174,11 +176,68 @@ class LocalBit:
     index: int
 
 
+@dataclass(frozen=True)
+class _Secret:
+    """A leaf of a private query (`circuits.secret`): its type is public, its constants are
+    the researcher's secret inputs `first`, `first + 1`, ... (their number is public)."""
+
+    first: int
+    arity: ClassVar[int]
+
+    @property
+    def constants(self) -> range:
+        """The indexes of its constants in the researcher's input."""
+        return range(self.first, self.first + self.arity)
+
+
+@dataclass(frozen=True)
+class SecretAge(_Secret):
+    """min_exclusive < age < max_exclusive; constants: (min_exclusive, max_exclusive)."""
+
+    arity = 2
+
+
+@dataclass(frozen=True)
+class SecretGender(_Secret):
+    """gender == code; constant: the code."""
+
+    arity = 1
+
+
+@dataclass(frozen=True)
+class SecretSmoker(_Secret):
+    """smoking status == code; constant: the code."""
+
+    arity = 1
+
+
+@dataclass(frozen=True)
+class SecretCondition(_Secret):
+    """A condition with any of `width` codes (the query's, padded with codes that match
+    nothing); constants: the codes."""
+
+    width: int = 1
+
+    @property
+    def constants(self) -> range:
+        return range(self.first, self.first + self.width)
+
+
+@dataclass(frozen=True)
+class SecretExam(_Secret):
+    """At least `at_least` exams of one type in the last `within_months` months; constants:
+    (the type's index in the public exam vocabulary, at_least, within_months)."""
+
+    arity = 3
+
+
 Leaf = Union[AgeRange, Gender, Smoker, HasCondition, ExamCount]
-Node = Union[Leaf, Not, And, Or, LocalBit]
+SecretLeaf = Union[SecretAge, SecretGender, SecretSmoker, SecretCondition, SecretExam]
+Node = Union[Leaf, Not, And, Or, LocalBit, SecretLeaf]
 LEAVES = (AgeRange, Gender, Smoker, HasCondition, ExamCount)
 NODES = LEAVES + (Not, And, Or)  # the criteria a query is written in
-WIRE = NODES + (LocalBit,)  # what a tree handed to a party process may hold
+SECRET_LEAVES = (SecretAge, SecretGender, SecretSmoker, SecretCondition, SecretExam)
+WIRE = NODES + (LocalBit,) + SECRET_LEAVES  # what a tree handed to a party process may hold
 
 
 class Output(str, enum.Enum):
@@ -276,6 +335,21 @@ class Renderer(Visitor[str]):
             f"{indent}at least {node.at_least} x LOINC {node.loinc_code} "
             f"in the last {node.within_months} months"
         )
+
+    def visit_secret_age(self, node: SecretAge, indent: str) -> str:
+        return f"{indent}secret < age < secret"
+
+    def visit_secret_gender(self, node: SecretGender, indent: str) -> str:
+        return f"{indent}gender = secret"
+
+    def visit_secret_smoker(self, node: SecretSmoker, indent: str) -> str:
+        return f"{indent}smoker = secret"
+
+    def visit_secret_condition(self, node: SecretCondition, indent: str) -> str:
+        return f"{indent}condition in {{{node.width} secret codes}}"
+
+    def visit_secret_exam(self, node: SecretExam, indent: str) -> str:
+        return f"{indent}at least secret x secret exam type in the last secret months"
 
     def visit_local_bit(self, node: LocalBit, indent: str) -> str:
         return f"{indent}local part {node.index} (a site's bit, evaluated in the clear)"

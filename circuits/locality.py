@@ -1,9 +1,10 @@
 """Evaluation by data locality: a query split into what sites compute in the clear and
 the secure remainder, one pass shared by every engine.
 
-It assumes public criteria: a subtree whose leaves read only one site's data is that
-site's to evaluate in the clear (with the oracle's code), and it inputs one bit per
-patient in its place (`LocalBit`).  Under `rows` a site holds whole records, so it
+A subtree whose leaves read only one site's data and whose constants are public is
+that site's to evaluate in the clear (with the oracle's code), and it inputs one bit
+per patient in its place (`LocalBit`); a private query's leaves (`circuits.secret`)
+are never local, for no site knows their constants.  Under `rows` a site holds whole records, so it
 evaluates the whole tree on its own patients: a count is then a sum of the sites'
 counts (`presum`), and eligible bits need no secure computation at all.  Under
 `columns` the maximal one-site subtrees are local and the combinators across sites
@@ -18,6 +19,7 @@ import numpy as np
 
 from circuits.holdings import GROUP_COLUMNS, Holdings, Partition
 from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, LocalBit, Node, Not, Or, Output, Query
+from circuits.ir import SECRET_LEAVES, SecretAge, SecretCondition, SecretExam, SecretGender, SecretSmoker
 from circuits.ir import Smoker, leaves
 from circuits.oracle import Oracle
 from circuits.population import Population
@@ -28,6 +30,11 @@ GROUP_OF_LEAF = {
     Smoker: "demographics",
     HasCondition: "conditions",
     ExamCount: "exams",
+    SecretAge: "demographics",
+    SecretGender: "demographics",
+    SecretSmoker: "demographics",
+    SecretCondition: "conditions",
+    SecretExam: "exams",
 }
 SECURE_NONE, SECURE_SUM, SECURE_TREE = "none", "sum", "tree"  # what the record's `secure` says
 GROUP_OF_COLUMN = {  # the group of each input column the engines' lowerings read
@@ -130,6 +137,8 @@ def split(query: Query, holdings: Holdings) -> Split:
     if partition is Partition.PATIENT or not holdings.local:
         return Split(query, holdings, (), query.root)
     if partition is Partition.ROWS:
+        if any(isinstance(leaf, SECRET_LEAVES) for leaf in leaves(query.root)):
+            return Split(query, holdings, (), query.root)
         whole = (LocalPart(query.root, None),)
         if query.output is Output.ELIGIBLE:
             return Split(query, holdings, whole, None)
@@ -145,6 +154,8 @@ def _columns(node: Node, holdings: Holdings, parts: list[LocalPart]) -> Node:
     site = _site(node, holdings)
     if site is not None:
         return _local(node, site, parts)
+    if isinstance(node, SECRET_LEAVES):
+        return node
     if isinstance(node, Not):
         return Not(_columns(node.child, holdings, parts))
     assert isinstance(node, (And, Or))
@@ -167,7 +178,10 @@ def _local(node: Node, site: int, parts: list[LocalPart]) -> LocalBit:
 
 
 def _site(node: Node, holdings: Holdings) -> int | None:
-    """The one site holding every column `node` reads, or None (several sites)."""
+    """The one site holding every column `node` reads, or None (several sites, or a
+    secret constant)."""
+    if any(isinstance(leaf, SECRET_LEAVES) for leaf in leaves(node)):
+        return None
     sites = {holdings.site_of_group[GROUP_OF_LEAF[type(leaf)]] for leaf in leaves(node)}
     return sites.pop() if len(sites) == 1 else None
 

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from circuits.cost import DataBounds
 from circuits.holdings import PATIENT_HELD, Holdings, Partition
 from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, LocalBit, Node, Not, Or, Output, Query
-from circuits.ir import Smoker
+from circuits.ir import SecretAge, SecretCondition, SecretExam, SecretGender, SecretLeaf
+from circuits.ir import SecretSmoker, Smoker
 from circuits.population import Population
 from circuits.visitor import Visitor
 
@@ -36,19 +38,22 @@ class Cohort:
         return [int(self.eligible[list(holdings.patients_of(s))].sum()) for s in range(holdings.sites)]
 
     def learnt(self, output: Output, holdings: Holdings = PATIENT_HELD, parties: int = 1) -> list:
-        """What each party may learn, and all it may learn: `count` and `count_by_site`
-        every party; `eligible` the data holder (party 0) in the patient deployment, under
-        `rows` each site its own patients' bits (in population order), under `columns`
-        only `reveal_to`.  None: nothing.  `parties`: of the patient deployment."""
+        """What each of `parties` parties may learn, and all it may learn: `count` and
+        `count_by_site` every party; `eligible` the data holder (party 0) in the patient
+        deployment, under `rows` each site its own patients' bits (in population order),
+        under `columns` only `reveal_to`.  None: nothing (a party that is not a site, such
+        as an extra researcher, learns no bits)."""
+        everyone = max(parties, holdings.sites)
         if output is Output.COUNT:
-            return [self.count] * max(parties, holdings.sites)
+            return [self.count] * everyone
         if output is Output.COUNT_BY_SITE:
-            return [self.count_by_site(holdings)] * holdings.sites
+            return [self.count_by_site(holdings)] * everyone
         bits = self.eligible.astype(int)
         if holdings.partition is Partition.ROWS:
-            return [bits[list(holdings.patients_of(s))].tolist() for s in range(holdings.sites)]
+            own = [bits[list(holdings.patients_of(s))].tolist() for s in range(holdings.sites)]
+            return own + [None] * (everyone - holdings.sites)
         reader = holdings.reveal_to if holdings.partition is Partition.COLUMNS else 0
-        return [bits.tolist() if p == reader else None for p in range(max(parties, holdings.sites))]
+        return [bits.tolist() if p == reader else None for p in range(everyone)]
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class Oracle(Visitor[np.ndarray]):
 
     pop: Population
     local: np.ndarray | None = None  # (N, parts): the local parts' bits, for a split's remainder
+    constants: tuple[int, ...] = ()  # a private query's secret constants (`circuits.secret`)
     target = "the plaintext oracle"
 
     def visit_local_bit(self, node: LocalBit) -> np.ndarray:
@@ -79,6 +85,30 @@ class Oracle(Visitor[np.ndarray]):
     def visit_exam_count(self, node: ExamCount) -> np.ndarray:
         hits = (self.pop.exam_codes == node.loinc) & (self.pop.exam_months <= node.within_months)
         return hits.sum(axis=1) >= node.at_least
+
+    def visit_secret_age(self, node: SecretAge) -> np.ndarray:
+        low, high = self._constants(node)
+        return (self.pop.age > low) & (self.pop.age < high)
+
+    def visit_secret_gender(self, node: SecretGender) -> np.ndarray:
+        return self.pop.gender == self._constants(node)[0]
+
+    def visit_secret_smoker(self, node: SecretSmoker) -> np.ndarray:
+        return self.pop.smoker == self._constants(node)[0]
+
+    def visit_secret_condition(self, node: SecretCondition) -> np.ndarray:
+        return np.asarray(np.isin(self.pop.conditions, self._constants(node)).any(axis=1))
+
+    def visit_secret_exam(self, node: SecretExam) -> np.ndarray:
+        index, at_least, within = self._constants(node)
+        kinds = DataBounds().exam_indexes(self.pop.exam_codes)
+        hits = (kinds == index) & (self.pop.exam_months <= within)
+        return hits.sum(axis=1) >= at_least
+
+    def _constants(self, node: SecretLeaf) -> list[int]:
+        if len(self.constants) < node.constants.stop:
+            raise ValueError("a private query's template needs its secret constants (circuits.secret)")
+        return [self.constants[i] for i in node.constants]
 
     def visit_not(self, node: Not) -> np.ndarray:
         return ~self.visit(node.child)

@@ -41,10 +41,15 @@ def write_site_files(pop: Population, holdings: Holdings, directory: Path) -> li
 
 def read_site_population(path: Path, patients: int, slots: tuple[int, int]) -> Population:
     """A site's file as a population of `patients` rows: its own columns, zeros elsewhere."""
+    with np.load(path) as data:
+        return holding(patients, slots, {name: data[name] for name in data.files})
+
+
+def holding(patients: int, slots: tuple[int, int], held: dict[str, np.ndarray]) -> Population:
+    """A population of `patients` rows with the `held` columns, zeros elsewhere (a party
+    holding no data: none)."""
     c, e = slots
     shapes = {"conditions": (patients, c), "exam_codes": (patients, e), "exam_months": (patients, e)}
-    with np.load(path) as data:
-        held = {name: data[name] for name in data.files}
     cols = {a: held.get(a, np.zeros(shapes.get(a, (patients,)), dtype=np.int64)) for a in ARRAYS}
     return Population(tuple(map(str, range(patients))), padding=Padding(c, e), **cols)
 

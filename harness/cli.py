@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from circuits import cost, ir
+from circuits import cost, ir, secret
 from circuits.errors import InputError
 from circuits.oracle import cohort
 from circuits.population import EXACT, Padding, write_jsonl
@@ -93,11 +93,24 @@ def cli() -> None:
     """What does it cost to select a clinical-trial cohort from FHIR records under MPC?"""
 
 
+COST_FIELDS = ("comparisons", "equalities", "multiplications", "selections", "depth", "max_bits")
+
+
 @cli.command()
 @click.argument("query", type=click.Path(path_type=Path))
 @with_padding
 @click.option("--strict", is_flag=True, help="Treat doubtful codes as errors.")
-def check(query: Path, conditions: str, exams: str, strict: bool) -> None:
+@click.option(
+    "--private", is_flag=True, help="Also the cost with the criteria secret (a researcher's input)."
+)
+@click.option(
+    "--max-codes",
+    type=click.IntRange(1, None),
+    help="With --private: the codes every condition node is padded to (default: the most any node has).",
+)
+def check(
+    query: Path, conditions: str, exams: str, strict: bool, private: bool, max_codes: int | None
+) -> None:
     """Validate QUERY, print its normalised tree and per-patient cost."""
     q = _load(query, strict)
     padding = Padding(_slots(conditions), _slots(exams))
@@ -106,17 +119,34 @@ def check(query: Path, conditions: str, exams: str, strict: bool) -> None:
     root = ir.normalise(q.root)
     out.print(f"[bold]{q.name}[/]  output={q.output.value}  ir_hash={q.ir_hash}")
     out.print(ir.render(root))
-    c = cost.estimate(root, c_slots, e_slots)
     table = Table(
         title=f"per-patient cost, padding {padding.label()}"
         + (" (exact: per real slot)" if padding.exact else "")
     )
-    for name in ("comparisons", "equalities", "multiplications", "depth", "max_bits"):
+    trees = [("public", root)]
+    if private:
+        hidden = _hidden(query, ir.Query(root, q.output, q.name), e_slots, max_codes)
+        trees.append(("private", hidden.template.root))
+        out.print(f"private: {len(hidden.constants)} secret constants; public shape:")
+        out.print(ir.render(hidden.template.root))
+    names = COST_FIELDS if private else tuple(n for n in COST_FIELDS if n != "selections")
+    if private:
+        table.add_column("criteria")
+    for name in names:
         table.add_column(name, justify="right")
-    table.add_row(
-        *(str(getattr(c, n)) for n in ("comparisons", "equalities", "multiplications", "depth", "max_bits"))
-    )
+    for label, tree in trees:
+        c = cost.estimate(tree, c_slots, e_slots)
+        table.add_row(*([label] if private else []), *(str(getattr(c, n)) for n in names))
     out.print(table)
+
+
+def _hidden(path: Path, q: ir.Query, exam_slots: int, max_codes: int | None) -> secret.Hidden:
+    try:
+        return secret.hide(q, cost.DataBounds(), exam_slots, max_codes)
+    except ValueError as e:
+        field = "--max-codes" if "max_codes" in str(e) else "exams"
+        fix = "raise --max-codes" if field == "--max-codes" else "use an exam type of the vocabulary"
+        raise InputError(str(path), field, str(e), fix) from None
 
 
 @cli.command()

@@ -31,7 +31,8 @@ from backends.engine import (
 from backends.engine import Preparation, ProtocolFacts, Spec, python_path
 from backends.mpyc import launch
 from backends.mpyc.certs import make_mpyc_certs
-from backends.mpyc.job import PROTOCOLS, Job, write_inputs, write_site_inputs
+from backends.mpyc.job import PROTOCOLS, Job, write_constants, write_inputs, write_site_inputs
+from circuits import secret
 from circuits.cost import DataBounds
 from circuits.holdings import PATIENT_HELD, Holdings
 from circuits.ir import Query, to_plain
@@ -46,6 +47,7 @@ FACTS = {
         3,
         MAX_PARTIES,
         too_few="cannot run Shamir with an honest majority",
+        private_criteria=name == "shamir",
     )
     for name in PROTOCOLS
 }
@@ -77,9 +79,19 @@ class MpycCell:
             self.site_paths, self.counts_path, self.deployment = write_site_inputs(
                 pop, holdings, self.workdir
             )
+        self.researcher, self.constants_path = self._criteria(spec, query, pop)
         self.preparation = Preparation()
         if spec.ssl:
             make_mpyc_certs(self.workdir, spec.parties)
+
+    def _criteria(self, spec: MpycSpec, query: Query, pop: Population) -> tuple[int | None, str]:
+        """Private criteria: the query replaced by its template, the constants written for
+        the researcher alone.  (None, "") when they are public."""
+        if not spec.private:
+            return None, ""
+        hidden = secret.hide(query, DataBounds.of(pop), pop.slots[1], spec.max_codes)
+        self.query = hidden.template
+        return spec.researcher_party, write_constants(hidden.constants, self.workdir)
 
     def plan(self, run_dir: Path, links: Links, traced: bool) -> list[Party]:
         job = Job(
@@ -96,6 +108,9 @@ class MpycCell:
             self.spec.batch_size,
             self.deployment,
             self.site_paths,
+            self.researcher,
+            secret.constants_count(self.query.root),
+            self.constants_path,
         )
         job_path = run_dir / "job.json"
         job.write(job_path)
@@ -123,7 +138,7 @@ class MpycCell:
 
     def close(self) -> None:
         """Remove the private inputs; logs and results stay."""
-        for path in (self.data_path, self.counts_path, *self.site_paths):
+        for path in (self.data_path, self.counts_path, *self.site_paths, self.constants_path):
             if path:
                 Path(path).unlink(missing_ok=True)
 

@@ -35,6 +35,11 @@ class Job:
     # rows) and each site's private file, which only that site reads.
     deployment: dict | None = None
     site_paths: list[str] = field(default_factory=list)
+    # Private criteria (`circuits.secret`): the researcher's party, the number of its secret
+    # constants (public) and its private file of them, which only it reads.
+    researcher: int | None = None
+    constants: int = 0
+    constants_path: str = ""
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))
@@ -68,3 +73,10 @@ def write_site_inputs(pop: Population, holdings: Holdings, workdir: Path) -> tup
     paths = [str(p) for p in write_site_files(pop, holdings, workdir)]
     facts = {**holdings.public(), "blocks": list(holdings.site_sizes(len(pop)))}
     return paths, _write_counts(pop.take(secure_order(holdings, len(pop))), workdir), facts
+
+
+def write_constants(constants: tuple[int, ...], workdir: Path) -> str:
+    """The researcher's private file of a private query's constants; returns its path."""
+    path = workdir / "private-criteria.json"
+    path.write_text(json.dumps(list(constants)))
+    return str(path)

@@ -2,8 +2,9 @@
 
 The job file comes through the COHORTBENCH_JOB environment variable, not the
 command line, because MPyC parses (and abbreviates) the command line itself.
-Party 0 reads the private inputs and secret-shares them; the others read only
-public sizes.  Each party writes its revealed result and timings as JSON.
+Party 0 reads the private inputs and secret-shares them, and with private criteria
+the researcher its constants; the others read only public sizes.  Each party
+writes its revealed result and timings as JSON.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mpyc.runtime import mpc
 
 from backends.mpyc.job import COLUMNS, Job
 from backends.mpyc.paper_loop import PaperPatient
+from backends.mpyc.researcher import input_constants
 from backends.mpyc.sites import run_sites
 from backends.mpyc.vectorised import Vectorised, settle
 from circuits import cost
@@ -71,6 +73,7 @@ async def vectorised(job: Job, query: Query, secint: Any) -> object:
             mask = np.arange(job.slots[1]) < counts["exams"][:, None]
     bits_out: list[int] = []
     total = None
+    constants = input_constants(job, secint)
     for lo in range(0, job.size, job.batch_size):
         hi = min(lo + job.batch_size, job.size)
         shared: dict[str, object] = {}
@@ -80,9 +83,8 @@ async def vectorised(job: Job, query: Query, secint: Any) -> object:
                 shared[name] = mpc.input(secint.array(data[name][lo:hi]), senders=0)
             return shared[name]
 
-        bits = Vectorised(mpc, column, job.bounds, job.slots, None if mask is None else mask[lo:hi]).visit(
-            query.root
-        )
+        batch_mask = None if mask is None else mask[lo:hi]
+        bits = Vectorised(mpc, column, job.bounds, job.slots, batch_mask, constants).visit(query.root)
         if query.output is Output.COUNT:
             total = mpc.np_sum(bits) if total is None else total + mpc.np_sum(bits)
             await settle(mpc, total)

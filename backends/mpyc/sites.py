@@ -20,12 +20,14 @@ import numpy as np
 from mpyc.runtime import mpc
 
 from backends.mpyc.job import Job
+from backends.mpyc.researcher import input_constants
 from backends.mpyc.vectorised import Vectorised, settle
 from circuits.holdings import Holdings, Partition
-from circuits.ir import AgeRange, ExamCount, Gender, HasCondition, LocalBit, Output, Query, Smoker, leaves
+from circuits.ir import AgeRange, ExamCount, Gender, HasCondition, LocalBit, Output, Query, SecretAge
+from circuits.ir import SecretCondition, SecretExam, SecretGender, SecretSmoker, Smoker, leaves
 from circuits.locality import Split, local_column, local_index, split
 from circuits.population import Population
-from circuits.sitedata import read_site_population
+from circuits.sitedata import holding, read_site_population
 
 
 @dataclass(frozen=True)
@@ -50,22 +52,36 @@ def holdings_of(job: Job) -> Holdings:
 
 
 def own_population(job: Job) -> Population:
-    """This site's data as a population: its own columns, zeros where it holds none."""
+    """This site's data as a population: its own columns, zeros where it holds none (all
+    of them, for a researcher that is not a site)."""
     assert job.deployment is not None
-    n = job.deployment["blocks"][mpc.pid] if job.deployment["partition"] == "rows" else job.size
+    rows = job.deployment["partition"] == "rows"
+    if mpc.pid >= len(job.site_paths):
+        return holding(0 if rows else job.size, job.slots, {})
+    n = job.deployment["blocks"][mpc.pid] if rows else job.size
     return read_site_population(Path(job.site_paths[mpc.pid]), n, job.slots)
+
+
+_DEMOGRAPHICS = {
+    AgeRange: "age",
+    Gender: "gender",
+    Smoker: "smoker",
+    SecretAge: "age",
+    SecretGender: "gender",
+    SecretSmoker: "smoker",
+}
 
 
 def read_columns(root: Any, job: Job) -> list[str]:
     """The secret columns the secure tree reads, as the vectorised lowering names them."""
     names: set[str] = set()
     for leaf in leaves(root):
-        if isinstance(leaf, (AgeRange, Gender, Smoker)):
-            names.add({AgeRange: "age", Gender: "gender", Smoker: "smoker"}[type(leaf)])
-        elif isinstance(leaf, HasCondition):
+        if type(leaf) in _DEMOGRAPHICS:
+            names.add(_DEMOGRAPHICS[type(leaf)])
+        elif isinstance(leaf, (HasCondition, SecretCondition)):
             names.add("conditions")
-        elif isinstance(leaf, ExamCount):
-            known = job.bounds.exam_index(leaf.loinc) is not None
+        elif isinstance(leaf, (ExamCount, SecretExam)):
+            known = isinstance(leaf, SecretExam) or job.bounds.exam_index(leaf.loinc) is not None
             names.update(("exam_months", "exam_index" if known else "exam_codes"))
         elif isinstance(leaf, LocalBit):
             names.add(local_column(leaf.index))
@@ -101,8 +117,12 @@ async def run_sites(job: Job, query: Query, secint: Any) -> SiteRun:
         name: _share(plan.holder(name), own_column(plan, pop, bits, name, job), job, secint)
         for name in read_columns(plan.secure, job)
     }
-    sent, input_s = await _inputs_done(list(columns.values()), t0)
-    secure = Vectorised(mpc, columns.__getitem__, job.bounds, job.slots, exam_mask(job)).visit(plan.secure)
+    constants = input_constants(job, secint)
+    inputs = list(columns.values()) + ([] if constants is None else [constants])
+    sent, input_s = await _inputs_done(inputs, t0)
+    secure = Vectorised(mpc, columns.__getitem__, job.bounds, job.slots, exam_mask(job), constants).visit(
+        plan.secure
+    )
     return SiteRun(await _reveal(plan, query, secure, job, secint), local_s, input_s, sent)
 
 

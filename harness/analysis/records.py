@@ -3,7 +3,8 @@
 `Record` is the schema of a line, version `SCHEMA_VERSION`; a line without
 `schema_version` is version 1, which has the same keys as version 2; before version 3
 `rounds` was the relay's chain on the run's own network, read now as `observed_rounds`
-(`rounds` null). A line without `deployment` (before deployments) is `patient`. Keys this code does not know
+(`rounds` null). A line without `deployment` (before deployments) is `patient`,
+one without `criteria` `public`. Keys this code does not know
 are kept and written back; a line of a newer version is refused. `--resume` keeps
 finished runs; a half-written last line (a killed sweep) is detected, reported and
 discarded.
@@ -119,6 +120,8 @@ class Record(Mapping[str, Any]):
     input_s: list[float | None] | None = None  # per site: the secure part's input phase (null: none)
     input_bytes_by_party: list[int | None] | None = None  # per site: bytes it sent in that phase
     count_by_site: list[int] | None = None  # output count_by_site: the cohort size at each site
+    criteria: str = "public"  # the criteria's constants: `public`, or `private` (a researcher's input)
+    researcher: int | None = None  # private: the party that input them
     unknown: dict[str, Any] = field(default_factory=dict, repr=False, metadata={"json": False})
 
     @classmethod

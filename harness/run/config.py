@@ -21,6 +21,8 @@ from pydantic import model_validator
 
 from backends import registry
 from backends.engine import Spec
+from circuits import secret
+from circuits.cost import DataBounds
 from circuits.errors import InputError, did_you_mean, from_pydantic
 from circuits.ir import Output, Query
 from circuits.population import EXACT, Padding, Population
@@ -51,6 +53,9 @@ _QueryRef = Union[str, dict[str, Any]]
 
 def _to_padding(spec: Any) -> Padding:
     return Padding(EXACT, EXACT) if spec == EXACT else Padding(**spec)
+
+
+CRITERIA_KEYS = ("criteria", "researcher", "max_codes")
 
 
 class _Model(BaseModel):
@@ -108,6 +113,27 @@ class Config(_Model):
     budget_s: Annotated[float, Field(gt=0)] | None = None  # skip larger populations past it
     isolation: Literal["auto", "netns", "none"] = "auto"  # a network namespace per run
     rounds_calibration: bool = True  # one lock-step run per setting counts its rounds
+    # Defaults of the engines' keys of the same names (an engine's own key wins): the
+    # criteria public or private, who inputs them, the codes a condition node is padded to.
+    criteria: Literal["public", "private"] | None = None
+    researcher: Union[Literal["extra"], Annotated[int, Field(ge=0)]] | None = None
+    max_codes: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _criteria_defaults(cls, data: Any) -> Any:
+        """The experiment's criteria keys copied into each engine entry that lacks them
+        (but an engine in the clear: its one party has no researcher)."""
+        if not isinstance(data, dict) or not isinstance(data.get("engines"), list):
+            return data
+        given = {k: data[k] for k in CRITERIA_KEYS if data.get(k) is not None}
+        engines = registry.engines()
+        entries = []
+        for entry in data["engines"]:
+            own = engines.get(entry.get("engine")) if isinstance(entry, dict) else None
+            clear = own is not None and all(f.max_parties == 1 for f in own.spec.defaults.values())
+            entries.append(entry if own is None or clear else {**given, **entry})
+        return {**data, "engines": entries}
 
     @model_validator(mode="after")
     def _one_query_key(self) -> Config:
@@ -324,16 +350,18 @@ def _engines_at(source: str, config: Config, entries: list) -> tuple[tuple[Spec,
                 specs.append(e)
                 continue
             given = isinstance(entry, dict) and "parties" in entry
-            if given and e.parties != dep.sites:
+            parties = dep.sites + e.parties - e.data_parties  # an extra researcher is one more
+            if given and e.parties != parties:
+                extra = " plus the researcher" if parties > dep.sites else ""
                 raise InputError(
                     source,
                     f"engines[{i}].parties",
-                    f"{e.label} has {e.parties} parties, but deployments[{j}] has {dep.sites} sites "
+                    f"{e.label} has {e.parties} parties, but deployments[{j}] has {dep.sites} sites{extra} "
                     "(site i is party i)",
-                    f"write parties: {dep.sites}, or omit parties (it then defaults to the sites)",
+                    f"write parties: {parties}, or omit parties (it then defaults to that)",
                 )
             try:
-                specs.append(type(e).model_validate({**e.model_dump(), "parties": dep.sites}))
+                specs.append(type(e).model_validate({**e.model_dump(), "parties": parties}))
             except ValidationError as err:
                 problem = from_pydantic(source, err).problem
                 raise InputError(
@@ -411,6 +439,28 @@ def _outputs_fit(source: str, config: Config, queries: list[Query]) -> None:
                 )
 
 
+def _private_fits(source: str, config: Config, queries: list[Query]) -> None:
+    """Private criteria: every query can be hidden (codes within `max_codes`, exam types
+    in the public vocabulary)."""
+    for i, e in enumerate(config.engines):
+        if not e.private:
+            continue
+        for j, q in enumerate(queries):
+            try:
+                secret.hide(q, DataBounds(), 1, e.max_codes)
+            except ValueError as err:
+                where = "query" if config.query is not None else f"queries[{j}]"
+                codes = "max_codes" in str(err)
+                raise InputError(
+                    source,
+                    f"engines[{i}].max_codes" if codes else where,
+                    f"{e.label}: {err}",
+                    f"raise max_codes to {secret.codes_needed(q.root)} or more"
+                    if codes
+                    else "use criteria: public for this query",
+                ) from None
+
+
 def _resolve(path: Path, config: Config, config_hash: str, overrides: dict[str, Any]) -> Experiment:
     """A validated config's queries read, paddings, sources and networks parsed."""
     source = str(path)
@@ -439,6 +489,7 @@ def _resolve(path: Path, config: Config, config_hash: str, overrides: dict[str, 
     sources = [_source(path, config, f"populations[{i}]", spec) for i, spec in enumerate(config.populations)]
     _sites_cover(source, config, sources)
     _outputs_fit(source, config, queries)
+    _private_fits(source, config, queries)
     profiles = config.profiles()
     networks = tuple(parse_network(spec, profiles) for spec in config.networks)
     return Experiment(

@@ -458,6 +458,8 @@ def _record(
             "online_s": f.get("online_s"),
             "offline_s": f.get("offline_s"),
             "tls": cell.engine.tls,
+            "criteria": cell.engine.criteria,
+            "researcher": cell.engine.researcher_party,
             "isolation": sweep_meta.get("isolation"),
             "compile_s": f.get("compile_s"),
             "compile_cached": f.get("compile_cached"),
