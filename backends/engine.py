@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Callable, ClassVar, Literal, Mapping, Protocol, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from circuits.holdings import Holdings
 from circuits.ir import Query
@@ -120,21 +120,29 @@ class Spec(BaseModel):
         problem = facts.parties_problem(self.title, self.parties)
         if problem:
             raise ValueError(problem)
-        if self.private:
-            self._check_researcher(facts)
         return self
 
-    def _check_researcher(self, facts: ProtocolFacts) -> None:
-        if not facts.private_criteria:
+    @field_validator("criteria")
+    @classmethod
+    def _takes_criteria(cls, v: str, info: ValidationInfo) -> str:
+        facts = cls.defaults.get(str(info.data.get("protocol")))
+        if v == PRIVATE and facts is not None and not facts.private_criteria:
             raise ValueError(
-                f"criteria: private needs a researcher party's input, which {self.title} "
-                f"{self.protocol} cannot take; use criteria: public, or another protocol"
+                f"criteria: private needs a researcher party's input, which {cls.title} "
+                f"{facts.name} cannot take; use criteria: public, or another protocol"
             )
-        if self.researcher != EXTRA and self.researcher >= self.parties:
+        return v
+
+    @field_validator("researcher")
+    @classmethod
+    def _researcher_is_a_party(cls, v: Any, info: ValidationInfo) -> Any:
+        parties = info.data.get("parties")
+        if v != EXTRA and isinstance(parties, int) and v >= parties:
             raise ValueError(
-                f"researcher: {self.researcher} is not a party of {self.parties} (0 to {self.parties - 1}); "
-                "give a party index, or extra (the last party, holding no data)"
+                f"{v} is not a party of {parties} (0 to {parties - 1}); give a party index, "
+                "or extra (the last party, holding no data)"
             )
+        return v
 
     @property
     def private(self) -> bool:

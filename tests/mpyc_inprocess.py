@@ -10,10 +10,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from backends.mpyc.job import Job, write_inputs
+from backends.mpyc.job import Job, write_constants, write_inputs
 from circuits.cost import DataBounds
 from circuits.ir import Query, to_plain
 from circuits.population import Population
+from circuits.secret import Hidden, constants_count
 
 _argv, sys.argv = sys.argv, sys.argv[:1]
 try:
@@ -24,10 +25,22 @@ finally:
     sys.argv = _argv
 
 
-def run(protocol: str, query: Query, pop: Population, workdir: Path) -> object:
-    """The revealed result of `query` on `pop`: the eligible bits, or the count."""
+def run(protocol: str, query: Query, pop: Population, workdir: Path, hidden: Hidden | None = None) -> object:
+    """The revealed result of `query` on `pop`: the eligible bits, or the count.  With
+    `hidden`, its template runs instead, the one party also the researcher."""
     workdir.mkdir(parents=True, exist_ok=True)
     data, counts = write_inputs(pop, workdir)
+    if hidden is not None:
+        query = hidden.template
+    private = (
+        {}
+        if hidden is None
+        else {
+            "researcher": 0,
+            "constants": constants_count(query.root),
+            "constants_path": write_constants(hidden.constants, workdir),
+        }
+    )
     job = Job(
         protocol,
         {"root": to_plain(query.root), "output": query.output.value},
@@ -39,5 +52,6 @@ def run(protocol: str, query: Query, pop: Population, workdir: Path) -> object:
         data,
         counts,
         str(workdir),
+        **private,
     )
     return mpc.run(party.run_job(job))["result"]

@@ -44,7 +44,8 @@ SITES_CONFIG = {
     ],
 }
 BY_SITE = {"name": "by-site", "output": "count_by_site", "criteria": {"smoker": "never"}}
-SITES_BAD = [  # each one clear error naming its field (issue 14), as (config, what it says)
+BAD_CONFIGS = [  # each one clear error naming its field, as (config, what it says)
+    # sites (issue 14)
     (  # a group at no site
         {**SITES_CONFIG, "deployments": [{"sites": 3, "partition": "columns", "columns": {"exams": 2}}]},
         "deployments[0]: columns: every group of demographics, conditions, exams needs exactly one site",
@@ -81,6 +82,20 @@ SITES_BAD = [  # each one clear error naming its field (issue 14), as (config, w
             "deployments": [{"sites": 3, "partition": "rows"}, "patient"],
         },
         "queries[1].output: count_by_site needs sites holding rows, but deployments[1] is patient",
+    ),
+    # private criteria (issue 15)
+    (
+        {**CONFIG, "engines": [{"engine": "mpyc", "parties": 4, "criteria": "private", "max_codes": 1}]},
+        "engines[0].max_codes: mpyc/shamir/4p private(r=extra): max_codes 1 is below the 2 codes",
+    ),
+    (
+        {**CONFIG, "engines": [{"engine": "mpyc", "protocol": "paper-loop", "criteria": "private"}]},
+        "engines[0].criteria: criteria: private needs a researcher party's input, which MPyC paper-loop",
+    ),
+    ({**CONFIG, "engines": [{"engine": "plain", "criteria": "private"}]}, "which plain oracle cannot take"),
+    (
+        {**CONFIG, "engines": [{"engine": "mpyc", "parties": 3, "criteria": "private", "researcher": 5}]},
+        "engines[0].researcher: 5 is not a party of 3 (0 to 2)",
     ),
 ]
 BUNDLE = {
@@ -202,7 +217,7 @@ def cases():
             else:
                 text = _mutate_text(dump(seed_data), rng)
             yield f"{i:03d}-{name}", text
-    for i, (bad, _) in enumerate(SITES_BAD):
+    for i, (bad, _) in enumerate(BAD_CONFIGS):
         yield f"bad{i}-sites-config.yaml", yaml.safe_dump(bad)
     yield "no-encounters-sites-bundle.json", json.dumps(BUNDLE)  # assign: provider falls back
 
@@ -242,7 +257,7 @@ def test_fuzz_corpus(tmp_path, capsys, monkeypatch):
                 captured.err,
             )
         if name.startswith("bad"):  # a fixed bad case: rejected, and for its own reason
-            says = SITES_BAD[int(name.removeprefix("bad").split("-")[0])][1]
+            says = BAD_CONFIGS[int(name.removeprefix("bad").split("-")[0])][1]
             assert code == 2 and says in " ".join(captured.err.split()), (name, says, captured.err)
         assert elapsed < 10, (name, elapsed)
         outcomes[code] = outcomes.get(code, 0) + 1

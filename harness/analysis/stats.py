@@ -106,6 +106,13 @@ class Cell:
         return deployment_label(self.first.deployment)
 
     @property
+    def criteria(self) -> str:
+        """`public`, or `private r=<the researcher's party>`."""
+        if self.first.criteria != "private":
+            return "public"
+        return f"private r={self.first.researcher}"
+
+    @property
     def query(self) -> str:
         return (self.first.query or {}).get("name", "?")
 
@@ -292,6 +299,7 @@ _SETTINGS: dict[str, tuple[str, ...]] = {
     "padding": ("padding",),
     "query": ("query",),
     "deployment": ("deployment",),
+    "criteria": ("criteria", "researcher"),
 }
 
 

@@ -38,6 +38,8 @@ COLUMNS = (
     "population_source",
     "network",
     "deployment",
+    "criteria",
+    "researcher",
     "delay_ms",
     "bandwidth_mbit",
     "padding",
@@ -105,6 +107,8 @@ def row(c: Cell, all_cells: list[Cell]) -> dict[str, Any]:
         "population_source": f.population_source,
         "network": c.network,
         "deployment": c.deployment,
+        "criteria": f.criteria,
+        "researcher": f.researcher,
         "delay_ms": n.get("delay_ms"),
         "bandwidth_mbit": n.get("bandwidth_mbit"),
         "padding": c.padding,
@@ -345,6 +349,10 @@ def table(records: list[Record], wide: bool = False, width: int = 100) -> Table:
         if wide:  # and what was secure, what the sites did in the clear and input
             head += ["secure", "local s", "input s"]
             body = [[*r, *site_cells(c)] for r, c in zip(body, all_cells)]
+    if any(c.criteria != "public" for c in all_cells):  # a column after network (and deployment)
+        at = head.index("network") + 1 + ("deployment" in head)
+        head.insert(at, "criteria")
+        body = [[*r[:at], c.criteria, *r[at:]] for r, c in zip(body, all_cells)]
     if wide:
         t = Table(title=title)
     else:  # no borders: one space between columns
