@@ -182,10 +182,11 @@ def exam_code_bits(bounds: DataBounds, node: ExamCount) -> int:
 
 
 def condition_code_bits(bounds: DataBounds, node: HasCondition | SecretCondition) -> int:
-    """Signed bits of a slot-minus-code difference; a secret code is at most the padding
-    code, one above the data's bound (`circuits.secret.condition_pad`)."""
-    codes = node.codes if isinstance(node, HasCondition) else (bounds.max_condition_code + 1,)
-    top = max(max(codes), bounds.max_condition_code)
+    """Signed bits of a slot-minus-code difference; a secret code is 1 to the padding code,
+    one above the data's bound (`circuits.secret.condition_pad`), and a slot 0 to the bound."""
+    if isinstance(node, SecretCondition):
+        return signed_bits(-(bounds.max_condition_code + 1), bounds.max_condition_code)
+    top = max(max(node.codes), bounds.max_condition_code)
     return signed_bits(-top, top)
 
 
