@@ -52,7 +52,8 @@ from pathlib import Path
 from backends.mp_spdz import program
 from backends.mp_spdz.protocols import FIELD, PROTOCOLS, RING, Protocol, compiler_script, compiler_version
 from backends.mp_spdz.protocols import get
-from circuits.ir import ExamCount, HasCondition, Query, leaves, to_plain
+from circuits.ir import SECRET_LEAVES, ExamCount, HasCondition, Query, SecretCondition, SecretExam, leaves
+from circuits.ir import to_plain
 
 CACHE_ENV = "COHORTBENCH_MP_SPDZ_CACHE"
 META = "compile.json"
@@ -150,6 +151,12 @@ def field_bits(query: Query, shape: program.Shape, lowering: str) -> int:
             widths.append(e_slots.bit_length() + 1)
         if isinstance(leaf, HasCondition):  # the number of matching (slot, code) pairs
             widths.append((c_slots * len(leaf.codes)).bit_length() + 1)
+        if isinstance(leaf, SECRET_LEAVES):  # x == c, x < c of secret operands (preludes/arithmetic.py)
+            widths += [c.bits + 2 for c in cols.values()]
+        if isinstance(leaf, SecretExam):
+            widths.append((e_slots + 1).bit_length() + 2)
+        if isinstance(leaf, SecretCondition):
+            widths.append((c_slots * leaf.width).bit_length() + 1)
     return max(widths + [shape.patients.bit_length() + 1])
 
 
@@ -290,9 +297,12 @@ def compile_program(
     python: str | None = None,
     timeout_s: float = 1800,
     sites: program.Sites | None = None,
+    researcher: int | None = None,
 ) -> Compiled:
     """Translate and compile `query` for `protocol` with `parties` parties (over `sites`,
-    when several hold the data), or take it from the cache.  RuntimeError with the
+    when several hold the data), or take it from the cache.  `researcher`: the party that
+    inputs a private query's constants (the query is its template; the cache key is the
+    template's, so every query of that shape shares the program).  RuntimeError with the
     compiler's output if it fails."""
     proto = get(protocol) if isinstance(protocol, str) else protocol
     parties = parties or proto.default_parties
@@ -300,7 +310,9 @@ def compile_program(
     options = options or default_options(proto)
     script = _script(home)
     flags = compile_flags(proto, query, shape, options, parties)
-    source = program.translate(query, shape, options.lowering, proto.domain, _settings(proto, options), sites)
+    source = program.translate(
+        query, shape, options.lowering, proto.domain, _settings(proto, options), sites, researcher
+    )
     version = compiler_version(home)
     key_fields = _key_fields(query, shape, proto, parties, options, flags, version)
     key = hashlib.sha256(json.dumps([key_fields, source], sort_keys=True).encode()).hexdigest()[:20]

@@ -19,6 +19,8 @@ from backends.engine import ProtocolFacts, Spec, Unavailable, python_path
 from backends.mp_spdz import compile as mp_compile
 from backends.mp_spdz import launch, program, protocols, throwtrace
 from backends.mp_spdz.site import SiteJob
+from circuits import secret
+from circuits.cost import DataBounds
 from circuits.holdings import PATIENT_HELD, Holdings
 from circuits.ir import Query, to_plain
 from circuits.locality import split
@@ -27,7 +29,9 @@ from circuits.sitedata import blocks, write_site_files
 
 
 FACTS = {
-    p.name: ProtocolFacts(p.name, p.security, p.majority, p.domain, p.min_parties, p.max_parties, p.tls)
+    p.name: ProtocolFacts(
+        p.name, p.security, p.majority, p.domain, p.min_parties, p.max_parties, p.tls, private_criteria=True
+    )
     for p in protocols.PROTOCOLS.values()
 }
 # What the program prints as its answer (see program.parse_output).
@@ -86,6 +90,15 @@ class MpSpdzCell:
         holdings: Holdings = PATIENT_HELD,
     ):
         self.spec, self.query, self.pop, self.holdings = spec, query, pop, holdings
+        self.researcher: int | None = None
+        self.constants: tuple[int, ...] = ()
+        if spec.private:
+            # The query becomes its template (compiled once for every query of its shape);
+            # its constants are the researcher's input alone.
+            hidden = secret.hide(query, DataBounds.of(pop), pop.slots[1], spec.max_codes)
+            self.query, self.constants = hidden.template, hidden.constants
+            self.researcher = spec.researcher_party
+            query = self.query
         self.protocol = protocols.get(spec.protocol)
         default = mp_compile.default_options(self.protocol)
         self.options = replace(
@@ -104,7 +117,13 @@ class MpSpdzCell:
         if self.sites is None or self.sites.plan.secure is not None:
             try:
                 self.compiled = mp_compile.compile_program(
-                    query, shape, self.protocol, spec.parties, self.options, sites=self.sites
+                    query,
+                    shape,
+                    self.protocol,
+                    spec.parties,
+                    self.options,
+                    sites=self.sites,
+                    researcher=self.researcher,
                 )
             except RuntimeError as e:
                 raise Unavailable(str(e)) from None
@@ -119,6 +138,11 @@ class MpSpdzCell:
         h = self.holdings
         query = {"root": to_plain(self.query.root), "output": self.query.output.value}
         sizes = h.site_sizes(len(self.pop))
+        lines: tuple[str, ...] = ()
+        if self.researcher is not None:
+            lines = tuple(
+                program.researcher_lines(self.query.root, self.constants, shape, self.options.lowering)
+            )
         return [
             SiteJob(
                 site,
@@ -131,6 +155,7 @@ class MpSpdzCell:
                 shape.slots,
                 shape.bounds,
                 self.options.lowering,
+                lines if site == self.researcher else (),
             )
             for site, path in enumerate(write_site_files(self.pop, h, workdir))
         ]
@@ -149,6 +174,7 @@ class MpSpdzCell:
                     tls=self.spec.ssl,
                     addresses=addresses,
                     sites=self.site_jobs or None,
+                    criteria=None if self.researcher is None else (self.researcher, self.constants),
                 )
         except RuntimeError as e:
             raise Unavailable(str(e)) from None
@@ -164,6 +190,8 @@ class MpSpdzCell:
         """How many patients' bits party `pid` learns under eligible, and whether any."""
         if self.sites is None:
             return len(self.pop), pid == 0
+        if pid >= self.holdings.sites:  # an extra researcher: it learns no patient's bit
+            return 0, False
         if self.sites.rows:
             return self.holdings.site_sizes(len(self.pop))[pid], True
         return len(self.pop), pid == self.holdings.reveal_to

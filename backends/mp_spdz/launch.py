@@ -40,7 +40,7 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -221,6 +221,7 @@ def _party_dir(
     certs: Path | None,
     hashes: list[list[str]],
     site: SiteJob | None,
+    criteria: tuple[int, tuple[int, ...]] | None = None,
 ) -> Path:
     """Party `pid`'s directory: Programs link, Player-Data (inputs, TLS files), hosts file;
     with sites, the site's job instead of an input file (the site writes its own)."""
@@ -232,6 +233,10 @@ def _party_dir(
         site.write(pdir / JOB_FILE)
     elif pid == 0:
         program.write_inputs(pop, compiled.query, compiled.shape, data, compiled.options.lowering)
+    if criteria is not None and criteria[0] == pid and site is None:
+        program.write_researcher(
+            compiled.query.root, criteria[1], compiled.shape, data, pid, compiled.options.lowering
+        )
     if certs is not None:
         _install_certs(certs, hashes, data, pid)
     (pdir / HOSTS_FILE).write_text("".join(f"{a}\n" for a in view))
@@ -249,6 +254,7 @@ def prepare_run(
     vm_args: Sequence[str] = (),
     verbose: bool = True,
     sites: Sequence[SiteJob] | None = None,
+    criteria: tuple[int, tuple[int, ...]] | None = None,
 ) -> RunPlan:
     """Lay out a run of `compiled` on `pop` in run_dir (a fresh directory per run).
 
@@ -259,7 +265,9 @@ def prepare_run(
     `addresses`: per party, that party's view of every party's host:port (default:
     127.0.0.1 and `ports` for everyone).  `vm_args`: extra
     VM options (e.g. -lgp 192); `verbose`: -v, for the online/offline split.  `sites`:
-    several sites hold the data, and each party runs its site's step before its VM."""
+    several sites hold the data, and each party runs its site's step before its VM.
+    `criteria`: a private query's (researcher party, secret constants), which that party
+    alone inputs after its other inputs (with sites, its site step writes them)."""
     protocol = get(compiled.protocol)
     parties = compiled.parties
     views = _views(ports, addresses, parties)
@@ -270,8 +278,8 @@ def prepare_run(
     hashes = [_hash_links(certs / f"P{j}.pem") for j in range(parties)] if certs else []
     dirs, commands = [], []
     for pid in range(parties):
-        site = sites[pid] if sites else None
-        pdir = _party_dir(run_dir, pid, compiled, pop, views[pid], certs, hashes, site)
+        site = sites[pid] if sites and pid < len(sites) else None  # not: an extra researcher
+        pdir = _party_dir(run_dir, pid, compiled, pop, views[pid], certs, hashes, site, criteria)
         vm_argv = party_command(protocol, pid, parties, compiled.name, tls, home, vm_args, verbose)
         step = (*SITE_STEP, "--") if site is not None else ()
         commands.append(("/bin/sh", "-c", _CD_EXEC, "sh", str(pdir), *step, *vm_argv))
@@ -398,8 +406,14 @@ def figures(reports: Sequence[PartyReport]) -> dict:
 
 
 def clean_run(plan: RunPlan) -> None:
-    """Remove party 0's input file and the per-run keys; logs and figures stay."""
+    """Remove the parties' input files, the researcher's constants in its site job and the
+    per-run keys; logs and figures stay."""
     for pdir in plan.party_dirs:
+        job = pdir / JOB_FILE
+        if job.is_file():
+            site = SiteJob.read(job)
+            if site.researcher_lines:
+                replace(site, researcher_lines=()).write(job)
         for path in (pdir / "Player-Data").glob("Input-*"):
             path.unlink(missing_ok=True)
         for path in (pdir / "Player-Data").glob("P*.key"):

@@ -40,6 +40,13 @@ the slot's vocabulary index, as party 0 of the MPyC backend encodes them.
 With ``exact`` padding the per-patient counts are not exploited: every patient
 has the (public) maximum number of slots, empty ones holding code 0.
 
+Private criteria (`circuits.secret`): the tree is a template whose leaves name only the
+indexes of their constants; party RESEARCHER inputs them (`input_constants`, after
+its other inputs), each at a public width (`constant_widths`), as `researcher_lines`
+encodes them; the lines then compare columns with secret values (`less_than_secret`,
+`equals_secret`, `any_secret_code`, `at_least_secret`), so that every query of one
+template has the same source.
+
 The revealed output is printed: ``ELIGIBLE [b0, b1, ...]`` by party 0 (to
 whom alone the bits are revealed), or ``COUNT n`` (revealed to every party,
 printed by every party that runs with ``-OF .``); `parse_output` reads it.
@@ -59,7 +66,8 @@ from circuits.codes import GENDERS, SMALL_DOMAIN, SMOKER_STATES
 from circuits.cost import AGE_BITS, MONTH_BITS, DataBounds
 from circuits.holdings import Partition
 from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, LocalBit, Node, Not, Or, Output, Query
-from circuits.ir import Smoker, normalise, render
+from circuits.ir import SecretAge, SecretCondition, SecretExam, SecretGender, SecretSmoker
+from circuits.ir import Smoker, leaves, normalise, render
 from circuits.locality import Split, local_column, local_index
 from circuits.population import Population
 from circuits.visitor import Visitor
@@ -68,7 +76,7 @@ BINARY, ARITHMETIC = "binary", "arithmetic"
 LOWERINGS = (BINARY, ARITHMETIC)
 PROGRAM_NAME = "cohort"
 INPUT_FILE = "Input-P0-0"  # party 0, main thread, under Player-Data/
-TRANSLATOR_VERSION = 5  # bump when the generated source changes for the same inputs
+TRANSLATOR_VERSION = 6  # bump when the generated source changes for the same inputs
 
 SMALL_CODE_BITS = (SMALL_DOMAIN - 1).bit_length()  # gender and smoking status: 0..3
 
@@ -174,6 +182,21 @@ class _ColumnsRead(Visitor[set[str]]):
     def visit_local_bit(self, node: LocalBit) -> set[str]:
         return {local_column(node.index)}
 
+    def visit_secret_age(self, node: SecretAge) -> set[str]:
+        return {"age"}
+
+    def visit_secret_gender(self, node: SecretGender) -> set[str]:
+        return {"gender"}
+
+    def visit_secret_smoker(self, node: SecretSmoker) -> set[str]:
+        return {"smoker"}
+
+    def visit_secret_condition(self, node: SecretCondition) -> set[str]:
+        return {"conditions"}
+
+    def visit_secret_exam(self, node: SecretExam) -> set[str]:
+        return {"exam_index", "exam_months"}
+
     def visit_not(self, node: Not) -> set[str]:
         return self.visit(node.child)
 
@@ -224,6 +247,11 @@ PRELUDE_INTERFACE = (
     "input_counts",
     "reveal_total",
     "reveal_site_counts",
+    "input_constants",
+    "less_than_secret",
+    "equals_secret",
+    "any_secret_code",
+    "at_least_secret",
 )
 
 
@@ -246,6 +274,12 @@ class Translator(Visitor[str]):
         self.lines: list[str] = []
         self._names = 0
         self._bits = {name: c.bits for name, c in all_columns(shape).items()}
+        self.constant_bits: dict[int, int] = {}  # a private query's constants: index -> public width
+
+    def _constant(self, index: int, bits: int) -> str:
+        """The program variable of the researcher's constant `index`, `bits` public bits wide."""
+        self.constant_bits[index] = bits
+        return f"K[{index}]"
 
     def _emit(self, expression: str, comment: str) -> str:
         self._names += 1
@@ -304,6 +338,54 @@ class Translator(Visitor[str]):
     def visit_local_bit(self, node: LocalBit) -> str:
         return local_column(node.index)
 
+    # Private criteria (circuits.secret): the constants are the researcher's secret inputs
+    # K[i] (see `researcher_values` for their encoding), so the lines name only indexes.
+
+    def visit_secret_age(self, node: SecretAge) -> str:
+        bits = self._bits["age"]
+        low = self._constant(node.first, AGE_BITS)  # min_exclusive + 1
+        high = self._constant(node.first + 1, AGE_BITS)
+        return self._emit(
+            f"AND(NOT(less_than_secret(age, {low}, bits={bits})), "
+            f"less_than_secret(age, {high}, bits={bits}))",
+            f"{low} - 1 < age < {high} (secret bounds)",
+        )
+
+    def _secret_value(self, node: SecretGender | SecretSmoker, column: str) -> str:
+        bits = self._bits[column]
+        code = self._constant(node.first, SMALL_CODE_BITS)
+        return self._emit(f"equals_secret({column}, {code}, bits={bits})", f"{column} = {code} (secret)")
+
+    def visit_secret_gender(self, node: SecretGender) -> str:
+        return self._secret_value(node, "gender")
+
+    def visit_secret_smoker(self, node: SecretSmoker) -> str:
+        return self._secret_value(node, "smoker")
+
+    def visit_secret_condition(self, node: SecretCondition) -> str:
+        bits = self._bits["conditions"]
+        codes = [self._constant(i, bits + 1) for i in node.constants]  # top bit: the pad code
+        return self._emit(
+            f"any_secret_code(conditions, [{', '.join(codes)}], bits={bits})",
+            f"a condition in {{{', '.join(codes)}}} (secret codes, padded)",
+        )
+
+    def visit_secret_exam(self, node: SecretExam) -> str:
+        e_slots = self.shape.slots[1]
+        ibits, mbits = self._bits["exam_index"], self._bits["exam_months"]
+        index = self._constant(node.first, ibits)
+        at_least = self._constant(node.first + 1, (e_slots + 1).bit_length())
+        within = self._constant(node.first + 2, MONTH_BITS)
+        hits = self._emit(
+            f"[AND(equals_secret(exam_index[j], {index}, bits={ibits}), "
+            f"NOT(less_than_secret({within}, exam_months[j], bits={mbits}))) for j in range(E)]",
+            f"per exam slot: vocabulary index {index}, at most {within} months ago (secret)",
+        )
+        return self._emit(
+            f"at_least_secret({hits}, {at_least}, bits={(e_slots + 1).bit_length()})",
+            f"at least {at_least} such exams (secret)",
+        )
+
     def visit_not(self, node: Not) -> str:
         child = self.visit(node.child)
         return self._emit(f"NOT({child})", f"not {child}")
@@ -336,8 +418,10 @@ def _header(
     domain: str,
     settings: tuple[str, ...],
     sites: Sites | None,
+    researcher: int | None = None,
 ) -> list[str]:
-    """The comments naming the query and its tree, and the public sizes."""
+    """The comments naming the query and its tree, and the public sizes.  A private query's
+    template is named by its IR hash alone (its name differs between queries of one shape)."""
     c_slots, e_slots = shape.slots
     tree = "\n".join("#   " + line for line in render(root).splitlines())
     where = (
@@ -350,7 +434,11 @@ def _header(
     )
     return [
         f"# cohortbench cohort selection, generated by backends/mp_spdz/program.py (v{TRANSLATOR_VERSION})",
-        f"# query {query.name!r} (IR hash {query.ir_hash}), output: {query.output.value}",
+        (
+            f"# query {query.name!r} (IR hash {query.ir_hash}), output: {query.output.value}"
+            if researcher is None
+            else f"# private criteria: a template (IR hash {query.ir_hash}), output: {query.output.value}"
+        ),
         *(
             []
             if sites is None
@@ -363,6 +451,11 @@ def _header(
         f"C = {c_slots}  # condition slots per patient (public padding)",
         f"E = {e_slots}  # exam slots per patient (public padding)",
         *where,
+        *(
+            []
+            if researcher is None
+            else [f"RESEARCHER = {researcher}  # the party that inputs the criteria's constants (public)"]
+        ),
         *settings,
     ]
 
@@ -421,13 +514,16 @@ def translate(
     domain: str = RING,
     settings: tuple[str, ...] = (),
     sites: Sites | None = None,
+    researcher: int | None = None,
 ) -> str:
     """The readable `.mpc` source of `query` over `shape`.
 
     `domain` (field | ring) selects the arithmetic lowering's small-domain equality;
     `settings` are extra `program.*` lines (compile options with no compiler flag);
     `sites`: the data is held by several sites, and the program is the split's
-    secure remainder over their inputs."""
+    secure remainder over their inputs.  A private query's template (`circuits.secret`)
+    takes its constants from party `researcher`, after that party's other inputs; the
+    source then holds none of them, so every query of the template has the same program."""
     if lowering not in LOWERINGS:
         raise ValueError(f"unknown lowering {lowering!r}; use one of {', '.join(LOWERINGS)}")
     if domain not in (FIELD, RING):
@@ -438,13 +534,24 @@ def translate(
     root = normalise(tree)
     translator = TRANSLATORS[lowering](shape, domain)
     result = "" if sites is not None and sites.plan.presum else translator.visit(root)
+    widths = _widths(translator)
+    if widths and researcher is None:
+        raise ValueError("a private query's template needs the researcher party (researcher=...)")
+    if not widths:
+        researcher = None
+    constants = (
+        [f"K = input_constants({list(widths)}, N, party=RESEARCHER)  # the criteria's constants, secret"]
+        if widths
+        else []
+    )
     return "\n".join(
         [
-            *_header(query, root, shape, lowering, domain, settings, sites),
+            *_header(query, root, shape, lowering, domain, settings, sites, researcher),
             "",
             prelude(lowering),
             "",
             *_input_lines(query, shape, root, sites),
+            *constants,
             "",
             "# The criteria, one line per node of the tree.",
             *translator.lines,
@@ -453,6 +560,66 @@ def translate(
             "",
         ]
     )
+
+
+def _widths(translator: Translator) -> tuple[int, ...]:
+    """The public widths of the constants the translated tree read, in index order."""
+    bits = translator.constant_bits
+    if sorted(bits) != list(range(len(bits))):
+        raise ValueError(f"a template's constants must be 0..n-1; it reads {sorted(bits)}")
+    return tuple(bits[i] for i in range(len(bits)))
+
+
+def constant_widths(root: Node, shape: Shape) -> tuple[int, ...]:
+    """The public widths of a template's constants, in the researcher's input order."""
+    translator = Translator(shape)
+    translator.visit(normalise(root))
+    return _widths(translator)
+
+
+def researcher_values(root: Node, constants: tuple[int, ...]) -> list[int]:
+    """The constants as the program reads them: an age node's lower bound is input as
+    min_exclusive + 1 (0..151, so that [age > min] = NOT [age < min + 1]); the rest as they are."""
+    values = [int(c) for c in constants]
+    for leaf in leaves(root):
+        if isinstance(leaf, SecretAge):
+            values[leaf.first] += 1
+    return values
+
+
+def researcher_lines(
+    root: Node, constants: tuple[int, ...], shape: Shape, lowering: str = BINARY
+) -> list[str]:
+    """The researcher's input lines for a template's constants: per constant, its bits as
+    planes of N lanes all equal (binary), or one integer (arithmetic)."""
+    widths = constant_widths(root, shape)
+    values = researcher_values(root, constants)
+    if len(values) != len(widths):
+        raise ValueError(f"the template takes {len(widths)} constants, got {len(values)}")
+    for v, w in zip(values, widths):
+        if not 0 <= v < 1 << w:
+            raise ValueError(f"a secret constant {v} does not fit its public {w} bits")
+    if lowering != BINARY:
+        return [str(v) for v in values]
+    ones = _Decimal()((1 << shape.patients) - 1)
+    return [ones if (v >> i) & 1 else "0" for v, w in zip(values, widths) for i in range(w)]
+
+
+def write_researcher(
+    root: Node,
+    constants: tuple[int, ...],
+    shape: Shape,
+    player_data: Path,
+    party: int,
+    lowering: str = BINARY,
+) -> Path:
+    """Append the researcher's constants to its input file Input-P<party>-0 (after whatever
+    else it inputs, as the program reads them); returns the path."""
+    player_data.mkdir(parents=True, exist_ok=True)
+    path = player_data / f"Input-P{party}-0"
+    before = path.read_text() if path.exists() else ""
+    path.write_text(before + _text(researcher_lines(root, constants, shape, lowering)))
+    return path
 
 
 # --------------------------------------------------------------------------------------------

@@ -42,6 +42,9 @@ class SiteJob:
     slots: tuple[int, int]
     bounds: DataBounds
     lowering: str
+    # Private criteria: the researcher's input lines (program.researcher_lines), in the job of
+    # the site that is the researcher only; it inputs them after its own data.
+    researcher_lines: tuple[str, ...] = ()
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))
@@ -51,7 +54,14 @@ class SiteJob:
         d = json.loads(path.read_text())
         b = d["bounds"]
         d["bounds"] = DataBounds(**{**b, "exam_vocabulary": tuple(b["exam_vocabulary"])})
-        return SiteJob(**{**d, "blocks": tuple(d["blocks"]), "slots": tuple(d["slots"])})
+        return SiteJob(
+            **{
+                **d,
+                "blocks": tuple(d["blocks"]),
+                "slots": tuple(d["slots"]),
+                "researcher_lines": tuple(d.get("researcher_lines", ())),
+            }
+        )
 
     def plan(self) -> Split:
         holdings = Holdings.of_public(self.deployment)
@@ -76,6 +86,7 @@ def main(argv: list[str]) -> int:
         return 0
     shape = program.Shape(job.patients, job.slots, job.bounds)
     text = program.site_input_text(sites, job.site, pop, bits, shape, job.lowering)
+    text += "".join(f"{line}\n" for line in job.researcher_lines)
     Path("Player-Data", f"Input-P{job.site}-0").write_text(text)
     os.execv(vm[0], vm)
     return 1  # not reached

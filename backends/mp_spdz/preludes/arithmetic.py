@@ -91,3 +91,35 @@ def at_least(hits, n):
         return known
     total = util.tree_reduce(operator.add, hits)
     return NOT(less_than(total, n, len(hits).bit_length()))
+
+
+# Private criteria: the researcher's constants as sint scalars broadcast to every patient.
+
+
+def input_constants(widths, patients, party):
+    """The researcher's constants: one sint each, as a vector of `patients` copies."""
+    return [sint.get_input_from(party).expand_to_vector(patients) for _ in widths]
+
+
+def less_than_secret(x, c, bits):
+    """[x < c] for secret x and c of `bits` unsigned bits (x - c needs bits + 1)."""
+    return x.less_than(c, bit_length=bits + 1)
+
+
+def equals_secret(x, c, bits):
+    """[x == c] for secret x and c of at most bits + 1 unsigned bits."""
+    return x.equal(c, bit_length=bits + 2)
+
+
+def any_secret_code(slots, codes, bits):
+    """[some slot holds one of the secret codes]: the number of matches compared with 0
+    (the padding code, above every code the data holds, matches no slot)."""
+    matches = [equals_secret(x, c, bits) for x in slots for c in codes]
+    total = util.tree_reduce(operator.add, matches)
+    return greater_than(total, 0, len(matches).bit_length())
+
+
+def at_least_secret(hits, n, bits):
+    """[at least n of the hit bits are set] for a secret n of `bits` bits."""
+    total = util.tree_reduce(operator.add, hits)
+    return NOT(less_than_secret(total, n, max(bits, len(hits).bit_length())))

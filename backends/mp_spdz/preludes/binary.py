@@ -173,3 +173,46 @@ def popcount(bits):
                 merged[i].extend(col)
         columns = merged if merged[-1] else merged[:-1]
     return [col[0] if col else False for col in columns]
+
+
+# Private criteria: the researcher's constants, each input as planes of every lane (all
+# ones or all zeros), compared with the columns by circuits of one AND per bit.
+
+
+def input_constants(widths, patients, party):
+    """The researcher's constants, each `widths[i]` bit planes of `patients` lanes."""
+    return [input_column(w, patients, party) for w in widths]
+
+
+def _pad(x, y):
+    """Two bit lists of one length, the shorter padded with (public) zero bits."""
+    n = max(len(x), len(y))
+    return list(x) + [False] * (n - len(x)), list(y) + [False] * (n - len(y))
+
+
+def less_than_secret(x, c, bits=None):
+    """[x < c] for secret x and c: the borrow of x - c, one AND per bit:
+    borrow' = maj(NOT x_i, c_i, borrow), maj(a, b, d) = ((a ^ b) & (b ^ d)) ^ b."""
+    x, c = _pad(x, c)
+    borrow = False
+    for xi, ci in zip(x, c):
+        a = NOT(xi)
+        borrow = XOR(AND(XOR(a, ci), XOR(ci, borrow)), ci)
+    return borrow
+
+
+def equals_secret(x, c, bits=None):
+    """[x == c] for secret x and c: the AND of the bits' agreements."""
+    x, c = _pad(x, c)
+    return AND(*(NOT(XOR(xi, ci)) for xi, ci in zip(x, c)))
+
+
+def any_secret_code(slots, codes, bits):
+    """[some slot holds one of the secret codes]; a code's bit `bits` (its top bit) is set
+    only for the padding code, which then matches nothing."""
+    return OR(*(AND(NOT(code[bits]), OR(*(equals_secret(x, code[:bits]) for x in slots))) for code in codes))
+
+
+def at_least_secret(hits, n, bits=None):
+    """[at least n of the hit bits are set] for a secret n."""
+    return NOT(less_than_secret(popcount(hits), n))
