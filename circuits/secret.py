@@ -19,14 +19,16 @@ slots + 1 (both are never met).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from circuits.cost import DataBounds
 from circuits.ir import SECRET_LEAVES, AgeRange, And, ExamCount, Gender, HasCondition, Node, Not, Or, Query
 from circuits.ir import SecretAge, SecretCondition, SecretExam, SecretGender, SecretSmoker, Smoker, leaves
 from circuits.visitor import Visitor
 
-PUBLIC, PRIVATE = "public", "private"
-EXTRA = "extra"  # `researcher: extra`: one more party, holding no data, inputs the criteria
+PUBLIC: Final = "public"
+PRIVATE: Final = "private"
+EXTRA: Final = "extra"  # `researcher: extra`: one more party, holding no data, inputs the criteria
 
 
 def condition_pad(bounds: DataBounds) -> int:

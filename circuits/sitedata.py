@@ -45,7 +45,7 @@ def read_site_population(path: Path, patients: int, slots: tuple[int, int]) -> P
         return holding(patients, slots, {name: data[name] for name in data.files})
 
 
-def holding(patients: int, slots: tuple[int, int], held: dict[str, np.ndarray]) -> Population:
+def holding(patients: int, slots: tuple[int, int], held: dict[str, Any]) -> Population:
     """A population of `patients` rows with the `held` columns, zeros elsewhere (a party
     holding no data: none)."""
     c, e = slots
