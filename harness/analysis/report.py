@@ -97,8 +97,9 @@ def _series_labels(keys: list[dict[str, str]]) -> list[str]:
 
 
 def _two_lines(label: str) -> str:
-    """An `engine/protocol/...` label broken after the engine, for a narrow tick."""
-    return label.replace("/", "/\n", 1)
+    """An `engine/protocol/...` label broken after the engine (and before private criteria),
+    for a narrow tick."""
+    return label.replace("/", "/\n", 1).replace(" private", "\nprivate")
 
 
 def _series_key(c: Cell, *exclude: str) -> dict[str, str]:
@@ -750,6 +751,7 @@ _SETTING_COLUMNS = (
     "population",
     "network",
     "deployment",
+    "criteria",
     "padding",
     "query",
     "options",
@@ -779,6 +781,7 @@ def _summary_row(c: Cell, all_cells: list[Cell]) -> dict[str, dict]:
         "population": _cell(c.population_label, ""),
         "network": _cell(c.network, ""),
         "deployment": _cell(c.deployment, ""),
+        "criteria": _cell(c.criteria, ""),
         "padding": _cell(c.padding, ""),
         "query": _cell(c.query, ""),
         "options": _cell(c.options, ""),

@@ -72,7 +72,8 @@ class Cell:
     @property
     def engine_label(self) -> str:
         f = self.first
-        return f"{f.engine}/{f.protocol}/{f.parties}p"
+        private = "" if self.criteria == "public" else f" {self.criteria}"
+        return f"{f.engine}/{f.protocol}/{f.parties}p{private}"
 
     @property
     def population(self) -> int:
