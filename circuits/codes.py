@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Final
 
+MAX_AGE: Final = 150  # public bound on ages, in whole years
+
 # FHIR AdministrativeGender, in its value-set order.
 GENDERS: Final = ("male", "female", "other", "unknown")
 

@@ -16,10 +16,10 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Union
 
-from circuits.codes import GENDERS, SMOKER_STATES, format_loinc
+from circuits.codes import GENDERS, MAX_AGE, SMOKER_STATES, format_loinc
+from circuits.stats import Stats
 from circuits.visitor import Visitor
 
-MAX_AGE = 150  # public bound on ages, in whole years
 MAX_MONTHS = 12 * MAX_AGE  # public bound on "months ago" of an exam
 
 
@@ -241,27 +241,55 @@ WIRE = NODES + (LocalBit,) + SECRET_LEAVES  # what a tree handed to a party proc
 
 
 class Output(str, enum.Enum):
-    """What a query reveals: one bit per patient, only the cohort size, or (data held
-    by several sites in rows) the cohort size at each site."""
+    """What a query reveals: one bit per patient, only the cohort size, (data held by
+    several sites in rows) the cohort size at each site, or aggregates over the cohort
+    (`circuits.stats`)."""
 
     ELIGIBLE = "eligible"
     COUNT = "count"
     COUNT_BY_SITE = "count_by_site"
+    STATS = "stats"
 
 
 @dataclass(frozen=True)
 class Query:
-    """A named criteria tree with its output mode."""
+    """A named criteria tree with its output mode (and, for `stats`, its aggregates)."""
 
     root: Node
     output: Output = Output.ELIGIBLE
     name: str = field(default="query", compare=False)
+    stats: Stats | None = None
+
+    def __post_init__(self) -> None:
+        _require(
+            (self.output is Output.STATS) == (self.stats is not None),
+            "a stats output needs its aggregates, and only a stats output has them",
+        )
 
     @property
     def ir_hash(self) -> str:
-        """Stable hash of the tree and output mode (not the name): keys caches and results."""
-        text = json.dumps([to_plain(self.root), self.output.value], sort_keys=True)
+        """Stable hash of the tree and output (not the name): keys caches and results."""
+        output: object = self.output.value
+        if self.stats is not None:
+            output = [output, self.stats.to_plain()]
+        text = json.dumps([to_plain(self.root), output], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def to_wire(query: Query) -> dict:
+    """A query as JSON for a party process: its tree, output and stats (not its name)."""
+    stats = None if query.stats is None else query.stats.to_plain()
+    return {"root": to_plain(query.root), "output": query.output.value, "stats": stats}
+
+
+def from_wire(data: dict) -> Query:
+    """The inverse of `to_wire`."""
+    stats = data.get("stats")
+    return Query(
+        from_plain(data["root"]),
+        Output(data["output"]),
+        stats=None if stats is None else Stats.from_plain(stats),
+    )
 
 
 def to_plain(node: Node) -> list:

@@ -15,14 +15,21 @@ from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, LocalBit
 from circuits.ir import SecretAge, SecretCondition, SecretExam, SecretGender, SecretLeaf
 from circuits.ir import SecretSmoker, Smoker
 from circuits.population import Population
+from circuits.stats import COLUMNS, Attribute, Cross, InBin, IsCode, Ones, Power, Stats, Value, combine
 from circuits.visitor import Visitor
 
 
 @dataclass(frozen=True, eq=False)
 class Cohort:
-    """The answer to a query: one bit per patient (the count is their sum)."""
+    """The answer to a query: one bit per patient (the count is their sum) and, for a
+    stats query, the exact sums over the cohort its aggregates need (`circuits.stats`)."""
 
     eligible: np.ndarray  # bool (N,)
+    sums: tuple[int, ...] = ()  # in the order of `Stats.columns`
+
+    def released(self, stats: Stats, sites: int = 0) -> dict[str, Value]:
+        """The aggregates, noise-free."""
+        return combine(stats, self.sums, sites)
 
     @property
     def count(self) -> int:
@@ -46,6 +53,8 @@ class Cohort:
         everyone = max(parties, holdings.sites)
         if output is Output.COUNT:
             return [self.count] * everyone
+        if output is Output.STATS:
+            return [list(self.sums)] * everyone
         if output is Output.COUNT_BY_SITE:
             return [self.count_by_site(holdings)] * everyone
         bits = self.eligible.astype(int)
@@ -125,5 +134,53 @@ def evaluate(node: Node, pop: Population) -> np.ndarray:
     return Oracle(pop).visit(node)
 
 
-def cohort(query: Query, pop: Population) -> Cohort:
-    return Cohort(evaluate(query.root, pop))
+class ColumnValues(Visitor[np.ndarray]):
+    """Each stats column (`circuits.stats.Column`) as an integer vector over the population."""
+
+    target = "the plaintext oracle's statistics"
+    nodes = COLUMNS
+
+    def __init__(self, pop: Population, site_of_patient: tuple[int, ...] = ()):
+        self.pop, self.site_of_patient = pop, site_of_patient
+
+    def visit_ones(self, node: Ones) -> np.ndarray:
+        return np.ones(len(self.pop), dtype=np.int64)
+
+    def visit_power(self, node: Power) -> np.ndarray:
+        return self.value(node.of) ** node.power
+
+    def visit_cross(self, node: Cross) -> np.ndarray:
+        return self.value(node.a) * self.value(node.b)
+
+    def visit_in_bin(self, node: InBin) -> np.ndarray:
+        x = self.value(node.of)
+        return ((node.low <= x) & (x < node.high)).astype(np.int64)
+
+    def visit_is_code(self, node: IsCode) -> np.ndarray:
+        return (self.value(node.of) == node.code).astype(np.int64)
+
+    def value(self, a: Attribute) -> np.ndarray:
+        """The attribute of every patient (exams: how many of that type in the window)."""
+        if a.kind == "exams":
+            hits = (self.pop.exam_codes == a.loinc) & (self.pop.exam_months <= a.within_months)
+            return hits.sum(axis=1).astype(np.int64)
+        if a.kind == "site":
+            if len(self.site_of_patient) != len(self.pop):
+                raise ValueError("a histogram of site needs a deployment of sites holding rows")
+            return np.asarray(self.site_of_patient, dtype=np.int64)
+        return np.asarray(getattr(self.pop, a.kind), dtype=np.int64)
+
+
+def stats_sums(
+    stats: Stats, pop: Population, eligible: np.ndarray, holdings: Holdings = PATIENT_HELD
+) -> tuple[int, ...]:
+    """The exact sum over the cohort of every column the aggregates need."""
+    values = ColumnValues(pop, holdings.site_of_patient)
+    return tuple(int(values.visit(c)[eligible].sum()) for c in stats.columns(holdings.sites))
+
+
+def cohort(query: Query, pop: Population, holdings: Holdings = PATIENT_HELD) -> Cohort:
+    eligible = evaluate(query.root, pop)
+    if query.stats is None:
+        return Cohort(eligible)
+    return Cohort(eligible, stats_sums(query.stats, pop, eligible, holdings))

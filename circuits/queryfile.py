@@ -20,6 +20,7 @@ from circuits import codes
 from circuits.errors import InputError, did_you_mean, format_location, from_pydantic
 from circuits.ir import MAX_AGE, MAX_MONTHS, AgeRange, And, ExamCount, Gender, HasCondition, Node, Not, Or
 from circuits.ir import Output, Query, Smoker
+from circuits.statsfile import dump_stats, is_stats, parse_stats
 from circuits.visitor import Visitor
 
 
@@ -35,6 +36,14 @@ _SmallCode = Annotated[int, Field(ge=0, le=codes.SMALL_DOMAIN - 1)]
 
 def _check_loinc(v: int | str) -> int:
     return codes.parse_loinc(v)
+
+
+def _output(v: Any) -> Any:
+    """An output mode's name, or a stats mapping (read by `circuits.statsfile`)."""
+    names = [o.value for o in Output if o is not Output.STATS]
+    if is_stats(v) or v in names:
+        return v
+    raise ValueError(f"output must be one of {', '.join(names)}, or a mapping with stats")
 
 
 # --- the paper's query.json -------------------------------------------------------------
@@ -105,7 +114,7 @@ _PAPER_TAGS = frozenset({"SMOKER", "GENDER", "AGE", "CONDITION", "NUMBEREXAMS"})
 class _PaperQuery(_Strict):
     params: list[str] = []
     restrictions: Annotated[list[_PaperRestriction], Field(min_length=1)]
-    output: Literal["eligible", "count", "count_by_site"] = "eligible"  # ours: the paper reveals bits
+    output: Annotated[Any, AfterValidator(_output)] = "eligible"  # ours: the paper reveals bits
 
 
 # --- the native tree --------------------------------------------------------------------
@@ -228,7 +237,7 @@ for _m in (_All, _Any, _Not):
 
 class _NativeQuery(_Strict):
     name: str | None = None
-    output: Literal["eligible", "count", "count_by_site"] = "eligible"
+    output: Annotated[Any, AfterValidator(_output)] = "eligible"
     criteria: _Criterion
 
 
@@ -280,7 +289,7 @@ def parse_query(data: Any, source: str, name: str = "query", strict: bool = Fals
             except ValueError as e:
                 raise InputError(source, f"restrictions[{i}]", str(e)) from None
         root: Node = nodes[0] if len(nodes) == 1 else And(tuple(nodes))
-        return Query(root, Output(paper.output), name), warnings
+        return _query(root, paper.output, name, source), warnings
     if isinstance(data, dict) and "criteria" in data:
         try:
             native = _NativeQuery.model_validate(data)
@@ -291,13 +300,19 @@ def parse_query(data: Any, source: str, name: str = "query", strict: bool = Fals
             ) from None
         except ValueError as e:  # a relation between fields, checked by the IR
             raise InputError(source, "criteria", str(e)) from None
-        return Query(root, Output(native.output), native.name or name), warnings
+        return _query(root, native.output, native.name or name, source), warnings
     fix = "a paper query.json has 'restrictions'; a native query has 'criteria'"
     for key in data if isinstance(data, dict) else ():
         hint = did_you_mean(str(key), ("criteria", "restrictions"))
         if hint:
             raise InputError(source, str(key), f"not a cohort query: unknown key {key!r}", hint)
     raise InputError(source, "", "not a cohort query", fix)
+
+
+def _query(root: Node, output: str | dict, name: str, source: str) -> Query:
+    if is_stats(output):
+        return Query(root, Output.STATS, name, parse_stats(output, source))
+    return Query(root, Output(output), name)
 
 
 def _unknown_criterion(source: str, error: ValidationError) -> InputError | None:
@@ -346,7 +361,8 @@ def read_structured(path: Path) -> Any:
 
 def dump_native(query: Query) -> dict:
     """The native form of a query: parse_query(dump_native(q)) == q."""
-    return {"name": query.name, "output": query.output.value, "criteria": NativeWriter().visit(query.root)}
+    output = query.output.value if query.stats is None else dump_stats(query.stats)
+    return {"name": query.name, "output": output, "criteria": NativeWriter().visit(query.root)}
 
 
 class NativeWriter(Visitor[dict]):

@@ -18,7 +18,7 @@ slots + 1 (both are never met).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from circuits.cost import DataBounds
@@ -110,7 +110,7 @@ def hide(query: Query, bounds: DataBounds, exam_slots: int, max_codes: int | Non
     if width < needed:
         raise ValueError(f"max_codes {width} is below the {needed} codes of a condition node")
     hider = _Hider(bounds, exam_slots, width)
-    template = Query(hider.visit(query.root), query.output, f"{query.name} (private)")
+    template = replace(query, root=hider.visit(query.root), name=f"{query.name} (private)")
     return Hidden(template, tuple(hider.constants))
 
 

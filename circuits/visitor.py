@@ -37,6 +37,7 @@ class Visitor(Generic[T]):
     """Dispatch on the node's type to ``visit_<node>(node, *args)``."""
 
     target = "this translator"  # named in `Unsupported` errors, e.g. "MP-SPDZ binary lowering"
+    nodes: tuple[type, ...] | None = None  # the node types it translates (None: circuits.ir.NODES)
 
     def visit(self, node: Any, *args: Any, **kwargs: Any) -> T:
         method = getattr(self, "visit_" + method_suffix(type(node)), None)
@@ -46,7 +47,8 @@ class Visitor(Generic[T]):
 
     @classmethod
     def missing(cls) -> list[str]:
-        """The node types of `circuits.ir.NODES` this visitor has no method for."""
+        """The node types of `nodes` (by default `circuits.ir.NODES`) this visitor has no
+        method for."""
         from circuits.ir import NODES  # here, not above: circuits.ir's own `render` is a Visitor
 
-        return [n.__name__ for n in NODES if not hasattr(cls, "visit_" + method_suffix(n))]
+        return [n.__name__ for n in cls.nodes or NODES if not hasattr(cls, "visit_" + method_suffix(n))]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from dataclasses import replace
 import sys
 from pathlib import Path
 
@@ -119,13 +120,20 @@ def check(
     root = ir.normalise(q.root)
     out.print(f"[bold]{q.name}[/]  output={q.output.value}  ir_hash={q.ir_hash}")
     out.print(ir.render(root))
+    if q.stats is not None:
+        columns = q.stats.columns()
+        out.print(
+            f"releases {len(q.stats.aggregates)} aggregate(s): "
+            + ", ".join(g.name for g in q.stats.aggregates)
+        )
+        out.print(f"from {len(columns)} secure sum(s) over the cohort: " + ", ".join(c.name for c in columns))
     table = Table(
         title=f"per-patient cost, padding {padding.label()}"
         + (" (exact: per real slot)" if padding.exact else "")
     )
     trees = [("public", root)]
     if private:
-        hidden = _hidden(query, ir.Query(root, q.output, q.name), e_slots, max_codes)
+        hidden = _hidden(query, replace(q, root=root), e_slots, max_codes)
         trees.append(("private", hidden.template.root))
         out.print(f"private: {len(hidden.constants)} secret constants; public shape:")
         out.print(ir.render(hidden.template.root))
@@ -213,7 +221,12 @@ def extract(directory: Path, as_of: dt.date, out_path: Path, sites: int | None, 
     help="Keep the first conditions and most recent exams of a patient over a bound.",
 )
 @click.option("--strict", is_flag=True, help="Treat doubtful codes as errors.")
-@click.option("--json", "as_json", is_flag=True, help='Print {"count": n, "eligible": [ids]}.')
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print {"count": n, "eligible": [ids]} ({"count": n, "stats": {...}} for a stats query).',
+)
 def eval_(
     query: Path,
     source: str,
@@ -236,12 +249,25 @@ def eval_(
     )
     result = cohort(q, pop)
     ids = result.ids(pop) if q.output is ir.Output.ELIGIBLE else None
+    stats = None if q.stats is None else result.released(q.stats)
     if as_json:
-        print(json.dumps({"count": result.count, **({"eligible": ids} if ids is not None else {})}))
+        extra = {"eligible": ids} if ids is not None else {"stats": stats} if stats is not None else {}
+        print(json.dumps({"count": result.count, **extra}))
         return
     out.print(f"cohort: {result.count} of {len(pop)} patient(s)")
     for pid in ids or ():
         out.print(pid)
+    for name, value in (stats or {}).items():
+        out.print(f"{name}: {_stat(value)}")
+
+
+def _stat(value: object) -> str:
+    """A released statistic for the terminal: floats to 4 significant digits."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_stat, value)) + "]"
+    return "-" if value is None else str(value)
 
 
 def _wide_console(table: Table) -> Console:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from backends.mpyc.job import Job, write_constants, write_inputs
 from circuits.cost import DataBounds
-from circuits.ir import Query, to_plain
+from circuits.ir import Query, to_wire
 from circuits.population import Population
 from circuits.secret import Hidden, constants_count
 
@@ -43,7 +43,7 @@ def run(protocol: str, query: Query, pop: Population, workdir: Path, hidden: Hid
     )
     job = Job(
         protocol,
-        {"root": to_plain(query.root), "output": query.output.value},
+        to_wire(query),
         None,
         len(pop),
         pop.slots,

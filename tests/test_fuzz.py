@@ -19,7 +19,7 @@ from conftest import REPO
 from harness import cli
 
 SEED = 20261123
-CASES_PER_KIND = 80  # x 5 kinds = 400 cases, and the fixed bad deployments
+CASES_PER_KIND = 80  # x 6 kinds = 480 cases, and the fixed bad deployments and stats
 
 NATIVE = yaml.safe_load((REPO / "configs/queries/five-criteria.yaml").read_text())
 PAPER = json.loads((REPO / "configs/queries/paper-listing1-fixed.json").read_text())
@@ -132,6 +132,25 @@ BUNDLE = {
     ],
 }
 
+STATS = yaml.safe_load((REPO / "configs/queries/cohort-stats.yaml").read_text())
+
+
+def _stats(change: dict) -> dict:
+    return {**STATS, "output": {**STATS["output"], **change}}
+
+
+BAD_STATS = [  # stats queries (issue 16), through `check`: (query, what the error says)
+    (_stats({"dp": {"epsilon": 0}}), "output.dp.epsilon: dp.epsilon must be > 0"),
+    (_stats({"dp": {"epsilon": 1, "delta": 1}}), "output.dp.delta: dp.delta must be in [0, 1)"),
+    (_stats({"stats": [{"mean": "weight"}]}), "output.stats[0].mean: unknown attribute 'weight'"),
+    (
+        _stats({"stats": [{"histogram": {"of": "age", "bins": [0, 65, 18]}}]}),
+        "bins must be strictly increasing",
+    ),
+    (_stats({"stats": [{"histogram": {"of": "age"}}]}), "a histogram of age needs bins"),
+    (_stats({"stats": [{"correlation": ["age"]}]}), "correlation takes a list of two attributes"),
+]
+
 ODD_VALUES = [
     None,
     "",
@@ -205,6 +224,7 @@ def cases():
         ("config.yaml", CONFIG, yaml.safe_dump),
         ("bundle.json", BUNDLE, json.dumps),
         ("sites-config.yaml", SITES_CONFIG, yaml.safe_dump),
+        ("stats-query.yaml", STATS, yaml.safe_dump),
     ]
     for name, seed_data, dump in kinds:
         for i in range(CASES_PER_KIND):
@@ -219,6 +239,8 @@ def cases():
             yield f"{i:03d}-{name}", text
     for i, (bad, _) in enumerate(BAD_CONFIGS):
         yield f"bad{i}-sites-config.yaml", yaml.safe_dump(bad)
+    for i, (bad, _) in enumerate(BAD_STATS):
+        yield f"bad{i}-stats-query.yaml", yaml.safe_dump(bad)
     yield "no-encounters-sites-bundle.json", json.dumps(BUNDLE)  # assign: provider falls back
 
 
@@ -257,7 +279,8 @@ def test_fuzz_corpus(tmp_path, capsys, monkeypatch):
                 captured.err,
             )
         if name.startswith("bad"):  # a fixed bad case: rejected, and for its own reason
-            says = BAD_CONFIGS[int(name.removeprefix("bad").split("-")[0])][1]
+            fixed = BAD_STATS if name.endswith("stats-query.yaml") else BAD_CONFIGS
+            says = fixed[int(name.removeprefix("bad").split("-")[0])][1]
             assert code == 2 and says in " ".join(captured.err.split()), (name, says, captured.err)
         assert elapsed < 10, (name, elapsed)
         outcomes[code] = outcomes.get(code, 0) + 1

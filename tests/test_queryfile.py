@@ -165,7 +165,7 @@ trees = st.recursive(
 
 
 @settings(max_examples=200, deadline=None)
-@given(trees, st.sampled_from(list(Output)))
+@given(trees, st.sampled_from([o for o in Output if o is not Output.STATS]))
 def test_native_round_trip(tree, output):
     from circuits.ir import Query
 

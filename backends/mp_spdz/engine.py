@@ -22,7 +22,7 @@ from backends.mp_spdz.site import SiteJob
 from circuits import secret
 from circuits.cost import DataBounds
 from circuits.holdings import PATIENT_HELD, Holdings
-from circuits.ir import Query, to_plain
+from circuits.ir import Query, to_wire
 from circuits.locality import split
 from circuits.population import Population
 from circuits.sitedata import blocks, write_site_files
@@ -136,7 +136,7 @@ class MpSpdzCell:
         assert self.sites is not None
         workdir.mkdir(parents=True, exist_ok=True)
         h = self.holdings
-        query = {"root": to_plain(self.query.root), "output": self.query.output.value}
+        query = to_wire(self.query)
         sizes = h.site_sizes(len(self.pop))
         lines: tuple[str, ...] = ()
         if self.researcher is not None:

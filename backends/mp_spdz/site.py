@@ -20,7 +20,7 @@ from pathlib import Path
 from backends.mp_spdz import program
 from circuits.cost import DataBounds
 from circuits.holdings import Holdings
-from circuits.ir import Output, Query, from_plain
+from circuits.ir import from_wire
 from circuits.locality import Split, split
 from circuits.sitedata import read_site_population
 
@@ -35,7 +35,7 @@ class SiteJob:
     site: int
     data: str  # this site's own arrays (circuits.sitedata); no other site reads it
     rows: int  # patients in that file
-    query: dict  # {"root": circuits.ir.to_plain(root), "output": ...}
+    query: dict  # circuits.ir.to_wire
     deployment: dict  # partition, sites, site_of_group, local, reveal_to
     blocks: tuple[int, ...]
     patients: int
@@ -65,7 +65,7 @@ class SiteJob:
 
     def plan(self) -> Split:
         holdings = Holdings.of_public(self.deployment)
-        query = Query(from_plain(self.query["root"]), Output(self.query["output"]))
+        query = from_wire(self.query)
         return split(query, holdings)
 
     def sites(self) -> program.Sites:

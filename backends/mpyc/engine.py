@@ -35,7 +35,7 @@ from backends.mpyc.job import PROTOCOLS, Job, write_constants, write_inputs, wri
 from circuits import secret
 from circuits.cost import DataBounds
 from circuits.holdings import PATIENT_HELD, Holdings
-from circuits.ir import Query, to_plain
+from circuits.ir import Query, to_wire
 from circuits.population import Population
 
 FACTS = {
@@ -70,6 +70,8 @@ class MpycCell:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.deployment: dict | None = None
         self.site_paths: list[str] = []
+        if query.stats is not None and (spec.protocol != "shamir" or holdings is not PATIENT_HELD):
+            raise Unavailable(f"{spec.label}: stats are lowered for shamir in the patient deployment only")
         if holdings is PATIENT_HELD:
             self.data_path, self.counts_path = write_inputs(pop, self.workdir)
         elif spec.protocol != "shamir":
@@ -96,7 +98,7 @@ class MpycCell:
     def plan(self, run_dir: Path, links: Links, traced: bool) -> list[Party]:
         job = Job(
             self.spec.protocol,
-            {"root": to_plain(self.query.root), "output": self.query.output.value},
+            to_wire(self.query),
             self.spec.bit_length,
             len(self.pop),
             self.pop.slots,

@@ -20,7 +20,7 @@ COLUMNS = ("age", "gender", "smoker", "conditions", "exam_codes", "exam_months")
 @dataclass(frozen=True)
 class Job:
     protocol: str
-    query: dict  # {"root": circuits.ir.to_plain(root), "output": "eligible" | "count"}
+    query: dict  # circuits.ir.to_wire
     bit_length: int | None  # None: derived from public ranges
     size: int  # public: number of patients
     slots: tuple[int, int]  # public: condition and exam slots per patient

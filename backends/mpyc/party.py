@@ -23,9 +23,10 @@ from backends.mpyc.job import COLUMNS, Job
 from backends.mpyc.paper_loop import PaperPatient
 from backends.mpyc.researcher import input_constants
 from backends.mpyc.sites import run_sites
+from backends.mpyc.statistics import Columns, comparison_bits
 from backends.mpyc.vectorised import Vectorised, settle
 from circuits import cost
-from circuits.ir import Output, Query, from_plain, leaves
+from circuits.ir import Output, Query, from_wire, leaves
 
 
 def derived_bit_length(job: Job, query: Query) -> int:
@@ -33,13 +34,21 @@ def derived_bit_length(job: Job, query: Query) -> int:
     MPyC's prime field (about bit_length + 32 bits) exceeds every code difference.
 
     The paper's loop compares raw codes with `mpc.eq`, whose width is the type's
-    bit length, so there every code difference must fit the type itself.
+    bit length, so there every code difference must fit the type itself.  A stats
+    query's sums are revealed as signed field elements, so the field also exceeds
+    twice the largest sum the population can reach.
     """
     widths = [cost.estimate(leaf, *job.slots, job.bounds).max_bits for leaf in leaves(query.root)]
     if job.protocol == "paper-loop":
         widths.append(cost.paper_code_bits(query.root, job.bounds))
+    if query.stats is not None:
+        widths.append(comparison_bits(query.stats, job.slots[1], job.bounds))
     bit_length = max(widths + [8])
-    while mpc.SecInt(bit_length).field.order.bit_length() <= cost.field_bits_needed(query.root, job.bounds):
+    field_bits = cost.field_bits_needed(query.root, job.bounds)
+    if query.stats is not None:  # a revealed sum must not wrap: below half the field
+        largest = job.size * max(c.bound(job.slots[1]) for c in query.stats.columns())
+        field_bits = max(field_bits, largest.bit_length() + 1)
+    while mpc.SecInt(bit_length).field.order.bit_length() <= field_bits:
         bit_length += 1
     return bit_length
 
@@ -84,16 +93,27 @@ async def vectorised(job: Job, query: Query, secint: Any) -> object:
             return shared[name]
 
         batch_mask = None if mask is None else mask[lo:hi]
-        bits = Vectorised(mpc, column, job.bounds, job.slots, batch_mask, constants).visit(query.root)
-        if query.output is Output.COUNT:
-            total = mpc.np_sum(bits) if total is None else total + mpc.np_sum(bits)
+        lowering = Vectorised(mpc, column, job.bounds, job.slots, batch_mask, constants)
+        bits = lowering.visit(query.root)
+        if query.output in (Output.COUNT, Output.STATS):
+            part = _aggregate(query, lowering, bits)
+            total = part if total is None else total + part
             await settle(mpc, total)
         else:
             got = await mpc.output(bits, receivers=0)
             bits_out.extend([] if got is None else got.tolist())
     if query.output is Output.COUNT:
         return await mpc.output(total)
+    if query.output is Output.STATS:
+        return [int(v) for v in await mpc.output(total)]
     return bits_out if mpc.pid == 0 else None
+
+
+def _aggregate(query: Query, lowering: Vectorised, bits: Any) -> Any:
+    """A batch's part of what the query reveals to all: the count, or the stats sums."""
+    if query.stats is None:
+        return mpc.np_sum(bits)
+    return Columns(lowering).sums(bits, query.stats.columns())
 
 
 async def paper_loop(job: Job, query: Query, secint: Any) -> object:
@@ -132,7 +152,7 @@ async def paper_loop(job: Job, query: Query, secint: Any) -> object:
 
 async def run_job(job: Job) -> dict:
     """This party's part of the job: its revealed result, timings and bit length."""
-    query = Query(from_plain(job.query["root"]), Output(job.query["output"]))
+    query = from_wire(job.query)
     bit_length = job.bit_length or derived_bit_length(job, query)
     secint = mpc.SecInt(bit_length)
     if job.deployment is not None:

@@ -76,10 +76,10 @@ class Vectorised(Visitor[Any]):
         self.constants = constants  # a private query's secret constants (circuits.secret)
 
     def visit_gender(self, node: Gender) -> Any:
-        return self._indicator(self.column("gender"), node.code, SMALL_DOMAIN)
+        return self.indicator(self.column("gender"), node.code, SMALL_DOMAIN)
 
     def visit_smoker(self, node: Smoker) -> Any:
-        return self._indicator(self.column("smoker"), node.code, SMALL_DOMAIN)
+        return self.indicator(self.column("smoker"), node.code, SMALL_DOMAIN)
 
     def visit_age_range(self, node: AgeRange) -> Any:
         return self._between(node.min_exclusive, node.max_exclusive)
@@ -111,7 +111,7 @@ class Vectorised(Visitor[Any]):
         vector (indicators on one scalar), its indicator polynomial's coefficients (a
         public linear map of it), and their inner product with the powers of x."""
         p = x.sectype.field.order
-        one_hot = [self._indicator(value, v, domain) for v in range(domain)]
+        one_hot = [self.indicator(value, v, domain) for v in range(domain)]
         rows = _lagrange_rows(domain, p)
         coefficients = self.mpc.np_hstack(
             [sum(int(rows[v][k]) * one_hot[v] for v in range(domain)) for k in range(domain)]
@@ -145,7 +145,7 @@ class Vectorised(Visitor[Any]):
     def _product(self, xs: list) -> Any:
         return xs[0] if len(xs) == 1 else self.mpc.np_prod(self.mpc.np_stack(xs), axis=0)
 
-    def _indicator(self, x: Any, value: int, domain: int) -> Any:
+    def indicator(self, x: Any, value: int, domain: int) -> Any:
         """[x == value] for x known to lie in {0..domain-1}: the Lagrange basis polynomial
         prod_{j != value} (x - j) / (value - j), with no comparison and no random bits."""
         p = x.sectype.field.order
@@ -178,20 +178,23 @@ class Vectorised(Visitor[Any]):
         return is_zero(mpc, mpc.np_prod(factors, axis=1))
 
     def visit_exam_count(self, node: ExamCount) -> Any:
-        mpc = self.mpc
+        return self._at_least(self.exam_tally(node), node.at_least, node.at_least)
+
+    def exam_tally(self, node: ExamCount) -> Any:
+        """Per patient, how many exam slots hold the node's type within its window."""
         index = self.bounds.exam_index(node.loinc)
         kinds, months = self._exams("exam_index" if index is not None else "exam_codes")
         if index is not None:
-            same = self._indicator(kinds, index, self.bounds.exam_domain)
+            same = self.indicator(kinds, index, self.bounds.exam_domain)
         else:
-            same = mpc.np_sgn(kinds - node.loinc, l=cost.exam_code_bits(self.bounds, node), EQ=True)
-        return self._at_least(same, months, node.within_months, node.at_least, node.at_least)
+            same = self.mpc.np_sgn(kinds - node.loinc, l=cost.exam_code_bits(self.bounds, node), EQ=True)
+        return self._tally(same, months, node.within_months)
 
     def visit_secret_exam(self, node: SecretExam) -> Any:
         index, at_least, within = self._secret(node)
         kinds, months = self._exams("exam_index")
         same = self._selection(kinds, index, self.bounds.exam_domain)
-        return self._at_least(same, months, within, at_least, self.slots[1] + 1)
+        return self._at_least(self._tally(same, months, within), at_least, self.slots[1] + 1)
 
     def _exams(self, kind: str) -> tuple[Any, Any]:
         """The exam slots' types and months (with exact padding, only the real slots)."""
@@ -200,17 +203,20 @@ class Vectorised(Visitor[Any]):
             kinds, months = kinds[self.exam_mask], months[self.exam_mask]
         return kinds, months
 
-    def _at_least(self, same: Any, months: Any, within: Any, at_least: Any, most: int) -> Any:
-        """[at least `at_least` slots of the right type within `within` months]; `most`:
-        the largest value `at_least` may take (public), which fixes the comparison's width."""
+    def _tally(self, same: Any, months: Any, within: Any) -> Any:
+        """Per patient, the slots of the right type (`same`) within `within` months."""
         mpc, mask = self.mpc, self.exam_mask
         recent = mpc.np_sgn(months - within - 1, l=cost.MONTH_CMP_BITS, LT=True)
         hits = same * recent
         if mask is not None:
             zeros = type(self.column("exam_months"))(np.zeros(mask.shape, dtype=np.int64))
             hits = mpc.np_update(zeros, mask, hits)
-        count = mpc.np_sum(hits, axis=1)
-        short = mpc.np_sgn(count - at_least, l=cost.count_bits(self.slots[1], most), LT=True)
+        return mpc.np_sum(hits, axis=1)
+
+    def _at_least(self, count: Any, at_least: Any, most: int) -> Any:
+        """[count >= at_least]; `most`: the largest value `at_least` may take (public),
+        which fixes the comparison's width."""
+        short = self.mpc.np_sgn(count - at_least, l=cost.count_bits(self.slots[1], most), LT=True)
         return 1 - short
 
 

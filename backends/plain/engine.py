@@ -16,7 +16,7 @@ from backends.engine import NO_SECURITY, Engine, Figures, Finished, Links, Outpu
 from backends.engine import ProtocolFacts, Spec, python_path
 from backends.plain import party
 from circuits.holdings import PATIENT_HELD, Holdings
-from circuits.ir import Query, to_plain
+from circuits.ir import Query, to_wire
 from circuits.population import Population
 
 FACTS = {"oracle": ProtocolFacts("oracle", NO_SECURITY, NO_SECURITY, "plaintext", 1, 1)}
@@ -48,8 +48,7 @@ class PlainCell:
         job.write_text(
             json.dumps(
                 {
-                    "root": to_plain(self.query.root),
-                    "output": self.query.output.value,
+                    **to_wire(self.query),
                     "population": str(self.data),
                     "result": str(run_dir / "result.json"),
                     "site_of_patient": list(self.holdings.site_of_patient),

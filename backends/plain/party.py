@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from circuits.ir import Output, Query, from_plain
+from circuits.ir import Output, Query, from_wire
 from circuits.holdings import Holdings, Partition
 from circuits.oracle import Cohort, cohort
 from circuits.population import ARRAYS, Padding, Population
@@ -29,7 +29,7 @@ def read_population(path: Path) -> Population:
 
 def main(job_path: Path) -> None:
     job = json.loads(job_path.read_text())
-    query = Query(from_plain(job["root"]), Output(job["output"]))
+    query = from_wire(job)
     pop = read_population(Path(job["population"]))
     t0 = time.perf_counter()
     result = cohort(query, pop)
@@ -42,6 +42,8 @@ def _answer(query: Query, result: Cohort, job: dict) -> object:
     """The whole answer: one party in the clear holds every site's data."""
     if query.output is Output.COUNT:
         return result.count
+    if query.output is Output.STATS:
+        return list(result.sums)
     if query.output is Output.COUNT_BY_SITE:
         return result.count_by_site(Holdings(Partition.ROWS, job["sites"], tuple(job["site_of_patient"])))
     return result.eligible.astype(int).tolist()

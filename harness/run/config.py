@@ -425,11 +425,21 @@ def _sites_cover(source: str, config: Config, sources: list[Source]) -> None:
 
 
 def _outputs_fit(source: str, config: Config, queries: list[Query]) -> None:
-    """`count_by_site` is the cohort at each site: every deployment must spread rows."""
+    """`count_by_site` is the cohort at each site, and stats `by_site` (or of `site`) the
+    aggregates at each: every deployment must spread rows."""
     for i, q in enumerate(queries):
+        where = "query" if config.query is not None else f"queries[{i}]"
         for j, dep in enumerate(config.deployments):
-            if q.output is Output.COUNT_BY_SITE and (isinstance(dep, str) or dep.partition != "rows"):
-                where = "query" if config.query is not None else f"queries[{i}]"
+            rows = not isinstance(dep, str) and dep.partition == "rows"
+            if q.stats is not None and q.stats.needs_sites and not rows:
+                raise InputError(
+                    source,
+                    f"{where}.output.by_site",
+                    "statistics by site (by_site, or a histogram of site) need sites holding rows, "
+                    f"but deployments[{j}] is " + (dep if isinstance(dep, str) else f"{dep.partition}"),
+                    "drop by_site and site, or use only partition: rows deployments",
+                )
+            if q.output is Output.COUNT_BY_SITE and not rows:
                 raise InputError(
                     source,
                     f"{where}.output",

@@ -23,6 +23,7 @@ from circuits.holdings import PATIENT_HELD, Holdings
 from circuits.ir import Output, Query
 from circuits.oracle import Cohort, cohort
 from circuits.population import Population
+from circuits.stats import Ones, Stats, combine
 from harness.net.networks import PROFILES, Network
 from harness.net.relay import Relay, routes_for_full_mesh
 from harness.run.diagnosis import diagnose
@@ -52,6 +53,9 @@ def check(
     if query.output is Output.COUNT_BY_SITE:
         ok = answer == expected.count_by_site(holdings)
         size = sum(answer) if isinstance(answer, list) else None
+    elif query.stats is not None:
+        ok = answer == list(expected.sums)
+        size = _stats_count(query.stats, answer) if ok else None
     elif query.output is Output.COUNT:
         ok = answer == expected.count
         size = answer if isinstance(answer, int) else None
@@ -71,6 +75,12 @@ def check(
     )
 
 
+def _stats_count(stats: Stats, sums: list[int]) -> int | None:
+    """The cohort size among a stats query's revealed sums (None: it reveals none)."""
+    columns = stats.columns()
+    return sums[columns.index(Ones())] if Ones() in columns else None
+
+
 def _answer(
     query: Query, expected: Cohort, answers: list, wall_s: float, figures: dict, holdings: Holdings
 ) -> Outcome:
@@ -78,8 +88,11 @@ def _answer(
     oracle's, and for a count every party's against party 0's."""
     size, correct, error = check(query, expected, answers[0], holdings)
     revealed = correct or answers[0] is not None
-    if correct and query.output is Output.COUNT and len(set(map(str, answers))) != 1:
-        correct, error = False, f"MISMATCH: parties revealed different counts {answers}"
+    to_all = query.output in (Output.COUNT, Output.STATS)
+    if correct and to_all and len(set(map(str, answers))) != 1:
+        correct, error = False, f"MISMATCH: parties revealed different answers {answers}"
+    if correct and query.stats is not None:
+        figures = {**figures, "stats": combine(query.stats, answers[0])}
     return Outcome(wall_s, figures, size, correct, error, correct if revealed else None)
 
 

@@ -1,0 +1,270 @@
+"""Cohort statistics (issue 16): the `stats` output, its sums and their combination.
+
+The front end (every aggregate kind, a round trip of random stats, one clear error
+per bad input), the clear combination against numpy's own statistics, the oracle's
+sums on boundary patients, and MPyC's secure sums equal to the oracle's: in this
+process on random trees, and in party processes, where every party's result file is
+read to check that each learnt the sums and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import mpyc_inprocess
+from circuits.errors import InputError
+from circuits.ir import AgeRange, Output, Query
+from circuits.oracle import cohort
+from circuits.population import Padding, encode
+from circuits.queryfile import dump_native, load_query, parse_query
+from circuits.stats import AGE, Aggregate, Attribute, Privacy, Stats, combine
+from conftest import REPO, cli_run, patient, run_cli
+from harness.analysis import records
+from harness.data import synthetic
+from test_queryfile import trees
+
+QUERY = REPO / "configs" / "queries" / "cohort-stats.yaml"
+EXAMS = Attribute("exams", 57698, 36)
+NAMES = [
+    "count",
+    "histogram(age;0,18,40,65,151)",
+    "mean(age)",
+    "std(age)",
+    "histogram(gender)",
+    "mean(exams(57698-3,36))",
+    "correlation(age,exams(57698-3,36))",
+]
+
+numeric = st.sampled_from([AGE, EXAMS, Attribute("exams", 58410, 12)])
+categorical = st.sampled_from([Attribute("gender"), Attribute("smoker")])
+edges = st.lists(st.integers(0, 151), min_size=2, max_size=5, unique=True).map(lambda b: tuple(sorted(b)))
+aggregates = st.one_of(
+    st.just(Aggregate("count")),
+    st.builds(
+        lambda op, x: Aggregate(op, (x,)), st.sampled_from(["sum", "mean", "variance", "std"]), numeric
+    ),
+    st.builds(lambda x, b: Aggregate("histogram", (x,), b), numeric, edges),
+    st.builds(lambda x: Aggregate("histogram", (x,)), categorical),
+    st.builds(lambda a, b: Aggregate("correlation", (a, b)), numeric, numeric),
+)
+privacy = st.one_of(
+    st.none(),
+    st.builds(Privacy, st.floats(0.01, 10), st.floats(1e-9, 0.5), st.just("discrete-gaussian")),
+    st.builds(Privacy, st.floats(0.01, 10), st.just(0.0), st.just("discrete-laplace")),
+)
+stats_outputs = st.builds(
+    Stats,
+    st.lists(aggregates, min_size=1, max_size=6, unique_by=lambda g: g.name).map(tuple),
+    st.booleans(),
+    privacy,
+    st.integers(0, 20),
+)
+
+
+def test_the_example_query_names_its_aggregates():
+    q, warnings = load_query(QUERY)
+    assert q.output is Output.STATS and not warnings
+    assert [g.name for g in q.stats.aggregates] == NAMES
+
+
+@settings(max_examples=200, deadline=None)
+@given(trees, stats_outputs)
+def test_stats_round_trip(tree, stats):
+    q = Query(tree, Output.STATS, "rt", stats)
+    back, _ = parse_query(json.loads(json.dumps(dump_native(q))), "rt.json")
+    assert back == q and back.ir_hash == q.ir_hash
+
+
+def test_the_paper_format_takes_stats_too():
+    paper = {"restrictions": [{"restriction_type": "SMOKER", "value": 0}], "output": {"stats": ["count"]}}
+    q, _ = parse_query(paper, "q.json")
+    assert q.stats == Stats((Aggregate("count"),))
+
+
+def _bad(change: dict) -> dict:
+    return {"criteria": {"smoker": 0}, "output": {"stats": ["count"], **change}}
+
+
+BAD = [
+    (_bad({"dp": {"epsilon": 0}}), "output.dp.epsilon", "must be > 0"),
+    (_bad({"dp": {"epsilon": -1.0}}), "output.dp.epsilon", "must be > 0"),
+    (_bad({"dp": {"epsilon": 1.0, "delta": 1.0}}), "output.dp.delta", "[0, 1)"),
+    (_bad({"dp": {"epsilon": 1.0, "mechanism": "laplace"}}), "output.dp.mechanism", "discrete-laplace"),
+    (_bad({"stats": [{"mean": "height"}]}), "output.stats[0].mean", "unknown attribute 'height'"),
+    (_bad({"stats": [{"mean": "agee"}]}), "output.stats[0].mean", "did you mean 'age'"),
+    (
+        _bad({"stats": [{"histogram": {"of": "age", "bins": [0, 40, 18]}}]}),
+        "output.stats[0].histogram",
+        "strictly increasing",
+    ),
+    (_bad({"stats": [{"histogram": {"of": "age"}}]}), "output.stats[0].histogram", "needs bins"),
+    (
+        _bad({"stats": [{"histogram": {"of": "gender", "bins": [0, 1]}}]}),
+        "output.stats[0].histogram",
+        "takes no bins",
+    ),
+    (_bad({"stats": [{"correlation": ["age"]}]}), "output.stats[0].correlation", "two attributes"),
+    (_bad({"stats": [{"mean": "gender"}]}), "output.stats[0].mean", "needs a numeric attribute"),
+    (_bad({"stats": [{"median": "age"}]}), "output.stats[0].median", "unknown aggregate"),
+    (_bad({"stats": []}), "output.stats", "one or more aggregates"),
+    (_bad({"stats": ["count", "count"]}), "output.stats", "repeated"),
+    (_bad({"supress_below": 5}), "output.supress_below", "did you mean 'suppress_below'"),
+    (
+        _bad({"stats": [{"mean": {"exams": {"loinc": "57698-4", "within_months": 36}}}]}),
+        "output.stats[0].mean.exams.loinc",
+        "check digit",
+    ),
+]
+
+
+@pytest.mark.parametrize("data, where, says", BAD)
+def test_bad_stats_are_one_clear_error(data, where, says):
+    with pytest.raises(InputError) as e:
+        parse_query(data, "q.yaml")
+    assert e.value.location == where and says in str(e.value), str(e.value)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 150), st.integers(0, 16)), min_size=0, max_size=40))
+def test_combine_matches_numpy(rows):
+    """Sample variance and std (n - 1), Pearson's r and the histogram, from the sums."""
+    stats = Stats(
+        (
+            Aggregate("count"),
+            Aggregate("mean", (AGE,)),
+            Aggregate("variance", (AGE,)),
+            Aggregate("std", (EXAMS,)),
+            Aggregate("correlation", (AGE, EXAMS)),
+            Aggregate("histogram", (AGE,), (0, 18, 65, 151)),
+        )
+    )
+    x = np.array([r[0] for r in rows], dtype=float)
+    y = np.array([r[1] for r in rows], dtype=float)
+    sums = {"n": len(rows), "sum(age)": x.sum(), "sum(age^2)": (x * x).sum()}
+    sums |= {"sum(exams(57698-3,36))": y.sum(), "sum(exams(57698-3,36)^2)": (y * y).sum()}
+    sums |= {"sum(age*exams(57698-3,36))": (x * y).sum()}
+    sums |= {
+        f"n({lo}<=age<{hi})": int(((lo <= x) & (x < hi)).sum()) for lo, hi in ((0, 18), (18, 65), (65, 151))
+    }
+    got = combine(stats, [sums[c.name] for c in stats.columns()])
+    n = len(rows)
+    assert got["count"] == n and got["histogram(age;0,18,65,151)"] == [
+        sums["n(0<=age<18)"],
+        sums["n(18<=age<65)"],
+        sums["n(65<=age<151)"],
+    ]
+    assert got["mean(age)"] == (pytest.approx(x.mean()) if n else None)
+    assert got["variance(age)"] == (pytest.approx(x.var(ddof=1), abs=1e-6) if n > 1 else None)
+    assert got["std(exams(57698-3,36))"] == (pytest.approx(y.std(ddof=1), abs=1e-6) if n > 1 else None)
+    spread = n > 1 and x.std() > 0 and y.std() > 0
+    r = got["correlation(age,exams(57698-3,36))"]
+    assert r == (pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-9) if spread else None)
+
+
+def test_suppression_hides_small_counts():
+    stats = Stats((Aggregate("count"), Aggregate("histogram", (Attribute("gender"),))), suppress_below=10)
+    assert combine(stats, [9, 3, 12, 0, 10]) == {"count": "<10", "histogram(gender)": ["<10", 12, "<10", 10]}
+
+
+PEOPLE = [
+    patient("a17", age=17, gender=0, exams=((57698, 36),)),
+    patient("a18", age=18, gender=1, exams=((57698, 37),)),
+    patient("a39", age=39, gender=2, exams=((57698, 1), (57698, 2))),
+    patient("a40", age=40, gender=3, exams=((58410, 1),)),
+    patient("a64", age=64, gender=1, exams=((57698, 0), (57698, 36), (57698, 5))),
+    patient("a65", age=65, gender=0),
+    patient("a150", age=150, gender=1, exams=((57698, 3),)),
+    patient("a0", age=0, gender=1),
+]
+EDGES = Stats(
+    (
+        Aggregate("count"),
+        Aggregate("histogram", (AGE,), (0, 18, 40, 65, 151)),
+        Aggregate("histogram", (EXAMS,), (0, 1, 2, 4)),
+        Aggregate("histogram", (Attribute("gender"),)),
+        Aggregate("mean", (EXAMS,)),
+        Aggregate("correlation", (AGE, EXAMS)),
+        Aggregate("std", (AGE,)),
+    )
+)
+
+
+@pytest.fixture
+def edges_population():
+    return encode(PEOPLE, Padding(2, 3))
+
+
+def test_the_oracle_on_the_bins_edges(edges_population):
+    q = Query(AgeRange(-1, 151), Output.STATS, "all", EDGES)
+    got = cohort(q, edges_population).released(EDGES)
+    assert got["count"] == 8
+    assert got["histogram(age;0,18,40,65,151)"] == [2, 2, 2, 2]
+    assert got["histogram(exams(57698-3,36);0,1,2,4)"] == [4, 2, 2]  # a64 fills its 3 slots
+    assert got["histogram(gender)"] == [2, 4, 1, 1]
+    assert got["mean(exams(57698-3,36))"] == pytest.approx(7 / 8)
+
+
+def test_mpyc_sums_on_the_edges_in_process(edges_population, tmp_path):
+    q = Query(AgeRange(-1, 151), Output.STATS, "all", EDGES)
+    assert mpyc_inprocess.run("shamir", q, edges_population, tmp_path) == list(
+        cohort(q, edges_population).sums
+    )
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(trees, stats_outputs)
+def test_random_stats_queries_equal_the_oracle_in_process(tmp_path, tree, stats):
+    pop = synthetic.generate(40, seed=3, padding=Padding(4, 4), truncate=True)
+    q = Query(tree, Output.STATS, "rnd", stats)
+    assert mpyc_inprocess.run("shamir", q, pop, tmp_path / "run") == list(cohort(q, pop).sums)
+
+
+def _config(tmp_path: Path, **top) -> Path:
+    cfg = tmp_path / "stats.yaml"
+    data = {
+        "name": "stats",
+        "query": str(QUERY),
+        "populations": ["synthetic:120"],
+        "padding": {"conditions": 8, "exams": 16},
+        "truncate": True,
+        "engines": [{"engine": "mpyc", "protocol": "shamir", "parties": 3}, {"engine": "plain"}],
+        "networks": ["loopback"],
+        "repeats": 1,
+        "warmup": 0,
+        **top,
+    }
+    cfg.write_text(yaml.safe_dump(data))
+    return cfg
+
+
+def test_every_party_learns_the_sums_and_only_them(tmp_path):
+    """Three MPyC party processes: each result file holds the oracle's sums, and the
+    record the oracle's aggregates."""
+    out = tmp_path / "r.jsonl"
+    cli_run(_config(tmp_path), out)
+    mpyc, plain = [r for r in records.read(out) if not r.warmup]
+    assert mpyc.correct and plain.correct, (mpyc.error, plain.error)
+    assert mpyc.stats == plain.stats and list(mpyc.stats) == NAMES
+    assert mpyc.cohort_size == mpyc.stats["count"]
+    learnt = [json.loads(p.read_text())["result"] for p in sorted(Path(mpyc.logs).rglob("result-*.json"))]
+    assert len(learnt) == 3 and all(r == learnt[0] for r in learnt)
+    q, _ = load_query(QUERY)
+    pop = synthetic.generate(120, padding=Padding(8, 16), truncate=True)
+    assert learnt[0] == list(cohort(q, pop).sums) and not any(math.isnan(v) for v in learnt[0])
+
+
+def test_by_site_without_sites_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    query = yaml.safe_load(QUERY.read_text())
+    query["output"]["by_site"] = True
+    (tmp_path / "q.yaml").write_text(yaml.safe_dump(query))
+    cfg = _config(tmp_path, query=str(tmp_path / "q.yaml"))
+    code, err = run_cli(monkeypatch, capsys, "run", cfg, "--out", tmp_path / "r.jsonl", "--dry-run")
+    assert code == 2 and "by_site" in err and "sites" in err and "Traceback" not in err, err
