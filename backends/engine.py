@@ -233,6 +233,7 @@ class Figures:
     local_s: list[float | None] | None = None
     input_s: list[float | None] | None = None
     input_bytes_by_party: list[int | None] | None = None
+    dp: dict | None = None  # a stats query with dp: the noise and the privacy spent (`circuits.privacy`)
 
     @property
     def bytes_sent(self) -> int | None:

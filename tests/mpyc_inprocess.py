@@ -25,9 +25,17 @@ finally:
     sys.argv = _argv
 
 
-def run(protocol: str, query: Query, pop: Population, workdir: Path, hidden: Hidden | None = None) -> object:
-    """The revealed result of `query` on `pop`: the eligible bits, or the count.  With
-    `hidden`, its template runs instead, the one party also the researcher."""
+def run(
+    protocol: str,
+    query: Query,
+    pop: Population,
+    workdir: Path,
+    hidden: Hidden | None = None,
+    noise: dict | None = None,
+) -> object:
+    """The revealed result of `query` on `pop`: the eligible bits, the count or the stats
+    sums.  With `hidden`, its template runs instead, the one party also the researcher;
+    with `noise` (`Job.noise`), the sums are noised by its one share."""
     workdir.mkdir(parents=True, exist_ok=True)
     data, counts = write_inputs(pop, workdir)
     if hidden is not None:
@@ -53,5 +61,6 @@ def run(protocol: str, query: Query, pop: Population, workdir: Path, hidden: Hid
         counts,
         str(workdir),
         **private,
+        noise=noise,
     )
     return mpc.run(party.run_job(job))["result"]

@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mpyc_inprocess
+from circuits import noise, privacy
 from circuits.errors import InputError
 from circuits.ir import AgeRange, Output, Query
 from circuits.oracle import cohort
@@ -55,7 +63,7 @@ aggregates = st.one_of(
     st.builds(lambda x: Aggregate("histogram", (x,)), categorical),
     st.builds(lambda a, b: Aggregate("correlation", (a, b)), numeric, numeric),
 )
-privacy = st.one_of(
+privacies = st.one_of(
     st.none(),
     st.builds(Privacy, st.floats(0.01, 10), st.floats(1e-9, 0.5), st.just("discrete-gaussian")),
     st.builds(Privacy, st.floats(0.01, 10), st.just(0.0), st.just("discrete-laplace")),
@@ -64,7 +72,7 @@ stats_outputs = st.builds(
     Stats,
     st.lists(aggregates, min_size=1, max_size=6, unique_by=lambda g: g.name).map(tuple),
     st.booleans(),
-    privacy,
+    privacies,
     st.integers(0, 20),
 )
 
@@ -268,3 +276,134 @@ def test_by_site_without_sites_is_one_clear_error(tmp_path, monkeypatch, capsys)
     cfg = _config(tmp_path, query=str(tmp_path / "q.yaml"))
     code, err = run_cli(monkeypatch, capsys, "run", cfg, "--out", tmp_path / "r.jsonl", "--dry-run")
     assert code == 2 and "by_site" in err and "sites" in err and "Traceback" not in err, err
+
+
+# -- differential privacy ---------------------------------------------------------------
+
+
+def _chi_square_p(samples: list[int], pmf: Callable[[int], float]) -> float:
+    """p-value of a chi-square test of integer samples against a pmf (tails pooled so that
+    every cell expects at least 5)."""
+    n = len(samples)
+    counts = Counter(samples)
+    lo, hi = min(samples), max(samples)
+    cells, observed, expected = [], [], []
+    for x in range(lo, hi + 1):
+        cells.append(x)
+        observed.append(counts.get(x, 0))
+        expected.append(n * pmf(x))
+    tail = 1 - sum(expected) / n
+    obs, exp = [], []
+    acc_o = acc_e = 0.0
+    for o, e in zip(observed, expected):
+        acc_o, acc_e = acc_o + o, acc_e + e
+        if acc_e >= 5:
+            obs.append(acc_o)
+            exp.append(acc_e)
+            acc_o = acc_e = 0.0
+    obs[-1] += acc_o
+    exp[-1] += acc_e + n * tail
+    return float(scipy.stats.chisquare(obs, exp).pvalue)
+
+
+def _gaussian_pmf(variance: float) -> Callable[[int], float]:
+    span = range(-int(40 * math.sqrt(variance)) - 2, int(40 * math.sqrt(variance)) + 3)
+    norm = sum(math.exp(-(k * k) / (2 * variance)) for k in span)
+    return lambda x: math.exp(-(x * x) / (2 * variance)) / norm
+
+
+def _laplace_pmf(scale: float) -> Callable[[int], float]:
+    a = math.exp(-1 / scale)
+    return lambda x: (1 - a) / (1 + a) * a ** abs(x)
+
+
+SAMPLES = 10_000
+
+
+@pytest.mark.parametrize("variance", [Fraction(1, 4), Fraction(9, 4), Fraction(400)])
+def test_discrete_gaussian_sampler_has_its_distribution(variance):
+    rng = random.Random(20261203)
+    samples = [noise.discrete_gaussian(variance, rng) for _ in range(SAMPLES)]
+    assert _chi_square_p(samples, _gaussian_pmf(float(variance))) > 0.001
+
+
+@pytest.mark.parametrize("scale", [Fraction(1, 2), Fraction(7, 2), Fraction(30)])
+def test_discrete_laplace_sampler_has_its_distribution(scale):
+    rng = random.Random(20261204)
+    samples = [noise.discrete_laplace(scale, rng) for _ in range(SAMPLES)]
+    assert _chi_square_p(samples, _laplace_pmf(float(scale))) > 0.001
+
+
+def test_two_honest_gaussian_shares_add_up_to_the_whole_noise():
+    """Two shares of variance s^2 / 2 sum to the discrete Gaussian of variance s^2 (to
+    within Kairouz et al.'s tau, far below what 10^4 samples can see)."""
+    rng, scale = random.Random(7), Fraction(6)
+    samples = [sum(noise.share(noise.GAUSSIAN, scale, 2, rng) for _ in range(2)) for _ in range(SAMPLES)]
+    assert _chi_square_p(samples, _gaussian_pmf(36.0)) > 0.001
+
+
+def test_a_wrong_distribution_is_rejected():
+    """The test itself can fail: a Laplace sample is no Gaussian of the same variance."""
+    rng = random.Random(3)
+    samples = [noise.discrete_laplace(Fraction(3), rng) for _ in range(SAMPLES)]
+    variance = sum(x * x for x in samples) / SAMPLES
+    assert _chi_square_p(samples, _gaussian_pmf(variance)) < 1e-6
+
+
+DP_STATS = Stats(
+    (Aggregate("count"), Aggregate("mean", (AGE,)), Aggregate("histogram", (Attribute("gender"),))),
+    dp=Privacy(1.0, 1e-6),
+)
+
+
+def test_the_plan_spends_the_query_epsilon_split_evenly():
+    g = privacy.plan(DP_STATS, 16, 3, 1)
+    assert g.honest == 2 and g.epsilon == pytest.approx(1.0, abs=1e-6) and g.epsilon <= 1.0 + 1e-9
+    by_name = {tuple(c.name for c in r.columns): r for r in g.releases}
+    assert by_name[("n(gender=0)", "n(gender=1)", "n(gender=2)", "n(gender=3)")].sensitivity == 1
+    assert by_name[("sum(age)",)].sensitivity == 150
+    assert by_name[("sum(age)",)].scale == pytest.approx(150 * float(by_name[("n",)].scale), rel=1e-6)
+    laplace = privacy.plan(replace(DP_STATS, dp=Privacy(2.0, 0.0, "discrete-laplace")), 16, 3, 2)
+    assert laplace.honest == 1 and laplace.epsilon == pytest.approx(2.0) and laplace.delta == 0
+    assert [float(r.scale) for r in laplace.releases] == pytest.approx(
+        [1.5, 1.5, 225.0]
+    )  # 3 releases, 2/3 each
+
+
+def test_released_noise_over_repeated_secure_runs_has_its_mean_and_spread(edges_population, tmp_path):
+    """30 runs of MPyC's secure sums with one party's noise: the released count's error
+    has mean ~0 and the discrete Gaussian's standard deviation."""
+    stats = Stats((Aggregate("count"),), dp=Privacy(1.0, 1e-6))
+    q = Query(AgeRange(-1, 151), Output.STATS, "all", stats)
+    (release,) = privacy.plan(stats, 3, 1, 0).releases
+    job = {"mechanism": "discrete-gaussian", "scales": [str(release.scale)], "honest": 1}
+    errors = [
+        mpyc_inprocess.run("shamir", q, edges_population, tmp_path / f"r{i}", noise=job)[0] - 8
+        for i in range(30)
+    ]
+    sd = float(release.scale)
+    assert abs(np.mean(errors)) < 3 * sd / math.sqrt(30)
+    assert 0.6 * sd < np.std(errors, ddof=1) < 1.4 * sd
+
+
+def test_the_noise_free_sums_equal_the_oracle(tmp_path):
+    """Three parties noise a release; in the tests' debug path each also writes its shares:
+    the release minus every share is the oracle's exact sums, and every party learnt the
+    same release."""
+    query = yaml.safe_load(QUERY.read_text())
+    query["output"]["dp"] = {"epsilon": 1.0, "delta": 1e-6}
+    (tmp_path / "q.yaml").write_text(yaml.safe_dump(query))
+    out = tmp_path / "r.jsonl"
+    env = {**os.environ, "COHORTBENCH_DEBUG_NOISE": "1"}
+    cfg = _config(tmp_path, query=str(tmp_path / "q.yaml"), engines=[{"engine": "mpyc", "parties": 3}])
+    cli_run(cfg, out, env=env)
+    (rec,) = [r for r in records.read(out) if not r.warmup]
+    assert rec.correct and rec.dp["honest_shares"] == 2 and rec.dp["epsilon_spent"] <= 1.0 + 1e-9, rec.error
+    run_dir = Path(rec.logs)
+    learnt = [json.loads(p.read_text())["result"] for p in sorted(run_dir.glob("result-*.json"))]
+    shares = [json.loads(p.read_text()) for p in sorted(run_dir.glob("noise-*.json"))]
+    assert len(learnt) == 3 == len(shares) and all(r == learnt[0] for r in learnt)
+    q, _ = load_query(tmp_path / "q.yaml")
+    pop = synthetic.generate(120, padding=Padding(8, 16), truncate=True)
+    noise_free = [released - sum(s) for released, *s in zip(learnt[0], *shares)]
+    assert noise_free == list(cohort(q, pop).sums) and learnt[0] != noise_free

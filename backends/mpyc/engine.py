@@ -32,11 +32,12 @@ from backends.engine import Preparation, ProtocolFacts, Spec, python_path
 from backends.mpyc import launch
 from backends.mpyc.certs import make_mpyc_certs
 from backends.mpyc.job import PROTOCOLS, Job, write_constants, write_inputs, write_site_inputs
-from circuits import secret
+from circuits import privacy, secret
 from circuits.cost import DataBounds
 from circuits.holdings import PATIENT_HELD, Holdings
 from circuits.ir import Query, to_wire
 from circuits.population import Population
+from circuits.stats import Stats
 
 FACTS = {
     name: ProtocolFacts(
@@ -82,6 +83,9 @@ class MpycCell:
                 pop, holdings, self.workdir
             )
         self.researcher, self.constants_path = self._criteria(spec, query, pop)
+        self.noise = (
+            None if query.stats is None or query.stats.dp is None else self._noise(spec, query.stats, pop)
+        )
         self.preparation = Preparation()
         if spec.ssl:
             make_mpyc_certs(self.workdir, spec.parties)
@@ -94,6 +98,12 @@ class MpycCell:
         hidden = secret.hide(query, DataBounds.of(pop), pop.slots[1], spec.max_codes)
         self.query = hidden.template
         return spec.researcher_party, write_constants(hidden.constants, self.workdir)
+
+    def _noise(self, spec: MpycSpec, stats: Stats, pop: Population) -> privacy.Plan:
+        """The noise of each sum, shared so that Shamir's honest majority alone makes it up."""
+        return privacy.plan(
+            stats, pop.slots[1], spec.parties, privacy.coalition(spec.facts.majority, spec.parties)
+        )
 
     def plan(self, run_dir: Path, links: Links, traced: bool) -> list[Party]:
         job = Job(
@@ -113,6 +123,7 @@ class MpycCell:
             self.researcher,
             secret.constants_count(self.query.root),
             self.constants_path,
+            None if self.noise is None else _noise_job(self.noise, self.query.stats),
         )
         job_path = run_dir / "job.json"
         job.write(job_path)
@@ -132,6 +143,7 @@ class MpycCell:
             compute_s=[r.compute_s for r in reports],
             peak_rss_kib_by_party=[r.peak_rss_kib for r in reports],
             bit_length=reports[0].bit_length,
+            dp=None if self.noise is None else self.noise.record(),
             **(_site_figures(reports) if self.deployment else {}),
         )
 
@@ -143,6 +155,15 @@ class MpycCell:
         for path in (self.data_path, self.counts_path, *self.site_paths, self.constants_path):
             if path:
                 Path(path).unlink(missing_ok=True)
+
+
+def _noise_job(plan: privacy.Plan, stats: Stats | None) -> dict:
+    assert stats is not None
+    return {
+        "mechanism": plan.privacy.mechanism,
+        "scales": [str(s) for s in plan.scales(stats.columns())],
+        "honest": plan.honest,
+    }
 
 
 def _site_figures(reports: list[launch.PartyReport]) -> dict:

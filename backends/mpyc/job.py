@@ -40,6 +40,9 @@ class Job:
     researcher: int | None = None
     constants: int = 0
     constants_path: str = ""
+    # A stats query with dp: the mechanism, each sum's noise scale ("p/q"), and how many
+    # parties' shares make up the whole noise (`circuits.privacy.Plan`).
+    noise: dict | None = None
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))

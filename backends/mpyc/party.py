@@ -10,9 +10,12 @@ writes its revealed result and timings as JSON.
 from __future__ import annotations
 
 import json
+import math
 import os
+import random
 import resource
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from backends.mpyc.statistics import Columns, comparison_bits
 from backends.mpyc.vectorised import Vectorised, settle
 from circuits import cost
 from circuits.ir import Output, Query, from_wire, leaves
+from circuits.noise import share
 
 
 def derived_bit_length(job: Job, query: Query) -> int:
@@ -47,6 +51,8 @@ def derived_bit_length(job: Job, query: Query) -> int:
     field_bits = cost.field_bits_needed(query.root, job.bounds)
     if query.stats is not None:  # a revealed sum must not wrap: below half the field
         largest = job.size * max(c.bound(job.slots[1]) for c in query.stats.columns())
+        if job.noise is not None:  # and its noise: every party's share within 64 scales
+            largest += len(mpc.parties) * 64 * math.ceil(max(map(Fraction, job.noise["scales"])))
         field_bits = max(field_bits, largest.bit_length() + 1)
     while mpc.SecInt(bit_length).field.order.bit_length() <= field_bits:
         bit_length += 1
@@ -105,8 +111,24 @@ async def vectorised(job: Job, query: Query, secint: Any) -> object:
     if query.output is Output.COUNT:
         return await mpc.output(total)
     if query.output is Output.STATS:
+        if job.noise is not None:
+            total = total + _noise(job, secint)
         return [int(v) for v in await mpc.output(total)]
     return bits_out if mpc.pid == 0 else None
+
+
+def _noise(job: Job, secint: Any) -> Any:
+    """The sums' noise: every party draws its share of each (`circuits.noise.share`) and
+    inputs it; the shares' sum stays secret.  COHORTBENCH_DEBUG_NOISE=1 (tests only) also
+    writes this party's shares beside its result."""
+    assert job.noise is not None
+    rng = random.SystemRandom()
+    kind, honest = job.noise["mechanism"], job.noise["honest"]
+    mine = [share(kind, Fraction(s), honest, rng) for s in job.noise["scales"]]
+    if os.environ.get("COHORTBENCH_DEBUG_NOISE") == "1":
+        Path(job.result_path, f"noise-{mpc.pid}.json").write_text(json.dumps(mine))
+    shares = mpc.input(secint.array(np.array(mine, dtype=np.int64)))
+    return sum(shares[1:], shares[0])
 
 
 def _aggregate(query: Query, lowering: Vectorised, bits: Any) -> Any:

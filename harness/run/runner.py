@@ -81,12 +81,37 @@ def _stats_count(stats: Stats, sums: list[int]) -> int | None:
     return sums[columns.index(Ones())] if Ones() in columns else None
 
 
+NOISE_BOUND = 64  # scales: a noise share beyond this has probability below 1e-27
+
+
+def _noisy_check(
+    stats: Stats, expected: Cohort, answer: object, plan: dict | None
+) -> tuple[int | None, bool, str | None]:
+    """A noisy release against the exact sums: each within NOISE_BOUND scales per party of
+    its exact value (a plausibility check: the noise-free sums are compared exactly only
+    by the tests' debug path, never in a release)."""
+    columns = stats.columns()
+    if plan is None or not isinstance(answer, list) or len(answer) != len(columns):
+        return None, False, f"MISMATCH: the release {_brief(answer)} is not {len(columns)} noised sums"
+    far = [
+        c.name
+        for c, got, exact in zip(columns, answer, expected.sums)
+        if abs(got - exact) > NOISE_BOUND * plan["parties"] * plan["scale"][c.name]
+    ]
+    if far:
+        return None, False, f"MISMATCH: the released {', '.join(far)} lie beyond any plausible noise"
+    return None, True, None
+
+
 def _answer(
     query: Query, expected: Cohort, answers: list, wall_s: float, figures: dict, holdings: Holdings
 ) -> Outcome:
     """The outcome of a run whose parties all finished: party 0's answer against the
     oracle's, and for a count every party's against party 0's."""
-    size, correct, error = check(query, expected, answers[0], holdings)
+    if query.stats is not None and query.stats.dp is not None:
+        size, correct, error = _noisy_check(query.stats, expected, answers[0], figures.get("dp"))
+    else:
+        size, correct, error = check(query, expected, answers[0], holdings)
     revealed = correct or answers[0] is not None
     to_all = query.output in (Output.COUNT, Output.STATS)
     if correct and to_all and len(set(map(str, answers))) != 1:

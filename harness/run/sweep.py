@@ -478,7 +478,7 @@ def _record(
             "fault_calibration": fault_calibration,
             "skipped": skipped,
             **_deployment_fields(cell, placement),
-            **{k: f.get(k) for k in ("local_s", "input_s", "input_bytes_by_party", "count_by_site", "stats")},
+            **{k: f.get(k) for k in ("local_s", "input_s", "input_bytes_by_party", "count_by_site", "stats", "dp")},
         }
     )
 
