@@ -22,6 +22,7 @@ from circuits.queryfile import load_query
 from harness.analysis import compare, latency, report, records as results, summary, tamper
 from harness.analysis.records import Record
 from harness import doctor
+from harness.privacy import ledger
 from backends.engine import MAX_PARTIES
 from harness.data import fhir, sources
 from harness.data import sites as site_rules
@@ -422,6 +423,37 @@ def show(results_path: Path, wide: bool, as_csv: bool, as_json: bool) -> None:
         summary.write_csv(sys.stdout, rows)
     else:
         print(json.dumps(rows, indent=1))
+
+
+@cli.command(name="budget")
+@click.argument("source")
+@click.option(
+    "--ledger",
+    "ledger_path",
+    type=click.Path(path_type=Path),
+    default=Path("results") / ledger.NAME,
+    show_default=True,
+    help="The privacy ledger (beside the results files).",
+)
+def budget_(source: str, ledger_path: Path) -> None:
+    """Print what SOURCE (a population, as the config names it) has spent of its privacy
+    budget, release by release, and what is left."""
+    book = ledger.Ledger(ledger_path, _warn)
+    total = book.budget(source)
+    if total is None:
+        known = ", ".join(book.sources()) or "none"
+        raise InputError(
+            str(ledger_path), source, "no release of this source", f"sources in the ledger: {known}"
+        )
+    for e in (e for e in book.entries if e["source"] == source):
+        run = f"{e.get('config', '')} {e.get('run', '')}"
+        out.print(f"{e['time']}  {run}  epsilon {e['epsilon']:g}  delta {e['delta']:g}")
+    spent = book.spent(source)
+    out.print(
+        f"{source}: spent epsilon {spent.epsilon:g}, delta {spent.delta:g} (basic composition) "
+        f"of {total.epsilon:g}, {total.delta:g}; left epsilon {max(0.0, total.epsilon - spent.epsilon):g}, "
+        f"delta {max(0.0, total.delta - spent.delta):g}"
+    )
 
 
 cli.add_command(compare.command)

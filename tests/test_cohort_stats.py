@@ -13,6 +13,10 @@ import json
 import math
 import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -36,6 +40,7 @@ from circuits.queryfile import dump_native, load_query, parse_query
 from circuits.stats import AGE, Aggregate, Attribute, Privacy, Stats, combine
 from conftest import REPO, cli_run, patient, run_cli
 from harness.analysis import records
+from harness.privacy import ledger
 from harness.data import synthetic
 from test_queryfile import trees
 
@@ -407,3 +412,76 @@ def test_the_noise_free_sums_equal_the_oracle(tmp_path):
     pop = synthetic.generate(120, padding=Padding(8, 16), truncate=True)
     noise_free = [released - sum(s) for released, *s in zip(learnt[0], *shares)]
     assert noise_free == list(cohort(q, pop).sums) and learnt[0] != noise_free
+
+
+# -- the privacy budget -----------------------------------------------------------------
+
+
+def _dp_config(tmp_path: Path, budget: object, repeats: int = 1) -> Path:
+    query = yaml.safe_load(QUERY.read_text())
+    query["output"]["dp"] = {"epsilon": 1.0, "delta": 1e-6}
+    (tmp_path / "q.yaml").write_text(yaml.safe_dump(query))
+    return _config(
+        tmp_path,
+        query=str(tmp_path / "q.yaml"),
+        engines=[{"engine": "mpyc", "parties": 3}],
+        repeats=repeats,
+        **({} if budget is None else {"budget": budget}),
+    )
+
+
+def test_an_over_budget_sweep_is_refused_before_any_party_starts(tmp_path, monkeypatch, capsys):
+    """1 repeat + the rounds calibration = 2 runs of epsilon 1: a budget of 1.5 refuses
+    the sweep whole; 2.5 runs it, charging both runs, and then refuses a second sweep."""
+    out = tmp_path / "r.jsonl"
+    cfg = _dp_config(tmp_path, {"epsilon": 1.5, "delta": 1e-5})
+    code, err = run_cli(monkeypatch, capsys, "run", cfg, "--out", out)
+    flat = " ".join(err.split())
+    assert code == 2 and "would spend epsilon 2" in flat and "only epsilon 1.5" in flat, err
+    assert not out.exists() and not (tmp_path / "privacy-ledger.jsonl").exists()
+    cfg = _dp_config(tmp_path, {"epsilon": 2.5, "delta": 1e-5})
+    cli_run(cfg, out)
+    (rec,) = records.read(out)
+    assert rec.correct and rec.budget == {"epsilon": 2.5, "delta": 1e-5}
+    assert rec.budget_spent == pytest.approx({"epsilon": 2.0, "delta": 2e-6})
+    book = ledger.Ledger(tmp_path / "privacy-ledger.jsonl")
+    assert [e["run"] for e in book.entries] == ["repeat-0", "rounds-1"]
+    code, err = run_cli(monkeypatch, capsys, "run", cfg, "--out", tmp_path / "again.jsonl")
+    assert code == 2 and "only epsilon 0.5" in " ".join(err.split()), err
+    code, _ = run_cli(
+        monkeypatch, capsys, "budget", "synthetic:120", "--ledger", tmp_path / "privacy-ledger.jsonl"
+    )
+    assert code == 0
+
+
+def test_a_dp_query_needs_a_budget_and_unlimited_is_recorded(tmp_path, monkeypatch, capsys):
+    code, err = run_cli(monkeypatch, capsys, "run", _dp_config(tmp_path, None), "--out", tmp_path / "r.jsonl")
+    assert code == 2 and "budget" in err and "unlimited" in err, err
+    out = tmp_path / "u.jsonl"
+    cli_run(_dp_config(tmp_path, "unlimited"), out)
+    (rec,) = records.read(out)
+    assert rec.correct and rec.budget == "unlimited" and rec.budget_spent is None
+    assert not (tmp_path / "privacy-ledger.jsonl").exists()
+
+
+def test_the_ledger_survives_a_kill_9_mid_sweep(tmp_path):
+    """A sweep killed with SIGKILL while its parties run: every run that started is in
+    the ledger (charged before its parties), the ledger reads back, and the spend counts
+    against the next sweep."""
+    out = tmp_path / "r.jsonl"
+    cfg = _dp_config(tmp_path, {"epsilon": 100.0, "delta": 1e-3}, repeats=20)
+    book = tmp_path / "privacy-ledger.jsonl"
+    argv = [sys.executable, "-m", "harness.cli", "run", str(cfg), "--out", str(out)]
+    p = subprocess.Popen(
+        argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not book.exists() or len(book.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    started = [d for d in out.with_suffix(".runs").glob("*/*") if d.is_dir() and any(d.iterdir())]
+    entries = ledger.Ledger(book).entries
+    assert len(entries) >= 3 and len(entries) >= len(started), (len(entries), started)
+    assert {d.name for d in started} <= {e["run"] for e in entries}
+    assert ledger.Ledger(book).spent("synthetic:120").epsilon == pytest.approx(len(entries))

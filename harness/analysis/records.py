@@ -121,7 +121,9 @@ class Record(Mapping[str, Any]):
     input_bytes_by_party: list[int | None] | None = None  # per site: bytes it sent in that phase
     count_by_site: list[int] | None = None  # output count_by_site: the cohort size at each site
     stats: dict[str, Any] | None = None  # output stats: each aggregate's canonical name -> its released value
-    dp: dict[str, Any] | None = None  # stats with dp: mechanism, epsilon, delta, spent, each sum's noise scale
+    dp: dict[str, Any] | None = None  # stats with dp: mechanism, epsilon, delta, spent, noise scales
+    budget: str | dict[str, Any] | None = None  # dp: the source's privacy budget, or `unlimited`
+    budget_spent: dict[str, Any] | None = None  # dp: the source's total spent after this run (ledger)
     criteria: str = "public"  # the criteria's constants: `public`, or `private` (a researcher's input)
     researcher: int | None = None  # private: the party that input them
     unknown: dict[str, Any] = field(default_factory=dict, repr=False, metadata={"json": False})

@@ -39,8 +39,17 @@ class Calibrations:
             json.dumps(cell.deployment_key()),
         )
 
-    def _key(self, cell: Cell) -> tuple:
-        return (*self._setting(cell), cell.network.default, cell.network.links)
+    @classmethod
+    def planned(cls, todo: list[Cell], rounds: bool) -> list[Cell]:
+        """The calibration runs a sweep of these cells' runs makes: one lock-step run per
+        setting (with `rounds`, of more than one party), one clean run per faulted links."""
+        settings = {cls._setting(c): c for c in todo if rounds and c.engine.parties > 1}
+        faulted = {cls._key(c): c for c in todo if c.network.needs_calibration}
+        return [*settings.values(), *faulted.values()]
+
+    @classmethod
+    def _key(cls, cell: Cell) -> tuple:
+        return (*cls._setting(cell), cell.network.default, cell.network.links)
 
     def rounds(self, cell: Cell, runner: CellRunner) -> float | None:
         """The setting's synchronous rounds (None for one party, or if the lock-step run

@@ -92,6 +92,11 @@ PopulationField = Annotated[
 ]
 
 
+class _PrivacyBudget(_Model):
+    epsilon: Annotated[float, Field(gt=0)]
+    delta: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
 class Config(_Model):
     name: str
     query: _QueryRef | None = None
@@ -111,6 +116,9 @@ class Config(_Model):
     truncate: bool = False
     interleave: bool = False  # run repeat by repeat across cells instead of cell by cell
     budget_s: Annotated[float, Field(gt=0)] | None = None  # skip larger populations past it
+    # The privacy budget of each data source (population) for DP queries, or `unlimited`
+    # (benchmarks): `harness.privacy.budget`.
+    budget: Union[Literal["unlimited"], _PrivacyBudget] | None = None
     isolation: Literal["auto", "netns", "none"] = "auto"  # a network namespace per run
     rounds_calibration: bool = True  # one lock-step run per setting counts its rounds
     # Defaults of the engines' keys of the same names (an engine's own key wins): the

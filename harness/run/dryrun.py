@@ -3,8 +3,8 @@
 It loads every population the grid uses (so that every padding bound that a
 population exceeds is found at once, not one per real run), counts the runs
 that a results file already holds, those still to do and those that the
-file's records show `budget_s` would skip, and estimates the time the runs to
-do take:
+file's records show `budget_s` would skip, checks that the DP runs fit the privacy
+`budget`, and estimates the time the runs to do take:
 
 * from earlier runs of the same cell in the results file (the median `wall_s`);
 * else from the cost model (`circuits.cost`): the run's secure operations
@@ -38,7 +38,7 @@ from harness.analysis.records import Record
 from harness.data.sources import Source
 from harness.run.config import Experiment
 from harness.run.meta import REPO
-from harness.run.sweep import Budget, Cell, cells, resumed_over, runs, to_do
+from harness.run.sweep import Budget, Cell, cells, privacy_budget, resumed_over, runs, to_do
 
 BASELINE = REPO / "baselines" / "ci.jsonl"
 KNOWN_QUERIES = REPO / "configs" / "queries"
@@ -84,6 +84,10 @@ def dry_run(exp: Experiment, out: Path, force: bool, warn: Callable[[str], None]
     budget = Budget(exp.config.budget_s)
     budget.replay(exp, kept)
     todo = to_do(exp, kept)
+    try:
+        privacy_budget(exp, todo, out, warn)
+    except InputError as e:
+        problems.append(e)
     running = [c for c, _, _ in todo if budget.exceeded(c) is None]
     estimate = _estimate(exp, running, kept, shapes)
     plan = runs(exp)

@@ -13,7 +13,7 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -204,9 +204,17 @@ class CellRunner:
     is one repeat in its own directory.  A cell this machine cannot run fails every run."""
 
     def __init__(
-        self, spec: Spec, query: Query, pop: Population, workdir: Path, holdings: Holdings = PATIENT_HELD
+        self,
+        spec: Spec,
+        query: Query,
+        pop: Population,
+        workdir: Path,
+        holdings: Holdings = PATIENT_HELD,
+        before: Callable[[str], object] = lambda name: None,
     ):
+        """`before(name)`: called as each run starts, before its parties (the privacy ledger's charge)."""
         self.spec, self.query, self.workdir, self.holdings = spec, query, workdir.resolve(), holdings
+        self.before = before
         self.engine = registry.get(spec.engine)
         self.expected = cohort(query, pop)
         self.cell: Cell | None = None
@@ -225,6 +233,7 @@ class CellRunner:
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
+        self.before(name)
         try:
             return self._run(self.cell, run_dir, timeout_s, network)
         except Unavailable as e:

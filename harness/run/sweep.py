@@ -25,6 +25,7 @@ from harness.run.calibrations import Calibrations, Enter
 from harness.run import deployment
 from harness.run.deployment import DeploymentSpec, Placement
 from harness.run.runner import CellRunner, Outcome
+from harness.privacy.budget import Accountant, accountant
 from harness.data.sources import Source
 from circuits.ir import Query
 from circuits.population import Padding, Population
@@ -204,9 +205,16 @@ class Sweep:
     """The state of one sweep: the data loaded, the cells prepared, the records written."""
 
     def __init__(
-        self, exp: Experiment, out: Path, enter: Enter, sweep_meta: dict, warn: Callable[[str], None]
+        self,
+        exp: Experiment,
+        out: Path,
+        enter: Enter,
+        sweep_meta: dict,
+        warn: Callable[[str], None],
+        accountant: Accountant = Accountant(None, None),
     ):
         self.exp, self.enter, self.meta, self.warn = exp, enter, sweep_meta, warn
+        self.accountant = accountant
         self.runs_dir = out.with_suffix(".runs")
         self.writer = results.Writer(out)
         self.written: list[Record] = []
@@ -235,7 +243,15 @@ class Sweep:
         key = cell.key(self.exp)
         if key not in self.runners:
             holdings = self.placement(cell, pop).holdings
-            self.runners[key] = CellRunner(cell.engine, cell.query, pop, self.runs_dir / key, holdings)
+
+            def charge(name: str, cell: Cell = cell, key: str = key) -> None:
+                self.accountant.charge(
+                    cell.source.text, cell.query, cell=key, run=name, config=self.exp.config.name
+                )
+
+            self.runners[key] = CellRunner(
+                cell.engine, cell.query, pop, self.runs_dir / key, holdings, charge
+            )
         return self.runners[key]
 
     def run(self, cell: Cell, rep: int, warm: bool) -> None:
@@ -278,6 +294,7 @@ class Sweep:
             fault_calibration=streams,
             rounds=rounds,
             placement=self.placement(cell, pop),
+            privacy=self.accountant.fields(cell.source.text, cell.query),
         )
         self.budget.seen(cell, len(pop), outcome.wall_s)
         self._write(record)
@@ -338,7 +355,7 @@ def run_sweep(
     sweep_meta = {**meta.collect(exp.config_hash), "isolation": isolated}
     sweep_meta |= {"overrides": exp.overrides} if exp.overrides else {}
     sweep_meta |= {"resumed_over": over} if over else {}
-    sweep = Sweep(exp, out, enter, sweep_meta, warn)
+    sweep = Sweep(exp, out, enter, sweep_meta, warn, privacy_budget(exp, todo, out, warn))
     sweep.budget.replay(exp, kept)
     progress = Progress(
         TextColumn("{task.description}"),
@@ -362,6 +379,18 @@ def run_sweep(
     finally:
         sweep.close()
     return sweep.written
+
+
+def privacy_budget(
+    exp: Experiment, todo: list[tuple[Cell, int, bool]], out: Path, warn: Callable[[str], None]
+) -> Accountant:
+    """The sweep's accountant, once every run of a DP query it plans (calibrations
+    included) fits the budget; InputError (exit 2) before any party starts otherwise."""
+    todo_cells = [c for c, _, _ in todo]
+    planned = todo_cells + Calibrations.planned(todo_cells, exp.config.rounds_calibration)
+    budget = exp.config.budget
+    given = budget if budget is None or isinstance(budget, str) else budget.model_dump()
+    return accountant(given, [(c.source.text, c.query) for c in planned], out, str(exp.path), warn)
 
 
 def finished(r: Record) -> str:
@@ -417,6 +446,7 @@ def _record(
     fault_calibration: dict[str, int] | None = None,
     rounds: float | None = None,
     placement: Placement | None = None,
+    privacy: dict | None = None,
 ) -> Record:
     f = o.figures
     load = meta.load_average()
@@ -478,7 +508,11 @@ def _record(
             "fault_calibration": fault_calibration,
             "skipped": skipped,
             **_deployment_fields(cell, placement),
-            **{k: f.get(k) for k in ("local_s", "input_s", "input_bytes_by_party", "count_by_site", "stats", "dp")},
+            **(privacy or {}),
+            **{
+                k: f.get(k)
+                for k in ("local_s", "input_s", "input_bytes_by_party", "count_by_site", "stats", "dp")
+            },
         }
     )
 

@@ -1,0 +1,1 @@
+"""Privacy budgets of data sources and the ledger of their releases."""
