@@ -154,3 +154,15 @@ def _rho_for(epsilon: float, delta: float) -> float:
 def coalition(majority: str, parties: int) -> int:
     """The largest coalition of parties a protocol's security model tolerates."""
     return (parties - 1) // 2 if majority == "honest" else parties - 1
+
+
+def stated_accuracy(mechanism: str, scale: float, parties: int, honest: int, alpha: float) -> float | None:
+    """OpenDP's accuracy (|noise| <= a with probability 1 - alpha) of the noise a release
+    carries: every party's share added, a discrete Gaussian of scale^2 * parties / honest
+    (to Kairouz et al.'s gap).  None for Laplace shares of several parties, whose sum is no
+    discrete Laplace."""
+    if mechanism == GAUSSIAN:
+        return dp.discrete_gaussian_scale_to_accuracy(scale=scale * math.sqrt(parties / honest), alpha=alpha)
+    if parties == 1:
+        return dp.discrete_laplacian_scale_to_accuracy(scale=scale, alpha=alpha)
+    return None

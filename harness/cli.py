@@ -19,7 +19,7 @@ from circuits.errors import InputError
 from circuits.oracle import cohort
 from circuits.population import EXACT, Padding, write_jsonl
 from circuits.queryfile import load_query
-from harness.analysis import compare, latency, report, records as results, summary, tamper
+from harness.analysis import accuracy, compare, latency, report, records as results, summary, tamper
 from harness.analysis.records import Record
 from harness import doctor
 from harness.privacy import ledger
@@ -284,6 +284,9 @@ def _tables(records: list[Record], wide: bool = False) -> None:
     slopes = latency.table(records)
     if slopes is not None:
         out.print(slopes)
+    noise = accuracy.table(records)
+    if noise is not None:
+        out.print(noise)
     tampering = tamper.table(records)
     if tampering is not None:
         out.print(tampering)

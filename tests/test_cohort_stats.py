@@ -39,7 +39,9 @@ from circuits.population import Padding, encode
 from circuits.queryfile import dump_native, load_query, parse_query
 from circuits.stats import AGE, Aggregate, Attribute, Privacy, Stats, combine
 from conftest import REPO, cli_run, patient, run_cli
-from harness.analysis import records
+import opendp.prelude as dp
+from harness.analysis import accuracy, records
+from harness.analysis.records import Record
 from harness.privacy import ledger
 from harness.data import synthetic
 from test_queryfile import trees
@@ -485,3 +487,68 @@ def test_the_ledger_survives_a_kill_9_mid_sweep(tmp_path):
     assert len(entries) >= 3 and len(entries) >= len(started), (len(entries), started)
     assert {d.name for d in started} <= {e["run"] for e in entries}
     assert ledger.Ledger(book).spent("synthetic:120").epsilon == pytest.approx(len(entries))
+
+
+# -- accuracy ---------------------------------------------------------------------------
+
+
+def _noise_record(epsilon: float, noise: int, scale: float) -> Record:
+    return Record.from_json(
+        {
+            "config": "acc",
+            "cell": f"c{epsilon}",
+            "engine": "mpyc",
+            "protocol": "shamir",
+            "parties": 3,
+            "repeat": 0,
+            "warmup": False,
+            "wall_s": 1.0,
+            "cohort_size": None,
+            "correct": True,
+            "error": None,
+            "dp": {
+                "mechanism": "discrete-gaussian",
+                "epsilon": epsilon,
+                "parties": 3,
+                "honest_shares": 2,
+                "scale": {"n": scale},
+            },
+            "dp_error": {"n": noise},
+        }
+    )
+
+
+def test_accuracy_points_against_opendp():
+    """The empirical 95% error of Gaussian noise of the realised scale is OpenDP's within
+    sampling error, and a noise twice as wide is not."""
+    rng = np.random.default_rng(5)
+    realised = 10.0 * math.sqrt(3 / 2)  # three shares of variance 100 / 2
+    recs = [_noise_record(1.0, int(round(x)), 10.0) for x in rng.normal(0, realised, 4000)]
+    recs += [_noise_record(2.0, int(round(x)), 10.0) for x in rng.normal(0, 2 * realised, 4000)]
+    one, two = accuracy.points(recs)
+    assert one.runs == 4000 and one.stated == pytest.approx(
+        dp.discrete_gaussian_scale_to_accuracy(realised, 0.05)
+    )
+    assert one.ratio == pytest.approx(1.0, abs=0.08) and two.ratio == pytest.approx(2.0, abs=0.16)
+
+
+def test_the_epsilon_axis_and_the_benchmark_noise(tmp_path):
+    """`epsilons` makes one cell per epsilon; budget unlimited records each sum's noise."""
+    cfg = _config(
+        tmp_path,
+        query={
+            "name": "c",
+            "output": {"stats": ["count"], "dp": {"epsilon": 1.0, "delta": 1e-6}},
+            "criteria": {"smoker": "never"},
+        },
+        engines=[{"engine": "mpyc", "parties": 3}],
+        epsilons=[0.5, 4],
+        budget="unlimited",
+        rounds_calibration=False,
+    )
+    out = tmp_path / "r.jsonl"
+    cli_run(cfg, out)
+    recs = records.read(out)
+    assert sorted(r.dp["epsilon"] for r in recs) == [0.5, 4] and all(r.correct for r in recs)
+    assert sorted(r["query"]["name"] for r in recs) == ["c eps=0.5", "c eps=4"]
+    assert all(set(r.dp_error) == {"n"} and r.stats["count"] - r.dp_error["n"] >= 0 for r in recs)

@@ -32,7 +32,7 @@ def test_the_committed_baseline_loads_as_version_1_and_round_trips(tmp_path):
         added = {"schema_version", "isolation", "fault_calibration", "observed_rounds"}
         added |= {"deployment", "local", "site_sizes", "assign_fallback", "secure", "local_nodes"}  # defaults
         added |= {"local_s", "input_s", "input_bytes_by_party", "count_by_site"}  # of older lines
-        added |= {"stats", "dp", "budget", "budget_spent"}  # stats outputs
+        added |= {"stats", "dp", "budget", "budget_spent", "dp_error"}  # stats outputs
         added |= {"criteria", "researcher"}  # defaults: public criteria
         assert set(new_d) - set(old_d) <= added
 

@@ -124,6 +124,7 @@ class Record(Mapping[str, Any]):
     dp: dict[str, Any] | None = None  # stats with dp: mechanism, epsilon, delta, spent, noise scales
     budget: str | dict[str, Any] | None = None  # dp: the source's privacy budget, or `unlimited`
     budget_spent: dict[str, Any] | None = None  # dp: the source's total spent after this run (ledger)
+    dp_error: dict[str, Any] | None = None  # dp, budget unlimited only: each released sum's noise
     criteria: str = "public"  # the criteria's constants: `public`, or `private` (a researcher's input)
     researcher: int | None = None  # private: the party that input them
     unknown: dict[str, Any] = field(default_factory=dict, repr=False, metadata={"json": False})

@@ -43,6 +43,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import io
+import itertools
 import re
 import sys
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ import click
 from rich.console import Console
 
 from circuits.errors import InputError
-from harness.analysis import headline, latency, metadata, stats, summary, tamper
+from harness.analysis import accuracy, headline, latency, metadata, stats, summary, tamper
 from harness.analysis.compare import load
 from harness.analysis.records import Record, measured
 from harness.analysis.stats import Cell, format_value
@@ -717,6 +718,39 @@ def fig_cost_by_deployment(data: list[Cell]) -> Figure:
     return f
 
 
+_ACCURACY_CAPTION = (
+    "The released count's 95% error (the 0.95 quantile of |noise| over the repeats) against "
+    "epsilon, per engine and mechanism, beside OpenDP's stated accuracy of the noise the release "
+    "carries (every party's share added) at alpha = 0.05: dashed."
+)
+
+
+def fig_accuracy(data: list[Cell]) -> Figure:
+    """The count's DP error against epsilon, with OpenDP's accuracy (benchmark runs only)."""
+    f = Figure("dp_accuracy", "DP accuracy", _ACCURACY_CAPTION)
+    found = accuracy.points([r for c in data for r in c.runs])
+    if not found:
+        f.skipped = "no DP benchmark run (budget: unlimited) with its noise recorded"
+        return f
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for (engine, mechanism), group in itertools.groupby(found, key=lambda p: (p.engine, p.mechanism)):
+        pts = sorted(group, key=lambda p: p.epsilon)
+        (line,) = ax.plot(
+            [p.epsilon for p in pts], [p.empirical for p in pts], "o-", label=f"{engine} {mechanism}"
+        )
+        stated = [(p.epsilon, p.stated) for p in pts if p.stated is not None]
+        if stated:
+            ax.plot(*zip(*stated), "--", color=line.get_color(), label=f"OpenDP, {mechanism}")
+    _log_axis(ax.xaxis, "x")
+    _log_axis(ax.yaxis, "y")
+    ax.set_xlabel("epsilon (log scale)")
+    ax.set_ylabel("95% error of the count (log scale)")
+    _legend(ax, len(ax.lines))
+    f.png = _png(fig)
+    return f
+
+
 def figures(all_cells: list[Cell]) -> list[Figure]:
     """Every figure, drawn or skipped with the reason (a paper figure only when the results
     hold its config, or drawn from queries named conditions-N / exams-N)."""
@@ -737,7 +771,8 @@ def figures(all_cells: list[Cell]) -> list[Figure]:
     # a paper figure the results' configs never asked for is not mentioned, nor deployments
     # when the results hold one
     by_deployment = [fig_cost_by_deployment(general)] if len({c.deployment for c in general}) > 1 else []
-    return out + by_deployment + [f for config, f in paper_figs if f.png or config in configs]
+    dp_accuracy = [fig_accuracy(general)] if any(r.dp_error for c in general for r in c.runs) else []
+    return out + by_deployment + dp_accuracy + [f for config, f in paper_figs if f.png or config in configs]
 
 
 # ---------------------------------------------------------------- tables, HTML

@@ -41,12 +41,13 @@ class Accountant:
             return None
         return self.ledger.charge(source, run_cost, self.budget, query=query.ir_hash, **about)
 
-    def fields(self, source: str, query: Query) -> dict:
-        """The record's `budget` and `budget_spent` (empty for a query without dp)."""
+    def fields(self, source: str, query: Query, dp_error: dict | None) -> dict:
+        """The record's `budget` and `budget_spent` (empty for a query without dp), and with
+        an unlimited budget (a benchmark, not a release) `dp_error`, the noise of each sum."""
         if cost(query) is None:
             return {}
         if self.budget is None or self.ledger is None:
-            return {"budget": UNLIMITED, "budget_spent": None}
+            return {"budget": UNLIMITED, "budget_spent": None, "dp_error": dp_error}
         return {"budget": self.budget.to_json(), "budget_spent": self.ledger.spent(source).to_json()}
 
 

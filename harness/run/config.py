@@ -119,6 +119,8 @@ class Config(_Model):
     # The privacy budget of each data source (population) for DP queries, or `unlimited`
     # (benchmarks): `harness.privacy.budget`.
     budget: Union[Literal["unlimited"], _PrivacyBudget] | None = None
+    # An axis of the DP queries' dp.epsilon: each DP query once per value (named "... eps=E").
+    epsilons: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] | None = None
     isolation: Literal["auto", "netns", "none"] = "auto"  # a network namespace per run
     rounds_calibration: bool = True  # one lock-step run per setting counts its rounds
     # Defaults of the engines' keys of the same names (an engine's own key wins): the
@@ -479,6 +481,27 @@ def _private_fits(source: str, config: Config, queries: list[Query]) -> None:
                 ) from None
 
 
+def _epsilon_axis(source: str, config: Config, queries: list[Query]) -> list[Query]:
+    """With `epsilons`, each DP query once per epsilon (its delta and mechanism kept)."""
+    if config.epsilons is None:
+        return queries
+    if not any(q.stats is not None and q.stats.dp is not None for q in queries):
+        raise InputError(
+            source, "epsilons", "no query has dp to vary", "add dp to a stats query, or drop epsilons"
+        )
+    out = []
+    for q in queries:
+        if q.stats is None or q.stats.dp is None:
+            out.append(q)
+            continue
+        stats = q.stats
+        out += [
+            replace(q, name=f"{q.name} eps={e:g}", stats=replace(stats, dp=replace(stats.dp, epsilon=e)))
+            for e in config.epsilons
+        ]
+    return out
+
+
 def _resolve(path: Path, config: Config, config_hash: str, overrides: dict[str, Any]) -> Experiment:
     """A validated config's queries read, paddings, sources and networks parsed."""
     source = str(path)
@@ -503,6 +526,7 @@ def _resolve(path: Path, config: Config, config_hash: str, overrides: dict[str, 
             query, said = parse_query(ref, f"{source}: {where}", config.name)
         queries.append(query)
         warnings += said
+    queries = _epsilon_axis(source, config, queries)
     paddings = tuple(map(_to_padding, config.paddings or [config.padding]))
     sources = [_source(path, config, f"populations[{i}]", spec) for i, spec in enumerate(config.populations)]
     _sites_cover(source, config, sources)

@@ -103,6 +103,11 @@ def _noisy_check(
     return None, True, None
 
 
+def noise_of(stats: Stats, expected: Cohort, answer: list[int]) -> dict[str, int]:
+    """Each released sum minus its exact value: the noise the run added."""
+    return {c.name: got - exact for c, got, exact in zip(stats.columns(), answer, expected.sums)}
+
+
 def _answer(
     query: Query, expected: Cohort, answers: list, wall_s: float, figures: dict, holdings: Holdings
 ) -> Outcome:
@@ -118,6 +123,8 @@ def _answer(
         correct, error = False, f"MISMATCH: parties revealed different answers {answers}"
     if correct and query.stats is not None:
         figures = {**figures, "stats": combine(query.stats, answers[0])}
+        if query.stats.dp is not None:
+            figures["dp_error"] = noise_of(query.stats, expected, answers[0])
     return Outcome(wall_s, figures, size, correct, error, correct if revealed else None)
 
 

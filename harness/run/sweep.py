@@ -294,7 +294,7 @@ class Sweep:
             fault_calibration=streams,
             rounds=rounds,
             placement=self.placement(cell, pop),
-            privacy=self.accountant.fields(cell.source.text, cell.query),
+            privacy=self.accountant.fields(cell.source.text, cell.query, outcome.figures.get("dp_error")),
         )
         self.budget.seen(cell, len(pop), outcome.wall_s)
         self._write(record)
