@@ -63,12 +63,16 @@ AGE = Attribute("age")
 # -- the secure sums: one per-patient column each, summed over the cohort ---------------
 
 
-@dataclass(frozen=True)
-class Ones:
-    """1 for every patient: its sum is the cohort's size."""
+class _Indicator:
+    """A 0/1 column: the count's ones, a histogram's bin or category."""
 
     def bound(self, exam_slots: int) -> int:
         return 1
+
+
+@dataclass(frozen=True)
+class Ones(_Indicator):
+    """1 for every patient: its sum is the cohort's size."""
 
     @property
     def name(self) -> str:
@@ -106,15 +110,12 @@ class Cross:
 
 
 @dataclass(frozen=True)
-class InBin:
+class InBin(_Indicator):
     """[low <= x < high] of a numeric attribute."""
 
     of: Attribute
     low: int
     high: int
-
-    def bound(self, exam_slots: int) -> int:
-        return 1
 
     @property
     def name(self) -> str:
@@ -122,14 +123,11 @@ class InBin:
 
 
 @dataclass(frozen=True)
-class IsCode:
+class IsCode(_Indicator):
     """[x == code] of a categorical attribute."""
 
     of: Attribute
     code: int
-
-    def bound(self, exam_slots: int) -> int:
-        return 1
 
     @property
     def name(self) -> str:
