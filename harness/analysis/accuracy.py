@@ -1,9 +1,12 @@
 """The accuracy of DP releases: each sum's noise against epsilon, beside OpenDP's own.
 
 Benchmark runs (`budget: unlimited`) record each released sum's noise (`dp_error`).
-Per engine, mechanism, epsilon and sum, the empirical (1 - alpha) error is the
-(1 - alpha) quantile of |noise| over the runs; OpenDP's stated accuracy is that of
-the noise the release carries (`circuits.privacy.stated_accuracy`).
+Sums of one noise scale are samples of one distribution (a histogram's bins, say:
+one release, independent noise per bin), so per engine, mechanism, epsilon and scale
+they are pooled over the sums and the runs.  The empirical (1 - alpha) error is the
+smallest a with |noise| <= a in at least 1 - alpha of them (OpenDP's definition, on
+integers); OpenDP's stated accuracy is that of the noise the release carries
+(`circuits.privacy.stated_accuracy`).
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ class Point:
     engine: str  # engine/protocol/parties
     mechanism: str
     epsilon: float
-    column: str  # the sum, e.g. `n`
+    scale: float  # of the release (`dp.scale`)
     runs: int
-    empirical: float  # the (1 - ALPHA) quantile of |noise|
+    samples: int  # noises pooled: the sums of this scale in each run
+    empirical: float  # the smallest a with |noise| <= a in 1 - ALPHA of the samples
     stated: float | None  # OpenDP's accuracy at ALPHA
 
     @property
@@ -35,25 +39,39 @@ class Point:
         return None if not self.stated else self.empirical / self.stated
 
 
-def _key(r: Record, column: str) -> tuple:
-    assert r.dp is not None
-    return (f"{r.engine}/{r.protocol}/{r.parties}p", r.dp["mechanism"], r.dp["epsilon"], column)
+@dataclass(frozen=True)
+class _Sample:
+    key: tuple  # engine, mechanism, epsilon, scale
+    run: int  # which record
+    noise: int
+    parties: int
+    honest: int
 
 
-def points(records: list[Record], column: str = "n") -> list[Point]:
-    """One point per engine, mechanism, epsilon for `column`, over the correct measured runs."""
-    usable = [r for r in records if r.dp_error and column in r.dp_error and r.correct and not r.warmup]
-    usable.sort(key=lambda r: _key(r, column))
+def _samples(records: list[Record]) -> list[_Sample]:
+    """One per sum and correct measured run."""
     out = []
-    for (engine, mechanism, epsilon, col), group in groupby(usable, key=lambda r: _key(r, column)):
-        runs = list(group)
-        assert runs[0].dp is not None
-        d = runs[0].dp
-        errors = np.abs([r.dp_error[col] for r in runs if r.dp_error])
-        stated = stated_accuracy(mechanism, d["scale"][col], d["parties"], d["honest_shares"], ALPHA)
-        out.append(
-            Point(engine, mechanism, epsilon, col, len(runs), float(np.quantile(errors, 1 - ALPHA)), stated)
-        )
+    for i, r in enumerate(records):
+        if not (r.dp and r.dp_error and r.correct and not r.warmup):
+            continue
+        d = r.dp
+        engine = f"{r.engine}/{r.protocol}/{r.parties}p"
+        for name, noise in r.dp_error.items():
+            key = (engine, d["mechanism"], d["epsilon"], d["scale"][name])
+            out.append(_Sample(key, i, noise, d["parties"], d["honest_shares"]))
+    return sorted(out, key=lambda s: s.key)
+
+
+def points(records: list[Record]) -> list[Point]:
+    """One point per engine, mechanism, epsilon and noise scale."""
+    out = []
+    for (engine, mechanism, epsilon, scale), group in groupby(_samples(records), key=lambda s: s.key):
+        found = list(group)
+        errors = np.abs([s.noise for s in found])
+        empirical = float(np.quantile(errors, 1 - ALPHA, method="inverted_cdf"))
+        stated = stated_accuracy(mechanism, scale, found[0].parties, found[0].honest, ALPHA)
+        runs = len({s.run for s in found})
+        out.append(Point(engine, mechanism, epsilon, scale, runs, len(found), empirical, stated))
     return out
 
 
@@ -62,11 +80,22 @@ def table(records: list[Record]) -> Table | None:
     found = points(records)
     if not found:
         return None
-    t = Table(title=f"DP accuracy of the count: {100 * (1 - ALPHA):g}% error, empirical vs OpenDP")
-    for name in ("engine", "mechanism", "epsilon", "runs", "empirical", "OpenDP", "ratio"):
+    t = Table(title=f"DP accuracy: {100 * (1 - ALPHA):g}% error of the released sums, empirical vs OpenDP")
+    for name in (
+        "engine",
+        "mechanism",
+        "epsilon",
+        "scale",
+        "runs",
+        "samples",
+        "empirical",
+        "OpenDP",
+        "ratio",
+    ):
         t.add_column(name, justify="left" if name in ("engine", "mechanism") else "right")
     for p in found:
         stated = "-" if p.stated is None else f"{p.stated:.3g}"
         ratio = "-" if p.ratio is None else f"{p.ratio:.2f}"
-        t.add_row(p.engine, p.mechanism, f"{p.epsilon:g}", str(p.runs), f"{p.empirical:.3g}", stated, ratio)
+        cells = (f"{p.epsilon:g}", f"{p.scale:.3g}", str(p.runs), str(p.samples), f"{p.empirical:.3g}")
+        t.add_row(p.engine, p.mechanism, *cells, stated, ratio)
     return t
