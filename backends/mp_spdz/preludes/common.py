@@ -120,8 +120,8 @@ def input_noise(sums, parties):
 
 def _inner(lanes, column):
     """The cohort's sum of a column: bits . column (one dot product), or a public constant."""
-    if isinstance(column, int):
-        return lanes.sum() * column
+    if isinstance(column, int):  # the compiler folds a product with 0 into the int 0
+        return lanes.sum() * column if column else sint(0)
     return sint.dot_product(lanes, column)
 
 
