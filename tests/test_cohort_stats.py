@@ -402,7 +402,12 @@ def test_the_noise_free_sums_equal_the_oracle(tmp_path):
     (tmp_path / "q.yaml").write_text(yaml.safe_dump(query))
     out = tmp_path / "r.jsonl"
     env = {**os.environ, "COHORTBENCH_DEBUG_NOISE": "1"}
-    cfg = _config(tmp_path, query=str(tmp_path / "q.yaml"), engines=[{"engine": "mpyc", "parties": 3}])
+    cfg = _config(
+        tmp_path,
+        query=str(tmp_path / "q.yaml"),
+        engines=[{"engine": "mpyc", "parties": 3}],
+        budget="unlimited",
+    )
     cli_run(cfg, out, env=env)
     (rec,) = [r for r in records.read(out) if not r.warmup]
     assert rec.correct and rec.dp["honest_shares"] == 2 and rec.dp["epsilon_spent"] <= 1.0 + 1e-9, rec.error

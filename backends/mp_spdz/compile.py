@@ -139,10 +139,12 @@ def default_cache_dir() -> Path:
     return base / "cohortbench" / "mp-spdz"
 
 
-def field_bits(query: Query, shape: program.Shape, lowering: str) -> int:
-    """-F for field protocols: the widest comparison operand (signed bits) of the program."""
+def field_bits(query: Query, shape: program.Shape, lowering: str, noise: int = 0) -> int:
+    """-F for field protocols: the widest comparison operand (signed bits) of the program,
+    and a stats query's revealed sums (signed, with `noise`, a bound on their noise)."""
+    sums = [] if query.stats is None else [program.sum_bound(query.stats, shape, noise).bit_length() + 1]
     if lowering == program.BINARY:
-        return shape.patients.bit_length() + 1  # only the final count is arithmetic
+        return max([shape.patients.bit_length() + 1, *sums])  # only the final count or sums are arithmetic
     cols = {c.name: c for c in program.columns(query, shape)}
     widths = [c.bits + 1 for c in cols.values()]  # x - c of two `bits`-bit values
     c_slots, e_slots = shape.slots
@@ -157,16 +159,31 @@ def field_bits(query: Query, shape: program.Shape, lowering: str) -> int:
             widths.append((e_slots + 1).bit_length() + 2)
         if isinstance(leaf, SecretCondition):
             widths.append((c_slots * leaf.width).bit_length() + 1)
-    return max(widths + [shape.patients.bit_length() + 1])
+    if query.stats is not None:  # the exam tallies' range tests
+        widths.append(e_slots.bit_length() + 1)
+    return max(widths + sums + [shape.patients.bit_length() + 1])
 
 
 def compile_flags(
-    protocol: Protocol, query: Query, shape: program.Shape, options: CompileOptions, parties: int
+    protocol: Protocol,
+    query: Query,
+    shape: program.Shape,
+    options: CompileOptions,
+    parties: int,
+    noise: int = 0,
 ) -> tuple[str, ...]:
-    """compile.py's flags (before the source file) for this program."""
+    """compile.py's flags (before the source file) for this program; `noise` bounds a stats
+    query's noise.  ValueError when its sums could wrap modulo 2^64."""
     flags = list(protocol.compile_flags)
+    if protocol.domain == RING and query.stats is not None:
+        largest = program.sum_bound(query.stats, shape, noise)
+        if largest >= program.RING_SUMS:
+            raise ValueError(
+                f"{protocol.name}: the stats sums reach {largest} (with noise), which wraps modulo "
+                "2^64; use fewer patients or a field protocol"
+            )
     if protocol.domain == FIELD:
-        flags += ["-F", str(options.field_bits or field_bits(query, shape, options.lowering))]
+        flags += ["-F", str(options.field_bits or field_bits(query, shape, options.lowering, noise))]
     elif options.field_bits:
         raise ValueError(f"{protocol.name} computes modulo 2^64; field_bits does not apply")
     if options.edabit:
@@ -298,20 +315,23 @@ def compile_program(
     timeout_s: float = 1800,
     sites: program.Sites | None = None,
     researcher: int | None = None,
+    noise: int = 0,
 ) -> Compiled:
     """Translate and compile `query` for `protocol` with `parties` parties (over `sites`,
     when several hold the data), or take it from the cache.  `researcher`: the party that
     inputs a private query's constants (the query is its template; the cache key is the
-    template's, so every query of that shape shares the program).  RuntimeError with the
-    compiler's output if it fails."""
+    template's, so every query of that shape shares the program).  `noise`: a bound on a
+    stats query's noise (`program.noise_bound`; the shares are inputs, never in the
+    program).  RuntimeError with the compiler's output if it fails; ValueError if the
+    sums could wrap."""
     proto = get(protocol) if isinstance(protocol, str) else protocol
     parties = parties or proto.default_parties
     proto.check_parties(parties)
     options = options or default_options(proto)
     script = _script(home)
-    flags = compile_flags(proto, query, shape, options, parties)
+    flags = compile_flags(proto, query, shape, options, parties, noise)
     source = program.translate(
-        query, shape, options.lowering, proto.domain, _settings(proto, options), sites, researcher
+        query, shape, options.lowering, proto.domain, _settings(proto, options), sites, researcher, parties
     )
     version = compiler_version(home)
     key_fields = _key_fields(query, shape, proto, parties, options, flags, version)

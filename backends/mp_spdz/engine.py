@@ -7,10 +7,13 @@ private input file and keys when it ends.  VMs connect in every direction.
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import re
 import subprocess
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -19,11 +22,12 @@ from backends.engine import ProtocolFacts, Spec, Unavailable, python_path
 from backends.mp_spdz import compile as mp_compile
 from backends.mp_spdz import launch, program, protocols, throwtrace
 from backends.mp_spdz.site import SiteJob
-from circuits import secret
+from circuits import privacy, secret
 from circuits.cost import DataBounds
 from circuits.holdings import PATIENT_HELD, Holdings
 from circuits.ir import Query, to_wire
 from circuits.locality import split
+from circuits.noise import share
 from circuits.population import Population
 from circuits.sitedata import blocks, write_site_files
 
@@ -35,7 +39,8 @@ FACTS = {
     for p in protocols.PROTOCOLS.values()
 }
 # What the program prints as its answer (see program.parse_output).
-_ANSWER = re.compile(r"^(?:ELIGIBLE|COUNT|COUNT_BY_SITE) ", re.M)
+_ANSWER = re.compile(r"^(?:ELIGIBLE|COUNT|COUNT_BY_SITE|STATS) ", re.M)
+DEBUG_NOISE = "COHORTBENCH_DEBUG_NOISE"  # =1, tests only: each party's shares also to noise-<pid>.json
 # Integrity aborts: MP-SPDZ's checks (Tools/Exceptions.h and the protocols): mac_fail
 # ("MacCheck Failure", "check hash mismatch", "inconsistent Shamir secret sharing",
 # "mismatch in private output"), Offline_Check_Error ("Offline-Check-Error : ..."), the
@@ -90,6 +95,12 @@ class MpSpdzCell:
         holdings: Holdings = PATIENT_HELD,
     ):
         self.spec, self.query, self.pop, self.holdings = spec, query, pop, holdings
+        if query.stats is not None and (holdings is not PATIENT_HELD or query.stats.needs_sites):
+            raise Unavailable(
+                f"{spec.label}: stats are lowered for the patient deployment only (party 0 holds "
+                "the data); not under sites, by_site or a histogram of site"
+            )
+        self.noise = self._noise(spec, query, pop.slots[1])
         self.researcher: int | None = None
         self.constants: tuple[int, ...] = ()
         if spec.private:
@@ -124,12 +135,41 @@ class MpSpdzCell:
                     self.options,
                     sites=self.sites,
                     researcher=self.researcher,
+                    noise=self._noise_bound(),
                 )
-            except RuntimeError as e:
-                raise Unavailable(str(e)) from None
+            except (RuntimeError, ValueError) as e:
+                raise Unavailable(f"{spec.label}: {e}") from None
             c = self.compiled
             self.preparation = Preparation(c.compile_s, c.cached, c.options.label, c.expected)
         self.plans: dict[Path, launch.RunPlan] = {}
+
+    @staticmethod
+    def _noise(spec: MpSpdzSpec, query: Query, exam_slots: int) -> privacy.Plan | None:
+        """A stats query with dp: each sum's noise, shared so that the parties outside the
+        largest coalition the protocol tolerates make it up (`circuits.privacy`)."""
+        if query.stats is None or query.stats.dp is None:
+            return None
+        coalition = privacy.coalition(spec.facts.majority, spec.parties)
+        return privacy.plan(query.stats, exam_slots, spec.parties, coalition)
+
+    def _noise_bound(self) -> int:
+        if self.noise is None or self.query.stats is None:
+            return 0
+        return program.noise_bound(self.noise.scales(self.query.stats.columns()), self.spec.parties)
+
+    def _shares(self, run_dir: Path) -> list[list[int]] | None:
+        """Each party's fresh shares of this run's noise, one per sum, from the system's CSPRNG;
+        with COHORTBENCH_DEBUG_NOISE=1 (tests only) also written to run_dir/noise-<pid>.json."""
+        if self.noise is None or self.query.stats is None:
+            return None
+        rng = random.SystemRandom()
+        kind, honest = self.noise.privacy.mechanism, self.noise.honest
+        scales = self.noise.scales(self.query.stats.columns())
+        shares = [[share(kind, Fraction(s), honest, rng) for s in scales] for _ in range(self.spec.parties)]
+        if os.environ.get(DEBUG_NOISE) == "1":
+            for pid, mine in enumerate(shares):
+                (run_dir / f"noise-{pid}.json").write_text(json.dumps(mine))
+        return shares
 
     def _site_jobs(self, workdir: Path, shape: program.Shape) -> list[SiteJob]:
         """Each site's data file and job (its public facts)."""
@@ -175,6 +215,7 @@ class MpSpdzCell:
                     addresses=addresses,
                     sites=self.site_jobs or None,
                     criteria=None if self.researcher is None else (self.researcher, self.constants),
+                    noise=self._shares(run_dir),
                 )
         except RuntimeError as e:
             raise Unavailable(str(e)) from None
@@ -228,6 +269,7 @@ class MpSpdzCell:
             online_s=f["online_s"] if secure else None,
             offline_s=f["offline_s"] if secure else None,
             local_s=[r.local_s for r in reports] if self.sites else None,
+            dp=None if self.noise is None else self.noise.record(),
         )
 
     def finish(self, run_dir: Path) -> None:

@@ -29,8 +29,9 @@ hash>.0 and the old-style hash) that let OpenSSL find the peers' certificates.
 party's merged stdout+stderr: `Time = ... seconds`, `Data sent = X MB in ~N
 rounds (party i only...)`, `Global data sent = Y MB (all parties)` (MB =
 10^6 bytes), and the revealed result: the eligible bits (party 0 only) or
-the count (every party: the VMs run with `-OF .` so that each prints it).  A party that failed, timed
-out or printed no figures is a ValueError naming what is missing.
+the count or a stats query's sums (every party: the VMs run with `-OF .` so that
+each prints it).  A party that failed, timed out or printed no figures is a
+ValueError naming what is missing.
 """
 
 from __future__ import annotations
@@ -222,9 +223,11 @@ def _party_dir(
     hashes: list[list[str]],
     site: SiteJob | None,
     criteria: tuple[int, tuple[int, ...]] | None = None,
+    noise: Sequence[int] | None = None,
 ) -> Path:
     """Party `pid`'s directory: Programs link, Player-Data (inputs, TLS files), hosts file;
-    with sites, the site's job instead of an input file (the site writes its own)."""
+    with sites, the site's job instead of an input file (the site writes its own).
+    `noise`: this party's shares of a stats query's noise, its last inputs."""
     pdir = run_dir / f"P{pid}"
     data = pdir / "Player-Data"
     data.mkdir(parents=True, exist_ok=True)
@@ -237,6 +240,8 @@ def _party_dir(
         program.write_researcher(
             compiled.query.root, criteria[1], compiled.shape, data, pid, compiled.options.lowering
         )
+    if noise is not None:
+        program.write_noise(list(noise), data, pid)
     if certs is not None:
         _install_certs(certs, hashes, data, pid)
     (pdir / HOSTS_FILE).write_text("".join(f"{a}\n" for a in view))
@@ -255,6 +260,7 @@ def prepare_run(
     verbose: bool = True,
     sites: Sequence[SiteJob] | None = None,
     criteria: tuple[int, tuple[int, ...]] | None = None,
+    noise: Sequence[Sequence[int]] | None = None,
 ) -> RunPlan:
     """Lay out a run of `compiled` on `pop` in run_dir (a fresh directory per run).
 
@@ -267,7 +273,8 @@ def prepare_run(
     VM options (e.g. -lgp 192); `verbose`: -v, for the online/offline split.  `sites`:
     several sites hold the data, and each party runs its site's step before its VM.
     `criteria`: a private query's (researcher party, secret constants), which that party
-    alone inputs after its other inputs (with sites, its site step writes them)."""
+    alone inputs after its other inputs (with sites, its site step writes them).  `noise`:
+    per party, its shares of a stats query's noise (one per sum), in its own input file only."""
     protocol = get(compiled.protocol)
     parties = compiled.parties
     views = _views(ports, addresses, parties)
@@ -279,7 +286,8 @@ def prepare_run(
     dirs, commands = [], []
     for pid in range(parties):
         site = sites[pid] if sites and pid < len(sites) else None  # not: an extra researcher
-        pdir = _party_dir(run_dir, pid, compiled, pop, views[pid], certs, hashes, site, criteria)
+        shares = None if noise is None else noise[pid]
+        pdir = _party_dir(run_dir, pid, compiled, pop, views[pid], certs, hashes, site, criteria, shares)
         vm_argv = party_command(protocol, pid, parties, compiled.name, tls, home, vm_args, verbose)
         step = (*SITE_STEP, "--") if site is not None else ()
         commands.append(("/bin/sh", "-c", _CD_EXEC, "sh", str(pdir), *step, *vm_argv))

@@ -47,16 +47,24 @@ encodes them; the lines then compare columns with secret values (`less_than_secr
 `equals_secret`, `any_secret_code`, `at_least_secret`), so that every query of one
 template has the same source.
 
+A stats query (`circuits.stats`, patient deployment) builds each of its columns as one
+secret integer per patient from the same inputs (`StatsColumns`: an age, an exam tally, an
+indicator of a category, a range test, a product), and reveals to every party only the
+cohort's sums, bits . column, each plus its noise with dp: every party inputs its own
+share of each sum's noise (`input_noise`, `write_noise`), after its other inputs.
+
 The revealed output is printed: ``ELIGIBLE [b0, b1, ...]`` by party 0 (to
-whom alone the bits are revealed), or ``COUNT n`` (revealed to every party,
-printed by every party that runs with ``-OF .``); `parse_output` reads it.
+whom alone the bits are revealed), or ``COUNT n`` / ``STATS s0 s1 ...`` (revealed to every
+party, printed by every party that runs with ``-OF .``); `parse_output` reads it.
 """
 
 from __future__ import annotations
 
 import decimal
+import math
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -70,15 +78,19 @@ from circuits.ir import SecretAge, SecretCondition, SecretExam, SecretGender, Se
 from circuits.ir import Smoker, leaves, normalise, render
 from circuits.locality import Split, local_column, local_index
 from circuits.population import Population
-from circuits.visitor import Visitor
+from circuits.stats import COLUMNS as STATS_COLUMNS
+from circuits.stats import Attribute, Cross, InBin, IsCode, Ones, Power, Stats
+from circuits.visitor import Unsupported, Visitor
 
 BINARY, ARITHMETIC = "binary", "arithmetic"
 LOWERINGS = (BINARY, ARITHMETIC)
 PROGRAM_NAME = "cohort"
 INPUT_FILE = "Input-P0-0"  # party 0, main thread, under Player-Data/
-TRANSLATOR_VERSION = 6  # bump when the generated source changes for the same inputs
+TRANSLATOR_VERSION = 7  # bump when the generated source changes for the same inputs
 
 SMALL_CODE_BITS = (SMALL_DOMAIN - 1).bit_length()  # gender and smoking status: 0..3
+NOISE_SCALES = 64  # a party's noise share beyond this many scales has probability below 1e-27
+RING_SUMS = 1 << 63  # a revealed sum modulo 2^64 is signed: |sum| below 2^63
 
 
 @dataclass(frozen=True)
@@ -206,10 +218,34 @@ class _ColumnsRead(Visitor[set[str]]):
     visit_or = visit_and
 
 
+def attributes(stats: Stats) -> tuple[Attribute, ...]:
+    """The per-patient attributes a stats query's columns read, in column order."""
+    out: dict[Attribute, None] = {}
+    for c in stats.columns():
+        if isinstance(c, Cross):
+            out.update(dict.fromkeys((c.a, c.b)))
+        elif isinstance(c, (Power, InBin, IsCode)):
+            out[c.of] = None
+    return tuple(out)
+
+
+def _stats_reads(stats: Stats, shape: Shape) -> set[str]:
+    """The input columns a stats query's attributes read (`site` reads none: no lowering)."""
+    reads: set[str] = set()
+    for a in attributes(stats):
+        if a.kind == "exams":
+            reads |= _ColumnsRead(shape).visit(ExamCount(a.loinc, 1, a.within_months))
+        elif a.kind != "site":
+            reads.add(a.kind)
+    return reads
+
+
 def columns(query: Query, shape: Shape, root: Node | None = None) -> tuple[Column, ...]:
     """The columns the query (or `root`, a split's secure remainder) reads, in input
     order (the program's and the input files'): raw columns, then local parts' bits."""
     used = _ColumnsRead(shape).visit(query.root if root is None else root)
+    if query.stats is not None:
+        used |= _stats_reads(query.stats, shape)
     every = all_columns(shape)
     local = sorted(k for k in map(local_index, used) if k is not None)
     return tuple(every[name] for name in _ORDER if name in used) + tuple(
@@ -252,6 +288,10 @@ PRELUDE_INTERFACE = (
     "equals_secret",
     "any_secret_code",
     "at_least_secret",
+    "number",
+    "tally",
+    "input_noise",
+    "reveal_sums",
 )
 
 
@@ -320,6 +360,11 @@ class Translator(Visitor[str]):
         )
 
     def visit_exam_count(self, node: ExamCount) -> str:
+        hits = self.exam_hits(node)
+        return self._emit(f"at_least({hits}, {node.at_least})", f"at least {node.at_least} such exams")
+
+    def exam_hits(self, node: ExamCount) -> str:
+        """The variable of the node's per-slot hits: that exam type, within its window."""
         b = self.shape.bounds
         index = b.exam_index(node.loinc)
         if index is not None:
@@ -329,11 +374,10 @@ class Translator(Visitor[str]):
             same = f"equals(exam_codes[j], {node.loinc}, bits={self._bits['exam_codes']})"
             kind = "not in the vocabulary"
         recent = f"less_than(exam_months[j], {node.within_months + 1}, bits={self._bits['exam_months']})"
-        hits = self._emit(
+        return self._emit(
             f"[AND({same}, {recent}) for j in range(E)]",
             f"per exam slot: LOINC {node.loinc_code} ({kind}), at most {node.within_months} months ago",
         )
-        return self._emit(f"at_least({hits}, {node.at_least})", f"at least {node.at_least} such exams")
 
     def visit_local_bit(self, node: LocalBit) -> str:
         return local_column(node.index)
@@ -408,6 +452,81 @@ class ArithmeticTranslator(Translator):
 
 
 TRANSLATORS: dict[str, type[Translator]] = {BINARY: BinaryTranslator, ARITHMETIC: ArithmeticTranslator}
+
+
+class StatsColumns(Visitor[str]):
+    """A stats query's columns (`circuits.stats`) to program lines, in the criteria's
+    translator: each column's variable holds one integer per patient in the arithmetic
+    domain (an sint vector; the binary lowering converts bits and bit planes with one daBit
+    each), or a public constant.  Ages and exam tallies are kept in the criteria's domain
+    for range tests, and converted once for sums and products."""
+
+    nodes = STATS_COLUMNS
+
+    def __init__(self, translator: Translator):
+        self.t = translator
+        self.target = f"{translator.target}'s statistics"
+        self.values: dict[Attribute, tuple[str, int]] = {}  # in the criteria's domain, and its bits
+        self.numbers: dict[Attribute, str] = {}  # as an sint vector
+
+    def sums(self, stats: Stats) -> list[str]:
+        """Every column's variable, in `Stats.columns` order (the order revealed)."""
+        self.t.lines.append("# The statistics' columns, one integer per patient, in the order revealed.")
+        return [self.visit(c) for c in stats.columns()]
+
+    def visit_ones(self, node: Ones) -> str:
+        return "1"
+
+    def visit_power(self, node: Power) -> str:
+        x = self.number(node.of)
+        return x if node.power == 1 else self.t._emit(f"{x} * {x}", node.name)
+
+    def visit_cross(self, node: Cross) -> str:
+        return self.t._emit(f"{self.number(node.a)} * {self.number(node.b)}", node.name)
+
+    def visit_in_bin(self, node: InBin) -> str:
+        """[low <= x < high], the edges clamped to 0..bound + 1 (as MPyC's lowering does)."""
+        top = node.of.bound(self.t.shape.slots[1]) + 1
+        low, high = max(node.low, 0), min(node.high, top)
+        if low >= high:
+            return "0"
+        x, bits = self.value(node.of)
+        test = f"AND(NOT(less_than({x}, {low}, bits={bits})), less_than({x}, {high}, bits={bits}))"
+        return self.t._emit(f"number({test}, N)", node.name)
+
+    def visit_is_code(self, node: IsCode) -> str:
+        if node.of.kind == "site":
+            raise Unsupported(node, self.target, "a histogram of site needs a deployment of sites")
+        bit = self.t._is_value(node.of.kind, node.code, node.of.kind, SMALL_DOMAIN)
+        return self.t._emit(f"number({bit}, N)", node.name)
+
+    def value(self, a: Attribute) -> tuple[str, int]:
+        """A numeric attribute in the criteria's domain (planes or sint) and its public bits."""
+        if a not in self.values:
+            if a.kind == "age":
+                self.values[a] = ("age", AGE_BITS)
+            else:
+                hits = self.t.exam_hits(ExamCount(a.loinc, 1, a.within_months))
+                tally = self.t._emit(f"tally({hits}, N)", f"{a.name}: exams of that type in the window")
+                self.values[a] = (tally, self.t.shape.slots[1].bit_length())
+        return self.values[a]
+
+    def number(self, a: Attribute) -> str:
+        """A numeric attribute as an sint vector."""
+        if a not in self.numbers:
+            self.numbers[a] = self.t._emit(f"number({self.value(a)[0]}, N)", a.name)
+        return self.numbers[a]
+
+
+def sum_bound(stats: Stats, shape: Shape, noise: int = 0) -> int:
+    """The largest |sum| the program reveals: every patient at its columns' bounds, plus
+    `noise`, a bound on the total noise (`noise_bound`)."""
+    return shape.patients * max(c.bound(shape.slots[1]) for c in stats.columns()) + noise
+
+
+def noise_bound(scales: list[Fraction], parties: int) -> int:
+    """A bound on the total noise of a sum: every party's share within NOISE_SCALES scales."""
+    return parties * NOISE_SCALES * math.ceil(max(scales, default=Fraction(0)))
 
 
 def _header(
@@ -491,9 +610,12 @@ def _input_lines(query: Query, shape: Shape, root: Node, sites: Sites | None) ->
     return lines
 
 
-def _reveal(query: Query, result: str, sites: Sites | None) -> str:
+def _reveal(query: Query, result: str, sites: Sites | None, sums: list[str]) -> str:
     """The line that reveals the answer, to whom the deployment says."""
     count = query.output is Output.COUNT
+    if query.stats is not None:
+        noise = ", NOISE" if query.stats.dp is not None else ""
+        return f"reveal_sums({result}, [{', '.join(sums)}], N{noise})"
     if sites is None:
         return f"reveal_count({result}, N)" if count else f"reveal_eligible({result}, N)"
     if sites.plan.presum:
@@ -515,6 +637,7 @@ def translate(
     settings: tuple[str, ...] = (),
     sites: Sites | None = None,
     researcher: int | None = None,
+    parties: int = 0,
 ) -> str:
     """The readable `.mpc` source of `query` over `shape`.
 
@@ -523,7 +646,9 @@ def translate(
     `sites`: the data is held by several sites, and the program is the split's
     secure remainder over their inputs.  A private query's template (`circuits.secret`)
     takes its constants from party `researcher`, after that party's other inputs; the
-    source then holds none of them, so every query of the template has the same program."""
+    source then holds none of them, so every query of the template has the same program.
+    A stats query reveals its sums to every party (`reveal_sums`); with dp each of the
+    `parties` inputs its share of each sum's noise last (`input_noise`)."""
     if lowering not in LOWERINGS:
         raise ValueError(f"unknown lowering {lowering!r}; use one of {', '.join(LOWERINGS)}")
     if domain not in (FIELD, RING):
@@ -534,6 +659,7 @@ def translate(
     root = normalise(tree)
     translator = TRANSLATORS[lowering](shape, domain)
     result = "" if sites is not None and sites.plan.presum else translator.visit(root)
+    sums = _stats_lines(query, translator, sites, parties)
     widths = _widths(translator)
     if widths and researcher is None:
         raise ValueError("a private query's template needs the researcher party (researcher=...)")
@@ -552,14 +678,37 @@ def translate(
             "",
             *_input_lines(query, shape, root, sites),
             *constants,
+            *_noise_lines(query, parties),
             "",
             "# The criteria, one line per node of the tree.",
             *translator.lines,
             "",
-            _reveal(query, result, sites),
+            _reveal(query, result, sites, sums),
             "",
         ]
     )
+
+
+def _stats_lines(query: Query, translator: Translator, sites: Sites | None, parties: int) -> list[str]:
+    """A stats query's columns, translated after the criteria (their variables, in order)."""
+    if query.stats is None:
+        return []
+    if sites is not None:
+        raise ValueError("stats are lowered for the patient deployment only (party 0 holds the data)")
+    if query.stats.dp is not None and parties < 1:
+        raise ValueError("a stats query with dp needs its parties (parties=...), each inputs noise")
+    return StatsColumns(translator).sums(query.stats)
+
+
+def _noise_lines(query: Query, parties: int) -> list[str]:
+    """With dp: every party's noise shares, its last inputs (after data and constants)."""
+    if query.stats is None or query.stats.dp is None:
+        return []
+    k = len(query.stats.columns())
+    return [
+        f"PARTIES = {parties}  # each inputs its share of every sum's noise (public)",
+        f"NOISE = input_noise({k}, PARTIES)  # the sums' noise: every party's shares added, secret",
+    ]
 
 
 def _widths(translator: Translator) -> tuple[int, ...]:
@@ -619,6 +768,16 @@ def write_researcher(
     path = player_data / f"Input-P{party}-0"
     before = path.read_text() if path.exists() else ""
     path.write_text(before + _text(researcher_lines(root, constants, shape, lowering)))
+    return path
+
+
+def write_noise(shares: list[int], player_data: Path, party: int) -> Path:
+    """Append a party's noise shares, one per sum, to its input file Input-P<party>-0 (its
+    last inputs, as the program reads them); returns the path."""
+    player_data.mkdir(parents=True, exist_ok=True)
+    path = player_data / f"Input-P{party}-0"
+    before = path.read_text() if path.exists() else ""
+    path.write_text(before + _text([str(int(v)) for v in shares]))
     return path
 
 
@@ -758,16 +917,19 @@ def write_inputs(
 _ELIGIBLE = re.compile(r"^ELIGIBLE (.*)$", re.M)
 _COUNT = re.compile(r"^COUNT (-?\d+)\s*$", re.M)
 _BY_SITE = re.compile(r"^COUNT_BY_SITE((?: -?\d+)*)\s*$", re.M)
+_STATS = re.compile(r"^STATS((?: -?\d+)*)\s*$", re.M)
 
 
 def parse_output(text: str, query: Query, patients: int) -> list[int] | int:
-    """The revealed result a party printed: the count, every site's count, or the
-    eligible bits of `patients` patients (those it learns).  ValueError if absent."""
+    """The revealed result a party printed: the count, every site's count, a stats query's
+    sums, or the eligible bits of `patients` patients (those it learns).  ValueError if absent."""
     if query.output is Output.COUNT:
         m = _COUNT.search(text)
         if not m:
             raise ValueError("printed no 'COUNT <n>' line")
         return int(m.group(1))
+    if query.stats is not None:
+        return _sums(text, len(query.stats.columns()))
     if query.output is Output.COUNT_BY_SITE:
         m = _BY_SITE.search(text)
         if not m:
@@ -780,3 +942,14 @@ def parse_output(text: str, query: Query, patients: int) -> list[int] | int:
     if len(bits) != patients or any(b not in (0, 1) for b in bits):
         raise ValueError(f"the ELIGIBLE line holds {len(bits)} values, not {patients} bits")
     return bits
+
+
+def _sums(text: str, k: int) -> list[int]:
+    """A stats query's k revealed sums, from its 'STATS s0 s1 ...' line."""
+    m = _STATS.search(text)
+    if not m:
+        raise ValueError("printed no 'STATS <sum> ...' line")
+    sums = [int(v) for v in m.group(1).split()]
+    if len(sums) != k:
+        raise ValueError(f"the STATS line holds {len(sums)} sums, not {k}")
+    return sums

@@ -123,3 +123,16 @@ def at_least_secret(hits, n, bits):
     """[at least n of the hit bits are set] for a secret n of `bits` bits."""
     total = util.tree_reduce(operator.add, hits)
     return NOT(less_than_secret(total, n, max(bits, len(hits).bit_length())))
+
+
+# Statistics: columns are sint vectors already.
+
+
+def tally(hits, patients):
+    """The number of set hit bits per patient, an sint each (public bits count as 0 or 1)."""
+    return number(sum(int(h) if isinstance(h, bool) else h for h in hits), patients)
+
+
+def number(x, patients):
+    """A value as one sint per patient (a public constant, broadcast)."""
+    return sint(int(x), size=patients) if isinstance(x, int) else x

@@ -14,7 +14,7 @@ from Compiler.GC.types import sbits
 from Compiler.types import sint
 
 if TYPE_CHECKING:  # common.py, included before this file
-    from common import AND, NOT, OR, _fold, _fold_count
+    from common import AND, NOT, OR, _fold, _fold_count, _lanes
 
 
 def input_column(bits, patients, party=0):
@@ -216,3 +216,17 @@ def any_secret_code(slots, codes, bits):
 def at_least_secret(hits, n, bits=None):
     """[at least n of the hit bits are set] for a secret n."""
     return NOT(less_than_secret(popcount(hits), n))
+
+
+# Statistics: columns in the arithmetic domain, converted from bits with one daBit each.
+
+
+def tally(hits, patients):
+    """The number of set hit bits per patient, as bit planes."""
+    return popcount(hits)
+
+
+def number(x, patients):
+    """A bit or bit planes (least significant first) as one sint per patient."""
+    planes = x if isinstance(x, list) else [x]
+    return sum(_lanes(p, patients) * 2**i for i, p in enumerate(planes))

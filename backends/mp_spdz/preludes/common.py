@@ -106,3 +106,29 @@ def reveal_total(counts):
 def reveal_site_counts(counts):
     """Every site's count, revealed to every party."""
     print_ln("COUNT_BY_SITE" + " %s" * len(counts), *(c.reveal() for c in counts))
+
+
+# Statistics: the cohort's sums of per-patient columns, revealed to every party.
+
+
+def input_noise(sums, parties):
+    """Every party's share of each sum's noise, input secretly by that party (its last
+    inputs); per sum, the shares' total, which no party learns."""
+    shares = [[sint.get_input_from(p) for _ in range(sums)] for p in range(parties)]
+    return [sum(column) for column in zip(*shares)]
+
+
+def _inner(lanes, column):
+    """The cohort's sum of a column: bits . column (one dot product), or a public constant."""
+    if isinstance(column, int):  # the compiler folds a product with 0 into the int 0
+        return lanes.sum() * column if column else sint(0)
+    return sint.dot_product(lanes, column)
+
+
+def reveal_sums(bit, columns, patients, noise=()):
+    """The cohort's sum of every column, plus its noise, revealed to every party."""
+    lanes = _lanes(bit, patients)
+    sums = [_inner(lanes, c) for c in columns]
+    if noise:
+        sums = [s + e for s, e in zip(sums, noise)]
+    print_ln("STATS" + " %s" * len(sums), *(s.reveal() for s in sums))
