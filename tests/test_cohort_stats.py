@@ -388,9 +388,11 @@ def test_released_noise_over_repeated_secure_runs_has_its_mean_and_spread(edges_
         mpyc_inprocess.run("shamir", q, edges_population, tmp_path / f"r{i}", noise=job)[0] - 8
         for i in range(30)
     ]
-    sd = float(release.scale)
-    assert abs(np.mean(errors)) < 3 * sd / math.sqrt(30)
-    assert 0.6 * sd < np.std(errors, ddof=1) < 1.4 * sd
+    sd = float(
+        release.scale
+    )  # bounds at 4-5 standard errors: a false alarm ~1e-5, half or twice the noise fails
+    assert abs(np.mean(errors)) < 4.5 * sd / math.sqrt(30)
+    assert 0.45 * sd < np.std(errors, ddof=1) < 1.6 * sd
 
 
 def test_the_noise_free_sums_equal_the_oracle(tmp_path):
