@@ -3,10 +3,10 @@
 Benchmark runs (`budget: unlimited`) record each released sum's noise (`dp_error`).
 Sums of one noise scale are samples of one distribution (a histogram's bins, say:
 one release, independent noise per bin), so per engine, mechanism, epsilon and scale
-they are pooled over the sums and the runs.  The empirical (1 - alpha) error is the
-smallest a with |noise| <= a in at least 1 - alpha of them (OpenDP's definition, on
-integers); OpenDP's stated accuracy is that of the noise the release carries
-(`circuits.privacy.stated_accuracy`).
+they are pooled over the sums and the runs.  The empirical (1 - alpha) error is
+OpenDP's definition of accuracy (alpha = P[|noise| >= a]) on the samples: the smallest
+integer a with |noise| < a in at least 1 - alpha of them.  OpenDP's stated accuracy
+is that of the noise the release carries (`circuits.privacy.stated_accuracy`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Point:
     scale: float  # of the release (`dp.scale`)
     runs: int
     samples: int  # noises pooled: the sums of this scale in each run
-    empirical: float  # the smallest a with |noise| <= a in 1 - ALPHA of the samples
+    empirical: float  # the smallest a with |noise| < a in 1 - ALPHA of the samples
     stated: float | None  # OpenDP's accuracy at ALPHA
 
     @property
@@ -68,7 +68,7 @@ def points(records: list[Record]) -> list[Point]:
     for (engine, mechanism, epsilon, scale), group in groupby(_samples(records), key=lambda s: s.key):
         found = list(group)
         errors = np.abs([s.noise for s in found])
-        empirical = float(np.quantile(errors, 1 - ALPHA, method="inverted_cdf"))
+        empirical = float(np.quantile(errors, 1 - ALPHA, method="inverted_cdf")) + 1  # integers: < a
         stated = stated_accuracy(mechanism, scale, found[0].parties, found[0].honest, ALPHA)
         runs = len({s.run for s in found})
         out.append(Point(engine, mechanism, epsilon, scale, runs, len(found), empirical, stated))

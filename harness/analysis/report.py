@@ -719,7 +719,7 @@ def fig_cost_by_deployment(data: list[Cell]) -> Figure:
 
 
 _ACCURACY_CAPTION = (
-    "The 95% error of the released sums (the smallest a with |noise| <= a in 95% of the sums "
+    "The 95% error of the released sums (the smallest a with |noise| < a in 95% of the sums "
     "of the smallest noise scale, pooled over sums and repeats) against epsilon, per engine and "
     "mechanism, beside OpenDP's stated accuracy of the noise the release carries (every party's "
     "share added) at alpha = 0.05: dashed."
