@@ -240,14 +240,15 @@ def test_the_translator_calls_only_the_interface():
     )
     shape = program.Shape.of(generate(20, 3, Padding(3, 4), truncate=True))
     for lowering in program.LOWERINGS:
-        source = program.translate(Query(root), shape, lowering)
-        body = source.split(program.prelude(lowering))[1]
-        calls = {
-            n.func.id
-            for n in ast.walk(ast.parse(body))
-            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-        } - {"range"}
+        calls = program_calls(program.translate(Query(root), shape, lowering), lowering)
         assert calls <= set(program.PRELUDE_INTERFACE), calls
+
+
+def program_calls(source: str, lowering: str) -> set[str]:
+    """The functions a generated program's body (after its prelude) calls by name."""
+    body = source.split(program.prelude(lowering))[1]
+    tree = ast.walk(ast.parse(body))
+    return {n.func.id for n in tree if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)} - {"range"}
 
 
 @pytest.mark.parametrize("translator", list(program.TRANSLATORS.values()))
