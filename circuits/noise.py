@@ -12,10 +12,15 @@ shares add up to the release's noise, inside the secure computation.
 
 from __future__ import annotations
 
+import json
+import os
 import random
+from collections.abc import Sequence
 from fractions import Fraction
+from pathlib import Path
 
 LAPLACE, GAUSSIAN = "discrete-laplace", "discrete-gaussian"
+DEBUG = "COHORTBENCH_DEBUG_NOISE"  # =1, tests only: each party's shares also written beside its result
 
 
 def bernoulli(p: Fraction, rng: random.Random) -> bool:
@@ -83,3 +88,16 @@ def share(mechanism: str, scale: Fraction, shares: int, rng: random.Random) -> i
     if mechanism == LAPLACE:
         return discrete_laplace(scale, rng)
     raise ValueError(f"unknown mechanism {mechanism!r}")
+
+
+def draw(mechanism: str, scales: Sequence[Fraction | str], honest: int) -> list[int]:
+    """One party's fresh shares of a release's sums, from the system's CSPRNG."""
+    rng = random.SystemRandom()
+    return [share(mechanism, Fraction(s), honest, rng) for s in scales]
+
+
+def keep_for_tests(directory: Path, pid: int, shares: list[int]) -> None:
+    """With COHORTBENCH_DEBUG_NOISE=1 (tests only, never a release), party pid's shares as
+    `noise-<pid>.json` in `directory`, so that a test can take the noise-free sums."""
+    if os.environ.get(DEBUG) == "1":
+        (directory / f"noise-{pid}.json").write_text(json.dumps(shares))

@@ -156,6 +156,12 @@ def coalition(majority: str, parties: int) -> int:
     return (parties - 1) // 2 if majority == "honest" else parties - 1
 
 
+def for_protocol(stats: Stats, exam_slots: int, parties: int, majority: str) -> Plan:
+    """The plan of a protocol with `parties` and an `honest` or `dishonest` majority: the
+    parties outside the largest coalition it tolerates make up the noise."""
+    return plan(stats, exam_slots, parties, coalition(majority, parties))
+
+
 def stated_accuracy(mechanism: str, scale: float, parties: int, honest: int, alpha: float) -> float | None:
     """OpenDP's accuracy (|noise| <= a with probability 1 - alpha) of the noise a release
     carries: every party's share added, a discrete Gaussian of scale^2 * parties / honest

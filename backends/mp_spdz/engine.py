@@ -7,13 +7,10 @@ private input file and keys when it ends.  VMs connect in every direction.
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import re
 import subprocess
 from dataclasses import replace
-from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -22,12 +19,11 @@ from backends.engine import ProtocolFacts, Spec, Unavailable, python_path
 from backends.mp_spdz import compile as mp_compile
 from backends.mp_spdz import launch, program, protocols, throwtrace
 from backends.mp_spdz.site import SiteJob
-from circuits import privacy, secret
+from circuits import noise, privacy, secret
 from circuits.cost import DataBounds
 from circuits.holdings import PATIENT_HELD, Holdings
 from circuits.ir import Query, to_wire
 from circuits.locality import split
-from circuits.noise import share
 from circuits.population import Population
 from circuits.sitedata import blocks, write_site_files
 
@@ -40,7 +36,6 @@ FACTS = {
 }
 # What the program prints as its answer (see program.parse_output).
 _ANSWER = re.compile(r"^(?:ELIGIBLE|COUNT|COUNT_BY_SITE|STATS) ", re.M)
-DEBUG_NOISE = "COHORTBENCH_DEBUG_NOISE"  # =1, tests only: each party's shares also to noise-<pid>.json
 # Integrity aborts: MP-SPDZ's checks (Tools/Exceptions.h and the protocols): mac_fail
 # ("MacCheck Failure", "check hash mismatch", "inconsistent Shamir secret sharing",
 # "mismatch in private output"), Offline_Check_Error ("Offline-Check-Error : ..."), the
@@ -149,8 +144,7 @@ class MpSpdzCell:
         largest coalition the protocol tolerates make it up (`circuits.privacy`)."""
         if query.stats is None or query.stats.dp is None:
             return None
-        coalition = privacy.coalition(spec.facts.majority, spec.parties)
-        return privacy.plan(query.stats, exam_slots, spec.parties, coalition)
+        return privacy.for_protocol(query.stats, exam_slots, spec.parties, spec.facts.majority)
 
     def _noise_bound(self) -> int:
         if self.noise is None or self.query.stats is None:
@@ -162,13 +156,11 @@ class MpSpdzCell:
         with COHORTBENCH_DEBUG_NOISE=1 (tests only) also written to run_dir/noise-<pid>.json."""
         if self.noise is None or self.query.stats is None:
             return None
-        rng = random.SystemRandom()
         kind, honest = self.noise.privacy.mechanism, self.noise.honest
         scales = self.noise.scales(self.query.stats.columns())
-        shares = [[share(kind, Fraction(s), honest, rng) for s in scales] for _ in range(self.spec.parties)]
-        if os.environ.get(DEBUG_NOISE) == "1":
-            for pid, mine in enumerate(shares):
-                (run_dir / f"noise-{pid}.json").write_text(json.dumps(mine))
+        shares = [noise.draw(kind, scales, honest) for _ in range(self.spec.parties)]
+        for pid, mine in enumerate(shares):
+            noise.keep_for_tests(run_dir, pid, mine)
         return shares
 
     def _site_jobs(self, workdir: Path, shape: program.Shape) -> list[SiteJob]:

@@ -101,9 +101,7 @@ class MpycCell:
 
     def _noise(self, spec: MpycSpec, stats: Stats, pop: Population) -> privacy.Plan:
         """The noise of each sum, shared so that Shamir's honest majority alone makes it up."""
-        return privacy.plan(
-            stats, pop.slots[1], spec.parties, privacy.coalition(spec.facts.majority, spec.parties)
-        )
+        return privacy.for_protocol(stats, pop.slots[1], spec.parties, spec.facts.majority)
 
     def plan(self, run_dir: Path, links: Links, traced: bool) -> list[Party]:
         job = Job(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import resource
 import time
 from fractions import Fraction
@@ -30,7 +29,7 @@ from backends.mpyc.statistics import Columns, comparison_bits
 from backends.mpyc.vectorised import Vectorised, settle
 from circuits import cost
 from circuits.ir import Output, Query, from_wire, leaves
-from circuits.noise import share
+from circuits import noise
 
 
 def derived_bit_length(job: Job, query: Query) -> int:
@@ -122,11 +121,8 @@ def _noise(job: Job, secint: Any) -> Any:
     inputs it; the shares' sum stays secret.  COHORTBENCH_DEBUG_NOISE=1 (tests only) also
     writes this party's shares beside its result."""
     assert job.noise is not None
-    rng = random.SystemRandom()
-    kind, honest = job.noise["mechanism"], job.noise["honest"]
-    mine = [share(kind, Fraction(s), honest, rng) for s in job.noise["scales"]]
-    if os.environ.get("COHORTBENCH_DEBUG_NOISE") == "1":
-        Path(job.result_path, f"noise-{mpc.pid}.json").write_text(json.dumps(mine))
+    mine = noise.draw(job.noise["mechanism"], job.noise["scales"], job.noise["honest"])
+    noise.keep_for_tests(Path(job.result_path), mpc.pid, mine)
     shares = mpc.input(secint.array(np.array(mine, dtype=np.int64)))
     return sum(shares[1:], shares[0])
 

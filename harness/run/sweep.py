@@ -211,10 +211,10 @@ class Sweep:
         enter: Enter,
         sweep_meta: dict,
         warn: Callable[[str], None],
-        accountant: Accountant = Accountant(None, None),
+        accountant: Accountant | None = None,
     ):
         self.exp, self.enter, self.meta, self.warn = exp, enter, sweep_meta, warn
-        self.accountant = accountant
+        self.accountant = accountant or Accountant(None, None)  # None: no DP query
         self.runs_dir = out.with_suffix(".runs")
         self.writer = results.Writer(out)
         self.written: list[Record] = []
