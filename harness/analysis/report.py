@@ -718,20 +718,22 @@ def fig_cost_by_deployment(data: list[Cell]) -> Figure:
     return f
 
 
+_ACCURACY_SAMPLES = 200  # noises a point needs to be drawn (fewer: its 95% error is mostly chance)
 _ACCURACY_CAPTION = (
     "The 95% error of the released sums (the smallest a with |noise| < a in 95% of the sums "
     "of the smallest noise scale, pooled over sums and repeats) against epsilon, per engine and "
     "mechanism, beside OpenDP's stated accuracy of the noise the release carries (every party's "
-    "share added) at alpha = 0.05: black crosses, dashed."
+    "share added) at alpha = 0.05: black crosses, dashed. Points of fewer than 200 noises "
+    "are left out."
 )
 
 
 def fig_accuracy(data: list[Cell]) -> Figure:
     """The count's DP error against epsilon, with OpenDP's accuracy (benchmark runs only)."""
     f = Figure("dp_accuracy", "DP accuracy", _ACCURACY_CAPTION)
-    found = accuracy.points([r for c in data for r in c.runs])
+    found = [p for p in accuracy.points([r for c in data for r in c.runs]) if p.samples >= _ACCURACY_SAMPLES]
     if not found:
-        f.skipped = "no DP benchmark run (budget: unlimited) with its noise recorded"
+        f.skipped = f"no DP benchmark (budget: unlimited) with {_ACCURACY_SAMPLES} noises of one scale"
         return f
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
@@ -746,7 +748,7 @@ def fig_accuracy(data: list[Cell]) -> Figure:
         )
         stated = [(p.epsilon, p.stated) for p in pts if p.stated is not None]
         if stated:
-            ax.plot(*zip(*stated), "x--", color="black", lw=1, ms=8, label=f"OpenDP's accuracy, {mechanism}")
+            ax.plot(*zip(*stated), "x--", color="black", lw=1, ms=8, label=f"OpenDP's accuracy, {engine}")
     _log_axis(ax.xaxis, "x")
     _log_axis(ax.yaxis, "y")
     ax.set_xlabel("epsilon (log scale)")
