@@ -174,9 +174,21 @@ class ColumnValues(Visitor[np.ndarray]):
 def stats_sums(
     stats: Stats, pop: Population, eligible: np.ndarray, holdings: Holdings = PATIENT_HELD
 ) -> tuple[int, ...]:
-    """The exact sum over the cohort of every column the aggregates need."""
+    """The exact sum over the cohort of every column the aggregates need, in release
+    order (`Stats.released`): `by_site`, each site's sums in turn."""
     values = ColumnValues(pop, holdings.site_of_patient)
-    return tuple(int(values.visit(c)[eligible].sum()) for c in stats.columns(holdings.sites))
+    columns = [values.visit(c) for c in stats.columns(holdings.sites)]
+    if not stats.by_site:
+        return tuple(int(v[eligible].sum()) for v in columns)
+    site = np.asarray(holdings.site_of_patient or (0,) * len(pop))  # the patient deployment: one site
+    return tuple(int(v[eligible & (site == s)].sum()) for s in range(holdings.sites) for v in columns)
+
+
+def site_sums(stats: Stats, pop: Population, eligible: np.ndarray, site: int, sites: int) -> tuple[int, ...]:
+    """Site `site`'s own part of every sum (`Stats.columns` order), from its patients
+    `pop` and their bits: what it computes in the clear when it holds whole records."""
+    values = ColumnValues(pop, (site,) * len(pop))
+    return tuple(int(values.visit(c)[eligible].sum()) for c in stats.columns(sites))
 
 
 def cohort(query: Query, pop: Population, holdings: Holdings = PATIENT_HELD) -> Cohort:

@@ -73,24 +73,25 @@ class Plan:
         }
 
 
-def releases(stats: Stats, exam_slots: int) -> list[tuple[tuple[Column, ...], int]]:
-    """The query's releases and their sensitivities."""
+def releases(stats: Stats, exam_slots: int, sites: int = 0) -> list[tuple[tuple[Column, ...], int]]:
+    """The query's releases and their sensitivities (`by_site`, each site's release of a
+    sum is over its own patients: parallel composition, so one release counts for all)."""
     out = []
     for g in stats.aggregates:
         if g.op == "histogram":
-            out.append((g.columns(), 1))
+            out.append((g.columns(sites), 1))
     binned = {c for cols, _ in out for c in cols}
-    singles = [c for c in stats.columns() if c not in binned and not isinstance(c, (InBin, IsCode))]
+    singles = [c for c in stats.columns(sites) if c not in binned and not isinstance(c, (InBin, IsCode))]
     return out + [((c,), c.bound(exam_slots)) for c in singles]
 
 
-def plan(stats: Stats, exam_slots: int, parties: int, coalition: int) -> Plan:
+def plan(stats: Stats, exam_slots: int, parties: int, coalition: int, sites: int = 0) -> Plan:
     """The noise of each release for (epsilon, delta) = stats.dp, with `coalition` of
     the `parties` knowing their own shares."""
     privacy = stats.dp
     if privacy is None:
         raise ValueError("the query has no dp")
-    groups = releases(stats, exam_slots)
+    groups = releases(stats, exam_slots, sites)
     honest = parties - coalition
     if privacy.mechanism == GAUSSIAN:
         rho = _rho_for(privacy.epsilon, privacy.delta) / len(groups)
@@ -156,10 +157,10 @@ def coalition(majority: str, parties: int) -> int:
     return (parties - 1) // 2 if majority == "honest" else parties - 1
 
 
-def for_protocol(stats: Stats, exam_slots: int, parties: int, majority: str) -> Plan:
+def for_protocol(stats: Stats, exam_slots: int, parties: int, majority: str, sites: int = 0) -> Plan:
     """The plan of a protocol with `parties` and an `honest` or `dishonest` majority: the
     parties outside the largest coalition it tolerates make up the noise."""
-    return plan(stats, exam_slots, parties, coalition(majority, parties))
+    return plan(stats, exam_slots, parties, coalition(majority, parties), sites)
 
 
 def stated_accuracy(mechanism: str, scale: float, parties: int, honest: int, alpha: float) -> float | None:

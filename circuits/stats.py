@@ -252,6 +252,26 @@ class Stats:
             out.update(dict.fromkeys(g.columns(sites)))
         return tuple(out)
 
+    def attributes(self) -> tuple[Attribute, ...]:
+        """The per-patient attributes the aggregates read, in their order."""
+        return tuple(dict.fromkeys(a for g in self.aggregates for a in g.of))
+
+    def groups(self, sites: int = 0) -> int:
+        """How many times the sums are released: once per site `by_site`, else once."""
+        return sites if self.by_site else 1
+
+    def released(self, sites: int = 0) -> tuple[Column, ...]:
+        """The column of every released sum, in release order: `columns`, once per site
+        (site-major) `by_site`."""
+        return self.columns(sites) * self.groups(sites)
+
+    def sum_names(self, sites: int = 0) -> list[str]:
+        """Every released sum's name: the column's, `@site<s>` added `by_site`."""
+        names = [c.name for c in self.columns(sites)]
+        if not self.by_site:
+            return names
+        return [f"{n}@site{s}" for s in range(sites) for n in names]
+
     def to_plain(self) -> dict:
         """A canonical JSON-able form (the query's hash, the job handed to a party)."""
         return asdict(self)
@@ -271,12 +291,23 @@ Value = Union[int, float, str, list, None]  # str: a suppressed count, "<k"
 
 
 def combine(stats: Stats, released: Sequence[int | float], sites: int = 0) -> dict[str, Value]:
-    """Each aggregate's value from the released sums (in `Stats.columns` order), in the clear: the
-    statistics of the sums (post-processing, so no further privacy cost).  Counts under
-    `suppress_below` are released as "<k".  An aggregate
-    undefined on the cohort (a mean of nobody, a variance of one) is None; a variance
-    below 0 (noise) is 0 and a correlation is clipped to [-1, 1]."""
-    sums = dict(zip(stats.columns(sites), released))
+    """Each aggregate's value from the released sums (in `Stats.released` order), in the
+    clear: the statistics of the sums (post-processing, so no further privacy cost); `by_site`
+    a list of each site's value.  Counts under `suppress_below` are released as "<k".  An
+    aggregate undefined on the cohort (a mean of nobody, a variance of one) is None; a
+    variance below 0 (noise) is 0 and a correlation is clipped to [-1, 1]."""
+    columns = stats.columns(sites)
+    k = len(columns)
+    groups = [
+        _aggregates(stats, dict(zip(columns, released[i : i + k])), sites) for i in range(0, len(released), k)
+    ]
+    if not stats.by_site:
+        return groups[0]
+    return {g.name: [values[g.name] for values in groups] for g in stats.aggregates}
+
+
+def _aggregates(stats: Stats, sums: dict[Column, int | float], sites: int) -> dict[str, Value]:
+    """One release of every aggregate from its sums."""
     return {g.name: _suppressed(g, _value(g, sums, sites), stats.suppress_below) for g in stats.aggregates}
 
 

@@ -218,21 +218,10 @@ class _ColumnsRead(Visitor[set[str]]):
     visit_or = visit_and
 
 
-def attributes(stats: Stats) -> tuple[Attribute, ...]:
-    """The per-patient attributes a stats query's columns read, in column order."""
-    out: dict[Attribute, None] = {}
-    for c in stats.columns():
-        if isinstance(c, Cross):
-            out.update(dict.fromkeys((c.a, c.b)))
-        elif isinstance(c, (Power, InBin, IsCode)):
-            out[c.of] = None
-    return tuple(out)
-
-
 def _stats_reads(stats: Stats, shape: Shape) -> set[str]:
     """The input columns a stats query's attributes read (`site` reads none: no lowering)."""
     reads: set[str] = set()
-    for a in attributes(stats):
+    for a in stats.attributes():
         if a.kind == "exams":
             reads |= _ColumnsRead(shape).visit(ExamCount(a.loinc, 1, a.within_months))
         elif a.kind != "site":

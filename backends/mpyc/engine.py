@@ -71,8 +71,9 @@ class MpycCell:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.deployment: dict | None = None
         self.site_paths: list[str] = []
-        if query.stats is not None and (spec.protocol != "shamir" or holdings is not PATIENT_HELD):
-            raise Unavailable(f"{spec.label}: stats are lowered for shamir in the patient deployment only")
+        self.sites = holdings.sites
+        if query.stats is not None and spec.protocol != "shamir":
+            raise Unavailable(f"{spec.label}: stats are lowered for shamir only")
         if holdings is PATIENT_HELD:
             self.data_path, self.counts_path = write_inputs(pop, self.workdir)
         elif spec.protocol != "shamir":
@@ -84,7 +85,9 @@ class MpycCell:
             )
         self.researcher, self.constants_path = self._criteria(spec, query, pop)
         self.noise = (
-            None if query.stats is None or query.stats.dp is None else self._noise(spec, query.stats, pop)
+            None
+            if query.stats is None or query.stats.dp is None
+            else self._noise(spec, query.stats, pop, holdings.sites)
         )
         self.preparation = Preparation()
         if spec.ssl:
@@ -99,9 +102,9 @@ class MpycCell:
         self.query = hidden.template
         return spec.researcher_party, write_constants(hidden.constants, self.workdir)
 
-    def _noise(self, spec: MpycSpec, stats: Stats, pop: Population) -> privacy.Plan:
+    def _noise(self, spec: MpycSpec, stats: Stats, pop: Population, sites: int) -> privacy.Plan:
         """The noise of each sum, shared so that Shamir's honest majority alone makes it up."""
-        return privacy.for_protocol(stats, pop.slots[1], spec.parties, spec.facts.majority)
+        return privacy.for_protocol(stats, pop.slots[1], spec.parties, spec.facts.majority, sites)
 
     def plan(self, run_dir: Path, links: Links, traced: bool) -> list[Party]:
         job = Job(
@@ -121,7 +124,7 @@ class MpycCell:
             self.researcher,
             secret.constants_count(self.query.root),
             self.constants_path,
-            None if self.noise is None else _noise_job(self.noise, self.query.stats),
+            None if self.noise is None else _noise_job(self.noise, self.query.stats, self.sites),
         )
         job_path = run_dir / "job.json"
         job.write(job_path)
@@ -155,11 +158,11 @@ class MpycCell:
                 Path(path).unlink(missing_ok=True)
 
 
-def _noise_job(plan: privacy.Plan, stats: Stats | None) -> dict:
+def _noise_job(plan: privacy.Plan, stats: Stats | None, sites: int) -> dict:
     assert stats is not None
     return {
         "mechanism": plan.privacy.mechanism,
-        "scales": [str(s) for s in plan.scales(stats.columns())],
+        "scales": [str(s) for s in plan.scales(stats.released(sites))],
         "honest": plan.honest,
     }
 

@@ -44,6 +44,11 @@ class Job:
     # parties' shares make up the whole noise (`circuits.privacy.Plan`).
     noise: dict | None = None
 
+    @property
+    def sites(self) -> int:
+        """How many sites hold the data (1: party 0 holds every record)."""
+        return 1 if self.deployment is None else int(self.deployment["sites"])
+
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))
 

@@ -25,11 +25,10 @@ from backends.mpyc.job import COLUMNS, Job
 from backends.mpyc.paper_loop import PaperPatient
 from backends.mpyc.researcher import input_constants
 from backends.mpyc.sites import run_sites
-from backends.mpyc.statistics import Columns, comparison_bits
+from backends.mpyc.statistics import Columns, comparison_bits, release
 from backends.mpyc.vectorised import Vectorised, settle
 from circuits import cost
 from circuits.ir import Output, Query, from_wire, leaves
-from circuits import noise
 
 
 def derived_bit_length(job: Job, query: Query) -> int:
@@ -45,11 +44,11 @@ def derived_bit_length(job: Job, query: Query) -> int:
     if job.protocol == "paper-loop":
         widths.append(cost.paper_code_bits(query.root, job.bounds))
     if query.stats is not None:
-        widths.append(comparison_bits(query.stats, job.slots[1], job.bounds))
+        widths.append(comparison_bits(query.stats, job.slots[1], job.bounds, job.sites))
     bit_length = max(widths + [8])
     field_bits = cost.field_bits_needed(query.root, job.bounds)
     if query.stats is not None:  # a revealed sum must not wrap: below half the field
-        largest = job.size * max(c.bound(job.slots[1]) for c in query.stats.columns())
+        largest = job.size * max(c.bound(job.slots[1]) for c in query.stats.columns(job.sites))
         if job.noise is not None:  # and its noise: every party's share within 64 scales
             largest += len(mpc.parties) * 64 * math.ceil(max(map(Fraction, job.noise["scales"])))
         field_bits = max(field_bits, largest.bit_length() + 1)
@@ -110,21 +109,8 @@ async def vectorised(job: Job, query: Query, secint: Any) -> object:
     if query.output is Output.COUNT:
         return await mpc.output(total)
     if query.output is Output.STATS:
-        if job.noise is not None:
-            total = total + _noise(job, secint)
-        return [int(v) for v in await mpc.output(total)]
+        return await release(job, total, secint)
     return bits_out if mpc.pid == 0 else None
-
-
-def _noise(job: Job, secint: Any) -> Any:
-    """The sums' noise: every party draws its share of each (`circuits.noise.share`) and
-    inputs it; the shares' sum stays secret.  COHORTBENCH_DEBUG_NOISE=1 (tests only) also
-    writes this party's shares beside its result."""
-    assert job.noise is not None
-    mine = noise.draw(job.noise["mechanism"], job.noise["scales"], job.noise["honest"])
-    noise.keep_for_tests(Path(job.result_path), mpc.pid, mine)
-    shares = mpc.input(secint.array(np.array(mine, dtype=np.int64)))
-    return sum(shares[1:], shares[0])
 
 
 def _aggregate(query: Query, lowering: Vectorised, bits: Any) -> Any:

@@ -21,13 +21,16 @@ from mpyc.runtime import mpc
 
 from backends.mpyc.job import Job
 from backends.mpyc.researcher import input_constants
+from backends.mpyc.statistics import Columns, release
 from backends.mpyc.vectorised import Vectorised, settle
 from circuits.holdings import Holdings, Partition
 from circuits.ir import AgeRange, ExamCount, Gender, HasCondition, LocalBit, Output, Query, SecretAge
 from circuits.ir import SecretCondition, SecretExam, SecretGender, SecretSmoker, Smoker, leaves
 from circuits.locality import Split, local_column, local_index, split
+from circuits.oracle import site_sums
 from circuits.population import Population
 from circuits.sitedata import holding, read_site_population
+from circuits.stats import Stats
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,20 @@ def read_columns(root: Any, job: Job) -> list[str]:
     return sorted(names)
 
 
+def _stats_columns(stats: Stats | None, job: Job) -> set[str]:
+    """The secret columns a stats query's columns read (`site` is public under rows; the
+    count's ones take the age column's shape)."""
+    if stats is None:
+        return set()
+    names = {"age"}
+    for a in stats.attributes():
+        if a.kind == "exams":
+            names.update(read_columns(ExamCount(a.loinc, 1, a.within_months), job))
+        elif a.kind != "site":
+            names.add(a.kind)
+    return names
+
+
 def own_column(plan: Split, pop: Population, bits: np.ndarray, name: str, job: Job) -> np.ndarray:
     """This site's values of column `name` (zeros of the public shape where it holds none)."""
     k, mine = local_index(name), plan.parts_of(mpc.pid)
@@ -110,20 +127,31 @@ async def run_sites(job: Job, query: Query, secint: Any) -> SiteRun:
     await mpc.start()
     t0 = time.perf_counter()
     if plan.presum:
-        shares = mpc.input(secint(int(bits[:, 0].sum())), senders=list(range(plan.holdings.sites)))
+        shares = _input_own_sums(query, plan, pop, bits, secint)
         sent, input_s = await _inputs_done(shares, t0)
-        return SiteRun(await _presummed(query, shares), local_s, input_s, sent)
+        return SiteRun(await _presummed(query, shares, job, secint), local_s, input_s, sent)
     columns = {
         name: _share(plan.holder(name), own_column(plan, pop, bits, name, job), job, secint)
-        for name in read_columns(plan.secure, job)
+        for name in sorted({*read_columns(plan.secure, job), *_stats_columns(query.stats, job)})
     }
     constants = input_constants(job, secint)
     inputs = list(columns.values()) + ([] if constants is None else [constants])
     sent, input_s = await _inputs_done(inputs, t0)
-    secure = Vectorised(mpc, columns.__getitem__, job.bounds, job.slots, exam_mask(job), constants).visit(
-        plan.secure
-    )
+    lowering = Vectorised(mpc, columns.__getitem__, job.bounds, job.slots, exam_mask(job), constants)
+    secure = lowering.visit(plan.secure)
+    if query.stats is not None:
+        return SiteRun(await _stats(query.stats, lowering, secure, job, secint), local_s, input_s, sent)
     return SiteRun(await _reveal(plan, query, secure, job, secint), local_s, input_s, sent)
+
+
+def _input_own_sums(query: Query, plan: Split, pop: Population, bits: np.ndarray, secint: Any) -> list:
+    """What each site holding rows inputs in place of its patients: its count, or the sums
+    of a stats query over its own cohort (`circuits.oracle.site_sums`)."""
+    senders = list(range(plan.holdings.sites))
+    if query.stats is None:
+        return mpc.input(secint(int(bits[:, 0].sum())), senders=senders)
+    mine = site_sums(query.stats, pop, bits[:, 0].astype(bool), mpc.pid, len(senders))
+    return mpc.input(secint.array(np.array(mine, dtype=np.int64)), senders=senders)
 
 
 async def _inputs_done(shares: list, t0: float) -> tuple[int, float]:
@@ -155,11 +183,29 @@ def exam_mask(job: Job) -> np.ndarray | None:
         return np.arange(job.slots[1]) < counts["exams"][:, None]
 
 
-async def _presummed(query: Query, shares: list) -> object:
-    """Rows with every site's count input: the total, or every site's count, to all."""
+async def _presummed(query: Query, shares: list, job: Job, secint: Any) -> object:
+    """Rows with every site's count (or stats sums) input: the total, or every site's, to all."""
+    if query.stats is not None:
+        by_site = query.stats.by_site
+        return await release(
+            job, mpc.np_concatenate(shares) if by_site else sum(shares[1:], shares[0]), secint
+        )
     if query.output is Output.COUNT:
         return await mpc.output(mpc.sum(shares))
     return [int(c) for c in await mpc.output(shares)]
+
+
+async def _stats(stats: Stats, lowering: Vectorised, bits: Any, job: Job, secint: Any) -> list[int]:
+    """A stats query's sums over the secure cohort, per site `by_site`, to all."""
+    assert job.deployment is not None
+    sites = job.sites
+    columns = stats.columns(sites)
+    rows = job.deployment["partition"] == "rows"
+    site_of_row = np.repeat(np.arange(sites), job.deployment["blocks"]) if rows else None
+    visitor = Columns(lowering, site_of_row)
+    if stats.by_site:
+        return await release(job, visitor.sums_by_block(bits, columns, job.deployment["blocks"]), secint)
+    return await release(job, visitor.sums(bits, columns), secint)
 
 
 async def _reveal(plan: Split, query: Query, bits: Any, job: Job, secint: Any) -> object:

@@ -9,9 +9,14 @@ patients adds one round and one secure sum per column, whatever the population.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from circuits import cost
+import numpy as np
+from mpyc.runtime import mpc
+
+from backends.mpyc.job import Job
+from circuits import cost, noise
 from circuits.codes import SMALL_DOMAIN
 from circuits.ir import ExamCount
 from circuits.cost import DataBounds
@@ -26,10 +31,10 @@ def range_bits(of: Attribute, exam_slots: int) -> int:
     return cost.AGE_CMP_BITS if of.kind == "age" else cost.count_bits(top, top)
 
 
-def comparison_bits(stats: Stats, exam_slots: int, bounds: DataBounds) -> int:
+def comparison_bits(stats: Stats, exam_slots: int, bounds: DataBounds, sites: int = 1) -> int:
     """The widest secure comparison the columns make: the bit length they need."""
     widths = [8]
-    for c in stats.columns():
+    for c in stats.columns(sites):
         attributes = (c.a, c.b) if isinstance(c, Cross) else (c.of,) if isinstance(c, (Power, InBin)) else ()
         for a in attributes:
             if a.kind == "exams":
@@ -42,19 +47,26 @@ def comparison_bits(stats: Stats, exam_slots: int, bounds: DataBounds) -> int:
 
 
 class Columns(Visitor[Any]):
-    """Translator of stats columns to secure integer arrays of shape (N,)."""
+    """Translator of stats columns to secure integer arrays of shape (N,).  Under sites
+    holding rows, `site_of_row` is the public site of each secure row (its block)."""
 
     target = "MPyC's statistics lowering (shamir)"
     nodes = COLUMNS
 
-    def __init__(self, lowering: Vectorised):
-        self.lowering = lowering
+    def __init__(self, lowering: Vectorised, site_of_row: np.ndarray | None = None):
+        self.lowering, self.site_of_row = lowering, site_of_row
         self.values: dict[Attribute, Any] = {}  # each attribute computed once per batch
 
     def sums(self, bits: Any, columns: tuple[Column, ...]) -> Any:
         """The cohort's sum of every column: bits (N,) times the columns (N, K)."""
-        mpc = self.lowering.mpc
-        return bits @ mpc.np_stack([self.visit(c) for c in columns], axis=1)
+        return bits @ self.lowering.mpc.np_stack([self.visit(c) for c in columns], axis=1)
+
+    def sums_by_block(self, bits: Any, columns: tuple[Column, ...], blocks: list[int]) -> Any:
+        """Each block's sums in turn (K per block): a site's cohort, by site."""
+        matrix = self.lowering.mpc.np_stack([self.visit(c) for c in columns], axis=1)
+        edges = np.cumsum([0, *blocks])
+        parts = [bits[a:b] @ matrix[a:b] if b > a else matrix[0] * 0 for a, b in zip(edges, edges[1:])]
+        return self.lowering.mpc.np_concatenate(parts)
 
     def visit_ones(self, node: Ones) -> Any:
         return self.lowering.column("age") * 0 + 1
@@ -79,7 +91,9 @@ class Columns(Visitor[Any]):
 
     def visit_is_code(self, node: IsCode) -> Any:
         if node.of.kind == "site":
-            raise ValueError("a histogram of site needs a deployment of sites holding rows")
+            if self.site_of_row is None:
+                raise ValueError("a histogram of site needs a deployment of sites holding rows")
+            return self.visit_ones(Ones()) * (self.site_of_row == node.code).astype(np.int64)
         return self.lowering.indicator(self.lowering.column(node.of.kind), node.code, SMALL_DOMAIN)
 
     def value(self, a: Attribute) -> Any:
@@ -90,3 +104,21 @@ class Columns(Visitor[Any]):
             else:
                 self.values[a] = self.lowering.exam_tally(ExamCount(a.loinc, 1, a.within_months))
         return self.values[a]
+
+
+async def release(job: Job, sums: Any, secint: Any) -> list[int]:
+    """The sums revealed to every party, each plus its noise with dp."""
+    if job.noise is not None:
+        sums = sums + _noise(job, secint)
+    return [int(v) for v in await mpc.output(sums)]
+
+
+def _noise(job: Job, secint: Any) -> Any:
+    """The sums' noise: every party draws its share of each (`circuits.noise.share`) and
+    inputs it; the shares' sum stays secret.  COHORTBENCH_DEBUG_NOISE=1 (tests only) also
+    writes this party's shares beside its result."""
+    assert job.noise is not None
+    mine = noise.draw(job.noise["mechanism"], job.noise["scales"], job.noise["honest"])
+    noise.keep_for_tests(Path(job.result_path), mpc.pid, mine)
+    shares = mpc.input(secint.array(np.array(mine, dtype=np.int64)))
+    return sum(shares[1:], shares[0])

@@ -55,7 +55,7 @@ def check(
         size = sum(answer) if isinstance(answer, list) else None
     elif query.stats is not None:
         ok = answer == list(expected.sums)
-        size = _stats_count(query.stats, answer) if ok else None
+        size = _stats_count(query.stats, answer, holdings.sites) if ok else None
     elif query.output is Output.COUNT:
         ok = answer == expected.count
         size = answer if isinstance(answer, int) else None
@@ -75,27 +75,27 @@ def check(
     )
 
 
-def _stats_count(stats: Stats, sums: list[int]) -> int | None:
+def _stats_count(stats: Stats, sums: list[int], sites: int) -> int | None:
     """The cohort size among a stats query's revealed sums (None: it reveals none)."""
-    columns = stats.columns()
-    return sums[columns.index(Ones())] if Ones() in columns else None
+    released = stats.released(sites)
+    return sum(s for c, s in zip(released, sums) if c == Ones()) if Ones() in released else None
 
 
 NOISE_BOUND = 64  # scales: a noise share beyond this has probability below 1e-27
 
 
 def _noisy_check(
-    stats: Stats, expected: Cohort, answer: object, plan: dict | None
+    stats: Stats, expected: Cohort, answer: object, plan: dict | None, sites: int
 ) -> tuple[int | None, bool, str | None]:
     """A noisy release against the exact sums: each within NOISE_BOUND scales per party of
     its exact value (a plausibility check: the noise-free sums are compared exactly only
     by the tests' debug path, never in a release)."""
-    columns = stats.columns()
+    columns = stats.released(sites)
     if plan is None or not isinstance(answer, list) or len(answer) != len(columns):
         return None, False, f"MISMATCH: the release {_brief(answer)} is not {len(columns)} noised sums"
     far = [
-        c.name
-        for c, got, exact in zip(columns, answer, expected.sums)
+        name
+        for c, name, got, exact in zip(columns, stats.sum_names(sites), answer, expected.sums)
         if abs(got - exact) > NOISE_BOUND * plan["parties"] * plan["scale"][c.name]
     ]
     if far:
@@ -103,9 +103,9 @@ def _noisy_check(
     return None, True, None
 
 
-def noise_of(stats: Stats, expected: Cohort, answer: list[int]) -> dict[str, int]:
+def noise_of(stats: Stats, expected: Cohort, answer: list[int], sites: int = 1) -> dict[str, int]:
     """Each released sum minus its exact value: the noise the run added."""
-    return {c.name: got - exact for c, got, exact in zip(stats.columns(), answer, expected.sums)}
+    return {n: got - exact for n, got, exact in zip(stats.sum_names(sites), answer, expected.sums)}
 
 
 def _answer(
@@ -113,8 +113,9 @@ def _answer(
 ) -> Outcome:
     """The outcome of a run whose parties all finished: party 0's answer against the
     oracle's, and for a count every party's against party 0's."""
+    sites = holdings.sites
     if query.stats is not None and query.stats.dp is not None:
-        size, correct, error = _noisy_check(query.stats, expected, answers[0], figures.get("dp"))
+        size, correct, error = _noisy_check(query.stats, expected, answers[0], figures.get("dp"), sites)
     else:
         size, correct, error = check(query, expected, answers[0], holdings)
     revealed = correct or answers[0] is not None
@@ -122,9 +123,9 @@ def _answer(
     if correct and to_all and len(set(map(str, answers))) != 1:
         correct, error = False, f"MISMATCH: parties revealed different answers {answers}"
     if correct and query.stats is not None:
-        figures = {**figures, "stats": combine(query.stats, answers[0])}
+        figures = {**figures, "stats": combine(query.stats, answers[0], sites)}
         if query.stats.dp is not None:
-            figures["dp_error"] = noise_of(query.stats, expected, answers[0])
+            figures["dp_error"] = noise_of(query.stats, expected, answers[0], sites)
     return Outcome(wall_s, figures, size, correct, error, correct if revealed else None)
 
 
@@ -223,7 +224,7 @@ class CellRunner:
         self.spec, self.query, self.workdir, self.holdings = spec, query, workdir.resolve(), holdings
         self.before = before
         self.engine = registry.get(spec.engine)
-        self.expected = cohort(query, pop)
+        self.expected = cohort(query, pop, holdings)
         self.cell: Cell | None = None
         self.unavailable: str | None = holdings.output_problem(query.output.value)
         if self.unavailable:
@@ -265,7 +266,8 @@ class CellRunner:
         measured.update(bytes_sent=figures.bytes_sent, **asdict(cell.preparation))
         if relay is not None:
             measured.update(_relay_figures(relay))
-        if self.holdings is not PATIENT_HELD and self.spec.parties >= self.holdings.sites:  # + a researcher
+        sites_learn = self.holdings is not PATIENT_HELD and self.query.stats is None
+        if sites_learn and self.spec.parties >= self.holdings.sites:  # + a researcher
             return _site_answers(
                 self.query, self.expected, self.holdings, figures.answers, group.wall_s, measured
             )

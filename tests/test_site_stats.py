@@ -1,0 +1,130 @@
+"""Cohort statistics under sites (issue 16 with issue 14's deployments): the sums over
+every site's cohort, or each site's own (`by_site`), and histograms of `site`.
+
+Under rows with `local: auto` each site computes its own sums in the clear and inputs
+them (a secure sum); otherwise the sums are taken over the secure cohort.  Every run is
+MPyC party processes, one per site, checked against the oracle, and every party's
+result file is read: each learnt the released sums and nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from circuits.holdings import Holdings, Partition
+from circuits.ir import Output, Query
+from circuits.oracle import cohort, site_sums, stats_sums
+from circuits.stats import AGE, Aggregate, Attribute, Privacy, Stats, combine
+from harness.run.runner import noise_of
+from test_sites import TREE, deployment, place, population, result_files, run_cell
+
+SITE = Attribute("site")
+EXAMS = Attribute("exams", 57698, 60)
+AGGREGATES = (
+    Aggregate("count"),
+    Aggregate("histogram", (AGE,), (0, 40, 65, 151)),
+    Aggregate("mean", (AGE,)),
+    Aggregate("std", (EXAMS,)),
+    Aggregate("histogram", (Attribute("gender"),)),
+    Aggregate("correlation", (AGE, EXAMS)),
+)
+TOTAL = Stats(AGGREGATES + (Aggregate("histogram", (SITE,)),))
+BY_SITE = Stats(AGGREGATES, by_site=True)
+
+
+def _holdings(name: str, sites: int, local: str) -> tuple[Holdings, object]:
+    pop = population(sites)
+    placement, _ = place(deployment(name, sites, local), pop)
+    return placement.holdings, pop
+
+
+def test_the_sites_sums_add_up_to_the_whole_cohorts():
+    """Each site's own sums (what it inputs under rows) add up to the oracle's, and by
+    site they are the oracle's `by_site` release, site after site."""
+    holdings, pop = _holdings("rows-random", 3, "auto")
+    q = Query(TREE, Output.STATS, "sites", TOTAL)
+    eligible = cohort(q, pop, holdings).eligible
+    own = [
+        site_sums(TOTAL, pop.take(holdings.patients_of(s)), eligible[list(holdings.patients_of(s))], s, 3)
+        for s in range(3)
+    ]
+    assert [sum(column) for column in zip(*own)] == list(stats_sums(TOTAL, pop, eligible, holdings))
+    by_site = stats_sums(BY_SITE, pop, eligible, holdings)
+    k = len(BY_SITE.columns(3))
+    assert [list(by_site[s * k : (s + 1) * k]) for s in range(3)] == [
+        list(
+            site_sums(
+                BY_SITE, pop.take(holdings.patients_of(s)), eligible[list(holdings.patients_of(s))], s, 3
+            )
+        )
+        for s in range(3)
+    ]
+    released = combine(TOTAL, stats_sums(TOTAL, pop, eligible, holdings), 3)
+    assert released["histogram(site)"] == [
+        int(eligible[list(holdings.patients_of(s))].sum()) for s in range(3)
+    ]
+    per_site = combine(BY_SITE, by_site, 3)
+    assert per_site["count"] == released["histogram(site)"]
+    assert all(isinstance(v, list) and len(v) == 3 for v in per_site.values())
+
+
+def test_by_site_names_each_sites_noise():
+    stats = Stats((Aggregate("count"),), by_site=True, dp=Privacy(1.0, 1e-6))
+    assert stats.sum_names(2) == ["n@site0", "n@site1"]
+    assert stats.released(2) == stats.columns(2) * 2
+
+
+CASES = [
+    ("rows-random", 3, "auto", TOTAL),  # each site's own sums, added securely
+    ("rows-random", 3, "auto", BY_SITE),  # and revealed site by site
+    ("rows-round-robin", 3, "off", TOTAL),  # the sums over the secure cohort
+    ("rows-round-robin", 5, "off", BY_SITE),  # by block
+    ("columns-spread", 3, "auto", Stats(AGGREGATES)),  # the cohort across sites' columns
+    ("columns-shared", 5, "off", Stats(AGGREGATES)),
+]
+
+
+@pytest.mark.parametrize(
+    "name, sites, local, stats",
+    CASES,
+    ids=[f"{c[0]}-{c[1]}-{c[2]}-{'by' if c[3].by_site else 'all'}" for c in CASES],
+)
+def test_stats_under_sites_equal_the_oracle_and_every_party_learns_only_them(
+    tmp_path, name, sites, local, stats
+):
+    holdings, pop = _holdings(name, sites, local)
+    q = Query(TREE, Output.STATS, "sites", stats)
+    expected = cohort(q, pop, holdings)
+    outcome, run_dir, _ = run_cell(tmp_path, q, pop, holdings)
+    assert outcome.correct and outcome.error is None, outcome.error
+    assert outcome.figures["stats"] == combine(stats, expected.sums, sites)
+    assert outcome.cohort_size == expected.count
+    files = result_files(run_dir)
+    assert [f["result"] for f in files] == [list(expected.sums)] * sites
+    presum = holdings.partition is Partition.ROWS and local == "auto"
+    assert all(f["secure"] for f in files)
+    # a site's input phase under rows+auto is one vector of sums, not its patients' columns
+    if presum:
+        assert max(outcome.figures["input_bytes_by_party"]) < 20_000
+
+
+def test_noisy_by_site_release_is_noised_per_site(tmp_path):
+    """With dp, by site: every party learns the same release, each sum plausibly near the
+    oracle's, the noise named per site, and the privacy spent is one release's
+    (parallel composition over the sites' disjoint patients)."""
+    stats = Stats((Aggregate("count"), Aggregate("mean", (AGE,))), by_site=True, dp=Privacy(1.0, 1e-6))
+    holdings, pop = _holdings("rows-random", 3, "auto")
+    q = Query(TREE, Output.STATS, "sites", stats)
+    outcome, run_dir, _ = run_cell(tmp_path, q, pop, holdings)
+    assert outcome.correct, outcome.error
+    files = result_files(run_dir)
+    assert all(f["result"] == files[0]["result"] for f in files)
+    noise = outcome.figures["dp_error"]
+    assert sorted(noise) == sorted(f"{c}@site{s}" for s in range(3) for c in ("n", "sum(age)"))
+    expected = cohort(q, pop, holdings)
+    assert noise == noise_of(stats, expected, files[0]["result"], 3)
+    assert outcome.figures["dp"]["epsilon_spent"] <= 1.0 + 1e-9
+    assert all(isinstance(v, list) and len(v) == 3 for v in outcome.figures["stats"].values())
+    assert not any(isinstance(v, float) and math.isnan(v) for v in outcome.figures["stats"]["mean(age)"])
