@@ -10,6 +10,9 @@ split evenly over its releases:
   OpenDP's zCDP-to-approximate-DP conversion, and each release gets rho / G (zCDP
   composes by addition).
 
+With `dp.weights`, a release gets w / W of the budget instead of 1 / G: w is the largest
+weight among the aggregates that need it (1 unless named), W the releases' total.
+
 The noise is drawn in shares by the parties (`circuits.noise.share`) so that the
 shares of the `honest` parties alone make up the whole noise; the others' shares
 are independent extra noise, which costs no privacy.  A Gaussian's honest shares
@@ -70,6 +73,7 @@ class Plan:
             "honest_shares": self.honest,
             "parties": self.parties,
             "scale": {c.name: float(r.scale) for r in self.releases for c in r.columns},
+            "weights": dict(self.privacy.weights),
         }
 
 
@@ -93,14 +97,25 @@ def plan(stats: Stats, exam_slots: int, parties: int, coalition: int, sites: int
         raise ValueError("the query has no dp")
     groups = releases(stats, exam_slots, sites)
     honest = parties - coalition
+    weights = _weights(stats, [cols for cols, _ in groups], sites)
+    total = sum(weights)
     if privacy.mechanism == GAUSSIAN:
-        rho = _rho_for(privacy.epsilon, privacy.delta) / len(groups)
-        made = [Release(cols, d, _round_up(d / math.sqrt(2 * rho))) for cols, d in groups]
+        rho = _rho_for(privacy.epsilon, privacy.delta)
+        scales = [d / math.sqrt(2 * (rho * w / total)) for (_, d), w in zip(groups, weights)]
     else:
-        eps = privacy.epsilon / len(groups)
-        made = [Release(cols, d, _round_up(d / eps)) for cols, d in groups]
+        scales = [d / (privacy.epsilon * w / total) for (_, d), w in zip(groups, weights)]
+    made = [Release(cols, d, _round_up(x)) for (cols, d), x in zip(groups, scales)]
     epsilon, delta = spent(privacy, made, honest)
     return Plan(privacy, tuple(made), honest, parties, epsilon, delta)
+
+
+def _weights(stats: Stats, groups: list[tuple[Column, ...]], sites: int) -> list[float]:
+    """Each release's weight: the largest of the aggregates that need it (1 by default)."""
+    assert stats.dp is not None
+    return [
+        max(stats.dp.weight(g.name) for g in stats.aggregates if set(g.columns(sites)) & set(cols))
+        for cols in groups
+    ]
 
 
 def _round_up(x: float) -> Fraction:

@@ -208,13 +208,20 @@ def _domain(of: Attribute, sites: int) -> int:
 
 @dataclass(frozen=True)
 class Privacy:
-    """Differential privacy of one run: (epsilon, delta) over all its aggregates."""
+    """Differential privacy of one run: (epsilon, delta) over all its aggregates, split in
+    proportion to `weights` (aggregate name -> weight; an aggregate not named weighs 1)."""
 
     epsilon: float
     delta: float = 0.0
     mechanism: Literal["discrete-gaussian", "discrete-laplace"] = "discrete-gaussian"
+    weights: tuple[tuple[str, float], ...] = ()
+
+    def weight(self, aggregate: str) -> float:
+        return dict(self.weights).get(aggregate, 1.0)
 
     def __post_init__(self) -> None:
+        for name, w in self.weights:
+            _require(math.isfinite(w) and w > 0, f"dp.weights.{name} must be > 0, not {w}")
         _require(
             math.isfinite(self.epsilon) and self.epsilon > 0, f"dp.epsilon must be > 0, not {self.epsilon}"
         )
@@ -240,6 +247,11 @@ class Stats:
         names = [a.name for a in self.aggregates]
         _require(len(set(names)) == len(names), "an aggregate is repeated")
         _require(self.suppress_below >= 0, "suppress_below must be >= 0")
+        unknown = [w for w, _ in (self.dp.weights if self.dp else ()) if w not in names]
+        _require(
+            not unknown,
+            f"dp.weights names {', '.join(unknown)}, not an aggregate of the query ({', '.join(names)})",
+        )
 
     @property
     def needs_sites(self) -> bool:
@@ -255,6 +267,10 @@ class Stats:
     def attributes(self) -> tuple[Attribute, ...]:
         """The per-patient attributes the aggregates read, in their order."""
         return tuple(dict.fromkeys(a for g in self.aggregates for a in g.of))
+
+    def max_bound(self, exam_slots: int) -> int:
+        """The most one patient adds to any sum (an indicator's 1, whatever the sites)."""
+        return max(c.bound(exam_slots) for c in self.columns(sites=1))
 
     def groups(self, sites: int = 0) -> int:
         """How many times the sums are released: once per site `by_site`, else once."""
@@ -273,8 +289,12 @@ class Stats:
         return [f"{n}@site{s}" for s in range(sites) for n in names]
 
     def to_plain(self) -> dict:
-        """A canonical JSON-able form (the query's hash, the job handed to a party)."""
-        return asdict(self)
+        """A canonical JSON-able form (the query's hash, the job handed to a party); no
+        weights, none written (so a query's hash is the same as before weights existed)."""
+        out = asdict(self)
+        if self.dp is not None and not self.dp.weights:
+            del out["dp"]["weights"]
+        return out
 
     @staticmethod
     def from_plain(d: dict) -> Stats:
@@ -283,7 +303,11 @@ class Stats:
             Aggregate(g["op"], tuple(Attribute(**a) for a in g["of"]), tuple(g["bins"]))
             for g in d["aggregates"]
         )
-        dp = None if d["dp"] is None else Privacy(**d["dp"])
+        dp = None
+        if d["dp"] is not None:
+            dp = Privacy(
+                **{**d["dp"], "weights": tuple((n, float(w)) for n, w in d["dp"].get("weights", ()))}
+            )
         return Stats(aggregates, d["by_site"], dp, d["suppress_below"])
 
 

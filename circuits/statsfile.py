@@ -26,7 +26,7 @@ from circuits.stats import CATEGORIES, MECHANISMS, NUMERIC, Aggregate, Attribute
 _OPS = ("count", "sum", "mean", "variance", "std", "histogram", "correlation")
 _ATTRIBUTES = (*NUMERIC, *CATEGORIES, "site")
 _KEYS = ("stats", "by_site", "dp", "suppress_below")
-_DP_KEYS = ("epsilon", "delta", "mechanism")
+_DP_KEYS = ("epsilon", "delta", "mechanism", "weights")
 
 
 def is_stats(output: object) -> bool:
@@ -55,7 +55,8 @@ def parse_stats(output: Any, source: str, where: str = "output") -> Stats:
     try:
         return Stats(aggregates, by_site, dp, below)
     except ValueError as e:
-        raise InputError(source, f"{where}.stats", str(e)) from None
+        field = "dp.weights" if "dp.weights" in str(e) else "stats"
+        raise InputError(source, f"{where}.{field}", str(e)) from None
 
 
 def _aggregate(entry: Any, source: str, where: str) -> Aggregate:
@@ -140,11 +141,23 @@ def _privacy(arg: Any, source: str, where: str) -> Privacy:
         raise InputError(
             source, f"{where}.mechanism", f"unknown mechanism {mechanism!r}", "use " + " or ".join(MECHANISMS)
         )
+    weights = _weights(arg.get("weights", {}), source, f"{where}.weights")
     try:
-        return Privacy(float(arg["epsilon"]), float(arg.get("delta", 0.0)), mechanism)
+        return Privacy(float(arg["epsilon"]), float(arg.get("delta", 0.0)), mechanism, weights)
     except ValueError as e:
-        key = "delta" if "delta" in str(e) else "epsilon"
+        key = next((k for k in ("weights", "delta") if k in str(e)), "epsilon")
         raise InputError(source, f"{where}.{key}", str(e)) from None
+
+
+def _weights(arg: Any, source: str, where: str) -> tuple[tuple[str, float], ...]:
+    """`weights: {aggregate name: weight}`, e.g. {"mean(age)": 2}."""
+    fix = 'a mapping of aggregate names to numbers, e.g. {"mean(age)": 2}'
+    if not isinstance(arg, dict):
+        raise InputError(source, where, f"not a mapping: {arg!r}", fix)
+    for name, w in arg.items():
+        if isinstance(w, bool) or not isinstance(w, (int, float)):
+            raise InputError(source, f"{where}.{name}", f"not a number: {w!r}", fix)
+    return tuple((str(n), float(w)) for n, w in arg.items())
 
 
 def _whole(v: object) -> bool:
@@ -162,6 +175,8 @@ def dump_stats(stats: Stats) -> dict:
         out["by_site"] = True
     if stats.dp is not None:
         out["dp"] = {"epsilon": stats.dp.epsilon, "delta": stats.dp.delta, "mechanism": stats.dp.mechanism}
+        if stats.dp.weights:
+            out["dp"]["weights"] = dict(stats.dp.weights)
     if stats.suppress_below:
         out["suppress_below"] = stats.suppress_below
     return out

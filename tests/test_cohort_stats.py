@@ -131,6 +131,17 @@ BAD = [
     (_bad({"stats": [{"median": "age"}]}), "output.stats[0].median", "unknown aggregate"),
     (_bad({"stats": []}), "output.stats", "one or more aggregates"),
     (_bad({"stats": ["count", "count"]}), "output.stats", "repeated"),
+    (
+        _bad({"dp": {"epsilon": 1.0, "delta": 1e-6, "weights": {"mean(age)": 2}}}),
+        "output.dp.weights",
+        "not an aggregate",
+    ),
+    (
+        _bad({"dp": {"epsilon": 1.0, "delta": 1e-6, "weights": {"count": 0}}}),
+        "output.dp.weights",
+        "must be > 0",
+    ),
+    (_bad({"dp": {"epsilon": 1.0, "weights": [1]}}), "output.dp.weights", "not a mapping"),
     (_bad({"supress_below": 5}), "output.supress_below", "did you mean 'suppress_below'"),
     (
         _bad({"stats": [{"mean": {"exams": {"loinc": "57698-4", "within_months": 36}}}]}),
@@ -375,6 +386,28 @@ def test_the_plan_spends_the_query_epsilon_split_evenly():
     assert [float(r.scale) for r in laplace.releases] == pytest.approx(
         [1.5, 1.5, 225.0]
     )  # 3 releases, 2/3 each
+
+
+def test_weights_split_the_epsilon_in_proportion():
+    """mean(age) weighs 2: the count and sum(age) it needs get 2/5 of epsilon each, the
+    gender histogram 1/5; the whole still spends the query's epsilon; the weights round-trip."""
+    weighted = Privacy(2.0, 0.0, "discrete-laplace", (("mean(age)", 2.0),))
+    g = privacy.plan(replace(DP_STATS, dp=weighted), 16, 1, 0)
+    scales = {r.columns[0].name: float(r.scale) for r in g.releases}
+    assert scales == pytest.approx({"n(gender=0)": 2.5, "n": 1.25, "sum(age)": 187.5})
+    assert g.epsilon == pytest.approx(2.0) and g.record()["weights"] == {"mean(age)": 2.0}
+    text = yaml.safe_dump(
+        {
+            "criteria": {"smoker": 0},
+            "output": {"stats": ["count"], "dp": {"epsilon": 1.0, "delta": 1e-6, "weights": {"count": 3}}},
+        }
+    )
+    q, _ = parse_query(yaml.safe_load(text), "q.yaml")
+    assert q.stats is not None and q.stats.dp is not None and q.stats.dp.weights == (("count", 3.0),)
+    assert Stats.from_plain(q.stats.to_plain()) == q.stats
+    assert "weights" not in json.dumps(
+        DP_STATS.to_plain()
+    )  # the hash of a query without weights is unchanged
 
 
 def test_released_noise_over_repeated_secure_runs_has_its_mean_and_spread(edges_population, tmp_path):

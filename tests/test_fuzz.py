@@ -149,6 +149,10 @@ BAD_STATS = [  # stats queries (issue 16), through `check`: (query, what the err
     ),
     (_stats({"stats": [{"histogram": {"of": "age"}}]}), "a histogram of age needs bins"),
     (_stats({"stats": [{"correlation": ["age"]}]}), "correlation takes a list of two attributes"),
+    (
+        _stats({"dp": {"epsilon": 1, "delta": 1e-6, "weights": {"median(age)": 2}}}),
+        "output.dp.weights: dp.weights names median(age)",
+    ),
 ]
 
 ODD_VALUES = [

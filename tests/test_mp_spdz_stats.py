@@ -25,7 +25,6 @@ from backends.mp_spdz import program, protocols
 from backends.mp_spdz.compile import CompileOptions, compile_flags, compile_program
 from backends.engine import Unavailable
 from backends.mp_spdz.engine import MpSpdzCell, MpSpdzSpec
-from circuits.holdings import Holdings, Partition
 from circuits.ir import AgeRange, Output, Query
 from circuits.oracle import cohort
 from circuits.population import Padding, encode
@@ -268,16 +267,14 @@ def test_sums_that_could_wrap_modulo_2_64_are_refused():
     assert int(flags[flags.index("-F") + 1]) > 64  # a field: the prime grows with the sums
 
 
-def test_sites_and_site_histograms_are_unavailable(edges, tmp_path):
-    """Stats under sites (and by_site, a histogram of site) raise one clear Unavailable."""
-    holdings = Holdings(Partition.ROWS, 3, tuple(i % 3 for i in range(len(edges))), local=True)
+def test_a_site_histogram_without_sites_is_unavailable(edges, tmp_path):
+    """A histogram of site in the patient deployment: one clear Unavailable (the config
+    refuses it before; under sites, tests/test_site_stats.py)."""
     spec = MpSpdzSpec(engine="mp-spdz", protocol="shamir")
-    with pytest.raises(Unavailable, match="patient deployment only") as e:
-        MpSpdzCell(spec, ALL, edges, tmp_path / "rows", holdings)
-    assert str(e.value).startswith(spec.label)
     by_site = replace(ALL, stats=Stats((Aggregate("histogram", (Attribute("site"),)),)))
-    with pytest.raises(Unavailable, match="histogram of site"):
+    with pytest.raises(Unavailable, match="histogram of site") as e:
         MpSpdzCell(spec, by_site, edges, tmp_path / "site")
+    assert str(e.value).startswith(spec.label)
     with pytest.raises((ValueError, Unsupported), match="a histogram of site needs a deployment of sites"):
         program.translate(by_site, program.Shape.of(edges))
 

@@ -390,3 +390,29 @@ def test_the_summary_prints_quality_and_flags_anomalies(tmp_path):
     rows = {r["network"]: r for r in csv.DictReader((out / "cells.csv").open())}
     assert rows["lan"]["quality"] == "contended" and rows["wan"]["anomaly"].startswith("3.91 s on wan")
     assert float(rows["wan"]["engine_s"]) == pytest.approx(3.91)
+
+
+def _stats_records() -> list[Record]:
+    """A stats config's records: the same aggregates exact and with dp, on lan."""
+    out = []
+    for dp, t, b in ((None, 1.0, 2.0e6), ({"mechanism": "discrete-gaussian", "epsilon": 1.0}, 1.2, 2.01e6)):
+        name = "cohort-stats-dp" if dp else "cohort-stats"
+        for i in range(3):
+            r = cell_records.record("stats", "shamir", "lan", i, t, bytes_sent=b).to_json()
+            r.update(cell=f"{r['cell']}-{name}", query={**r["query"], "name": name, "output": "stats"})
+            r.update(compare_to={"query": "cohort-stats"}, dp=dp, rounds=15.0 if dp else 14.0)
+            out.append(Record.from_json(r))
+    return out
+
+
+def test_the_report_shows_what_differential_privacy_costs(tmp_path):
+    """A DP cell beside its exact twin (the config's compare_to): times, bytes, rounds, ratios."""
+    _, page = report_page(tmp_path, _stats_records())
+    table = page[page.index("<h2>Cost of differential privacy</h2>") :]
+    table = table[: table.index("</table>")]
+    cells = [c.split(">", 1)[1] for c in table.split("<td")[1:]]
+    cells = [c[: c.index("</td>")] for c in cells]
+    assert cells[:3] == ["mpyc/shamir/3p", "synthetic (1000)", "lan"]
+    assert cells[5] == "14" and cells[8] == "15"
+    assert cells[9] == "1.20" and cells[10] == "1.005"
+    assert "Cost of differential privacy" not in report_page(tmp_path / "no-dp", cell_records.latency())[1]

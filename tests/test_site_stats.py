@@ -3,21 +3,25 @@ every site's cohort, or each site's own (`by_site`), and histograms of `site`.
 
 Under rows with `local: auto` each site computes its own sums in the clear and inputs
 them (a secure sum); otherwise the sums are taken over the secure cohort.  Every run is
-MPyC party processes, one per site, checked against the oracle, and every party's
-result file is read: each learnt the released sums and nothing else.
+MPyC or MP-SPDZ party processes, one per site, checked against the oracle, and every
+party's output is read: each learnt the released sums and nothing else.
 """
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
+from backends.mp_spdz.engine import MpSpdzSpec
 from circuits.holdings import Holdings, Partition
 from circuits.ir import Output, Query
 from circuits.oracle import cohort, site_sums, stats_sums
 from circuits.stats import AGE, Aggregate, Attribute, Privacy, Stats, combine
-from harness.run.runner import noise_of
+from harness.run.runner import CellRunner, noise_of
+from mp_spdz_vms import need_vm
+from test_mp_spdz_stats import learnt
 from test_sites import TREE, deployment, place, population, result_files, run_cell
 
 SITE = Attribute("site")
@@ -128,3 +132,70 @@ def test_noisy_by_site_release_is_noised_per_site(tmp_path):
     assert outcome.figures["dp"]["epsilon_spent"] <= 1.0 + 1e-9
     assert all(isinstance(v, list) and len(v) == 3 for v in outcome.figures["stats"].values())
     assert not any(isinstance(v, float) and math.isnan(v) for v in outcome.figures["stats"]["mean(age)"])
+
+
+SPDZ_CASES = [
+    ("shamir", "rows-random", 3, "auto", TOTAL),
+    ("shamir", "rows-random", 3, "auto", BY_SITE),
+    ("malicious-shamir", "rows-random", 3, "auto", BY_SITE),
+    ("shamir", "rows-round-robin", 3, "off", Stats(AGGREGATES)),
+    ("semi2k", "columns-spread", 3, "auto", Stats(AGGREGATES)),
+]
+
+
+@pytest.mark.parametrize(
+    "protocol, name, sites, local, stats",
+    SPDZ_CASES,
+    ids=[f"{c[0]}-{c[1]}-{c[3]}-{'by' if c[4].by_site else 'all'}" for c in SPDZ_CASES],
+)
+def test_mp_spdz_stats_under_sites_equal_the_oracle(tmp_path, protocol, name, sites, local, stats):
+    """Every party printed the oracle's sums as its one answer."""
+    need_vm(protocol)
+    holdings, pop = _holdings(name, sites, local)
+    q = Query(TREE, Output.STATS, "sites", stats)
+    expected = cohort(q, pop, holdings)
+    runner = CellRunner(
+        MpSpdzSpec(engine="mp-spdz", protocol=protocol, parties=sites), q, pop, tmp_path, holdings
+    )
+    try:
+        assert runner.cell is not None, runner.unavailable
+        outcome = runner.run("r0", 300)
+    finally:
+        runner.close()
+    assert outcome.correct, outcome.error
+    assert outcome.figures["stats"] == combine(stats, expected.sums, sites)
+    assert learnt(tmp_path / "r0", sites) == [list(expected.sums)] * sites
+
+
+def test_mp_spdz_noisy_stats_by_site_are_noised_per_site(tmp_path, monkeypatch):
+    """Each site's noised sums: in the tests' debug path the harness keeps every party's
+    shares, and the release minus them is the oracle's exact by-site sums."""
+    need_vm("shamir")
+    monkeypatch.setenv("COHORTBENCH_DEBUG_NOISE", "1")
+    stats = Stats((Aggregate("count"), Aggregate("histogram", (SITE,))), by_site=True, dp=Privacy(1.0, 1e-6))
+    holdings, pop = _holdings("rows-random", 3, "auto")
+    q = Query(TREE, Output.STATS, "sites", stats)
+    runner = CellRunner(
+        MpSpdzSpec(engine="mp-spdz", protocol="shamir", parties=3), q, pop, tmp_path, holdings
+    )
+    try:
+        outcome = runner.run("r0", 300)
+    finally:
+        runner.close()
+    assert outcome.correct, outcome.error
+    assert len(outcome.figures["dp_error"]) == 3 * 4  # n and 3 site bins, at each of 3 sites
+    (released,) = {tuple(r) for r in learnt(tmp_path / "r0", 3)}
+    shares = [json.loads((tmp_path / "r0" / f"noise-{p}.json").read_text()) for p in range(3)]
+    noise_free = [r - sum(s) for r, *s in zip(released, *shares)]
+    assert noise_free == list(cohort(q, pop, holdings).sums) != list(released)
+
+
+def test_mp_spdz_stats_by_site_over_a_secure_cohort_is_unavailable(tmp_path):
+    """Under rows with local: off, by_site is lowered by MPyC only: one clear message."""
+    need_vm("shamir")
+    holdings, pop = _holdings("rows-round-robin", 3, "off")
+    q = Query(TREE, Output.STATS, "sites", BY_SITE)
+    runner = CellRunner(
+        MpSpdzSpec(engine="mp-spdz", protocol="shamir", parties=3), q, pop, tmp_path, holdings
+    )
+    assert runner.cell is None and "local: auto" in str(runner.unavailable), runner.unavailable

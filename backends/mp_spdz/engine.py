@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -90,12 +91,7 @@ class MpSpdzCell:
         holdings: Holdings = PATIENT_HELD,
     ):
         self.spec, self.query, self.pop, self.holdings = spec, query, pop, holdings
-        if query.stats is not None and (holdings is not PATIENT_HELD or query.stats.needs_sites):
-            raise Unavailable(
-                f"{spec.label}: stats are lowered for the patient deployment only (party 0 holds "
-                "the data); not under sites, by_site or a histogram of site"
-            )
-        self.noise = self._noise(spec, query, pop.slots[1])
+        self.noise = self._noise(spec, query, pop.slots[1], holdings.sites)
         self.researcher: int | None = None
         self.constants: tuple[int, ...] = ()
         if spec.private:
@@ -139,17 +135,22 @@ class MpSpdzCell:
         self.plans: dict[Path, launch.RunPlan] = {}
 
     @staticmethod
-    def _noise(spec: MpSpdzSpec, query: Query, exam_slots: int) -> privacy.Plan | None:
+    def _noise(spec: MpSpdzSpec, query: Query, exam_slots: int, sites: int) -> privacy.Plan | None:
         """A stats query with dp: each sum's noise, shared so that the parties outside the
         largest coalition the protocol tolerates make it up (`circuits.privacy`)."""
         if query.stats is None or query.stats.dp is None:
             return None
-        return privacy.for_protocol(query.stats, exam_slots, spec.parties, spec.facts.majority)
+        return privacy.for_protocol(query.stats, exam_slots, spec.parties, spec.facts.majority, sites)
 
     def _noise_bound(self) -> int:
         if self.noise is None or self.query.stats is None:
             return 0
-        return program.noise_bound(self.noise.scales(self.query.stats.columns()), self.spec.parties)
+        return program.noise_bound(self._scales(), self.spec.parties)
+
+    def _scales(self) -> list[Fraction]:
+        """Each released sum's noise scale, in release order."""
+        assert self.noise is not None and self.query.stats is not None
+        return self.noise.scales(self.query.stats.released(self.holdings.sites))
 
     def _shares(self, run_dir: Path) -> list[list[int]] | None:
         """Each party's fresh shares of this run's noise, one per sum, from the system's CSPRNG;
@@ -157,8 +158,7 @@ class MpSpdzCell:
         if self.noise is None or self.query.stats is None:
             return None
         kind, honest = self.noise.privacy.mechanism, self.noise.honest
-        scales = self.noise.scales(self.query.stats.columns())
-        shares = [noise.draw(kind, scales, honest) for _ in range(self.spec.parties)]
+        shares = [noise.draw(kind, self._scales(), honest) for _ in range(self.spec.parties)]
         for pid, mine in enumerate(shares):
             noise.keep_for_tests(run_dir, pid, mine)
         return shares
@@ -245,6 +245,7 @@ class MpSpdzCell:
                         run.timed_out,
                         receiver=receiver,
                         secure=secure,
+                        sites=self.holdings.sites,
                     )
                 )
         except ValueError as e:

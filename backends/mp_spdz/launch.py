@@ -232,15 +232,15 @@ def _party_dir(
     data = pdir / "Player-Data"
     data.mkdir(parents=True, exist_ok=True)
     (pdir / "Programs").symlink_to(compiled.programs, target_is_directory=True)
-    if site is not None:
-        site.write(pdir / JOB_FILE)
+    if site is not None:  # its noise shares go after its own inputs, which its site step writes
+        replace(site, noise=tuple(noise or ())).write(pdir / JOB_FILE)
     elif pid == 0:
         program.write_inputs(pop, compiled.query, compiled.shape, data, compiled.options.lowering)
     if criteria is not None and criteria[0] == pid and site is None:
         program.write_researcher(
             compiled.query.root, criteria[1], compiled.shape, data, pid, compiled.options.lowering
         )
-    if noise is not None:
+    if noise is not None and site is None:
         program.write_noise(list(noise), data, pid)
     if certs is not None:
         _install_certs(certs, hashes, data, pid)
@@ -329,6 +329,7 @@ def read_report(
     *,
     receiver: bool | None = None,
     secure: bool = True,
+    sites: int = 1,
 ) -> PartyReport:
     """Parse party `pid`'s log (stdout and stderr merged).  ValueError names what is missing.
 
@@ -344,7 +345,7 @@ def read_report(
     local = _LOCAL.search(text)
     local_s = float(local.group(1)) if local else None
     receiver = pid == 0 if receiver is None else receiver
-    result = _result(pid, log, text, query, patients, receiver)
+    result = _result(pid, log, text, query, patients, receiver, sites)
     if not secure:
         return PartyReport(pid, local_s or 0.0, 0, 0, 0, result, local_s=local_s)
     missing = [
@@ -379,14 +380,16 @@ def read_report(
     )
 
 
-def _result(pid: int, log: Path, text: str, query: Query, patients: int, receiver: bool) -> object:
+def _result(
+    pid: int, log: Path, text: str, query: Query, patients: int, receiver: bool, sites: int = 1
+) -> object:
     """What the party printed as its answer: counts (every party), bits (receivers)."""
     if query.output is Output.ELIGIBLE and not receiver:
         return None
     if query.output is Output.ELIGIBLE and patients == 0:
         return []  # a site without patients learns no bits
     try:
-        return program.parse_output(text, query, patients)
+        return program.parse_output(text, query, patients, sites)
     except ValueError as e:
         raise ValueError(f"party {pid}: {e} (see {log})") from None
 

@@ -77,6 +77,7 @@ from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, LocalBit
 from circuits.ir import SecretAge, SecretCondition, SecretExam, SecretGender, SecretSmoker
 from circuits.ir import Smoker, leaves, normalise, render
 from circuits.locality import Split, local_column, local_index
+from circuits.oracle import site_sums
 from circuits.population import Population
 from circuits.stats import COLUMNS as STATS_COLUMNS
 from circuits.stats import Attribute, Cross, InBin, IsCode, Ones, Power, Stats
@@ -86,7 +87,7 @@ BINARY, ARITHMETIC = "binary", "arithmetic"
 LOWERINGS = (BINARY, ARITHMETIC)
 PROGRAM_NAME = "cohort"
 INPUT_FILE = "Input-P0-0"  # party 0, main thread, under Player-Data/
-TRANSLATOR_VERSION = 7  # bump when the generated source changes for the same inputs
+TRANSLATOR_VERSION = 8  # bump when the generated source changes for the same inputs
 
 SMALL_CODE_BITS = (SMALL_DOMAIN - 1).bit_length()  # gender and smoking status: 0..3
 NOISE_SCALES = 64  # a party's noise share beyond this many scales has probability below 1e-27
@@ -281,6 +282,8 @@ PRELUDE_INTERFACE = (
     "tally",
     "input_noise",
     "reveal_sums",
+    "input_site_sums",
+    "reveal_site_sums",
 )
 
 
@@ -510,7 +513,7 @@ class StatsColumns(Visitor[str]):
 def sum_bound(stats: Stats, shape: Shape, noise: int = 0) -> int:
     """The largest |sum| the program reveals: every patient at its columns' bounds, plus
     `noise`, a bound on the total noise (`noise_bound`)."""
-    return shape.patients * max(c.bound(shape.slots[1]) for c in stats.columns()) + noise
+    return shape.patients * stats.max_bound(shape.slots[1]) + noise
 
 
 def noise_bound(scales: list[Fraction], parties: int) -> int:
@@ -585,6 +588,9 @@ def _input_lines(query: Query, shape: Shape, root: Node, sites: Sites | None) ->
         lines = ["# Party 0's inputs, in the order of Player-Data/Input-P0-0."]
     else:
         lines = ["# The sites' inputs; each party's in the order of its Player-Data/Input-P<i>-0."]
+    if sites is not None and sites.plan.presum and query.stats is not None:
+        k = len(query.stats.columns(sites.plan.holdings.sites))
+        return [*lines, f"site_sums = input_site_sums(SITES, {k})  # each site's sums over its own cohort"]
     if sites is not None and sites.plan.presum:
         return [*lines, "site_counts = input_counts(SITES)  # each site's count of its own patients"]
     for col in columns(query, shape, root):
@@ -604,6 +610,8 @@ def _reveal(query: Query, result: str, sites: Sites | None, sums: list[str]) -> 
     count = query.output is Output.COUNT
     if query.stats is not None:
         noise = ", NOISE" if query.stats.dp is not None else ""
+        if sites is not None and sites.plan.presum:
+            return f"reveal_site_sums(site_sums, {query.stats.by_site}{noise})"
         return f"reveal_sums({result}, [{', '.join(sums)}], N{noise})"
     if sites is None:
         return f"reveal_count({result}, N)" if count else f"reveal_eligible({result}, N)"
@@ -649,6 +657,11 @@ def translate(
     translator = TRANSLATORS[lowering](shape, domain)
     result = "" if sites is not None and sites.plan.presum else translator.visit(root)
     sums = _stats_lines(query, translator, sites, parties)
+    released = (
+        0
+        if query.stats is None
+        else len(query.stats.released(1 if sites is None else sites.plan.holdings.sites))
+    )
     widths = _widths(translator)
     if widths and researcher is None:
         raise ValueError("a private query's template needs the researcher party (researcher=...)")
@@ -667,7 +680,7 @@ def translate(
             "",
             *_input_lines(query, shape, root, sites),
             *constants,
-            *_noise_lines(query, parties),
+            *_noise_lines(query, parties, released),
             "",
             "# The criteria, one line per node of the tree.",
             *translator.lines,
@@ -682,18 +695,22 @@ def _stats_lines(query: Query, translator: Translator, sites: Sites | None, part
     """A stats query's columns, translated after the criteria (their variables, in order)."""
     if query.stats is None:
         return []
-    if sites is not None:
-        raise ValueError("stats are lowered for the patient deployment only (party 0 holds the data)")
     if query.stats.dp is not None and parties < 1:
         raise ValueError("a stats query with dp needs its parties (parties=...), each inputs noise")
+    if sites is not None and sites.plan.presum:
+        return []  # each site inputs its own sums
+    if sites is not None and query.stats.needs_sites:
+        raise ValueError(
+            "stats by_site or of site are lowered under rows with local: auto (each site's own sums) only"
+        )
     return StatsColumns(translator).sums(query.stats)
 
 
-def _noise_lines(query: Query, parties: int) -> list[str]:
-    """With dp: every party's noise shares, its last inputs (after data and constants)."""
+def _noise_lines(query: Query, parties: int, k: int) -> list[str]:
+    """With dp: every party's shares of the `k` sums' noise, its last inputs (after data
+    and constants)."""
     if query.stats is None or query.stats.dp is None:
         return []
-    k = len(query.stats.columns())
     return [
         f"PARTIES = {parties}  # each inputs its share of every sum's noise (public)",
         f"NOISE = input_noise({k}, PARTIES)  # the sums' noise: every party's shares added, secret",
@@ -861,6 +878,9 @@ def site_input_text(
     each column it inputs, in program order.  `pop` is its own data (under rows, its
     block), `bits` its local parts' bits (`Split.local_bits`)."""
     plan = sites.plan
+    if plan.presum and plan.query.stats is not None:
+        stats, eligible = plan.query.stats, bits[:, 0].astype(bool)
+        return _text([str(s) for s in site_sums(stats, pop, eligible, site, plan.holdings.sites)])
     if plan.presum:
         return f"{int(bits[:, 0].sum())}\n"
     if sites.rows and not sites.blocks[site]:
@@ -909,16 +929,17 @@ _BY_SITE = re.compile(r"^COUNT_BY_SITE((?: -?\d+)*)\s*$", re.M)
 _STATS = re.compile(r"^STATS((?: -?\d+)*)\s*$", re.M)
 
 
-def parse_output(text: str, query: Query, patients: int) -> list[int] | int:
+def parse_output(text: str, query: Query, patients: int, sites: int = 1) -> list[int] | int:
     """The revealed result a party printed: the count, every site's count, a stats query's
-    sums, or the eligible bits of `patients` patients (those it learns).  ValueError if absent."""
+    sums (over `sites`), or the eligible bits of `patients` patients (those it learns).
+    ValueError if absent."""
     if query.output is Output.COUNT:
         m = _COUNT.search(text)
         if not m:
             raise ValueError("printed no 'COUNT <n>' line")
         return int(m.group(1))
     if query.stats is not None:
-        return _sums(text, len(query.stats.columns()))
+        return _sums(text, len(query.stats.released(sites)))
     if query.output is Output.COUNT_BY_SITE:
         m = _BY_SITE.search(text)
         if not m:

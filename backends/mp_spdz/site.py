@@ -45,6 +45,9 @@ class SiteJob:
     # Private criteria: the researcher's input lines (program.researcher_lines), in the job of
     # the site that is the researcher only; it inputs them after its own data.
     researcher_lines: tuple[str, ...] = ()
+    # A stats query with dp: this site's shares of this run's noise (its last inputs), in
+    # its own run directory's job only.
+    noise: tuple[int, ...] = ()
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))
@@ -60,6 +63,7 @@ class SiteJob:
                 "blocks": tuple(d["blocks"]),
                 "slots": tuple(d["slots"]),
                 "researcher_lines": tuple(d.get("researcher_lines", ())),
+                "noise": tuple(d.get("noise", ())),
             }
         )
 
@@ -86,7 +90,7 @@ def main(argv: list[str]) -> int:
         return 0
     shape = program.Shape(job.patients, job.slots, job.bounds)
     text = program.site_input_text(sites, job.site, pop, bits, shape, job.lowering)
-    text += "".join(f"{line}\n" for line in job.researcher_lines)
+    text += "".join(f"{line}\n" for line in (*job.researcher_lines, *map(str, job.noise)))
     Path("Player-Data", f"Input-P{job.site}-0").write_text(text)
     os.execv(vm[0], vm)
     return 1  # not reached

@@ -48,7 +48,7 @@ def derived_bit_length(job: Job, query: Query) -> int:
     bit_length = max(widths + [8])
     field_bits = cost.field_bits_needed(query.root, job.bounds)
     if query.stats is not None:  # a revealed sum must not wrap: below half the field
-        largest = job.size * max(c.bound(job.slots[1]) for c in query.stats.columns(job.sites))
+        largest = job.size * query.stats.max_bound(job.slots[1])
         if job.noise is not None:  # and its noise: every party's share within 64 scales
             largest += len(mpc.parties) * 64 * math.ceil(max(map(Fraction, job.noise["scales"])))
         field_bits = max(field_bits, largest.bit_length() + 1)

@@ -54,7 +54,7 @@ import click
 from rich.console import Console
 
 from circuits.errors import InputError
-from harness.analysis import accuracy, headline, latency, metadata, stats, summary, tamper
+from harness.analysis import accuracy, dp_cost, headline, latency, metadata, stats, summary, tamper
 from harness.analysis.compare import load
 from harness.analysis.records import Record, measured
 from harness.analysis.stats import Cell, format_value
@@ -971,6 +971,8 @@ def html(
         tamper_head=tamper.TABLE_HEAD,
         tamper_rows=tamper.summary(records),
         tamper_legend=tamper.LEGEND,
+        dp_cost_head=dp_cost.TABLE_HEAD,
+        dp_cost_rows=dp_cost.rows(all_cells),
         errors=errors,
     )
 

@@ -128,7 +128,20 @@ def _inner(lanes, column):
 def reveal_sums(bit, columns, patients, noise=()):
     """The cohort's sum of every column, plus its noise, revealed to every party."""
     lanes = _lanes(bit, patients)
-    sums = [_inner(lanes, c) for c in columns]
+    _reveal_noised([_inner(lanes, c) for c in columns], noise)
+
+
+def input_site_sums(sites, k):
+    """Rows, summed where the data lives: each site's k sums over its own cohort."""
+    return [[sint.get_input_from(site) for _ in range(k)] for site in range(sites)]
+
+
+def reveal_site_sums(sums, by_site, noise=()):
+    """The sites' sums added (or each site's in turn, by_site), plus noise, to every party."""
+    _reveal_noised([s for own in sums for s in own] if by_site else [sum(c) for c in zip(*sums)], noise)
+
+
+def _reveal_noised(sums, noise):
     if noise:
         sums = [s + e for s, e in zip(sums, noise)]
     print_ln("STATS" + " %s" * len(sums), *(s.reveal() for s in sums))
