@@ -22,6 +22,7 @@ from typing import Literal, Union
 
 from circuits.codes import GENDERS, MAX_AGE, SMOKER_STATES, format_loinc
 
+SITE_MARK = "@site"  # a by-site release's sum name: the column's, then the site: n@site2
 CATEGORIES = {"gender": GENDERS, "smoker": SMOKER_STATES}  # and `site`: one code per site
 NUMERIC = ("age", "exams")
 MECHANISMS = ("discrete-gaussian", "discrete-laplace")
@@ -286,7 +287,7 @@ class Stats:
         names = [c.name for c in self.columns(sites)]
         if not self.by_site:
             return names
-        return [f"{n}@site{s}" for s in range(sites) for n in names]
+        return [f"{n}{SITE_MARK}{s}" for s in range(sites) for n in names]
 
     def to_plain(self) -> dict:
         """A canonical JSON-able form (the query's hash, the job handed to a party); no
@@ -309,6 +310,11 @@ class Stats:
                 **{**d["dp"], "weights": tuple((n, float(w)) for n, w in d["dp"].get("weights", ()))}
             )
         return Stats(aggregates, d["by_site"], dp, d["suppress_below"])
+
+
+def column_name(sum_name: str) -> str:
+    """The column a released sum is of (`sum_names` without the site)."""
+    return sum_name.split(SITE_MARK)[0]
 
 
 Value = Union[int, float, str, list, None]  # str: a suppressed count, "<k"

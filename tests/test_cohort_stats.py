@@ -532,7 +532,7 @@ def test_the_ledger_survives_a_kill_9_mid_sweep(tmp_path):
 # -- accuracy ---------------------------------------------------------------------------
 
 
-def _noise_record(epsilon: float, noise: int, scale: float) -> Record:
+def noise_record(epsilon: float, noise: int, scale: float) -> Record:
     return Record.from_json(
         {
             "config": "acc",
@@ -563,8 +563,8 @@ def test_accuracy_points_against_opendp():
     sampling error, and a noise twice as wide is not."""
     rng = np.random.default_rng(5)
     realised = 10.0 * math.sqrt(3 / 2)  # three shares of variance 100 / 2
-    recs = [_noise_record(1.0, int(round(x)), 10.0) for x in rng.normal(0, realised, 4000)]
-    recs += [_noise_record(2.0, int(round(x)), 10.0) for x in rng.normal(0, 2 * realised, 4000)]
+    recs = [noise_record(1.0, int(round(x)), 10.0) for x in rng.normal(0, realised, 4000)]
+    recs += [noise_record(2.0, int(round(x)), 10.0) for x in rng.normal(0, 2 * realised, 4000)]
     one, two = accuracy.points(recs)
     assert one.runs == 4000 and one.stated == pytest.approx(
         dp.discrete_gaussian_scale_to_accuracy(realised, 0.05)

@@ -19,8 +19,11 @@ from circuits.holdings import Holdings, Partition
 from circuits.ir import Output, Query
 from circuits.oracle import cohort, site_sums, stats_sums
 from circuits.stats import AGE, Aggregate, Attribute, Privacy, Stats, combine
+from harness.analysis import accuracy
+from harness.analysis.records import Record
 from harness.run.runner import CellRunner, noise_of
 from mp_spdz_vms import need_vm
+from test_cohort_stats import noise_record
 from test_mp_spdz_stats import learnt
 from test_sites import TREE, deployment, place, population, result_files, run_cell
 
@@ -199,3 +202,11 @@ def test_mp_spdz_stats_by_site_over_a_secure_cohort_is_unavailable(tmp_path):
         MpSpdzSpec(engine="mp-spdz", protocol="shamir", parties=3), q, pop, tmp_path, holdings
     )
     assert runner.cell is None and "local: auto" in str(runner.unavailable), runner.unavailable
+
+
+def test_by_site_noise_is_pooled_with_its_columns_scale():
+    """The accuracy analysis reads a by-site sum's scale from its column's (n@site1 -> n)."""
+    r = noise_record(1.0, 3, 4.0).to_json()
+    r["dp_error"] = {"n@site0": 3, "n@site1": -5}
+    (point,) = accuracy.points([Record.from_json(r)])
+    assert point.samples == 2 and point.scale == 4.0

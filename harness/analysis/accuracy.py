@@ -18,6 +18,7 @@ import numpy as np
 from rich.table import Table
 
 from circuits.privacy import stated_accuracy
+from circuits.stats import column_name
 from harness.analysis.records import Record
 
 ALPHA = 0.05
@@ -57,7 +58,7 @@ def _samples(records: list[Record]) -> list[_Sample]:
         d = r.dp
         engine = f"{r.engine}/{r.protocol}/{r.parties}p"
         for name, noise in r.dp_error.items():
-            key = (engine, d["mechanism"], d["epsilon"], d["scale"][name])
+            key = (engine, d["mechanism"], d["epsilon"], d["scale"][column_name(name)])
             out.append(_Sample(key, i, noise, d["parties"], d["honest_shares"]))
     return sorted(out, key=lambda s: s.key)
 
