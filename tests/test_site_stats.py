@@ -15,6 +15,7 @@ import math
 import pytest
 
 from backends.mp_spdz.engine import MpSpdzSpec
+from backends.mpyc.engine import MpycSpec
 from circuits.holdings import Holdings, Partition
 from circuits.ir import Output, Query
 from circuits.oracle import cohort, site_sums, stats_sums
@@ -210,3 +211,24 @@ def test_by_site_noise_is_pooled_with_its_columns_scale():
     r["dp_error"] = {"n@site0": 3, "n@site1": -5}
     (point,) = accuracy.points([Record.from_json(r)])
     assert point.samples == 2 and point.scale == 4.0
+
+
+@pytest.mark.parametrize("engine, protocol", [("mpyc", "shamir"), ("mp-spdz", "shamir")])
+def test_stats_with_private_criteria_equal_the_oracle(tmp_path, engine, protocol):
+    """The researcher (an extra party) inputs the criteria; the sites' sums over the secure
+    cohort are revealed to all four parties, the researcher too."""
+    if engine == "mp-spdz":
+        need_vm(protocol)
+    holdings, pop = _holdings("rows-round-robin", 3, "auto")
+    q = Query(TREE, Output.STATS, "sites", Stats(AGGREGATES))
+    spec = (MpycSpec if engine == "mpyc" else MpSpdzSpec)(
+        engine=engine, protocol=protocol, parties=4, criteria="private", researcher="extra"
+    )
+    runner = CellRunner(spec, q, pop, tmp_path, holdings)
+    try:
+        assert runner.cell is not None, runner.unavailable
+        outcome = runner.run("r0", 300)
+    finally:
+        runner.close()
+    assert outcome.correct, outcome.error
+    assert outcome.figures["stats"] == combine(q.stats, cohort(q, pop, holdings).sums, 3)
