@@ -153,14 +153,18 @@ def _plt():
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", bbox_inches="tight")
+    outside = [a for ax in fig.axes for a in (ax.get_legend(),) if a is not None and not a.get_in_layout()]
+    extra = [*fig.get_default_bbox_extra_artists(), *outside] if outside else None
+    fig.savefig(buf, format="png", bbox_inches="tight", bbox_extra_artists=extra)
     _plt().close(fig)
     return buf.getvalue()
 
 
 def _legend(ax, n: int) -> None:
+    """Past 8 entries, beside the axes and left out of the layout, so that the saved image
+    grows to hold it and the plot keeps its size."""
     if n > 8:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0).set_in_layout(False)
     elif n:
         ax.legend(loc="best")
 
@@ -175,7 +179,9 @@ def _log_axis(axis, which: str, ticks: list[float] | None = None) -> None:
     if ticks and len(ticks) <= 12:
         axis.set_ticks(ticks)
     else:
-        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        lo, hi = sorted(abs(v) or 1.0 for v in axis.get_data_interval())
+        wide = hi / lo > 1e3  # over 3 decades 1, 2, 5 would crowd: powers of 10 only
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0,) if wide else (1.0, 2.0, 5.0)))
     axis.set_major_formatter(plain)
     axis.set_minor_formatter(NullFormatter())
 
@@ -253,6 +259,7 @@ def _draw_time_vs_network(labels: list[str], series: list[list[Cell]]):
         "Wall time vs network profile (median, IQR)",
     )
     ax.set_xticks(range(len(profiles)), [label for _, label in profiles])
+    ax.set_xlim(-0.35, len(profiles) - 0.65)  # room for the outer ticks' two-line labels
     return fig
 
 
@@ -354,35 +361,46 @@ def fig_bytes_per_party(data: list[Cell]) -> Figure:
         f.skipped = "no run recorded bytes per party (the plain engine does not communicate)"
         return f
     chosen = sorted(largest.values(), key=lambda c: (c.config, c.engine_label, c.network_order))
+    f.png = _png(_draw_bytes_per_party(chosen))
+    return f
+
+
+def _draw_bytes_per_party(chosen: list[Cell]):
+    """Grouped bars, one per party; past 8 cells, horizontal, one readable label a row."""
     keys = [_series_key(c) for c in chosen]
     vary = _varying(keys)
-    width = 0.8 / max(len(c.bytes_by_party) for c in chosen)
+    most = max(len(c.bytes_by_party or ()) for c in chosen)
+    width = 0.8 / most
+    flat = len(chosen) > 8
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(min(12.0, max(6.0, 0.75 * len(chosen) + 3)), 4.8))
-    most = max(len(c.bytes_by_party) for c in chosen)
+    size = (12.0, 1.2 + 0.28 * len(chosen)) if flat else (max(6.0, 0.75 * len(chosen) + 3), 4.8)
+    fig, ax = plt.subplots(figsize=size)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for p in range(most):
-        xs = [
-            i + (p - (len(c.bytes_by_party) - 1) / 2) * width
+        at = [
+            i + (p - (len(c.bytes_by_party or ()) - 1) / 2) * width
             for i, c in enumerate(chosen)
-            if p < len(c.bytes_by_party)
+            if p < len(c.bytes_by_party or ())
         ]
-        ys = [c.bytes_by_party[p] / MB for c in chosen if p < len(c.bytes_by_party)]
-        ax.bar(xs, ys, width, label=f"party {p}", color=colours[p % len(colours)])
-    if len(chosen) > 8:  # one slanted line per bar
-        ticks = [", ".join(key[k] for k in vary) for key in keys]
-        ax.set_xticks(range(len(chosen)), ticks, fontsize=7, rotation=30, ha="right")
+        mb = [(c.bytes_by_party or ())[p] / MB for c in chosen if p < len(c.bytes_by_party or ())]
+        (ax.barh if flat else ax.bar)(at, mb, width, label=f"party {p}", color=colours[p % len(colours)])
+    value_axis = ax.xaxis if flat else ax.yaxis
+    if flat:
+        ax.set_yticks(range(len(chosen)), [", ".join(key[k] for k in vary) for key in keys], fontsize=7)
+        ax.invert_yaxis()  # the first cell on top
     else:
         ax.set_xticks(range(len(chosen)), ["\n".join(_two_lines(key[k]) for k in vary) for key in keys])
-    sent = [b for c in chosen for b in c.bytes_by_party if b]
+    sent = [b for c in chosen for b in c.bytes_by_party or () if b]
     if sent and max(sent) / min(sent) > 100:  # e.g. mascot's gigabytes beside replicated-ring's megabytes
-        _log_axis(ax.yaxis, "y")
-    ax.set_ylabel("data sent per run (MB, 10^6 bytes" + (", log scale)" if ax.get_yscale() == "log" else ")"))
-    ax.set_xlabel((", " if len(chosen) > 8 else " / ").join(vary))  # as the ticks name them
+        _log_axis(value_axis, "x" if flat else "y")
+    log = ", log scale)" if (ax.get_xscale() if flat else ax.get_yscale()) == "log" else ")"
+    value_axis.set_label_text("data sent per run (MB, 10^6 bytes" + log)
+    (ax.yaxis if flat else ax.xaxis).set_label_text(
+        (", " if flat else " / ").join(vary)
+    )  # as the ticks name them
     ax.set_title("Bytes sent per party")
     _legend(ax, most)
-    f.png = _png(fig)
-    return f
+    return fig
 
 
 @dataclass(frozen=True)
