@@ -65,9 +65,14 @@ class MheSpec(Spec):
         if holdings is PATIENT_HELD or holdings.partition is Partition.PATIENT:
             return None  # refused as a deployment (`sites_only`), not for its query
         plan = split(query, holdings)
-        if _unsupported(self, plan) is not None or plan.secure is None or plan.presum:
+        if _unsupported(self, plan) is not None:
             return None
-        return depth_problem(self.protocol, depth(plan.secure), self.ring_dimension)
+        return depth_problem(self.protocol, _depth(plan), self.ring_dimension)
+
+
+def _depth(plan: Split) -> int:
+    """The multiplicative depth the cell's circuit needs: none for a sum or nothing secure."""
+    return 0 if plan.secure is None or plan.presum else depth(plan.secure)
 
 
 def _unsupported(spec: MheSpec, plan: Split) -> str | None:
@@ -103,13 +108,8 @@ class MheCell:
         self.python = interpreter.find()
         if not self.python.ok:
             raise Unavailable(f"{spec.label}: {self.python.problem}; {interpreter.FIX}")
-        tree = self.split.secure is not None and not self.split.presum
         self.params = Params(
-            spec.protocol,
-            spec.parties,
-            depth(self.split.secure) if tree and self.split.secure is not None else 0,
-            plaintext_modulus(len(pop)),
-            spec.ring_dimension,
+            spec.protocol, spec.parties, _depth(self.split), plaintext_modulus(len(pop)), spec.ring_dimension
         )
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.query, self.holdings, self.blocks = query, holdings, list(blocks(holdings, len(pop)))
