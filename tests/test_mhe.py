@@ -23,19 +23,7 @@ from backends.mhe import interpreter
 from backends.mhe.engine import MheSpec
 from backends.mhe.params import FIXED, FLOODING, MAX_DEPTH, MODES, SMALL_MODULUS, depth, plaintext_modulus
 from circuits.holdings import Holdings, Partition
-from circuits.ir import (
-    AgeRange,
-    And,
-    ExamCount,
-    Gender,
-    HasCondition,
-    LocalBit,
-    Not,
-    Or,
-    Output,
-    Query,
-    Smoker,
-)
+from circuits.ir import And, LocalBit, Not, Or, Output, Query
 from circuits.locality import split
 from circuits.oracle import cohort
 from circuits.population import Padding, Population
@@ -44,23 +32,14 @@ from harness.analysis import records
 from harness.data import synthetic
 from harness.net.networks import PROFILES, Network, parse_network
 from harness.run.runner import LOOPBACK, CellRunner, Outcome
+from test_mp_spdz_sites import GROUPS, TREE
 from test_sites import reveals, sweep_config
 
 FOUND = interpreter.find()
 needs_mhe = pytest.mark.skipif(not FOUND.ok, reason=f"MHE engine unavailable: {FOUND.problem}")
 
-# Every criterion kind, across the three column groups (as in test_mp_spdz_sites.py):
-# under columns its secure remainder is an Or of two Ands of local bits, depth 2.
-TREE = Or(
-    (
-        And((Smoker(0), AgeRange(30, 70), ExamCount(57698, 1, 60))),
-        And((HasCondition((55822004, 38341003, 15777000)), Not(Gender(1)))),
-    )
-)
-GROUPS = {
-    3: {"demographics": 0, "conditions": 1, "exams": 2},
-    5: {"demographics": 1, "conditions": 3, "exams": 4},
-}
+# TREE: every criterion kind across the three column groups; under columns its secure
+# remainder is an Or of two Ands of local bits, depth 2.
 # What a party's result file holds: its answer, and figures that are not data.
 RESULT_KEYS = {"answer", "secure", "local_s", "bytes_sent", "engine_s", "peak_rss_kib"}
 RESULT_KEYS |= {"setup_s", "setup_bytes", "keys", "input_s", "input_bytes", "topology", "params"}

@@ -17,7 +17,7 @@ from circuits.holdings import Holdings, Partition
 from circuits.ir import AgeRange, And, Gender, Output, Query, Smoker
 from circuits.population import Padding
 from circuits.stats import Aggregate, Stats
-from conftest import REPO, run_cli
+from conftest import REPO, refused, run_cli
 from harness.data import synthetic
 from harness.run.runner import CellRunner
 
@@ -73,16 +73,8 @@ BAD = [
 @pytest.mark.parametrize("case", BAD, ids=lambda c: c[1] + ": " + c[2][:40])
 def test_one_clear_error_and_exit_2(tmp_path, monkeypatch, capsys, case, dry_run):
     body, field, says = case
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump(body))
-    out = tmp_path / "r.jsonl"
-    code, err = run_cli(monkeypatch, capsys, "run", cfg, "--out", out, *(["--dry-run"] if dry_run else []))
-    assert code == 2 and "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    said = " ".join(err.split())
-    assert len(errors) == 1 and str(cfg) in err.replace("\n", ""), err
-    assert f"{field}: " in said and says in said, err
-    assert not out.exists()
+    said = refused(monkeypatch, capsys, tmp_path, body, dry_run)
+    assert f"{field}: " in said and says in said, said
 
 
 def test_a_reachable_depth_is_accepted(tmp_path, monkeypatch, capsys):
