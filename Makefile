@@ -41,7 +41,7 @@ bench: install
 	$(eval STAMP := $(shell date +%Y%m%d-%H%M%S))
 	$(BIN)/cohortbench run configs/default.yaml --out $(RESULTS)/default-$(STAMP).jsonl
 	ln -sf default-$(STAMP).jsonl $(RESULTS)/default-latest.jsonl
-	@if $(BIN)/cohortbench doctor --quiet; then \
+	@if $(BIN)/cohortbench doctor --quiet --engine mp-spdz; then \
 	  $(BIN)/cohortbench run configs/bench-mp-spdz.yaml --out $(RESULTS)/bench-mp-spdz-$(STAMP).jsonl; \
 	else echo "MP-SPDZ not found: ran the MPyC grid only (see 'cohortbench doctor' for the fix)"; fi
 

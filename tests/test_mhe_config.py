@@ -136,12 +136,15 @@ def test_the_doctor_lists_the_interpreter(monkeypatch, capsys):
     assert finding["ok"] == found.ok
     if found.ok:
         assert f"openfhe {found.openfhe}" in finding["detail"] and str(found.path) in finding["detail"]
+    only = _doctor_findings(monkeypatch, capsys, "--engine", "mhe", engine=None)
+    assert {f["engine"] for f in only} == {"MHE", "TLS", "harness"}
 
 
-def _doctor_findings(monkeypatch, capsys) -> list[dict]:
+def _doctor_findings(monkeypatch, capsys, *argv: str, engine: str | None = "MHE") -> list[dict]:
+    """`cohortbench doctor --json ARGV`'s findings (of `engine`, None: all)."""
     from harness import cli
 
-    monkeypatch.setattr(sys, "argv", ["cohortbench", "doctor", "--json"])
+    monkeypatch.setattr(sys, "argv", ["cohortbench", "doctor", "--json", *argv])
     with pytest.raises(SystemExit):
         cli.main()
-    return [f for f in json.loads(capsys.readouterr().out) if f["engine"] == "MHE"]
+    return [f for f in json.loads(capsys.readouterr().out) if engine in (None, f["engine"])]
