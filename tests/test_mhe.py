@@ -144,6 +144,15 @@ def test_more_patients_than_slots(tmp_path):
 
 
 @needs_mhe
+def test_more_patients_than_the_small_plaintext_modulus(tmp_path):
+    """70,000 patients: a plaintext modulus above them (786,433), rows and columns."""
+    for partition in ("rows", "columns"):
+        outcome, *_ = run_cell(tmp_path / partition, "bfv", 3, partition, Output.COUNT, patients=70_000)
+        assert outcome.error is None and outcome.correct, outcome.error
+        assert outcome.figures["scheme_params"]["plaintext_modulus"] == plaintext_modulus(70_000) == 786433
+
+
+@needs_mhe
 def test_the_star_goes_through_the_relay(tmp_path):
     """On a relayed network party 0 alone talks to each site, and the relay carries exactly
     the bytes the parties counted."""
