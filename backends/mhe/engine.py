@@ -62,10 +62,10 @@ class MheSpec(Spec):
         return ring + (" keys=reuse" if self.keys == REUSE else "")
 
     def query_problem(self, query: Query, holdings: Holdings) -> tuple[str, str] | None:
-        if holdings is PATIENT_HELD or holdings.partition is Partition.PATIENT:
+        if holdings.partition is Partition.PATIENT:
             return None  # refused as a deployment (`sites_only`), not for its query
         plan = split(query, holdings)
-        if _unsupported(self, plan) is not None:
+        if _unsupported(plan) is not None:
             return None
         return depth_problem(self.protocol, _depth(plan), self.ring_dimension)
 
@@ -75,7 +75,7 @@ def _depth(plan: Split) -> int:
     return 0 if plan.secure is None or plan.presum else depth(plan.secure)
 
 
-def _unsupported(spec: MheSpec, plan: Split) -> str | None:
+def _unsupported(plan: Split) -> str | None:
     """What this first MHE engine does not lower yet (None: it runs the cell)."""
     query, holdings = plan.query, plan.holdings
     if query.stats is not None:
@@ -102,7 +102,7 @@ class MheCell:
             )
         self.spec, self.workdir = spec, workdir.resolve()
         self.split = split(query, holdings)
-        problem = _unsupported(spec, self.split)
+        problem = _unsupported(self.split)
         if problem:
             raise Unavailable(f"{spec.label}: {problem}")
         self.python = interpreter.find()

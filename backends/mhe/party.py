@@ -61,7 +61,7 @@ class Site:
 
     @property
     def patients(self) -> int:
-        """The patients in the secure arrays (columns: every patient, in one block)."""
+        """Under columns, every patient (the one block of the secure arrays)."""
         return self.job.blocks[0]
 
 
