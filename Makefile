@@ -1,7 +1,10 @@
 # cohortbench: `make bench` runs the main job, `make test` the tests.
 # Everything installs into .venv/ at the repo root; nothing is assumed pre-installed.
+# The MHE engine's parties run under .venv-mhe/ (CPython 3.12 or 3.10 with OpenFHE,
+# made by backends/mhe/make_venv.sh when such an interpreter is found).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
+MHE_VENV := .venv-mhe
 BIN := $(VENV)/bin
 RESULTS ?= results
 
@@ -11,13 +14,17 @@ REPORT_INPUTS ?= $(RESULTS)/default-latest.jsonl
 
 .PHONY: install lint test bench bench-ci bench-micro baseline report clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(MHE_VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
+
+# Made only where an interpreter runs OpenFHE; elsewhere each `make install` looks again.
+$(MHE_VENV)/.installed: backends/mhe/make_venv.sh
+	backends/mhe/make_venv.sh $(MHE_VENV) && if [ -x $(MHE_VENV)/bin/python ]; then touch $@; fi
 
 # ruff (lint and format) on the whole tree, mypy on the IR and the engines.
 lint: install
@@ -34,7 +41,7 @@ bench: install
 	$(eval STAMP := $(shell date +%Y%m%d-%H%M%S))
 	$(BIN)/cohortbench run configs/default.yaml --out $(RESULTS)/default-$(STAMP).jsonl
 	ln -sf default-$(STAMP).jsonl $(RESULTS)/default-latest.jsonl
-	@if $(BIN)/cohortbench doctor --quiet; then \
+	@if $(BIN)/cohortbench doctor --quiet --engine mp-spdz; then \
 	  $(BIN)/cohortbench run configs/bench-mp-spdz.yaml --out $(RESULTS)/bench-mp-spdz-$(STAMP).jsonl; \
 	else echo "MP-SPDZ not found: ran the MPyC grid only (see 'cohortbench doctor' for the fix)"; fi
 
@@ -66,4 +73,4 @@ report: install
 	$(BIN)/cohortbench report $(REPORT_INPUTS) --out $(RESULTS)/report
 
 clean:
-	rm -rf $(VENV) $(RESULTS) .pytest_cache .benchmarks *.egg-info
+	rm -rf $(VENV) $(MHE_VENV) $(RESULTS) .pytest_cache .benchmarks *.egg-info

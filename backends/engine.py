@@ -43,12 +43,13 @@ class ProtocolFacts:
     name: str
     security: str  # semi-honest | malicious | none
     majority: str  # honest | dishonest | none (of the parties)
-    domain: str  # field | ring | plaintext
+    domain: str  # field | ring | plaintext | rlwe (lattice ciphertexts: homomorphic encryption)
     min_parties: int
     max_parties: int
     tls: bool = False  # links encrypted unless a cell sets ssl: false
     too_few: str = ""  # why fewer than min_parties cannot run it, for the error message
     private_criteria: bool = False  # takes the criteria as a researcher party's secret input
+    sites_only: bool = False  # runs only where sites hold the data (a deployment with a partition)
 
     @property
     def default_parties(self) -> int:
@@ -173,6 +174,11 @@ class Spec(BaseModel):
         """The engine's own options, for a cell's label (e.g. " binary")."""
         return ""
 
+    def query_problem(self, query: Query, holdings: Holdings) -> tuple[str, str] | None:
+        """None when this engine setting can run `query` over `holdings` (checked when the
+        config loads); else the problem and its fix."""
+        return None
+
     @property
     def label(self) -> str:
         extra = f" l={self.bit_length}" if self.bit_length else ""
@@ -234,6 +240,14 @@ class Figures:
     input_s: list[float | None] | None = None
     input_bytes_by_party: list[int | None] | None = None
     dp: dict | None = None  # a stats query with dp: the noise and the privacy spent (`circuits.privacy`)
+    # A setup phase apart from the query (MHE's collective key generation): its time (the
+    # slowest party's), the bytes every party sent in it, whether the run made its keys or
+    # reused a previous run's, the parties' topology and the scheme's parameters
+    setup_s: float | None = None
+    setup_bytes: int | None = None
+    keys: str | None = None
+    topology: str | None = None
+    scheme_params: dict | None = None
 
     @property
     def bytes_sent(self) -> int | None:

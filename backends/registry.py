@@ -18,6 +18,7 @@ BUILT_IN = {
     "mpyc": "backends.mpyc.engine:ENGINE",
     "mp-spdz": "backends.mp_spdz.engine:ENGINE",
     "plain": "backends.plain.engine:ENGINE",
+    "mhe": "backends.mhe.engine:ENGINE",
 }
 ENV = "COHORTBENCH_ENGINES"
 

@@ -47,9 +47,11 @@ def _tools() -> list[Finding]:
     ]
 
 
-def diagnose() -> list[Finding]:
-    """Everything the doctor checks: each engine's own findings, then the tools."""
-    return [f for engine in registry.engines().values() for f in engine.doctor()] + _tools()
+def diagnose(engine: str | None = None) -> list[Finding]:
+    """Everything the doctor checks: each engine's own findings (or only `engine`'s), then
+    the tools."""
+    engines = [registry.get(engine)] if engine else list(registry.engines().values())
+    return [f for e in engines for f in e.doctor()] + _tools()
 
 
 @click.command("doctor")
@@ -62,11 +64,18 @@ def diagnose() -> list[Finding]:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @click.option("--quiet", is_flag=True, help="Print nothing; exit 0 only if everything is found.")
-def command(home: Path | None, as_json: bool, quiet: bool) -> None:
-    """List the MPC engines found (MPyC, MP-SPDZ and its VMs) and how to fix missing ones."""
+@click.option(
+    "--engine",
+    type=click.Choice(sorted(registry.locations())),
+    default=None,
+    help="Check this engine only (and the tools), e.g. mp-spdz.",
+)
+def command(home: Path | None, as_json: bool, quiet: bool, engine: str | None) -> None:
+    """List the engines found (MPyC, MP-SPDZ and its VMs, the MHE interpreter) and how to
+    fix missing ones."""
     if home is not None:
         os.environ["MP_SPDZ_HOME"] = str(home)
-    findings = diagnose()
+    findings = diagnose(engine)
     if quiet:
         pass
     elif as_json:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from circuits.population import Padding, Patient, encode
 
@@ -80,6 +81,20 @@ def run_cli(monkeypatch, capsys, *argv: object) -> tuple[int, str]:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     return code, capsys.readouterr().err
+
+
+def refused(monkeypatch, capsys, tmp_path: Path, body: dict, dry_run: bool) -> str:
+    """`cohortbench run` (or its dry run) of the config `body`, which must be refused before
+    any run: exit 2, one error line naming the file, no traceback.  The error, on one line."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(body))
+    out = tmp_path / "r.jsonl"
+    code, err = run_cli(monkeypatch, capsys, "run", cfg, "--out", out, *(["--dry-run"] if dry_run else []))
+    assert code == 2 and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(cfg) in err.replace("\n", ""), err
+    assert not out.exists()  # refused before any run
+    return " ".join(err.split())
 
 
 def run_cli_sweep(cfg: Path, out: Path) -> Path:

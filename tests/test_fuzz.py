@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from conftest import REPO
+from test_mhe_config import BAD as MHE_BAD
 from harness import cli
 
 SEED = 20261123
@@ -98,6 +99,7 @@ BAD_CONFIGS = [  # each one clear error naming its field, as (config, what it sa
         "engines[0].researcher: 5 is not a party of 3 (0 to 2)",
     ),
 ]
+BAD_CONFIGS += [(config, says) for config, _, says in MHE_BAD]  # MHE cells (issue 17)
 BUNDLE = {
     "resourceType": "Bundle",
     "type": "collection",

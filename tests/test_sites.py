@@ -23,7 +23,7 @@ from circuits.ir import AgeRange, And, ExamCount, Gender, HasCondition, Not, Or,
 from circuits.locality import split
 from circuits.oracle import Cohort, cohort
 from circuits.population import ARRAYS, Padding, Population
-from conftest import REPO, cli_run, run_cli
+from conftest import REPO, cli_run, refused, run_cli
 from mp_spdz_vms import need_vm
 from test_mp_spdz_sites import expected_lines, printed
 from harness.analysis import records
@@ -486,16 +486,8 @@ def test_count_by_site_needs_rows(tmp_path, monkeypatch, capsys, queries, deploy
     }
     if deployments is not None:
         body["deployments"] = deployments
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump(body))
-    out = tmp_path / "r.jsonl"
-    code, err = run_cli(monkeypatch, capsys, "run", cfg, "--out", out, *(["--dry-run"] if dry_run else []))
-    assert code == 2 and "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    said = " ".join(err.split())
-    assert len(errors) == 1 and str(cfg) in err.replace("\n", ""), err
-    assert f"{field}: count_by_site needs sites holding rows, but {says}" in said, err
-    assert not out.exists()  # refused before any run
+    said = refused(monkeypatch, capsys, tmp_path, body, dry_run)
+    assert f"{field}: count_by_site needs sites holding rows, but {says}" in said, said
 
 
 def test_count_by_site_under_rows_is_accepted(tmp_path, monkeypatch, capsys):

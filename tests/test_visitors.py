@@ -43,6 +43,8 @@ EXAMPLES = {
 }
 EXAMPLE_IDS = [kind.__name__ for kind in EXAMPLES]
 MP_SPDZ_ONLY = {"Compiler"}  # MP-SPDZ's own compiler package, on the path only where it is installed
+MHE_PARTIES_ONLY = {"openfhe"}  # imported by the MHE parties, under their own interpreter (.venv-mhe)
+ELSEWHERE = ModuleType("imported under the MHE parties' interpreter only")
 
 
 def _import(name: str) -> ModuleType | None:
@@ -51,6 +53,8 @@ def _import(name: str) -> ModuleType | None:
     except ModuleNotFoundError as e:
         if e.name in MP_SPDZ_ONLY:
             return None
+        if e.name in MHE_PARTIES_ONLY and name.startswith("backends.mhe."):
+            return ELSEWHERE
         raise
 
 

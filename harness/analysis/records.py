@@ -127,6 +127,11 @@ class Record(Mapping[str, Any]):
     dp_error: dict[str, Any] | None = None  # dp, budget unlimited only: each released sum's noise
     criteria: str = "public"  # the criteria's constants: `public`, or `private` (a researcher's input)
     researcher: int | None = None  # private: the party that input them
+    setup_s: float | None = None  # MHE: the key generation's time (the slowest party's; 0: reused)
+    setup_bytes: int | None = None  # MHE: bytes all parties sent in it (engine's count; 0: reused)
+    keys: str | None = None  # MHE: `generated` by this run, or `reused` from the cell's first run
+    topology: str | None = None  # MHE: how the parties' messages travel, `star` (to party 0)
+    scheme_params: dict[str, Any] | None = None  # MHE: ring dimension, modulus bits, depth, plaintext modulus
     unknown: dict[str, Any] = field(default_factory=dict, repr=False, metadata={"json": False})
 
     @classmethod

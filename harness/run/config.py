@@ -24,6 +24,7 @@ from backends.engine import Spec
 from circuits import secret
 from circuits.cost import DataBounds
 from circuits.errors import InputError, did_you_mean, from_pydantic
+from circuits.holdings import PATIENT_HELD
 from circuits.ir import Output, Query
 from circuits.population import EXACT, Padding, Population
 from circuits.queryfile import load_query, parse_query, read_structured
@@ -337,7 +338,9 @@ def load_experiment(path: Path, overrides: Overrides = Overrides()) -> Experimen
         final = overrides.apply(data, written) if given else data
         config = _validate(final, source) if given else written
         exp = _resolve(path, config, _hash(written), given)
-        return replace(exp, engines_at=_engines_at(source, config, final["engines"]))
+        exp = replace(exp, engines_at=_engines_at(source, config, final["engines"]))
+        _queries_fit(source, exp)
+        return exp
     except InputError as e:
         key = re.split(r"[.\[: ]", e.location or e.problem)[0]  # a model check names it first
         if key in given and e.source == source:
@@ -352,6 +355,7 @@ def _engines_at(source: str, config: Config, entries: list) -> tuple[tuple[Spec,
     out = []
     for j, dep in enumerate(config.deployments):
         if isinstance(dep, str):
+            _no_sites_needed(source, config, j)
             out.append(tuple(config.engines))
             continue
         specs = []
@@ -382,6 +386,33 @@ def _engines_at(source: str, config: Config, entries: list) -> tuple[tuple[Spec,
                 ) from None
         out.append(tuple(specs))
     return tuple(out)
+
+
+def _no_sites_needed(source: str, config: Config, j: int) -> None:
+    """Under the patient deployment `deployments[j]`, no engine that runs only with sites."""
+    for i, e in enumerate(config.engines):
+        if e.facts.sites_only:
+            raise InputError(
+                source,
+                f"deployments[{j}]",
+                f"engines[{i}] ({e.label}) runs only where sites hold the data, but deployments[{j}] "
+                "is patient (party 0 holds every record): it needs a partition",
+                "give a deployment such as {sites: 3, partition: rows}, or drop patient from deployments",
+            )
+
+
+def _queries_fit(source: str, exp: Experiment) -> None:
+    """Every engine setting can run every query under each deployment (`Spec.query_problem`)."""
+    for j, (dep, specs) in enumerate(zip(exp.config.deployments, exp.engines_at)):
+        holdings = PATIENT_HELD if isinstance(dep, str) else dep.holdings()
+        for i, spec in enumerate(specs):
+            for k, query in enumerate(exp.queries):
+                found = spec.query_problem(query, holdings)
+                if found is not None:
+                    where = "query" if exp.config.query is not None else f"queries[{k}]"
+                    problem, fix = found
+                    said = f"{spec.label} on {where} under deployments[{j}]: {problem}"
+                    raise InputError(source, f"engines[{i}]", said, fix)
 
 
 def _source(path: Path, config: Config, where: str, spec: str | SitePopulations) -> Source:

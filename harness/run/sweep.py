@@ -511,7 +511,19 @@ def _record(
             **(privacy or {}),
             **{
                 k: f.get(k)
-                for k in ("local_s", "input_s", "input_bytes_by_party", "count_by_site", "stats", "dp")
+                for k in (
+                    "local_s",
+                    "input_s",
+                    "input_bytes_by_party",
+                    "count_by_site",
+                    "stats",
+                    "dp",
+                    "setup_s",
+                    "setup_bytes",
+                    "keys",
+                    "topology",
+                    "scheme_params",
+                )
             },
         }
     )

@@ -1,0 +1,1 @@
+"""Multiparty homomorphic encryption: OpenFHE threshold BFV, one party process per site."""
