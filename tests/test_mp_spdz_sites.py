@@ -27,6 +27,7 @@ from circuits.sitedata import blocks
 from harness.data import synthetic
 from harness.run.runner import CellRunner
 from mp_spdz_vms import need_compiler, need_vm
+from test_mp_spdz_stats import run_cell
 
 # Every criterion kind, across the three column groups (as in test_sites.py).
 TREE = Or(
@@ -77,12 +78,7 @@ def run_and_check(protocol: str, sites: int, partition: str, local: bool, output
     query = Query(TREE, output)
     holdings = holdings_of(partition, sites, local, len(pop))
     spec = MpSpdzSpec(engine="mp-spdz", protocol=protocol, parties=sites)
-    runner = CellRunner(spec, query, pop, tmp, holdings)
-    try:
-        assert runner.cell is not None, runner.unavailable
-        outcome = runner.run("r0", 240)
-    finally:
-        runner.close()
+    outcome, _ = run_cell(spec, query, pop, tmp, holdings)
     assert outcome.error is None and outcome.correct, outcome.error
     expected = cohort(query, pop)
     learnt = expected.learnt(output, holdings, sites)

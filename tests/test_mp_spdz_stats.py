@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 
 from backends.mp_spdz import program, protocols
 from backends.mp_spdz.compile import CompileOptions, compile_flags, compile_program
-from backends.engine import Unavailable
+from backends.engine import Spec, Unavailable
 from backends.mp_spdz.engine import MpSpdzCell, MpSpdzSpec
+from circuits.holdings import PATIENT_HELD, Holdings
 from circuits.ir import AgeRange, Output, Query
 from circuits.oracle import cohort
 from circuits.population import Padding, encode
@@ -62,9 +63,9 @@ def edges():
     return encode(PEOPLE, Padding(2, 3))
 
 
-def run_cell(spec: MpSpdzSpec, query: Query, pop, workdir: Path):
+def run_cell(spec: Spec, query: Query, pop, workdir: Path, holdings: Holdings = PATIENT_HELD):
     """One run of a cell through the harness's runner: its outcome and its run directory."""
-    runner = CellRunner(spec, query, pop, workdir)
+    runner = CellRunner(spec, query, pop, workdir, holdings)
     try:
         assert runner.cell is not None, runner.unavailable
         return runner.run("r0", 300), workdir / "r0"

@@ -26,6 +26,7 @@ from harness.run.runner import CellRunner, noise_of
 from mp_spdz_vms import need_vm
 from test_cohort_stats import noise_record
 from test_mp_spdz_stats import learnt
+from test_mp_spdz_stats import run_cell as run_spdz_cell
 from test_sites import TREE, deployment, place, population, result_files, run_cell
 
 SITE = Attribute("site")
@@ -158,14 +159,8 @@ def test_mp_spdz_stats_under_sites_equal_the_oracle(tmp_path, protocol, name, si
     holdings, pop = _holdings(name, sites, local)
     q = Query(TREE, Output.STATS, "sites", stats)
     expected = cohort(q, pop, holdings)
-    runner = CellRunner(
-        MpSpdzSpec(engine="mp-spdz", protocol=protocol, parties=sites), q, pop, tmp_path, holdings
-    )
-    try:
-        assert runner.cell is not None, runner.unavailable
-        outcome = runner.run("r0", 300)
-    finally:
-        runner.close()
+    spec = MpSpdzSpec(engine="mp-spdz", protocol=protocol, parties=sites)
+    outcome, _ = run_spdz_cell(spec, q, pop, tmp_path, holdings)
     assert outcome.correct, outcome.error
     assert outcome.figures["stats"] == combine(stats, expected.sums, sites)
     assert learnt(tmp_path / "r0", sites) == [list(expected.sums)] * sites
@@ -179,13 +174,9 @@ def test_mp_spdz_noisy_stats_by_site_are_noised_per_site(tmp_path, monkeypatch):
     stats = Stats((Aggregate("count"), Aggregate("histogram", (SITE,))), by_site=True, dp=Privacy(1.0, 1e-6))
     holdings, pop = _holdings("rows-random", 3, "auto")
     q = Query(TREE, Output.STATS, "sites", stats)
-    runner = CellRunner(
+    outcome, _ = run_spdz_cell(
         MpSpdzSpec(engine="mp-spdz", protocol="shamir", parties=3), q, pop, tmp_path, holdings
     )
-    try:
-        outcome = runner.run("r0", 300)
-    finally:
-        runner.close()
     assert outcome.correct, outcome.error
     assert len(outcome.figures["dp_error"]) == 3 * 4  # n and 3 site bins, at each of 3 sites
     (released,) = {tuple(r) for r in learnt(tmp_path / "r0", 3)}
@@ -224,11 +215,6 @@ def test_stats_with_private_criteria_equal_the_oracle(tmp_path, engine, protocol
     spec = (MpycSpec if engine == "mpyc" else MpSpdzSpec)(
         engine=engine, protocol=protocol, parties=4, criteria="private", researcher="extra"
     )
-    runner = CellRunner(spec, q, pop, tmp_path, holdings)
-    try:
-        assert runner.cell is not None, runner.unavailable
-        outcome = runner.run("r0", 300)
-    finally:
-        runner.close()
+    outcome, _ = run_spdz_cell(spec, q, pop, tmp_path, holdings)
     assert outcome.correct, outcome.error
     assert outcome.figures["stats"] == combine(q.stats, cohort(q, pop, holdings).sums, 3)
