@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+import math
 import random
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
 LAPLACE, GAUSSIAN = "discrete-laplace", "discrete-gaussian"
+SCALES_BOUND = 64  # a party's noise share beyond this many scales has probability below 1e-27
 DEBUG = "COHORTBENCH_DEBUG_NOISE"  # =1, tests only: each party's shares also written beside its result
 
 
@@ -94,6 +96,11 @@ def draw(mechanism: str, scales: Sequence[Fraction | str], honest: int) -> list[
     """One party's fresh shares of a release's sums, from the system's CSPRNG."""
     rng = random.SystemRandom()
     return [share(mechanism, Fraction(s), honest, rng) for s in scales]
+
+
+def bound(scales: Sequence[Fraction | str], parties: int) -> int:
+    """A bound on the total noise of a sum: every party's share within SCALES_BOUND scales."""
+    return parties * SCALES_BOUND * math.ceil(max((Fraction(s) for s in scales), default=Fraction(0)))
 
 
 def keep_for_tests(directory: Path, pid: int, shares: list[int]) -> None:

@@ -62,6 +62,16 @@ class Plan:
         by_column = {c: r.scale for r in self.releases for c in r.columns}
         return [by_column[c] for c in columns]
 
+    def job(self, stats: Stats, sites: int) -> dict:
+        """What a party needs to draw its shares: the mechanism, each released sum's scale
+        (as "p/q", in `Stats.released` order) and the honest shares."""
+        scales = self.scales(stats.released(sites))
+        return {
+            "mechanism": self.privacy.mechanism,
+            "scales": [str(s) for s in scales],
+            "honest": self.honest,
+        }
+
     def record(self) -> dict:
         """The record's `dp` field."""
         return {

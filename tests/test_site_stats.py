@@ -14,6 +14,7 @@ import math
 
 import pytest
 
+from backends.mhe.engine import MheSpec
 from backends.mp_spdz.engine import MpSpdzSpec
 from backends.mpyc.engine import MpycSpec
 from circuits.holdings import Holdings, Partition
@@ -25,8 +26,9 @@ from harness.analysis.records import Record
 from harness.run.runner import CellRunner, noise_of
 from mp_spdz_vms import need_vm
 from test_cohort_stats import noise_record
+from test_mhe import needs_mhe
 from test_mp_spdz_stats import learnt
-from test_mp_spdz_stats import run_cell as run_spdz_cell
+from test_mp_spdz_stats import run_cell as run_once
 from test_sites import TREE, deployment, place, population, result_files, run_cell
 
 SITE = Attribute("site")
@@ -160,7 +162,7 @@ def test_mp_spdz_stats_under_sites_equal_the_oracle(tmp_path, protocol, name, si
     q = Query(TREE, Output.STATS, "sites", stats)
     expected = cohort(q, pop, holdings)
     spec = MpSpdzSpec(engine="mp-spdz", protocol=protocol, parties=sites)
-    outcome, _ = run_spdz_cell(spec, q, pop, tmp_path, holdings)
+    outcome, _ = run_once(spec, q, pop, tmp_path, holdings)
     assert outcome.correct, outcome.error
     assert outcome.figures["stats"] == combine(stats, expected.sums, sites)
     assert learnt(tmp_path / "r0", sites) == [list(expected.sums)] * sites
@@ -174,7 +176,7 @@ def test_mp_spdz_noisy_stats_by_site_are_noised_per_site(tmp_path, monkeypatch):
     stats = Stats((Aggregate("count"), Aggregate("histogram", (SITE,))), by_site=True, dp=Privacy(1.0, 1e-6))
     holdings, pop = _holdings("rows-random", 3, "auto")
     q = Query(TREE, Output.STATS, "sites", stats)
-    outcome, _ = run_spdz_cell(
+    outcome, _ = run_once(
         MpSpdzSpec(engine="mp-spdz", protocol="shamir", parties=3), q, pop, tmp_path, holdings
     )
     assert outcome.correct, outcome.error
@@ -215,6 +217,55 @@ def test_stats_with_private_criteria_equal_the_oracle(tmp_path, engine, protocol
     spec = (MpycSpec if engine == "mpyc" else MpSpdzSpec)(
         engine=engine, protocol=protocol, parties=4, criteria="private", researcher="extra"
     )
-    outcome, _ = run_spdz_cell(spec, q, pop, tmp_path, holdings)
+    outcome, _ = run_once(spec, q, pop, tmp_path, holdings)
     assert outcome.correct, outcome.error
     assert outcome.figures["stats"] == combine(q.stats, cohort(q, pop, holdings).sums, 3)
+
+
+MHE_CASES = [
+    ("bfv", "rows-random", 3, TOTAL),
+    ("bfv", "rows-round-robin", 5, BY_SITE),
+    ("bfv-flood", "rows-random", 3, BY_SITE),
+]
+
+
+@needs_mhe
+@pytest.mark.parametrize(
+    "protocol, name, sites, stats",
+    MHE_CASES,
+    ids=[f"{c[0]}-{c[1]}-{c[2]}-{'by' if c[3].by_site else 'all'}" for c in MHE_CASES],
+)
+def test_mhe_stats_under_rows_equal_the_oracle(tmp_path, protocol, name, sites, stats):
+    """Each site encrypts its own sums; the decrypted slots, every party's answer, are the
+    oracle's sums (signed slots, by site in turn)."""
+    holdings, pop = _holdings(name, sites, "auto")
+    q = Query(TREE, Output.STATS, "sites", stats)
+    outcome, run_dir = run_once(
+        MheSpec(engine="mhe", protocol=protocol, parties=sites), q, pop, tmp_path, holdings
+    )
+    assert outcome.correct, outcome.error
+    expected = cohort(q, pop, holdings)
+    assert outcome.figures["stats"] == combine(stats, expected.sums, sites)
+    answers = [json.loads((run_dir / f"result-{p}.json").read_text())["answer"] for p in range(sites)]
+    assert answers == [list(expected.sums)] * sites
+
+
+@needs_mhe
+def test_mhe_noisy_stats_by_site_minus_the_shares_are_exact(tmp_path, monkeypatch):
+    """With dp every party adds its encrypted noise shares; in the tests' debug path each
+    also writes them, and the decrypted release minus them is the oracle's sums."""
+    monkeypatch.setenv("COHORTBENCH_DEBUG_NOISE", "1")
+    stats = Stats(
+        (Aggregate("count"), Aggregate("mean", (AGE,)), Aggregate("histogram", (SITE,))),
+        by_site=True,
+        dp=Privacy(1.0, 1e-6),
+    )
+    holdings, pop = _holdings("rows-random", 3, "auto")
+    q = Query(TREE, Output.STATS, "sites", stats)
+    outcome, run_dir = run_once(MheSpec(engine="mhe", protocol="bfv", parties=3), q, pop, tmp_path, holdings)
+    assert outcome.correct, outcome.error
+    assert outcome.figures["dp"]["honest_shares"] == 1  # n-out-of-n: one party's share suffices
+    released = json.loads((run_dir / "result-0.json").read_text())["answer"]
+    shares = [json.loads((run_dir / f"noise-{p}.json").read_text()) for p in range(3)]
+    noise_free = [r - sum(s) for r, *s in zip(released, *shares)]
+    assert noise_free == list(cohort(q, pop, holdings).sums) != released

@@ -24,6 +24,7 @@ from backends.engine import OutputError, Party, Preparation, ProtocolFacts, Spec
 from backends.mhe import interpreter
 from backends.mhe.job import Job, keys_saved
 from backends.mhe.params import MODES, Params, depth, depth_problem, plaintext_modulus
+from circuits import noise, privacy
 from circuits.holdings import PATIENT_HELD, Holdings, Partition
 from circuits.ir import Output, Query, to_wire
 from circuits.locality import Split, split
@@ -78,8 +79,8 @@ def _depth(plan: Split) -> int:
 def _unsupported(plan: Split) -> str | None:
     """What this first MHE engine does not lower yet (None: it runs the cell)."""
     query, holdings = plan.query, plan.holdings
-    if query.stats is not None:
-        return "stats outputs are not lowered to BFV yet; use output count or count_by_site"
+    if query.stats is not None and not plan.presum:
+        return "stats are lowered under rows with local: auto and public criteria only (each site's own sums)"
     if not holdings.local:
         return (
             "local: off needs comparisons on encrypted raw columns, which this engine does not "
@@ -108,8 +109,13 @@ class MheCell:
         self.python = interpreter.find()
         if not self.python.ok:
             raise Unavailable(f"{spec.label}: {self.python.problem}; {interpreter.FIX}")
+        self.dp = _noise_plan(spec, query, pop, holdings.sites)
+        self.noise = (
+            None if self.dp is None or query.stats is None else self.dp.job(query.stats, holdings.sites)
+        )
+        largest = len(pop) if query.stats is None else 2 * self._sum_bound(query, pop) + 1
         self.params = Params(
-            spec.protocol, spec.parties, _depth(self.split), plaintext_modulus(len(pop)), spec.ring_dimension
+            spec.protocol, spec.parties, _depth(self.split), plaintext_modulus(largest), spec.ring_dimension
         )
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.query, self.holdings, self.blocks = query, holdings, list(blocks(holdings, len(pop)))
@@ -117,6 +123,12 @@ class MheCell:
         self.slots = pop.slots
         self.kept_keys = self.workdir / "keys"
         self.preparation = Preparation()
+
+    def _sum_bound(self, query: Query, pop: Population) -> int:
+        """The largest |sum| a stats query releases, with its noise: the slots must hold it signed."""
+        assert query.stats is not None
+        spread = 0 if self.noise is None else noise.bound(self.noise["scales"], self.spec.parties)
+        return len(pop) * query.stats.max_bound(pop.slots[1]) + spread
 
     def plan(self, run_dir: Path, links: Links, traced: bool) -> list[Party]:
         keys_dir = self.kept_keys if self.spec.keys == REUSE else run_dir / "keys"
@@ -133,6 +145,7 @@ class MheCell:
             str(run_dir),
             links.host,
             [list(view) for view in links.views],
+            self.noise,
         )
         job_path = run_dir / "job.json"
         job.write(job_path)
@@ -155,6 +168,7 @@ class MheCell:
             keys=secure[0]["keys"] if secure else None,
             topology=secure[0]["topology"] if secure else None,
             scheme_params=secure[0]["params"] if secure else None,
+            dp=None if self.dp is None else self.dp.record(),
         )
 
     def finish(self, run_dir: Path) -> None:
@@ -166,6 +180,14 @@ class MheCell:
         shutil.rmtree(self.kept_keys, ignore_errors=True)
         for path in self.site_paths:
             path.unlink(missing_ok=True)
+
+
+def _noise_plan(spec: MheSpec, query: Query, pop: Population, sites: int) -> privacy.Plan | None:
+    """A stats query with dp: the noise of each sum; n-out-of-n decryption tolerates n - 1
+    colluding parties, so one party's share makes up the whole noise."""
+    if query.stats is None or query.stats.dp is None:
+        return None
+    return privacy.for_protocol(query.stats, pop.slots[1], spec.parties, spec.facts.majority, sites)
 
 
 def _report(path: Path, pid: int) -> dict:

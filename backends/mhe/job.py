@@ -32,6 +32,9 @@ class Job:
     result_dir: str  # party i writes result-<i>.json
     host: str
     views: list[list[int]]  # views[i][j]: the port party i uses for party j (links.views)
+    # A stats query with dp: the mechanism, each released sum's noise scale ("p/q") and the
+    # shares that make up the whole noise (`circuits.privacy.Plan`); every party adds its own.
+    noise: dict | None = None
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))

@@ -12,6 +12,10 @@ reveals:
 * rows, `count`: each site puts its own count (`Split.presum`) in slot 0, zeros
   elsewhere; the sum's slot 0 is the total, every other slot 0.
 * rows, `count_by_site`: site i puts its count in slot i.
+* rows, `stats`: each site puts its own K sums over its own cohort
+  (`circuits.oracle.site_sums`) in slots 0..K-1 (`by_site`: site i in slots iK..iK+K-1),
+  plus, with dp, its own shares of every released sum's noise (`circuits.noise`): the
+  decrypted slots are the released sums, signed (a slot above t/2 is negative).
 * columns, `count`: the remainder's bits, one slot per patient, plus every party's
   zero-sum mask (uniform slots adding up to 0 modulo t, drawn from the OS's CSPRNG):
   the decrypted slots are uniform given their sum, which is the count plus the
@@ -41,7 +45,8 @@ from backends.mhe.keygen import Keys
 from circuits.holdings import Holdings, Partition
 from circuits.ir import Output, Query, from_wire
 from circuits.locality import Split, split
-from circuits.oracle import Oracle
+from circuits import noise
+from circuits.oracle import Oracle, site_sums
 from circuits.population import Population
 from circuits.sitedata import holding, read_site_population
 
@@ -54,6 +59,7 @@ class Site:
     pid: int
     plan: Split
     bits: np.ndarray  # (patients it holds, its local parts)
+    pop: Population  # its own data
 
     @property
     def query(self) -> Query:
@@ -109,6 +115,8 @@ def plaintexts(site: Site, slots: int) -> list[list[int]]:
     """The slot vectors this party encrypts: under rows its count (slot 0, or its own
     slot for count_by_site); under columns each of its local parts' bits, block by
     block, then its zero-sum mask, block by block."""
+    if site.plan.presum and site.query.stats is not None:
+        return [stats_slots(site)]
     if site.plan.presum:
         count = int(site.bits[:, 0].sum())
         at = site.pid if site.query.output is Output.COUNT_BY_SITE else 0
@@ -120,6 +128,21 @@ def plaintexts(site: Site, slots: int) -> list[list[int]]:
         out += [padded[b * slots : (b + 1) * slots].tolist() for b in range(n)]
     mask = zero_sum_mask(n * slots, site.job.scheme.plaintext_modulus)
     return out + [mask[b * slots : (b + 1) * slots] for b in range(n)]
+
+
+def stats_slots(site: Site) -> list[int]:
+    """A site's stats input: its own sums at its offset, plus its noise shares (mod t)."""
+    stats, sites, t = site.query.stats, site.plan.holdings.sites, site.job.scheme.plaintext_modulus
+    assert stats is not None
+    own = site_sums(stats, site.pop, site.bits[:, 0].astype(bool), site.pid, sites)
+    at = site.pid * len(own) if stats.by_site else 0
+    values = [0] * len(stats.released(sites))
+    values[at : at + len(own)] = own
+    if site.job.noise is not None:
+        shares = noise.draw(site.job.noise["mechanism"], site.job.noise["scales"], site.job.noise["honest"])
+        noise.keep_for_tests(Path(site.job.result_dir), site.pid, shares)
+        values = [v + e for v, e in zip(values, shares)]
+    return [v % t for v in values]
 
 
 def inputs_of(site: Site, party: int, slots: int) -> int:
@@ -157,6 +180,9 @@ def padding_value(plan: Split) -> int:
 
 def answer(site: Site, values: list[list[int]], modulus: int) -> object:
     """What the decrypted slots reveal: the count, or every site's count."""
+    if site.query.stats is not None:
+        width = len(site.query.stats.released(site.plan.holdings.sites))
+        return [v % modulus - (modulus if v % modulus > modulus // 2 else 0) for v in values[0][:width]]
     if site.query.output is Output.COUNT_BY_SITE:
         return [v % modulus for v in values[0][: site.plan.holdings.sites]]
     if site.plan.presum:
@@ -212,7 +238,7 @@ def main(job_path: Path, pid: int) -> None:
     plan = split(from_wire(job.query), Holdings.of_public(job.deployment))
     pop = own_population(job, pid)
     t0 = time.perf_counter()
-    site = Site(job, pid, plan, plan.local_bits(pop, pid))
+    site = Site(job, pid, plan, plan.local_bits(pop, pid), pop)
     report: dict = {"local_s": time.perf_counter() - t0, "secure": plan.secure is not None}
     if plan.secure is None:  # rows, eligible: each site's answer is its own bits
         report.update(answer=site.bits[:, 0].tolist(), bytes_sent=0)

@@ -61,7 +61,6 @@ party, printed by every party that runs with ``-OF .``); `parse_output` reads it
 from __future__ import annotations
 
 import decimal
-import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -70,6 +69,7 @@ from pathlib import Path
 import numpy as np
 
 from backends.mp_spdz.protocols import FIELD, RING
+from circuits import noise
 from circuits.codes import GENDERS, SMALL_DOMAIN, SMOKER_STATES
 from circuits.cost import AGE_BITS, MONTH_BITS, DataBounds
 from circuits.holdings import Partition
@@ -90,7 +90,6 @@ INPUT_FILE = "Input-P0-0"  # party 0, main thread, under Player-Data/
 TRANSLATOR_VERSION = 8  # bump when the generated source changes for the same inputs
 
 SMALL_CODE_BITS = (SMALL_DOMAIN - 1).bit_length()  # gender and smoking status: 0..3
-NOISE_SCALES = 64  # a party's noise share beyond this many scales has probability below 1e-27
 RING_SUMS = 1 << 63  # a revealed sum modulo 2^64 is signed: |sum| below 2^63
 
 
@@ -517,8 +516,8 @@ def sum_bound(stats: Stats, shape: Shape, noise: int = 0) -> int:
 
 
 def noise_bound(scales: list[Fraction], parties: int) -> int:
-    """A bound on the total noise of a sum: every party's share within NOISE_SCALES scales."""
-    return parties * NOISE_SCALES * math.ceil(max(scales, default=Fraction(0)))
+    """A bound on the total noise of a sum (`circuits.noise.bound`)."""
+    return noise.bound(scales, parties)
 
 
 def _header(

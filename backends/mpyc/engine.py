@@ -124,7 +124,9 @@ class MpycCell:
             self.researcher,
             secret.constants_count(self.query.root),
             self.constants_path,
-            None if self.noise is None else _noise_job(self.noise, self.query.stats, self.sites),
+            None
+            if self.noise is None or self.query.stats is None
+            else self.noise.job(self.query.stats, self.sites),
         )
         job_path = run_dir / "job.json"
         job.write(job_path)
@@ -156,15 +158,6 @@ class MpycCell:
         for path in (self.data_path, self.counts_path, *self.site_paths, self.constants_path):
             if path:
                 Path(path).unlink(missing_ok=True)
-
-
-def _noise_job(plan: privacy.Plan, stats: Stats | None, sites: int) -> dict:
-    assert stats is not None
-    return {
-        "mechanism": plan.privacy.mechanism,
-        "scales": [str(s) for s in plan.scales(stats.released(sites))],
-        "honest": plan.honest,
-    }
 
 
 def _site_figures(reports: list[launch.PartyReport]) -> dict:

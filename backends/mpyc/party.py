@@ -10,11 +10,9 @@ writes its revealed result and timings as JSON.
 from __future__ import annotations
 
 import json
-import math
 import os
 import resource
 import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from backends.mpyc.researcher import input_constants
 from backends.mpyc.sites import run_sites
 from backends.mpyc.statistics import Columns, comparison_bits, release
 from backends.mpyc.vectorised import Vectorised, settle
-from circuits import cost
+from circuits import cost, noise
 from circuits.ir import Output, Query, from_wire, leaves
 
 
@@ -50,7 +48,7 @@ def derived_bit_length(job: Job, query: Query) -> int:
     if query.stats is not None:  # a revealed sum must not wrap: below half the field
         largest = job.size * query.stats.max_bound(job.slots[1])
         if job.noise is not None:  # and its noise: every party's share within 64 scales
-            largest += len(mpc.parties) * 64 * math.ceil(max(map(Fraction, job.noise["scales"])))
+            largest += noise.bound(job.noise["scales"], len(mpc.parties))
         field_bits = max(field_bits, largest.bit_length() + 1)
     while mpc.SecInt(bit_length).field.order.bit_length() <= field_bits:
         bit_length += 1

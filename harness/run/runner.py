@@ -23,6 +23,7 @@ from circuits.holdings import PATIENT_HELD, Holdings
 from circuits.ir import Output, Query
 from circuits.oracle import Cohort, cohort
 from circuits.population import Population
+from circuits.noise import SCALES_BOUND
 from circuits.stats import Ones, Stats, combine
 from harness.net.networks import PROFILES, Network
 from harness.net.relay import Relay, routes_for_full_mesh
@@ -81,13 +82,10 @@ def _stats_count(stats: Stats, sums: list[int], sites: int) -> int | None:
     return sum(s for c, s in zip(released, sums) if c == Ones()) if Ones() in released else None
 
 
-NOISE_BOUND = 64  # scales: a noise share beyond this has probability below 1e-27
-
-
 def _noisy_check(
     stats: Stats, expected: Cohort, answer: object, plan: dict | None, sites: int
 ) -> tuple[int | None, bool, str | None]:
-    """A noisy release against the exact sums: each within NOISE_BOUND scales per party of
+    """A noisy release against the exact sums: each within SCALES_BOUND scales per party of
     its exact value (a plausibility check: the noise-free sums are compared exactly only
     by the tests' debug path, never in a release)."""
     columns = stats.released(sites)
@@ -96,7 +94,7 @@ def _noisy_check(
     far = [
         name
         for c, name, got, exact in zip(columns, stats.sum_names(sites), answer, expected.sums)
-        if abs(got - exact) > NOISE_BOUND * plan["parties"] * plan["scale"][c.name]
+        if abs(got - exact) > SCALES_BOUND * plan["parties"] * plan["scale"][c.name]
     ]
     if far:
         return None, False, f"MISMATCH: the released {', '.join(far)} lie beyond any plausible noise"
