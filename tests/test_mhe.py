@@ -1,6 +1,6 @@
 """The MHE engine (issue 17): OpenFHE threshold BFV, one real party process per site.
 
-Rows (count, count_by_site, eligible) and columns (count), bfv and bfv-flood, 3 and 5
+Rows (count, count_by_site, eligible) and columns (count, eligible), bfv and bfv-flood, 3 and 5
 sites, on generated data, each answer checked against the oracle by the runner and
 every party's result file read back against what the deployment reveals to it
 (`test_sites.reveals`, written out independently of `Cohort.learnt`); the star's
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -64,9 +65,13 @@ def run_cell(
     output: Output,
     patients: int = 300,
     network: Network = LOOPBACK,
+    reveal_to: int = 0,
 ) -> tuple[Outcome, Holdings, Population, Query]:
     pop = population(patients)
-    query, holdings = Query(TREE, output), holdings_of(partition, sites, patients)
+    query, holdings = (
+        Query(TREE, output),
+        replace(holdings_of(partition, sites, patients), reveal_to=reveal_to),
+    )
     spec = MheSpec(engine="mhe", protocol=protocol, parties=sites)
     runner = CellRunner(spec, query, pop, tmp, holdings)
     try:
@@ -141,6 +146,20 @@ def test_more_patients_than_slots(tmp_path):
     site_1 = json.loads((tmp_path / "r0" / "result-1.json").read_text())
     ciphertext = site_1["input_bytes"] / 4  # one local part and one mask, two blocks each
     assert outcome.figures["scheme_params"]["ring_dimension"] == 8192 and ciphertext > 100_000
+
+
+@needs_mhe
+@pytest.mark.parametrize("sites,reveal_to,patients", [(3, 2, 9000), (5, 0, 300)])
+def test_columns_eligible_is_decrypted_by_reveal_to_alone(tmp_path, sites, reveal_to, patients):
+    """Eligible bits under columns: unmasked, decrypted by `reveal_to` only (party 0, or a
+    site that party 0 sends every other partial decryption to); 9,000 patients: two blocks."""
+    outcome, holdings, pop, query = run_cell(
+        tmp_path, "bfv", sites, "columns", Output.ELIGIBLE, patients, reveal_to=reveal_to
+    )
+    assert outcome.error is None and outcome.correct, outcome.error
+    files = check_parties(tmp_path / "r0", query, pop, holdings)
+    assert [f["answer"] is not None for f in files] == [p == reveal_to for p in range(sites)]
+    assert outcome.figures["keys"] == "generated" and outcome.figures["setup_s"] > 0
 
 
 @needs_mhe

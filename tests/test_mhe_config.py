@@ -93,11 +93,6 @@ UNAVAILABLE = [  # (query, holdings, what the cell says)
         "local: off needs comparisons on encrypted raw columns",
     ),
     (
-        Query(TREE, Output.ELIGIBLE),
-        Holdings(Partition.COLUMNS, 3, (), COLUMNS["columns"]),
-        "under columns only output count is lowered",
-    ),
-    (
         Query(TREE, Output.STATS, stats=Stats((Aggregate("count"),))),
         Holdings(Partition.COLUMNS, 3, (), COLUMNS["columns"]),
         "stats are lowered under rows with local: auto",

@@ -26,7 +26,7 @@ from backends.mhe.job import Job, keys_saved
 from backends.mhe.params import MODES, Params, depth, depth_problem, plaintext_modulus
 from circuits import noise, privacy
 from circuits.holdings import PATIENT_HELD, Holdings, Partition
-from circuits.ir import Output, Query, to_wire
+from circuits.ir import Query, to_wire
 from circuits.locality import Split, split
 from circuits.population import Population
 from circuits.sitedata import blocks, write_site_files
@@ -86,8 +86,6 @@ def _unsupported(plan: Split) -> str | None:
             "local: off needs comparisons on encrypted raw columns, which this engine does not "
             "evaluate: sites always evaluate their own data in the clear; use local: auto"
         )
-    if holdings.partition is Partition.COLUMNS and query.output is not Output.COUNT:
-        return "under columns only output count is lowered (eligible bits to reveal_to: not yet)"
     return None
 
 

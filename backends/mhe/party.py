@@ -21,6 +21,9 @@ reveals:
   the decrypted slots are uniform given their sum, which is the count plus the
   padding slots' public value, so even n - 1 colluding parties learn only the count
   (the honest one's mask hides the rest).  No rotation keys are needed.
+* columns, `eligible`: the remainder's bits, unmasked, decrypted by `reveal_to` alone:
+  party 0 sends it the result and every other party's partial decryption; the party
+  that learns keeps its own.  No other party can decrypt.
 """
 
 from __future__ import annotations
@@ -111,10 +114,23 @@ def zero_sum_mask(length: int, modulus: int) -> list[int]:
     return values + [(-sum(values)) % modulus]
 
 
+def masked(site: Site) -> bool:
+    """Whether every party adds a zero-sum mask to what is decrypted: a count under columns."""
+    return not site.plan.presum and site.query.output is Output.COUNT
+
+
+def reader(site: Site) -> int | None:
+    """The one party that decrypts (columns, eligible: `reveal_to`); None: every party
+    hears the answer."""
+    if site.plan.presum or site.query.output is not Output.ELIGIBLE:
+        return None
+    return site.plan.holdings.reveal_to
+
+
 def plaintexts(site: Site, slots: int) -> list[list[int]]:
     """The slot vectors this party encrypts: under rows its count (slot 0, or its own
     slot for count_by_site); under columns each of its local parts' bits, block by
-    block, then its zero-sum mask, block by block."""
+    block, then, for a count, its zero-sum mask, block by block."""
     if site.plan.presum and site.query.stats is not None:
         return [stats_slots(site)]
     if site.plan.presum:
@@ -126,6 +142,8 @@ def plaintexts(site: Site, slots: int) -> list[list[int]]:
         padded = np.zeros(n * slots, dtype=np.int64)
         padded[: len(column)] = column
         out += [padded[b * slots : (b + 1) * slots].tolist() for b in range(n)]
+    if not masked(site):
+        return out
     mask = zero_sum_mask(n * slots, site.job.scheme.plaintext_modulus)
     return out + [mask[b * slots : (b + 1) * slots] for b in range(n)]
 
@@ -149,7 +167,7 @@ def inputs_of(site: Site, party: int, slots: int) -> int:
     """How many ciphertexts `party` sends (public: its parts and the blocks)."""
     if site.plan.presum:
         return 1
-    return (len(site.plan.parts_of(party)) + 1) * blocks(site.patients, slots)
+    return (len(site.plan.parts_of(party)) + masked(site)) * blocks(site.patients, slots)
 
 
 def aggregate(cc: Any, site: Site, cts: list[list[Any]], slots: int) -> list[Any]:
@@ -162,7 +180,8 @@ def aggregate(cc: Any, site: Site, cts: list[list[Any]], slots: int) -> list[Any
     for party, got in enumerate(cts):
         for i, k in enumerate(site.plan.parts_of(party)):
             parts[k] = got[i * n : (i + 1) * n]
-        masks.append(got[-n:])
+        if masked(site):
+            masks.append(got[-n:])
     ones = cc.MakePackedPlaintext([1] * slots)
     out = []
     for b in range(n):
@@ -187,6 +206,8 @@ def answer(site: Site, values: list[list[int]], modulus: int) -> object:
         return [v % modulus for v in values[0][: site.plan.holdings.sites]]
     if site.plan.presum:
         return values[0][0] % modulus
+    if site.query.output is Output.ELIGIBLE:
+        return [v % modulus for block in values for v in block][: site.patients]
     padding = len(values) * len(values[0]) - site.patients
     return (sum(map(sum, values)) - padding_value(site.plan) * padding) % modulus
 
@@ -210,13 +231,24 @@ def lead_query(cc: Any, site: Site, keys: Keys, peers: list[Peer]) -> QueryRun:
     for peer in peers:
         for ct in result:
             peer.send(b"C", scheme.serialize(ct))
+    to = reader(site)
     partials = [scheme.partial_decryptions(cc, keys.share, result, lead=True)]
-    partials += [[scheme.ciphertext(p.receive(b"D")) for _ in result] for p in peers]
-    values = [scheme.fuse(cc, [party[b] for party in partials], slots) for b in range(len(result))]
-    revealed = answer(site, values, site.job.scheme.plaintext_modulus)
-    for peer in peers:
+    partials += [[scheme.ciphertext(p.receive(b"D")) for _ in result] for p in peers if p.party != to]
+    if to not in (None, 0):  # the reader fuses: it gets every partial but its own
+        (peer,) = [p for p in peers if p.party == to]
+        for party in partials:
+            for partial in party:
+                peer.send(b"D", scheme.serialize(partial))
+        return QueryRun(None, input_s, input_bytes)
+    revealed = answer(site, fused(cc, partials, slots), site.job.scheme.plaintext_modulus)
+    for peer in peers if to is None else ():
         peer.send(b"A", json.dumps(revealed).encode())
     return QueryRun(revealed, input_s, input_bytes)
+
+
+def fused(cc: Any, partials: list[list[Any]], slots: int) -> list[list[int]]:
+    """Each result ciphertext's slots from every party's partial decryption of it."""
+    return [scheme.fuse(cc, [party[b] for party in partials], slots) for b in range(len(partials[0]))]
 
 
 def site_query(cc: Any, site: Site, keys: Keys, peer: Peer) -> QueryRun:
@@ -227,9 +259,17 @@ def site_query(cc: Any, site: Site, keys: Keys, peer: Peer) -> QueryRun:
     input_s, input_bytes = time.perf_counter() - t0, peer.sent - before
     result_blocks = 1 if site.plan.presum else blocks(site.patients, slots)
     result = [scheme.ciphertext(peer.receive(b"C")) for _ in range(result_blocks)]
-    for partial in scheme.partial_decryptions(cc, keys.share, result, lead=False):
+    own = scheme.partial_decryptions(cc, keys.share, result, lead=False)
+    to = reader(site)
+    if to == site.pid:  # it alone decrypts: every other party's partials come through party 0
+        others = site.plan.holdings.sites - 1
+        partials = [[scheme.ciphertext(peer.receive(b"D")) for _ in result] for _ in range(others)]
+        slots_of = fused(cc, [*partials, own], slots)
+        return QueryRun(answer(site, slots_of, site.job.scheme.plaintext_modulus), input_s, input_bytes)
+    for partial in own:
         peer.send(b"D", scheme.serialize(partial))
-    return QueryRun(json.loads(peer.receive(b"A")), input_s, input_bytes)
+    revealed = json.loads(peer.receive(b"A")) if to is None else None
+    return QueryRun(revealed, input_s, input_bytes)
 
 
 def main(job_path: Path, pid: int) -> None:

@@ -146,7 +146,7 @@ def partial_decryptions(cc: Any, share: Share, cts: Sequence[Any], lead: bool) -
 
 
 def fuse(cc: Any, partials: Sequence[Any], slots: int) -> list[int]:
-    """Party 0: one ciphertext's plaintext slots from every party's partial decryption."""
+    """The decrypting party: one ciphertext's slots from every party's partial decryption."""
     plain = cc.MultipartyDecryptFusion(list(partials))
     plain.SetLength(slots)
     return [int(v) for v in plain.GetPackedValue()]
