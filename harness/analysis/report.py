@@ -505,55 +505,77 @@ def fig_security_model(data: list[Cell]) -> Figure:
 
 _HEADLINE_CAPTION = (
     "What each security model costs on each network: its fastest protocol's engine time "
-    "and bytes as multiples of the fastest semi-honest protocol's at the same query, "
-    "population and number of parties (1 = that protocol)."
+    "and bytes as multiples of the fastest semi-honest protocol's (named after 'vs') at "
+    "the same query, population, number of parties and deployment (the line at 1)."
 )
 
 
-def _headline_tick(k: headline.Cost, populations: int) -> str:
+# What a headline context holds fixed besides the network and parties, each in words.
+_CONTEXT: dict[str, Callable[[Cell], str]] = {
+    "population": lambda c: c.population_label,
+    "query": lambda c: c.query,
+    "deployment": lambda c: c.deployment,
+}
+
+
+def _context_varying(costs: list[headline.Cost]) -> list[str]:
+    """The parts of the context that differ between `costs`."""
+    return [name for name, of in _CONTEXT.items() if len({of(k.cell) for k in costs}) > 1]
+
+
+def _times(ratio: float) -> str:
+    """A bar's ratio: two significant digits, whole numbers from 100 (no 4.3e+03)."""
+    return "-" if not ratio else f"{ratio:,.0f}x" if ratio >= 100 else f"{ratio:.2g}x"
+
+
+def _headline_label(k: headline.Cost, vary: list[str]) -> str:
+    """One bar pair's label: the model, its protocol against the baseline, and what varies."""
     sec, maj = k.model
-    f = k.cell.first
-    tick = f"{sec}\n{maj} majority\n{f.engine}/\n{f.protocol}" + (" tls" if f.tls else "")
-    return tick + f"\n{f.parties} parties" + (f"\n{k.cell.population_label}" if populations > 1 else "")
+    tls = " tls" if k.cell.first.tls else ""
+    model = f"{sec}, {maj}: {k.cell.engine_label}{tls} vs {k.baseline.engine_label}"
+    return ", ".join([model, *(_CONTEXT[v](k.cell) for v in vary)])
 
 
 def fig_headline(costs: list[headline.Cost]) -> Figure:
-    """Per network, each security model's time and bytes ratios (see `headline`)."""
+    """Per network (one panel each, stacked), each security model's time and bytes ratios
+    (see `headline`) as horizontal bars; the baselines are the line at 1."""
     f = Figure("headline", "What security costs, per network", _HEADLINE_CAPTION)
-    nets = list(dict.fromkeys(k.cell.network for k in costs))
+    shown = [k for k in costs if k.cell is not k.baseline]
+    nets = list(dict.fromkeys(k.cell.network for k in shown))
     if not nets:
         f.skipped = "no two security models to compare"
         return f
+    vary = _context_varying(shown)
     plt = _plt()
-    widest = max(sum(k.cell.network == n for k in costs) for n in nets)
+    heights = [sum(k.cell.network == n for k in shown) for n in nets]
     fig, axes = plt.subplots(
-        1,
         len(nets),
-        figsize=(min(13.0, 1.2 + len(nets) * (1.1 * widest + 0.6)), 5.4),
+        1,
+        figsize=(11.0, 1.3 + sum(0.42 * h + 0.7 for h in heights)),
         squeeze=False,
-        sharey=True,
+        sharex=True,
+        gridspec_kw={"height_ratios": heights},
     )
-    ratios = [r for k in costs for r in (k.time_ratio, k.bytes_ratio) if r]
-    for ax, net in zip(axes[0], nets):
-        mine = [k for k in costs if k.cell.network == net]
-        populations = len({(k.cell.population_label, k.cell.query) for k in mine})
-        xs = range(len(mine))
-        for dx, what, values in (
-            (-0.2, "engine time", [k.time_ratio or 0.0 for k in mine]),
-            (0.2, "bytes", [k.bytes_ratio or 0.0 for k in mine]),
+    ratios = [r for k in shown for r in (k.time_ratio, k.bytes_ratio) if r]
+    for ax, net in zip(axes[:, 0], nets):
+        mine = [k for k in shown if k.cell.network == net][::-1]  # the first at the top
+        ys = range(len(mine))
+        for dy, what, values in (
+            (0.2, "engine time", [k.time_ratio or 0.0 for k in mine]),
+            (-0.2, "bytes", [k.bytes_ratio or 0.0 for k in mine]),
         ):
-            bars = ax.bar([x + dx for x in xs], values, 0.4, label=what)
-            ax.bar_label(bars, [f"{v:.2g}x" if v else "-" for v in values], fontsize=7, padding=2)
-        ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_xticks(list(xs), [_headline_tick(k, populations) for k in mine], fontsize=7)
-        ax.set_title(f"{net}: {_network_label(mine[0].cell).split(chr(10))[1]}")
-        ax.set_xlabel("security model (its fastest protocol)")
+            bars = ax.barh([y + dy for y in ys], values, 0.4, label=what)
+            ax.bar_label(bars, [_times(v) for v in values], fontsize=7, padding=2)
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_yticks(list(ys), [_headline_label(k, vary) for k in mine], fontsize=8)
+        ax.set_title(f"{net}: {_network_label(mine[0].cell).split(chr(10))[1]}", fontsize=10)
+        ax.margins(x=0.12)
     if ratios and max(ratios) / min(ratios) > 20:
-        _log_axis(axes[0][0].yaxis, "y")
-    axes[0][0].set_ylabel("x the fastest semi-honest protocol")
-    axes[0][0].legend(loc="upper left")
-    axes[0][0].margins(y=0.12)
-    fig.suptitle("What security costs, per network (1 = fastest semi-honest)", fontsize=11)
+        _log_axis(axes[0][0].xaxis, "x")
+    axes[-1][0].set_xlabel("x the fastest semi-honest protocol (1 = the line)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", ncols=2, fontsize=8)
+    fig.suptitle("What security costs, per network", fontsize=11)
     f.png = _png(fig)
     return f
 
@@ -891,10 +913,10 @@ def _anomalies(records: list[Record], all_cells: list[Cell]) -> list[str]:
 
 
 def _headline_table(costs: list[headline.Cost]) -> dict:
-    """The headline's rows; the population and query said once when every row shares them."""
-    parts = {"population": lambda c: c.population_label, "query": lambda c: c.query}
-    vary = [k for k, of in parts.items() if len({of(k_.cell) for k_ in costs}) > 1]
-    common = [f"{k} {parts[k](costs[0].cell)}" for k in parts if k not in vary] if costs else []
+    """The headline's rows; the population, query and deployment said once when every row
+    shares them."""
+    vary = _context_varying(costs)
+    common = [f"{k} {of(costs[0].cell)}" for k, of in _CONTEXT.items() if k not in vary] if costs else []
     rows = []
     for i, k in enumerate(costs):
         net = k.cell.network
@@ -903,7 +925,7 @@ def _headline_table(costs: list[headline.Cost]) -> dict:
             {
                 "network": net,
                 "span": sum(1 for o in costs if o.cell.network == net) if first else 0,
-                "context": ", ".join([str(k.cell.first.parties), *(parts[v](k.cell) for v in vary)]),
+                "context": ", ".join([str(k.cell.first.parties), *(_CONTEXT[v](k.cell) for v in vary)]),
                 "model": f"{k.model[0]}, {k.model[1]} majority",
                 "protocol": k.cell.engine_label + (" tls" if k.cell.first.tls else ""),
                 "time": format_value(k.cell.time, " s"),
