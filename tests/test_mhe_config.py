@@ -11,12 +11,15 @@ import sys
 import pytest
 import yaml
 
-from backends.mhe import interpreter
+from backends.mhe import interpreter, sums
 from backends.mhe.engine import MheSpec
+from backends.mhe.params import depth
+from backends.mhe.sums import Factor
 from circuits.holdings import Holdings, Partition
 from circuits.ir import AgeRange, And, Gender, Output, Query, Smoker
 from circuits.population import Padding
-from circuits.stats import Aggregate, Stats
+from circuits.locality import split
+from circuits.stats import AGE, Aggregate, Attribute, Cross, Ones, Power, Stats
 from conftest import REPO, refused, run_cli
 from harness.data import synthetic
 from harness.run.runner import CellRunner
@@ -91,13 +94,38 @@ UNAVAILABLE = [  # (query, holdings, what the cell says)
         Query(TREE, Output.COUNT),
         Holdings(Partition.ROWS, 3, tuple(i % 3 for i in range(12)), local=False),
         "local: off needs comparisons on encrypted raw columns",
-    ),
+    )
+]
+
+
+EXAMS = Attribute("exams", 57698, 60)
+FACTORS = [  # (aggregate, demographics' site, exams' site, one of its sums, that sum's factors)
+    (Aggregate("count"), 0, 2, Ones(), ()),
+    (Aggregate("mean", (AGE,)), 0, 2, Power(AGE, 1), (Factor(0, Power(AGE, 1)),)),
+    (Aggregate("correlation", (AGE, EXAMS)), 0, 0, Cross(AGE, EXAMS), (Factor(0, Cross(AGE, EXAMS)),)),
     (
-        Query(TREE, Output.STATS, stats=Stats((Aggregate("count"),))),
-        Holdings(Partition.COLUMNS, 3, (), COLUMNS["columns"]),
-        "stats are lowered under rows with local: auto",
+        Aggregate("correlation", (AGE, EXAMS)),
+        0,
+        2,
+        Cross(AGE, EXAMS),
+        (Factor(0, Power(AGE, 1)), Factor(2, Power(EXAMS, 1))),
     ),
 ]
+
+
+@pytest.mark.parametrize("case", FACTORS, ids=lambda c: f"{c[0].name}-{c[1]}{c[2]}")
+def test_each_sum_under_columns_is_the_bits_times_its_holders_factors(case):
+    """One factor per sum where one site holds its attributes, one per site across two
+    sites, none for the count; the depth grows by one level per product."""
+    aggregate, demographics, exams, column, want = case
+    groups = {"demographics": demographics, "conditions": 1, "exams": exams}
+    stats = Stats((aggregate,))
+    plan = split(Query(TREE, Output.STATS, stats=stats), Holdings(Partition.COLUMNS, 3, (), groups))
+    by_column = dict(zip(stats.released(3), sums.factors(plan)))
+    assert by_column[column] == want
+    assert all(len(f) == (not isinstance(c, Ones)) for c, f in by_column.items() if not isinstance(c, Cross))
+    remainder = depth(plan.secure)
+    assert sums.extra_depth(want, remainder) == (max(remainder, len(want) - 1) + 1 if want else remainder)
 
 
 @pytest.mark.parametrize("case", UNAVAILABLE, ids=lambda c: c[2][:30])

@@ -226,6 +226,8 @@ MHE_CASES = [
     ("bfv", "rows-random", 3, TOTAL),
     ("bfv", "rows-round-robin", 5, BY_SITE),
     ("bfv-flood", "rows-random", 3, BY_SITE),
+    ("bfv", "columns-spread", 3, Stats(AGGREGATES)),  # a correlation across two sites' columns
+    ("bfv", "columns-shared", 5, Stats(AGGREGATES)),
 ]
 
 
@@ -235,9 +237,10 @@ MHE_CASES = [
     MHE_CASES,
     ids=[f"{c[0]}-{c[1]}-{c[2]}-{'by' if c[3].by_site else 'all'}" for c in MHE_CASES],
 )
-def test_mhe_stats_under_rows_equal_the_oracle(tmp_path, protocol, name, sites, stats):
-    """Each site encrypts its own sums; the decrypted slots, every party's answer, are the
-    oracle's sums (signed slots, by site in turn)."""
+def test_mhe_stats_under_sites_equal_the_oracle(tmp_path, protocol, name, sites, stats):
+    """Rows: each site encrypts its own sums; columns: the cohort's bits times each sum's
+    factors, masked.  The released sums, every party's answer, are the oracle's (signed
+    slots, by site in turn)."""
     holdings, pop = _holdings(name, sites, "auto")
     q = Query(TREE, Output.STATS, "sites", stats)
     outcome, run_dir = run_once(
@@ -250,17 +253,28 @@ def test_mhe_stats_under_rows_equal_the_oracle(tmp_path, protocol, name, sites, 
     assert answers == [list(expected.sums)] * sites
 
 
-@needs_mhe
-def test_mhe_noisy_stats_by_site_minus_the_shares_are_exact(tmp_path, monkeypatch):
-    """With dp every party adds its encrypted noise shares; in the tests' debug path each
-    also writes them, and the decrypted release minus them is the oracle's sums."""
-    monkeypatch.setenv("COHORTBENCH_DEBUG_NOISE", "1")
-    stats = Stats(
+NOISY = {
+    "rows-random": Stats(
         (Aggregate("count"), Aggregate("mean", (AGE,)), Aggregate("histogram", (SITE,))),
         by_site=True,
         dp=Privacy(1.0, 1e-6),
-    )
-    holdings, pop = _holdings("rows-random", 3, "auto")
+    ),
+    "columns-spread": Stats(
+        (Aggregate("count"), Aggregate("mean", (AGE,)), Aggregate("correlation", (AGE, EXAMS))),
+        dp=Privacy(1.0, 1e-6),
+    ),
+}
+
+
+@needs_mhe
+@pytest.mark.parametrize("name", NOISY)
+def test_mhe_noisy_stats_minus_the_shares_are_exact(tmp_path, monkeypatch, name):
+    """With dp every party adds its encrypted noise shares (rows: to its sums; columns: as
+    its masks' totals); in the tests' debug path each also writes them, and the decrypted
+    release minus them is the oracle's sums."""
+    monkeypatch.setenv("COHORTBENCH_DEBUG_NOISE", "1")
+    stats = NOISY[name]
+    holdings, pop = _holdings(name, 3, "auto")
     q = Query(TREE, Output.STATS, "sites", stats)
     outcome, run_dir = run_once(MheSpec(engine="mhe", protocol="bfv", parties=3), q, pop, tmp_path, holdings)
     assert outcome.correct, outcome.error

@@ -21,7 +21,7 @@ from typing import Literal
 
 from backends.engine import DISHONEST, MAX_PARTIES, SEMI_HONEST, Engine, Figures, Finding, Finished, Links
 from backends.engine import OutputError, Party, Preparation, ProtocolFacts, Spec, Unavailable, python_path
-from backends.mhe import interpreter
+from backends.mhe import interpreter, sums
 from backends.mhe.job import Job, keys_saved
 from backends.mhe.params import MODES, Params, depth, depth_problem, plaintext_modulus
 from circuits import noise, privacy
@@ -72,16 +72,19 @@ class MheSpec(Spec):
 
 
 def _depth(plan: Split) -> int:
-    """The multiplicative depth the cell's circuit needs: none for a sum or nothing secure."""
-    return 0 if plan.secure is None or plan.presum else depth(plan.secure)
+    """The multiplicative depth the cell's circuit needs: none for a sum or nothing secure;
+    under columns the remainder's, and for stats its bits times each sum's factors."""
+    if plan.secure is None or plan.presum:
+        return 0
+    remainder = depth(plan.secure)
+    if plan.query.stats is None:
+        return remainder
+    return max(sums.extra_depth(f, remainder) for f in sums.factors(plan))
 
 
 def _unsupported(plan: Split) -> str | None:
     """What this first MHE engine does not lower yet (None: it runs the cell)."""
-    query, holdings = plan.query, plan.holdings
-    if query.stats is not None and not plan.presum:
-        return "stats are lowered under rows with local: auto and public criteria only (each site's own sums)"
-    if not holdings.local:
+    if not plan.holdings.local:
         return (
             "local: off needs comparisons on encrypted raw columns, which this engine does not "
             "evaluate: sites always evaluate their own data in the clear; use local: auto"

@@ -21,6 +21,10 @@ reveals:
   the decrypted slots are uniform given their sum, which is the count plus the
   padding slots' public value, so even n - 1 colluding parties learn only the count
   (the honest one's mask hides the rest).  No rotation keys are needed.
+* columns, `stats`: per released sum, the remainder's bits times the sum's factors,
+  which the sites holding its attributes encrypt (`sums`), plus every party's mask for
+  that sum, whose slots add up to its noise share: the decrypted slots of a sum add up
+  to the released sum and are uniform given it.
 * columns, `eligible`: the remainder's bits, unmasked, decrypted by `reveal_to` alone:
   party 0 sends it the result and every other party's partial decryption; the party
   that learns keeps its own.  No other party can decrypt.
@@ -40,7 +44,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from backends.mhe import keygen, scheme
+from backends.mhe import keygen, scheme, sums
 from backends.mhe.circuit import Homomorphic
 from backends.mhe.framing import Peer, accept, dial
 from backends.mhe.job import GENERATED, REUSED, TOPOLOGY, Job
@@ -49,7 +53,7 @@ from circuits.holdings import Holdings, Partition
 from circuits.ir import Output, Query, from_wire
 from circuits.locality import Split, split
 from circuits import noise
-from circuits.oracle import Oracle, site_sums
+from circuits.oracle import ColumnValues, Oracle, site_sums
 from circuits.population import Population
 from circuits.sitedata import holding, read_site_population
 
@@ -107,16 +111,33 @@ def blocks(patients: int, slots: int) -> int:
     return max(1, math.ceil(patients / slots))
 
 
-def zero_sum_mask(length: int, modulus: int) -> list[int]:
-    """`length` values uniform modulo `modulus` whose sum is 0 modulo it (CSPRNG)."""
+def zero_sum_mask(length: int, modulus: int, total: int = 0) -> list[int]:
+    """`length` values uniform modulo `modulus` whose sum is `total` modulo it (CSPRNG)."""
     drawn = np.frombuffer(os.urandom(8 * (length - 1)), dtype=np.uint64) % np.uint64(modulus)
     values = [int(v) for v in drawn]
-    return values + [(-sum(values)) % modulus]
+    return values + [(total - sum(values)) % modulus]
 
 
-def masked(site: Site) -> bool:
-    """Whether every party adds a zero-sum mask to what is decrypted: a count under columns."""
-    return not site.plan.presum and site.query.output is Output.COUNT
+def masks(site: Site) -> int:
+    """How many masks every party adds to what is decrypted, under columns: one for a
+    count, one per released sum for stats, none for eligible bits."""
+    if site.plan.presum or site.query.output is Output.ELIGIBLE:
+        return 0
+    stats = site.query.stats
+    return 1 if stats is None else len(stats.released(site.plan.holdings.sites))
+
+
+def own_factors(site: Site, party: int) -> list[sums.Factor]:
+    """The stats factors `party` encrypts, in release order (none without stats)."""
+    if site.query.stats is None:
+        return []
+    return list(dict.fromkeys(f for fs in sums.factors(site.plan) for f in fs if f.site == party))
+
+
+def decrypted(site: Site) -> list[tuple[sums.Factor, ...]]:
+    """Under columns, what party 0 decrypts, block by block: the bits times each entry's
+    factors (stats: one entry per released sum; count and eligible: the bits alone)."""
+    return [()] if site.query.stats is None else sums.factors(site.plan)
 
 
 def reader(site: Site) -> int | None:
@@ -130,22 +151,38 @@ def reader(site: Site) -> int | None:
 def plaintexts(site: Site, slots: int) -> list[list[int]]:
     """The slot vectors this party encrypts: under rows its count (slot 0, or its own
     slot for count_by_site); under columns each of its local parts' bits, block by
-    block, then, for a count, its zero-sum mask, block by block."""
+    block, then its stats factors, then its masks (`masks`), block by block."""
     if site.plan.presum and site.query.stats is not None:
         return [stats_slots(site)]
     if site.plan.presum:
         count = int(site.bits[:, 0].sum())
         at = site.pid if site.query.output is Output.COUNT_BY_SITE else 0
         return [[0] * at + [count]]
-    n, out = blocks(site.patients, slots), []
-    for column in site.bits.T:
-        padded = np.zeros(n * slots, dtype=np.int64)
-        padded[: len(column)] = column
-        out += [padded[b * slots : (b + 1) * slots].tolist() for b in range(n)]
-    if not masked(site):
-        return out
-    mask = zero_sum_mask(n * slots, site.job.scheme.plaintext_modulus)
-    return out + [mask[b * slots : (b + 1) * slots] for b in range(n)]
+    n, t = blocks(site.patients, slots), site.job.scheme.plaintext_modulus
+    values = ColumnValues(site.pop)
+    columns = [*site.bits.T, *(values.visit(f.column) for f in own_factors(site, site.pid))]
+    shares = noise_shares(site) if site.query.stats is not None else [0] * masks(site)
+    columns += [zero_sum_mask(n * slots, t, share) for share in shares]
+    return [block for column in columns for block in in_blocks(column, n, slots)]
+
+
+def in_blocks(column: Sequence[int] | np.ndarray, n: int, slots: int) -> list[list[int]]:
+    """A per-patient column as `n` blocks of `slots` slots, zero past its end."""
+    padded = np.zeros(n * slots, dtype=np.int64)
+    padded[: len(column)] = column
+    return [padded[b * slots : (b + 1) * slots].tolist() for b in range(n)]
+
+
+def noise_shares(site: Site) -> list[int]:
+    """This party's share of every released sum's noise (zeros without dp)."""
+    stats = site.query.stats
+    assert stats is not None
+    job = site.job
+    if job.noise is None:
+        return [0] * len(stats.released(site.plan.holdings.sites))
+    shares = noise.draw(job.noise["mechanism"], job.noise["scales"], job.noise["honest"])
+    noise.keep_for_tests(Path(job.result_dir), site.pid, shares)
+    return shares
 
 
 def stats_slots(site: Site) -> list[int]:
@@ -156,18 +193,15 @@ def stats_slots(site: Site) -> list[int]:
     at = site.pid * len(own) if stats.by_site else 0
     values = [0] * len(stats.released(sites))
     values[at : at + len(own)] = own
-    if site.job.noise is not None:
-        shares = noise.draw(site.job.noise["mechanism"], site.job.noise["scales"], site.job.noise["honest"])
-        noise.keep_for_tests(Path(site.job.result_dir), site.pid, shares)
-        values = [v + e for v, e in zip(values, shares)]
-    return [v % t for v in values]
+    return [(v + e) % t for v, e in zip(values, noise_shares(site))]
 
 
 def inputs_of(site: Site, party: int, slots: int) -> int:
     """How many ciphertexts `party` sends (public: its parts and the blocks)."""
     if site.plan.presum:
         return 1
-    return (len(site.plan.parts_of(party)) + masked(site)) * blocks(site.patients, slots)
+    inputs = len(site.plan.parts_of(party)) + len(own_factors(site, party)) + masks(site)
+    return inputs * blocks(site.patients, slots)
 
 
 def aggregate(cc: Any, site: Site, cts: list[list[Any]], slots: int) -> list[Any]:
@@ -175,19 +209,33 @@ def aggregate(cc: Any, site: Site, cts: list[list[Any]], slots: int) -> list[Any
     if site.plan.presum:
         return [cc.EvalAddMany([c for party in cts for c in party])]
     n = blocks(site.patients, slots)
-    parts: dict[int, list[Any]] = {}
-    masks: list[list[Any]] = []
+    inputs: dict[object, list[Any]] = {}  # a local part's index or a factor: its blocks
+    masks_of: list[list[Any]] = []  # every party's masks, block by block
     for party, got in enumerate(cts):
-        for i, k in enumerate(site.plan.parts_of(party)):
-            parts[k] = got[i * n : (i + 1) * n]
-        if masked(site):
-            masks.append(got[-n:])
+        keys = [*site.plan.parts_of(party), *own_factors(site, party)]
+        for i, key in enumerate(keys):
+            inputs[key] = got[i * n : (i + 1) * n]
+        masks_of.append(got[len(keys) * n :])
     ones = cc.MakePackedPlaintext([1] * slots)
+    bits = [
+        Homomorphic(cc, {k: v[b] for k, v in inputs.items() if isinstance(k, int)}, ones).visit(
+            site.plan.secure
+        )
+        for b in range(n)
+    ]
     out = []
-    for b in range(n):
-        bits = Homomorphic(cc, {k: v[b] for k, v in parts.items()}, ones).visit(site.plan.secure)
-        out.append(cc.EvalAddMany([bits, *(m[b] for m in masks)]))
+    for j, factors in enumerate(decrypted(site)):
+        for b in range(n):
+            value = times(cc, bits[b], [inputs[f][b] for f in factors])
+            out.append(cc.EvalAddMany([value, *(m[j * n + b] for m in masks_of)]) if masks_of[0] else value)
     return out
+
+
+def times(cc: Any, bits: Any, factors: list[Any]) -> Any:
+    """The bits times the product of `factors` (none: the bits), as `sums.extra_depth` counts."""
+    if not factors:
+        return bits
+    return cc.EvalMult(bits, factors[0] if len(factors) == 1 else cc.EvalMultMany(factors))
 
 
 def padding_value(plan: Split) -> int:
@@ -198,18 +246,35 @@ def padding_value(plan: Split) -> int:
 
 
 def answer(site: Site, values: list[list[int]], modulus: int) -> object:
-    """What the decrypted slots reveal: the count, or every site's count."""
-    if site.query.stats is not None:
-        width = len(site.query.stats.released(site.plan.holdings.sites))
-        return [v % modulus - (modulus if v % modulus > modulus // 2 else 0) for v in values[0][:width]]
-    if site.query.output is Output.COUNT_BY_SITE:
-        return [v % modulus for v in values[0][: site.plan.holdings.sites]]
+    """What the decrypted slots reveal: the count, every site's count, the eligible bits
+    or the released sums."""
     if site.plan.presum:
-        return values[0][0] % modulus
+        return presum_answer(site, values[0], modulus)
     if site.query.output is Output.ELIGIBLE:
         return [v % modulus for block in values for v in block][: site.patients]
-    padding = len(values) * len(values[0]) - site.patients
-    return (sum(map(sum, values)) - padding_value(site.plan) * padding) % modulus
+    entries = decrypted(site)
+    n = len(values) // len(entries)
+    padding = n * len(values[0]) - site.patients
+    totals = [
+        sum(map(sum, values[j * n : (j + 1) * n])) - (0 if factors else padding_value(site.plan) * padding)
+        for j, factors in enumerate(entries)
+    ]  # a padding slot is 0 times any factor; alone, the bits there are the remainder's value
+    return totals[0] % modulus if site.query.stats is None else [signed(v, modulus) for v in totals]
+
+
+def presum_answer(site: Site, slots: list[int], modulus: int) -> object:
+    """Under rows: the released sums, every site's count, or the count."""
+    if site.query.stats is not None:
+        return [signed(v, modulus) for v in slots[: len(site.query.stats.released(site.plan.holdings.sites))]]
+    if site.query.output is Output.COUNT_BY_SITE:
+        return [v % modulus for v in slots[: site.plan.holdings.sites]]
+    return slots[0] % modulus
+
+
+def signed(v: int, modulus: int) -> int:
+    """A slot value read as signed: above modulus / 2 it is negative."""
+    v %= modulus
+    return v - modulus if v > modulus // 2 else v
 
 
 @dataclass(frozen=True)
@@ -257,7 +322,7 @@ def site_query(cc: Any, site: Site, keys: Keys, peer: Peer) -> QueryRun:
     for values in plaintexts(site, slots):
         peer.send(b"C", scheme.serialize(scheme.encrypt(cc, keys.share.public, values)))
     input_s, input_bytes = time.perf_counter() - t0, peer.sent - before
-    result_blocks = 1 if site.plan.presum else blocks(site.patients, slots)
+    result_blocks = 1 if site.plan.presum else len(decrypted(site)) * blocks(site.patients, slots)
     result = [scheme.ciphertext(peer.receive(b"C")) for _ in range(result_blocks)]
     own = scheme.partial_decryptions(cc, keys.share, result, lead=False)
     to = reader(site)
