@@ -1,6 +1,6 @@
 """The MHE engine (issue 17): OpenFHE threshold BFV, one real party process per site.
 
-Rows (count, count_by_site, eligible) and columns (count, eligible), bfv and bfv-flood, 3 and 5
+Rows (count, count_by_site, eligible, stats) and columns (count, eligible, stats), bfv and bfv-flood, 3 and 5
 sites, on generated data, each answer checked against the oracle by the runner and
 every party's result file read back against what the deployment reveals to it
 (`test_sites.reveals`, written out independently of `Cohort.learnt`); the star's
@@ -286,3 +286,41 @@ def test_the_synthea_sample_split_into_sites(tmp_path, synthea_dir):
         assert r.scheme_params is not None and r.security == "semi-honest" and r.majority == "dishonest"
     by_site = [r.count_by_site for r in recs if r.query["output"] == "count_by_site"]
     assert by_site[0] == by_site[1] and sum(by_site[0]) == recs[0].cohort_size
+
+
+@needs_mhe
+def test_the_synthea_sample_split_into_sites_with_stats_and_eligible(tmp_path, synthea_dir):
+    """The shared sample, bfv: the cohort statistics under rows and columns, and the
+    eligible bits under columns, each run checked against the oracle by the runner."""
+    consortium = yaml.safe_load((REPO / "configs" / "consortium.yaml").read_text())
+    count = next(q for q in consortium["queries"] if isinstance(q, dict) and q["output"] == "count")
+    stats = yaml.safe_load((REPO / "configs" / "queries" / "cohort-stats.yaml").read_text())
+    body = {
+        "name": "mhe-synthea-stats",
+        "queries": [stats],
+        "populations": [str(synthea_dir)],
+        "as_of": consortium["as_of"],
+        "padding": consortium.get("padding", {"conditions": 16, "exams": 32}),
+        "truncate": consortium.get("truncate", False),
+        "engines": [{"engine": "mhe", "protocol": "bfv"}],
+        "deployments": [
+            {"sites": 3, "partition": "rows", "assign": "provider"},
+            {"sites": 3, "partition": "columns", "columns": GROUPS[3]},
+        ],
+        "timeout_s": 300,
+    }
+    cfg = sweep_config(tmp_path, body)
+    cli_run(cfg, tmp_path / "stats.jsonl")
+    body = yaml.safe_load(cfg.read_text())
+    body |= {
+        "queries": [{**count, "name": "eligible", "output": "eligible"}],
+        "deployments": body["deployments"][1:],
+    }
+    cfg.write_text(yaml.safe_dump(body))
+    cli_run(cfg, tmp_path / "eligible.jsonl")
+    recs = records.read(tmp_path / "stats.jsonl") + records.read(tmp_path / "eligible.jsonl")
+    assert [r.query["output"] == "eligible" for r in recs] == [False, False, True]
+    for r in recs:
+        assert r.error is None and r.correct and r.population == 60, r.error
+        assert r.setup_bytes and r.keys == "generated"
+    assert recs[0].stats == recs[1].stats and recs[0].stats["count"] == recs[0].cohort_size > 0
