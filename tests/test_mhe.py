@@ -1,8 +1,9 @@
 """The MHE engine (issue 17): OpenFHE threshold BFV, one real party process per site.
 
-Rows (count, count_by_site, eligible, stats) and columns (count, eligible, stats), bfv and bfv-flood, 3 and 5
-sites, on generated data, each answer checked against the oracle by the runner and
-every party's result file read back against what the deployment reveals to it
+Rows (count, count_by_site, eligible; stats in tests/test_site_stats.py) and columns
+(count, eligible), bfv and bfv-flood, 3 and 5 sites, on generated data, each answer
+checked against the oracle by the runner and every party's result file read back
+against what the deployment reveals to it
 (`test_sites.reveals`, written out independently of `Cohort.learnt`); the star's
 traffic through the relay; `keys: reuse`; the parameter table against OpenFHE; the
 Synthea sample split into sites through `cohortbench run`.  Every test that runs
