@@ -361,7 +361,20 @@ def run(
             f"{len(tampered)} tampered run(s) failed, as a tamper experiment may expect "
             "(not counted as failures; see the tampering table)"
         )
-    bad = [r for r in records if r["error"] is not None and not r.get("skipped") and not expected_failure(r)]
+    unavailable = [r for r in records if r.get("unavailable")]
+    if unavailable:
+        err.print(
+            f"[yellow]{len(unavailable)} run(s) unavailable[/]: an engine cannot run that cell here "
+            f"(the reason is its `error` in {out_path}; `cohortbench doctor` for missing engines)"
+        )
+    bad = [
+        r
+        for r in records
+        if r["error"] is not None
+        and not r.get("skipped")
+        and not r.get("unavailable")
+        and not expected_failure(r)
+    ]
     if bad:
         err.print(
             f"[red]{len(bad)} run(s) failed or disagreed with the oracle[/] (see `error` in {out_path})"

@@ -171,3 +171,24 @@ def _doctor_findings(monkeypatch, capsys, *argv: str, engine: str | None = "MHE"
     with pytest.raises(SystemExit):
         cli.main()
     return [f for f in json.loads(capsys.readouterr().out) if engine in (None, f["engine"])]
+
+
+def test_an_unavailable_cell_is_recorded_and_is_not_a_failure(tmp_path, monkeypatch, capsys):
+    """A cell the engine cannot run (MHE under local: off) beside one it can (the plain
+    engine): both recorded, the first `unavailable` with its reason; `run` exits 0 and says
+    how many were unavailable."""
+    body = {
+        **BASE,
+        "engines": [{"engine": "mhe"}, {"engine": "plain"}],
+        "deployments": [{**ROWS, "local": "off"}],
+        "rounds_calibration": False,
+    }
+    cfg, out = tmp_path / "c.yaml", tmp_path / "r.jsonl"
+    cfg.write_text(yaml.safe_dump(body))
+    code, err = run_cli(monkeypatch, capsys, "run", cfg, "--out", out)
+    assert code == 0, err
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    mhe = [r for r in recs if r["engine"] == "mhe"]
+    assert mhe and all(r["unavailable"] is True and "local: off" in r["error"] for r in mhe)
+    assert all("unavailable" not in r and r["correct"] for r in recs if r["engine"] == "plain")
+    assert f"{len(mhe)} run(s) unavailable" in " ".join(err.split())

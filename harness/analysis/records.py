@@ -110,6 +110,7 @@ class Record(Mapping[str, Any]):
     load_avg: list[float] | None = None  # load averages (1, 5, 15 min) at the end of the run
     meta: dict[str, Any] | None = None  # the sweep's: versions, commit, CPU, cores, config hash, ...
     skipped: bool = False  # skipped by the sweep's `budget_s` (written only when true)
+    unavailable: bool = False  # the engine cannot run the cell, `error` says why (written only when true)
     deployment: str | dict[str, Any] = "patient"  # who held the data: `patient`, or the sites mapping
     local: str | None = None  # under sites: `auto` (local subtrees in the clear) or `off`
     site_sizes: list[int] | None = None  # patients each site holds records of
@@ -159,8 +160,9 @@ class Record(Mapping[str, Any]):
     def to_json(self) -> dict[str, Any]:
         """The JSON object of this record: its fields in order, then the unknown keys."""
         out = {name: getattr(self, name) for name in _NAMES}
-        if not self.skipped:
-            del out["skipped"]
+        for flag in ("skipped", "unavailable"):
+            if not out[flag]:
+                del out[flag]
         return out | self.unknown
 
     def __getitem__(self, key: str) -> Any:

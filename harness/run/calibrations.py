@@ -85,6 +85,7 @@ class Calibrations:
                 None,
                 False,
                 f"the clean calibration run that places this cell's faults failed: {done.error}",
+                unavailable=done.unavailable,
             )
         return cell.network.calibrated(done.figures["bytes_by_link"])
 

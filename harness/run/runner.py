@@ -45,6 +45,7 @@ class Outcome:
     correct: bool
     error: str | None
     result_correct: bool | None = None
+    unavailable: bool = False  # the engine cannot run the cell (`error` says why): not a failure
 
 
 def check(
@@ -234,7 +235,7 @@ class CellRunner:
 
     def run(self, name: str, timeout_s: float, network: Network = LOOPBACK) -> Outcome:
         if self.cell is None:
-            return Outcome(None, {}, None, False, self.unavailable)
+            return Outcome(None, {}, None, False, self.unavailable, unavailable=True)
         run_dir = self.workdir / name
         if run_dir.exists():
             shutil.rmtree(run_dir)
@@ -243,7 +244,7 @@ class CellRunner:
         try:
             return self._run(self.cell, run_dir, timeout_s, network)
         except Unavailable as e:
-            return Outcome(None, {}, None, False, str(e))
+            return Outcome(None, {}, None, False, str(e), unavailable=True)
         finally:
             self.cell.finish(run_dir)
 

@@ -397,6 +397,8 @@ def finished(r: Record) -> str:
     """A finished run in a few words: engine time, bytes, and whether it was correct."""
     if r.skipped:
         return "skipped (budget_s)"
+    if r.unavailable:
+        return "unavailable"
     engine = f"engine {max(r.engine_s):.2f} s" if r.engine_s else f"wall {r.wall_s or 0:.2f} s"
     sent = f"{r.bytes_sent / 1e6:.2f} MB" if r.bytes_sent is not None else "bytes not counted"
     verdict = "correct" if r.correct else ("tampered" if expected_failure(r) else "NOT correct")
@@ -507,6 +509,7 @@ def _record(
             "meta": {**sweep_meta, "load_avg": load},
             "fault_calibration": fault_calibration,
             "skipped": skipped,
+            "unavailable": o.unavailable,
             **_deployment_fields(cell, placement),
             **(privacy or {}),
             **{
