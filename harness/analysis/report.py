@@ -947,7 +947,9 @@ def _file_info(path: Path, records: list[dict]) -> dict:
         "records": len(records),
         "measured": len(m),
         "warmup": len(records) - len(m),
-        "failed": sum(1 for r in m if r.get("error") is not None or not r.get("correct")),
+        "failed": sum(
+            1 for r in m if (r.get("error") is not None or not r.get("correct")) and not r.get("unavailable")
+        ),
         "first": times[0] if times else "-",
         "last": times[-1] if times else "-",
     }
@@ -992,12 +994,14 @@ def html(
                         "error": (r.get("error") or "wrong answer")[:1500],
                     }
                 )
+    unavailable = sum(1 for c in all_cells for r in c.runs if r.unavailable)
     return env.get_template("report.html").render(
         configs=sorted({c.config for c in all_cells}),
         generated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         files=[_file_info(p, recs) for p, recs in inputs],
         measured=sum(len(c.runs) for c in all_cells),
-        failures=sum(len(c.runs) - len(c.ok) for c in all_cells),
+        failures=sum(len(c.runs) - len(c.ok) for c in all_cells) - unavailable,
+        unavailable=unavailable,
         cells=all_cells,
         headline_table=_headline_table(costs),
         headline_missing=headline.missing(all_cells),
