@@ -533,7 +533,7 @@ def _headline_label(k: headline.Cost, vary: list[str]) -> str:
     sec, maj = k.model
     tls = " tls" if k.cell.first.tls else ""
     model = f"{sec}, {maj}: {k.cell.engine_label}{tls} vs {k.baseline.engine_label}"
-    return ", ".join([model, *(_CONTEXT[v](k.cell) for v in vary)])
+    return "\n".join([model, ", ".join(_CONTEXT[v](k.cell) for v in vary)]).strip()
 
 
 def fig_headline(costs: list[headline.Cost]) -> Figure:
@@ -551,7 +551,7 @@ def fig_headline(costs: list[headline.Cost]) -> Figure:
     fig, axes = plt.subplots(
         len(nets),
         1,
-        figsize=(11.0, 1.3 + sum(0.42 * h + 0.7 for h in heights)),
+        figsize=(12.0, 1.3 + sum(0.5 * h + 0.7 for h in heights)),
         squeeze=False,
         sharex=True,
         gridspec_kw={"height_ratios": heights},
@@ -575,7 +575,7 @@ def fig_headline(costs: list[headline.Cost]) -> Figure:
     axes[-1][0].set_xlabel("x the fastest semi-honest protocol (1 = the line)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper right", ncols=2, fontsize=8)
-    fig.suptitle("What security costs, per network", fontsize=11)
+    fig.suptitle("What security costs, per network", fontsize=11, x=0.01, ha="left")
     f.png = _png(fig)
     return f
 
