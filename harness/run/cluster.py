@@ -4,11 +4,13 @@
 default, one party per node; a party pinned to the nodes that carry a custom resource),
 starts a `NodeParty` actor in each bundle and learns its node's id and IP: the engines'
 address lists are built from those IPs, and each node picks its parties' free ports.
+The group and its actors serve every run of as many parties, until a run needs another
+number of parties or the sweep ends (`close`).
 A `NodeParty` starts its party with `parties.spawn` (a process group of its own, killed
 with its parent), and the harness watches them with `parties.supervise`, as it watches
-local parties.  After the run every actor kills its party's group and returns its log;
-the actors and the placement group are removed.  When the harness dies, Ray kills the
-actors it owns, and their parties die with them (parent-death signal).
+local parties.  After the run every actor kills its party's group and returns its log.
+When the harness dies, Ray kills the actors it owns, and their parties die with them
+(parent-death signal).
 
 Ray is an optional extra (`pip install -e '.[cluster]'`), imported only here and only
 when a config names a cluster.  The run directory (inputs, results) must be at the same
@@ -80,13 +82,12 @@ def on_loopback(address: str) -> bool:
 
 
 class NodeParty:
-    """One party's process on a node (a Ray actor; its methods run on one event loop)."""
+    """A party's process on a node, one run after another (a Ray actor; its methods run
+    on one event loop)."""
 
     def __init__(self) -> None:
         self.proc: Any = None
-        fd, name = tempfile.mkstemp(prefix="cohortbench-party-", suffix=".log")
-        os.close(fd)
-        self.log = Path(name)
+        self.log: Path | None = None
 
     def where(self) -> tuple[str, str]:
         import ray
@@ -97,6 +98,9 @@ class NodeParty:
         return free_ports(n)
 
     def start(self, party: Party) -> int:
+        fd, name = tempfile.mkstemp(prefix="cohortbench-party-", suffix=".log")
+        os.close(fd)
+        self.log = Path(name)
         self.proc = spawn(party, self.log, 0)
         return self.proc.pid
 
@@ -109,10 +113,24 @@ class NodeParty:
         """Kill the party's group (if it still runs) and hand back its log."""
         if self.proc is not None:
             kill_group(self.proc.pid, [self.proc])
+            self.proc = None
+        if self.log is None:
+            return b""
         try:
             return self.log.read_bytes()
         finally:
             self.log.unlink(missing_ok=True)
+            self.log = None
+
+
+@dataclass(frozen=True)
+class _Group:
+    """A placement group and its actors, one per party, kept from run to run."""
+
+    parties: int
+    group: Any
+    actors: list[Any]
+    where: list[tuple[str, str]]  # per party: its node's id and IP
 
 
 @dataclass
@@ -147,43 +165,61 @@ class RayCluster:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         self.ray, self.placement = ray, placement
         self.actor = ray.remote(num_cpus=1)(NodeParty)
+        self.kept: _Group | None = None
 
     def nodes(self) -> int:
         return sum(1 for n in self.ray.nodes() if n["Alive"])
 
     @contextmanager
     def place(self, parties: int) -> Iterator[Placed]:
+        """The run's parties on the actors of the placement group kept for runs of as many
+        parties (made now, the previous one removed, if there is none)."""
+        if self.kept is None or self.kept.parties != parties:
+            self.close()
+            self.kept = self._group(parties)
+        kept = self.kept
+        try:
+            yield Placed(
+                tuple(ip for _, ip in kept.where),
+                self._ports(kept.actors, [node for node, _ in kept.where]),
+                lambda ps, logdir, timeout_s, started: self._run(kept.actors, ps, logdir, timeout_s, started),
+                [{"node_id": node, "ip": ip} for node, ip in kept.where],
+                self.placement.record(),
+            )
+        except BaseException:
+            self.close()  # the actors' state is not known
+            raise
+
+    def _group(self, parties: int) -> _Group:
         from ray.util.placement_group import placement_group, remove_placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         ray, p = self.ray, self.placement
         group = placement_group(p.bundles(parties), strategy=p.strategy)
-        actors: list[Any] = []
-        try:
-            ready, _ = ray.wait([group.ready()], timeout=PLACE_TIMEOUT_S)
-            if not ready:
-                raise Unavailable(
-                    f"the cluster ({self.nodes()} node(s) alive) cannot place {parties} parties as "
-                    f"{p.strategy} with bundles {p.bundles(parties)} within {PLACE_TIMEOUT_S:.0f} s: "
-                    "add nodes (or the pinned resources), or change placement"
-                )
-            bundle = [
-                PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)
-                for i in range(parties)
-            ]
-            actors = [self.actor.options(scheduling_strategy=b).remote() for b in bundle]
-            where = ray.get([a.where.remote() for a in actors])
-            yield Placed(
-                tuple(ip for _, ip in where),
-                self._ports(actors, [node for node, _ in where]),
-                lambda ps, logdir, timeout_s, started: self._run(actors, ps, logdir, timeout_s, started),
-                [{"node_id": node, "ip": ip} for node, ip in where],
-                p.record(),
-            )
-        finally:
-            for a in actors:
-                ray.kill(a)
+        ready, _ = ray.wait([group.ready()], timeout=PLACE_TIMEOUT_S)
+        if not ready:
             remove_placement_group(group)
+            raise Unavailable(
+                f"the cluster ({self.nodes()} node(s) alive) cannot place {parties} parties as "
+                f"{p.strategy} with bundles {p.bundles(parties)} within {PLACE_TIMEOUT_S:.0f} s: "
+                "add nodes (or the pinned resources), or change placement"
+            )
+        bundles = [
+            PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i) for i in range(parties)
+        ]
+        actors = [self.actor.options(scheduling_strategy=b).remote() for b in bundles]
+        return _Group(parties, group, actors, ray.get([a.where.remote() for a in actors]))
+
+    def close(self) -> None:
+        """Remove the kept actors and their placement group."""
+        if self.kept is None:
+            return
+        from ray.util.placement_group import remove_placement_group
+
+        for a in self.kept.actors:
+            self.ray.kill(a)
+        remove_placement_group(self.kept.group)
+        self.kept = None
 
     def _ports(self, actors: list[Any], nodes: list[str]) -> tuple[int, ...]:
         """A free port for every party, chosen on its node (distinct among a node's parties)."""

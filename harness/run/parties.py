@@ -209,6 +209,10 @@ class Launcher(Protocol):
 
     def place(self, parties: int) -> ContextManager[Placed]: ...
 
+    def close(self) -> None:
+        """After the sweep's last run."""
+        ...
+
 
 class Here:
     """Every party a process of this machine, on loopback, in one process group."""
@@ -216,6 +220,9 @@ class Here:
     @contextmanager
     def place(self, parties: int) -> Iterator[Placed]:
         yield Placed((LOOPBACK,) * parties, tuple(free_ports(parties)), run_group)
+
+    def close(self) -> None:
+        pass
 
 
 HERE = Here()

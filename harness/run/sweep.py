@@ -317,6 +317,7 @@ class Sweep:
         self.writer.close()
         for runner in self.runners.values():
             runner.close()
+        self.launcher.close()
 
 
 def run_name(rep: int, warm: bool) -> str:
