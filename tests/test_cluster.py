@@ -2,8 +2,9 @@
 127.0.0.1, each with 1 CPU and a custom resource of its own (`site_0` .. `site_2`).
 
 Every sweep runs as `cohortbench run` in a process of its own (the driver), as a user
-runs it; the cluster's head and nodes belong to this test process.  Skipped where Ray
-(the `cluster` extra) is not installed.
+runs it; the cluster's head and nodes belong to this test process.  The tests on the
+cluster skip where Ray (the `cluster` extra) is not installed; those of the config and
+of the relay's refusal run everywhere.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from backends.engine import Unavailable
+from harness.net.networks import PROFILES, Network
+from harness.run.runner import LOOPBACK, relayed
 from tests.mp_spdz_vms import need_vm
 
-cluster_utils = pytest.importorskip(
-    "ray.cluster_utils", reason="Ray is not installed: pip install -e '.[cluster]' (make install-cluster)"
-)
 
 REPO = Path(__file__).resolve().parent.parent
 QUERY = REPO / "configs" / "queries" / "five-criteria.yaml"
@@ -34,6 +35,9 @@ SITES = ("site_0", "site_1", "site_2")
 @pytest.fixture(scope="module")
 def cluster():
     """A head and two more nodes, all on loopback; node ids by their custom resource."""
+    cluster_utils = pytest.importorskip(
+        "ray.cluster_utils", reason="Ray is not installed: pip install -e '.[cluster]' (make install-cluster)"
+    )
     c = cluster_utils.Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 1, "resources": {SITES[0]: 1}, "node_ip_address": "127.0.0.1"},
@@ -152,6 +156,24 @@ def test_cluster_local_runs_every_party_here(tmp_path):
     assert code == 0, err
     [r] = _records(out)
     assert r["correct"] and r["hosts"] is None and r["placement"] is None
+
+
+def test_the_relay_refuses_parties_on_other_hosts():
+    with pytest.raises(Unavailable, match="reaches parties on loopback only, but parties run on 10.0.0.2"):
+        with relayed(
+            Network("relay", PROFILES["relay"]), [10001, 10002], False, None, ("127.0.0.1", "10.0.0.2")
+        ):
+            pass
+
+
+def test_direct_links_reach_each_party_at_its_node():
+    with relayed(LOOPBACK, [10001, 10002], False, None, ("10.0.0.1", "10.0.0.2")) as (links, relay):
+        assert relay is None
+        assert [links.address(0, 1), links.address(1, 0), links.host(1, 1)] == [
+            "10.0.0.2:10002",
+            "10.0.0.1:10001",
+            "10.0.0.2",
+        ]
 
 
 def _ours() -> list[psutil.Process]:

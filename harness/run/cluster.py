@@ -184,7 +184,6 @@ class RayCluster:
                 self._ports(kept.actors, [node for node, _ in kept.where]),
                 lambda ps, logdir, timeout_s, started: self._run(kept.actors, ps, logdir, timeout_s, started),
                 [{"node_id": node, "ip": ip} for node, ip in kept.where],
-                self.placement.record(),
             )
         except BaseException:
             self.close()  # the actors' state is not known

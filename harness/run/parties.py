@@ -195,13 +195,12 @@ Started = Callable[[int], None]  # told each party's pid as it starts
 @dataclass(frozen=True)
 class Placed:
     """Where one run's parties run: each one's node address, a free port there for each,
-    how to run them (`run_group`'s signature), and what the record says of it."""
+    how to run them (`run_group`'s signature), and the nodes, as records give them."""
 
     addresses: tuple[str, ...]
     ports: tuple[int, ...]
     run: Callable[[Sequence[Party], Path, float, Started | None], GroupResult]
     hosts: list[dict[str, Any]] | None = None  # per party: its node's id and IP (null: here)
-    placement: dict[str, Any] | None = None  # the placement asked for (null: here)
 
 
 class Launcher(Protocol):

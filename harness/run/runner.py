@@ -269,8 +269,7 @@ class CellRunner:
     def _run(self, cell: Cell, run_dir: Path, timeout_s: float, network: Network) -> Outcome:
         with self.launcher.place(self.spec.parties) as placed:
             outcome = self._placed(cell, run_dir, timeout_s, network, placed)
-        where = {"hosts": placed.hosts, "placement": placed.placement}
-        return replace(outcome, figures={**outcome.figures, **where})
+        return replace(outcome, figures={**outcome.figures, "hosts": placed.hosts})
 
     def _placed(
         self, cell: Cell, run_dir: Path, timeout_s: float, network: Network, placed: Placed
