@@ -14,17 +14,18 @@ _STOP = re.compile(r"Stop MPyC -- elapsed time: (\d+):(\d+):([\d.]+)\|bytes sent
 
 
 def commands(links: Links, ssl: bool = False) -> list[list[str]]:
-    """One command per party: `-M m -I i` and every party's address (its own host empty).
+    """One command per party: `-M m -I i` and every party's address.
 
-    Party i reaches party j at `links.address(i, j)`: j's node and port, or a relay's.
-    With `ssl`, the working directory must hold MPyC's `.config` certificates.
+    Party i reaches party j at `links.address(i, j)`: j's node and port, or a relay's;
+    its own address is the one it listens on (`party.bind_own_address`).  With `ssl`,
+    the working directory must hold MPyC's `.config` certificates.
     """
     parties = links.parties
     out = []
     for i in range(parties):
         addresses = []
         for j in range(parties):
-            addresses += ["-P", f":{links.views[i][j]}" if j == i else links.address(i, j)]
+            addresses += ["-P", links.address(i, j)]
         out.append(
             [
                 sys.executable,
