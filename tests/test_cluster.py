@@ -222,10 +222,11 @@ def test_nothing_listens_beyond_loopback_during_a_run(cluster, tmp_path):
     assert beyond == {}
 
 
-def test_a_driver_killed_with_sigkill_leaves_no_party_process(cluster, tmp_path):
+def test_a_driver_killed_with_sigkill_leaves_no_party_process_and_resume_finishes(cluster, tmp_path):
     address, _ = cluster
     config = _config(tmp_path, MPYC, populations=["synthetic:100"])
-    driver = _cohortbench("run", config, "--out", tmp_path / "k.jsonl", "--cluster", address)
+    out = tmp_path / "k.jsonl"
+    driver = _cohortbench("run", config, "--out", out, "--cluster", address)
     deadline = time.monotonic() + 120
     while len(_parties()) < 3 and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.02)
@@ -236,17 +237,25 @@ def test_a_driver_killed_with_sigkill_leaves_no_party_process(cluster, tmp_path)
     while _parties() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _parties() == [], "party processes outlived the killed driver"
+    code, _, err = _run(config, "--out", out, "--cluster", address, "--resume")
+    assert code == 0, err
+    [r] = _records(out)
+    assert r["correct"] and len(r["hosts"]) == 3
 
 
-def test_mp_spdz_parties_on_three_nodes_answer_as_the_oracle(cluster, tmp_path):
+def test_mp_spdz_parties_pinned_on_three_nodes_answer_as_the_oracle(cluster, tmp_path):
     need_vm("shamir")
     address, nodes = cluster
+    pins = {0: "site_1", 1: "site_2", 2: "site_0"}
+    placement = {str(i): {"resources": {site: 1}} for i, site in pins.items()}
     out = tmp_path / "mp-spdz.jsonl"
-    config = _config(
-        tmp_path, "{engine: mp-spdz, protocol: shamir, parties: 3}", networks=["loopback", "relay"]
-    )
+    engine = "{engine: mp-spdz, protocol: shamir, parties: 3}"
+    config = _config(tmp_path, engine, networks=["loopback", "relay"], placement=placement)
     code, _, err = _run(config, "--out", out, "--cluster", address)
     assert code == 0, err
-    for r in _records(out):
+    records = _records(out)
+    assert [r["network"]["name"] for r in records] == ["loopback", "relay"]
+    for r in records:
         assert r["correct"], r["error"]
-        assert {h["node_id"] for h in r["hosts"]} == set(nodes.values())
+        assert [h["node_id"] for h in r["hosts"]] == [nodes[pins[i]] for i in range(3)]
+    assert records[1]["relay_bytes"] > 0
