@@ -122,6 +122,20 @@ def test_pinned_parties_run_on_the_nodes_that_carry_their_resource(cluster, tmp_
     assert r["placement"]["parties"] == {str(i): {"resources": {site: 1.0}} for i, site in pins.items()}
 
 
+def test_a_run_past_its_timeout_is_killed_on_the_nodes_and_the_sweep_goes_on(cluster, tmp_path):
+    address, _ = cluster
+    out = tmp_path / "late.jsonl"
+    config = _config(tmp_path, MPYC, populations=["synthetic:100"], timeout_s=0.5, repeats=2)
+    code, _, err = _run(config, "--out", out, "--cluster", address)
+    assert code == 1, err
+    records = _records(out)
+    assert len(records) == 2
+    for r in records:
+        assert not r["correct"] and r["error"].startswith("timed out; all parties killed"), r["error"]
+        assert "--- party 2 ---" in r["error"]  # each party's log, brought back from its node
+    assert _parties() == []
+
+
 @pytest.mark.parametrize(
     "keys, location",
     [

@@ -105,9 +105,10 @@ class NodeParty:
         return self.proc.pid
 
     async def wait(self) -> int:
-        while self.proc.poll() is None:
+        proc = self.proc  # `stop` may let go of it meanwhile: it reaps it first
+        while proc.poll() is None:
             await asyncio.sleep(0.005)
-        return self.proc.returncode
+        return proc.returncode
 
     def stop(self) -> bytes:
         """Kill the party's group (if it still runs) and hand back its log."""
@@ -244,19 +245,16 @@ class RayCluster:
         ray = self.ray
         logdir.mkdir(parents=True, exist_ok=True)
         logs = tuple(logdir / f"party-{i}.log" for i in range(len(parties)))
-        start = last_exit = time.perf_counter()
-        timed_out = False
-        first_failed: tuple[int, ...] = ()
-        waiting: list[_Waiting] = []
+        start = time.perf_counter()
         try:
             pids = ray.get([a.start.remote(party) for a, party in zip(actors, parties)])
-            for pid in pids:
-                if started is not None:
+            if started is not None:
+                for pid in pids:
                     started(pid)
             waiting = [_Waiting(a.wait.remote()) for a in actors]
             timed_out, first_failed, last_exit = supervise(waiting, timeout_s, start)
         finally:
             for log, text in zip(logs, ray.get([a.stop.remote() for a in actors])):
                 log.write_bytes(text)
-        codes = tuple(ray.get(w.ref) for w in waiting) if waiting else (None,) * len(parties)
+        codes = tuple(ray.get(w.ref) for w in waiting)
         return GroupResult(codes, last_exit - start, timed_out, logs, first_failed)
