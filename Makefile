@@ -12,7 +12,7 @@ CI_NEW ?= $(RESULTS)/ci-new.jsonl
 COMPARE_FLAGS ?=
 REPORT_INPUTS ?= $(RESULTS)/default-latest.jsonl
 
-.PHONY: install lint test bench bench-ci bench-micro baseline report clean
+.PHONY: install install-cluster lint test bench bench-ci bench-micro baseline report clean
 
 install: $(VENV)/.installed $(MHE_VENV)/.installed
 
@@ -20,6 +20,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# The optional `cluster` extra (Ray): parties on a Ray cluster's nodes; its tests run with it.
+install-cluster: $(VENV)/.installed-cluster
+
+$(VENV)/.installed-cluster: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,cluster]'
 	touch $@
 
 # Made only where an interpreter runs OpenFHE; elsewhere each `make install` looks again.

@@ -187,20 +187,33 @@ class Spec(BaseModel):
         return f"{self.engine}/{self.protocol}/{self.parties}p{extra}{self.options_label()}"
 
 
+LOOPBACK = "127.0.0.1"
+
+
 @dataclass(frozen=True)
 class Links:
-    """Where a run's parties listen and how each reaches the others (all on `host`).
+    """Where a run's parties listen and how each reaches the others.
 
     `views[i][j]` is the port party i uses for party j: j's own listening port, or a
-    relay's; `views[i][i]` is i's listening port."""
+    relay's; `views[i][i]` is i's listening port.  `hosts[i][j]` is the address at that
+    port (j's node, or the relay's; `hosts[i][i]`: the address i binds); none given:
+    every party on loopback."""
 
     listen: tuple[int, ...]
     views: tuple[tuple[int, ...], ...]
-    host: str = "127.0.0.1"
+    hosts: tuple[tuple[str, ...], ...] = ()
 
     @property
     def parties(self) -> int:
         return len(self.listen)
+
+    def host(self, i: int, j: int) -> str:
+        """The address party i reaches party j at (i's own: the one it binds)."""
+        return self.hosts[i][j] if self.hosts else LOOPBACK
+
+    def address(self, i: int, j: int) -> str:
+        """`host:port` of party j as party i reaches it."""
+        return f"{self.host(i, j)}:{self.views[i][j]}"
 
 
 REPO = Path(__file__).resolve().parent.parent

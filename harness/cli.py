@@ -321,6 +321,10 @@ def _names(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
 @click.option(
     "--engines", "engine_filter", help="Keep the engines whose label matches, e.g. mpyc/shamir or '*/semi*'."
 )
+@click.option(
+    "--cluster",
+    help="Run the parties on a Ray cluster's nodes: auto, HOST:PORT or ray://HOST:PORT (the cluster extra).",
+)
 def run(
     config: Path,
     out_path: Path,
@@ -331,11 +335,12 @@ def run(
     populations: tuple[str, ...] | None,
     networks: tuple[str, ...] | None,
     engine_filter: str | None,
+    cluster: str | None,
 ) -> None:
     """Run the experiment grid in CONFIG (YAML) and print its summary table."""
     if force and not resume:
         raise click.UsageError("--force goes with --resume")
-    overrides = Overrides(repeats, populations, networks, engine_filter)
+    overrides = Overrides(repeats, populations, networks, engine_filter, cluster)
     exp = load_experiment(config, overrides)
     for w in exp.warnings:
         _warn(w)

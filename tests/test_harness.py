@@ -174,13 +174,16 @@ def test_killed_party_fails_the_cell_and_the_sweep_goes_on(tmp_path):
     )
     exp = load_experiment(cfg)
     killed: list[int] = []
-    listened: set[int] = set()  # every party's own listening port (its "-P :port")
+    listened: set[int] = set()  # every party's own listening port (its -P at its -I index)
 
     def killer() -> None:
         deadline = time.time() + 60
         while time.time() < deadline and not killed:
             for p in party_processes():
-                listened.update(int(a[1:]) for a in p.info["cmdline"] if a.startswith(":"))
+                args = p.info["cmdline"]
+                addresses = [args[k + 1] for k, a in enumerate(args[:-1]) if a == "-P"]
+                if "-I" in args and addresses:
+                    listened.add(int(addresses[int(args[args.index("-I") + 1])].rsplit(":", 1)[1]))
                 if p.info["cmdline"][-1:] and "-I" in p.info["cmdline"]:
                     i = p.info["cmdline"].index("-I")
                     if p.info["cmdline"][i + 1] == "1" and time.time() - p.create_time() > 1.5:

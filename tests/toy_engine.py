@@ -44,7 +44,8 @@ class ToyCell(PlainCell):
             "population": str(self.data),
             "listen": links.listen[1],
             "peer": links.views[0][1],
-            "host": links.host,
+            "host": links.host(1, 1),
+            "peer_host": links.host(0, 1),
         }
         (run_dir / "job.json").write_text(json.dumps(job))
         path = os.pathsep.join(filter(None, [str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH")]))
@@ -88,7 +89,7 @@ def _party(job: dict, pid: int) -> None:
     payload = json.dumps(result.count).encode()
     for _ in range(200):  # party 1 may not listen yet
         try:
-            with socket.create_connection((job["host"], job["peer"])) as conn:
+            with socket.create_connection((job["peer_host"], job["peer"])) as conn:
                 conn.sendall(payload)
             break
         except ConnectionRefusedError:

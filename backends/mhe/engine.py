@@ -144,7 +144,7 @@ class MheCell:
             str(keys_dir),
             reuse,
             str(run_dir),
-            links.host,
+            [[links.host(i, j) for j in range(links.parties)] for i in range(links.parties)],
             [list(view) for view in links.views],
             self.noise,
         )

@@ -30,7 +30,7 @@ class Job:
     keys_dir: str  # party i keeps its key share in keys_dir/party-<i>
     reuse_keys: bool  # load the key shares a previous run left, rather than generate them
     result_dir: str  # party i writes result-<i>.json
-    host: str
+    hosts: list[list[str]]  # hosts[i][j]: the address party i reaches party j at (links.host)
     views: list[list[int]]  # views[i][j]: the port party i uses for party j (links.views)
     # A stats query with dp: the mechanism, each released sum's noise scale ("p/q") and the
     # shares that make up the whole noise (`circuits.privacy.Plan`); every party adds its own.

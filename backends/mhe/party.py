@@ -88,8 +88,8 @@ def own_population(job: Job, pid: int) -> Population:
 def connect(job: Job, pid: int) -> list[Peer]:
     """The star: party 0 dials every other party; each of them takes that one call."""
     if pid == 0:
-        return [dial(j, job.host, job.views[0][j]) for j in range(1, len(job.views))]
-    return [accept(0, job.host, job.views[pid][pid])]
+        return [dial(j, job.hosts[0][j], job.views[0][j]) for j in range(1, len(job.views))]
+    return [accept(0, job.hosts[pid][pid], job.views[pid][pid])]
 
 
 def sent(peers: Sequence[Peer]) -> int:

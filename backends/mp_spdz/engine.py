@@ -193,7 +193,7 @@ class MpSpdzCell:
         ]
 
     def plan(self, run_dir: Path, links: Links, traced: bool) -> list[Party]:
-        addresses = [[f"{links.host}:{port}" for port in view] for view in links.views]
+        addresses = [[links.address(i, j) for j in range(links.parties)] for i in range(links.parties)]
         try:
             if self.compiled is None:
                 plan = launch.prepare_local_run(run_dir, self.protocol, self.site_jobs)

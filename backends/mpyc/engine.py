@@ -131,8 +131,7 @@ class MpycCell:
         job_path = run_dir / "job.json"
         job.write(job_path)
         env = {"COHORTBENCH_JOB": str(job_path), **python_path()}
-        views = [list(view) for view in links.views]
-        return [Party(tuple(argv), self.workdir, env) for argv in launch.commands(views, bool(self.spec.ssl))]
+        return [Party(tuple(argv), self.workdir, env) for argv in launch.commands(links, bool(self.spec.ssl))]
 
     def read(self, run: Finished) -> Figures:
         try:

@@ -8,22 +8,24 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from backends.engine import Links
+
 _STOP = re.compile(r"Stop MPyC -- elapsed time: (\d+):(\d+):([\d.]+)\|bytes sent: (\d+)")
 
 
-def commands(views: list[list[int]], ssl: bool = False) -> list[list[str]]:
-    """One command per party: `-M m -I i` and every party's address (its own host empty).
+def commands(links: Links, ssl: bool = False) -> list[list[str]]:
+    """One command per party: `-M m -I i` and every party's address.
 
-    `views[i][j]` is the loopback port party i uses for party j (its own listening
-    port when j == i): the real ports, or a relay's.  With `ssl`, the working
-    directory must hold MPyC's `.config` certificates.
+    Party i reaches party j at `links.address(i, j)`: j's node and port, or a relay's;
+    its own address is the one it listens on (`party.bind_own_address`).  With `ssl`,
+    the working directory must hold MPyC's `.config` certificates.
     """
-    parties = len(views)
+    parties = links.parties
     out = []
     for i in range(parties):
         addresses = []
-        for j, port in enumerate(views[i]):
-            addresses += ["-P", f":{port}" if j == i else f"127.0.0.1:{port}"]
+        for j in range(parties):
+            addresses += ["-P", links.address(i, j)]
         out.append(
             [
                 sys.executable,

@@ -9,6 +9,7 @@ writes its revealed result and timings as JSON.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -203,5 +204,13 @@ async def main() -> None:
     Path(job.result_path, f"result-{mpc.pid}.json").write_text(json.dumps(record))
 
 
+def bind_own_address() -> None:
+    """Listen on this party's own address (its `-P HOST:PORT`) only: MPyC 0.10-0.11 opens
+    its server with a port and no host, which listens on every interface."""
+    create_server = mpc._loop.create_server
+    mpc._loop.create_server = functools.partial(create_server, host=mpc.parties[mpc.pid].host)
+
+
 if __name__ == "__main__":
+    bind_own_address()
     mpc.run(main())

@@ -3,7 +3,8 @@
 `Record` is the schema of a line, version `SCHEMA_VERSION`; a line without
 `schema_version` is version 1, which has the same keys as version 2; before version 3
 `rounds` was the relay's chain on the run's own network, read now as `observed_rounds`
-(`rounds` null). A line without `deployment` (before deployments) is `patient`,
+(`rounds` null); version 4 adds `hosts` and `placement` (null before: parties on this
+machine). A line without `deployment` (before deployments) is `patient`,
 one without `criteria` `public`. Keys this code does not know
 are kept and written back; a line of a newer version is refused. `--resume` keeps
 finished runs; a half-written last line (a killed sweep) is detected, reported and
@@ -25,7 +26,7 @@ from typing import Any, Callable, TypedDict, TypeVar
 
 from circuits.errors import InputError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _FIX = "results files are written by `cohortbench run`"
 
 
@@ -87,6 +88,8 @@ class Record(Mapping[str, Any]):
     offline_s: list[float | None] | None = None  # MP-SPDZ: offline phase seconds, per party
     tls: bool | None = None  # links encrypted (the engine's `ssl`, else its default)
     isolation: str | None = None  # `netns` or `host`: where the parties ran
+    hosts: list[dict[str, Any]] | None = None  # on a cluster: each party's node, `{node_id, ip}` (null: here)
+    placement: dict[str, Any] | None = None  # on a cluster: `strategy`, the `parties` pinned to `resources`
     compile_s: float | None = None  # MP-SPDZ: compile time
     compile_cached: bool | None = None  # MP-SPDZ: program taken from the compile cache
     compile_options: str | None = None  # MP-SPDZ: compile options

@@ -1,8 +1,9 @@
 """Network isolation of a run: its parties and relay in a fresh network namespace.
 
-MPyC and MP-SPDZ's VMs listen on every interface of their host (neither has an
-option to bind one address).  So that no party of a benchmark is ever reachable
-from outside, each run can take place in a network namespace made for it alone:
+MP-SPDZ's VMs listen on every interface of their host (they have no option to bind
+one address; MPyC's parties are bound to their own address by `backends.mpyc.party`).
+So that no party of a benchmark is ever reachable from outside, each run can take
+place in a network namespace made for it alone:
 `call` starts a thread, moves that thread (not the harness) into a new namespace
 with `unshare(CLONE_NEWNET)`, brings the namespace's loopback interface up, and
 runs the run there.  Everything the run starts inherits the namespace: the
@@ -98,5 +99,5 @@ def resolve(mode: str) -> tuple[bool, str | None]:
         raise ValueError(f"isolation: netns: {why}")
     return False, (
         f"isolation: parties run in the host's network namespace ({why}); they "
-        "connect over 127.0.0.1 but MPyC and MP-SPDZ listen on every interface"
+        "connect over 127.0.0.1 but MP-SPDZ's VMs listen on every interface"
     )

@@ -33,6 +33,7 @@ from harness.net.relay import LinkShape
 from harness.data import sources
 from harness.data.sources import Source, parse_source
 from harness.run import deployment
+from harness.run.cluster import STRATEGIES, PartyPlacement
 from harness.run.deployment import DeploymentField
 
 
@@ -129,6 +130,10 @@ class Config(_Model):
     criteria: Literal["public", "private"] | None = None
     researcher: Union[Literal["extra"], Annotated[int, Field(ge=0)]] | None = None
     max_codes: Annotated[int, Field(ge=1)] | None = None
+    # A Ray cluster's address: each run's parties on its nodes (harness.run.cluster), placed
+    # as `placement` says (a strategy, and party index -> {resources: ...}); checked by `_cluster`.
+    cluster: str | None = None
+    placement: dict[Union[int, str], Any] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -200,6 +205,8 @@ class Experiment:
     config_hash: str  # of the config as written (before any overrides)
     overrides: dict[str, Any]  # the command line's overrides, as recorded (`Overrides.record`)
     engines_at: tuple[tuple[Spec, ...], ...] = ()  # per deployment: the engines, parties = its sites
+    cluster: str | None = None  # a Ray cluster's address (None: every party here)
+    placement: PartyPlacement | None = None  # on that cluster: how parties spread over its nodes
 
     def population(self, src: Source, padding: Padding, warn: Callable[[str], None]) -> Population:
         """A source of the grid at one of its paddings; a bound exceeded names this config."""
@@ -218,6 +225,9 @@ def _hash(config: Config) -> str:
     data = config.model_dump(mode="json")
     if data["deployments"] == ["patient"]:
         del data["deployments"]
+    for key in ("cluster", "placement"):  # unset: the hash of a config written before them
+        if data[key] is None:
+            del data[key]
     text = json.dumps(data, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -231,6 +241,7 @@ class Overrides:
     populations: tuple[str, ...] | None = None  # replaces `populations:`
     networks: tuple[str, ...] | None = None  # names: the config's networks of that name, or profiles
     engines: str | None = None  # keeps the engines whose label matches (comma-separated globs)
+    cluster: str | None = None  # replaces `cluster:`
 
     def record(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if v is not None}
@@ -254,6 +265,8 @@ class Overrides:
             out["engines"] = [_restrict(e, self.populations) for e in out["engines"]]
         if self.networks is not None:
             out["networks"] = [spec for name in self.networks for spec in _networks_named(name, config)]
+        if self.cluster is not None:
+            out["cluster"] = self.cluster
         return out
 
 
@@ -565,6 +578,8 @@ def _resolve(path: Path, config: Config, config_hash: str, overrides: dict[str, 
     _private_fits(source, config, queries)
     profiles = config.profiles()
     networks = tuple(parse_network(spec, profiles) for spec in config.networks)
+    placement = _cluster(source, config)
+    cluster = config.cluster if placement is not None else None
     return Experiment(
         path,
         config,
@@ -575,4 +590,87 @@ def _resolve(path: Path, config: Config, config_hash: str, overrides: dict[str, 
         tuple(warnings),
         config_hash,
         overrides,
+        cluster=cluster,
+        placement=placement,
     )
+
+
+_ADDRESS = re.compile(r"(ray://)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
+LOCAL = "local"  # `cluster: local`: every party here, as without a cluster
+_ADDRESS_FIX = (
+    "give auto (the cluster this machine's `ray start` joined), HOST:PORT (the head's address "
+    "as `ray start --head` prints it), ray://HOST:PORT (Ray Client) or local (no cluster)"
+)
+
+
+def _cluster(source: str, config: Config) -> PartyPlacement | None:
+    """`cluster:` an address Ray takes, and `placement:` a strategy and pinned parties
+    (None: the parties run here; `local` says so, whatever `placement:` says)."""
+    if config.cluster == LOCAL:
+        return None
+    if config.cluster is None:
+        if config.placement is not None:
+            raise InputError(
+                source,
+                "placement",
+                "placement spreads parties over a cluster, but no cluster: is given",
+                "add cluster: ADDRESS (or --cluster ADDRESS), or drop placement",
+            )
+        return None
+    if config.cluster != "auto" and not _ADDRESS.fullmatch(config.cluster):
+        raise InputError(source, "cluster", f"{config.cluster!r} is not a Ray cluster address", _ADDRESS_FIX)
+    if config.isolation == "netns":
+        raise InputError(
+            source,
+            "isolation",
+            "isolation: netns puts a run in a namespace here, but cluster: runs its "
+            "parties on the cluster's nodes",
+            "set isolation: auto (or none), or drop cluster",
+        )
+    strategy, pins = "STRICT_SPREAD", {}
+    most = max(e.parties for e in config.engines)
+    for key, value in (config.placement or {}).items():
+        if key == "strategy":
+            if value not in STRATEGIES:
+                raise InputError(
+                    source,
+                    "placement.strategy",
+                    f"{value!r} is not a Ray placement strategy",
+                    "use one of " + ", ".join(STRATEGIES),
+                )
+            strategy = value
+            continue
+        party = int(key) if isinstance(key, int) or str(key).isdigit() else None
+        if party is None or party >= most:
+            raise InputError(
+                source,
+                f"placement.{key}",
+                f"{key!r} is neither strategy nor a party of any engine (0 to {most - 1})",
+                "key each pinned party by its index, e.g. 0: {resources: {site_a: 1}}",
+            )
+        pins[party] = _pin(source, f"placement.{key}", value)
+    return PartyPlacement(strategy, pins)
+
+
+def _pin(source: str, where: str, value: Any) -> dict[str, float]:
+    """A pinned party's `{resources: {NAME: AMOUNT, ...}}`: custom resources its node carries."""
+    fix = (
+        "write {resources: {NAME: AMOUNT}}: a custom resource of the nodes it may run on "
+        "(ray start --resources)"
+    )
+    if not isinstance(value, dict) or set(value) != {"resources"}:
+        raise InputError(source, where, "a pinned party is a mapping with the one key resources", fix)
+    resources = value["resources"]
+    if not isinstance(resources, dict) or not resources:
+        raise InputError(source, f"{where}.resources", "resources is a mapping, not empty", fix)
+    for name, amount in resources.items():
+        if (
+            not isinstance(name, str)
+            or isinstance(amount, bool)
+            or not isinstance(amount, (int, float))
+            or amount <= 0
+        ):
+            raise InputError(
+                source, f"{where}.resources.{name}", f"{amount!r} is not a positive amount of {name!r}", fix
+            )
+    return {name: float(amount) for name, amount in resources.items()}

@@ -1,6 +1,9 @@
 """Party processes: launch a cell's parties in one process group, wait, and clean up.
 
-A timeout or a party that dies kills the whole group; nothing outlives a cell.
+A timeout or a party that dies kills the whole group; nothing outlives a cell.  Where
+a run's parties run is a `Launcher`'s choice: `HERE`, this machine (the default), or a
+cluster's nodes (`harness.run.cluster`), which starts each party with `spawn` and
+watches them with `supervise` as `run_group` does.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ import signal
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence
 
 import psutil
 
-from backends.engine import Party
+from backends.engine import LOOPBACK, Party
 
 
 @dataclass(frozen=True)
@@ -99,11 +103,49 @@ def free_ports(n: int) -> list[int]:
     raise RuntimeError(f"fewer than {n} free TCP ports outside the ephemeral range {low}-{high}")
 
 
+class Running(Protocol):
+    """A started party, as `supervise` watches it: its exit code once it has exited."""
+
+    def poll(self) -> int | None: ...
+
+
+def spawn(party: Party, log: Path, pgid: int) -> subprocess.Popen:
+    """Start one party, its output in `log`, in process group `pgid` (0: a group of its
+    own), SIGKILLed when its parent dies.  Its environment is this process's plus the
+    party's own variables."""
+    with log.open("wb") as f:
+        return subprocess.Popen(
+            party.argv,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **party.env},
+            cwd=party.cwd,
+            process_group=pgid,
+            preexec_fn=_die_with_parent,
+        )
+
+
+def supervise(
+    parties: Sequence[Running], timeout_s: float, start: float
+) -> tuple[bool, tuple[int, ...], float]:
+    """Wait (polling every 5 ms) until every party has exited, one has failed (the others
+    would wait for it forever) or `timeout_s` has passed since `start`: whether it timed
+    out, the parties seen failed at the first poll that saw any failure, and when it ended."""
+    while True:
+        codes = [p.poll() for p in parties]
+        failed = tuple(i for i, c in enumerate(codes) if c not in (None, 0))
+        if failed or all(c is not None for c in codes):
+            return False, failed, time.perf_counter()
+        if time.perf_counter() - start > timeout_s:
+            return True, (), time.perf_counter()
+        time.sleep(0.005)
+
+
 def run_group(
     parties: Sequence[Party], logdir: Path, timeout_s: float, started: Callable[[int], None] | None = None
 ) -> GroupResult:
     """Run one process per party in a new process group; kill the group on failure.
-    Each party's environment is the harness's plus the party's own variables;
     `started` is told each party's pid as it starts."""
     logdir.mkdir(parents=True, exist_ok=True)
     logs = tuple(logdir / f"party-{i}.log" for i in range(len(parties)))
@@ -114,33 +156,12 @@ def run_group(
     start = last_exit = time.perf_counter()
     try:
         for party, log in zip(parties, logs):
-            with log.open("wb") as f:
-                p = subprocess.Popen(
-                    party.argv,
-                    stdout=f,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env={**os.environ, **party.env},
-                    cwd=party.cwd,
-                    process_group=pgid,
-                    preexec_fn=_die_with_parent,
-                )
+            p = spawn(party, log, pgid)
             pgid = pgid or p.pid
             procs.append(p)
             if started is not None:
                 started(p.pid)
-        while True:
-            codes = [p.poll() for p in procs]
-            first_failed = tuple(i for i, c in enumerate(codes) if c not in (None, 0))
-            if all(c is not None for c in codes):
-                break
-            if any(c not in (None, 0) for c in codes):
-                break  # a dead party: the others would wait for it forever
-            if time.perf_counter() - start > timeout_s:
-                timed_out = True
-                break
-            time.sleep(0.005)
-        last_exit = time.perf_counter()
+        timed_out, first_failed, last_exit = supervise(procs, timeout_s, start)
     finally:
         kill_group(pgid, procs)
     return GroupResult(tuple(p.returncode for p in procs), last_exit - start, timed_out, logs, first_failed)
@@ -166,3 +187,41 @@ def kill_group(pgid: int, procs: list[subprocess.Popen]) -> None:
             pass
     for p in procs:
         p.wait()
+
+
+Started = Callable[[int], None]  # told each party's pid as it starts
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Where one run's parties run: each one's node address, a free port there for each,
+    how to run them (`run_group`'s signature), and the nodes, as records give them."""
+
+    addresses: tuple[str, ...]
+    ports: tuple[int, ...]
+    run: Callable[[Sequence[Party], Path, float, Started | None], GroupResult]
+    hosts: list[dict[str, Any]] | None = None  # per party: its node's id and IP (null: here)
+
+
+class Launcher(Protocol):
+    """Places each run's parties (for as long as the run lasts)."""
+
+    def place(self, parties: int) -> ContextManager[Placed]: ...
+
+    def close(self) -> None:
+        """After the sweep's last run."""
+        ...
+
+
+class Here:
+    """Every party a process of this machine, on loopback, in one process group."""
+
+    @contextmanager
+    def place(self, parties: int) -> Iterator[Placed]:
+        yield Placed((LOOPBACK,) * parties, tuple(free_ports(parties)), run_group)
+
+    def close(self) -> None:
+        pass
+
+
+HERE = Here()

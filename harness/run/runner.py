@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import shutil
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
 from backends import registry
+from backends import engine as interface
 from backends.engine import Cell, Engine, Finished, Links, OutputError, Spec, Unavailable
 from circuits.holdings import PATIENT_HELD, Holdings
 from circuits.ir import Output, Query
@@ -28,7 +29,7 @@ from circuits.stats import Ones, Stats, combine
 from harness.net.networks import PROFILES, Network
 from harness.net.relay import Relay, routes_for_full_mesh
 from harness.run.diagnosis import diagnose
-from harness.run.parties import GroupResult, free_ports, run_group
+from harness.run.parties import HERE, GroupResult, Launcher, Placed
 from harness.run.waiting import PartiesWaiting
 
 LOOPBACK = Network("loopback", PROFILES["loopback"])
@@ -155,18 +156,34 @@ def _brief(answer: object) -> str:
 
 @contextmanager
 def relayed(
-    network: Network, listen: list[int], every_direction: bool, waiting: PartiesWaiting | None = None
+    network: Network,
+    listen: list[int],
+    every_direction: bool,
+    waiting: PartiesWaiting | None = None,
+    addresses: tuple[str, ...] = (),
 ) -> Iterator[tuple[Links, Relay | None]]:
-    """Each party's view of the others' ports, through a relay unless `network` is direct.
+    """Each party's view of the others' addresses and ports, through a relay unless
+    `network` is direct.
 
-    Without `every_direction` party i connects only to every j > i, so those routes
-    suffice; with it, party i reaches every j through the relay, and routes no one uses
-    stay idle.  The network's faults, if any, are handed to the relay; a lock-step
-    network's relay waits for every party to wait (`waiting`) before each delivery."""
+    `addresses[j]`: party j's node (none given: every party on loopback).  Without
+    `every_direction` party i connects only to every j > i, so those routes suffice;
+    with it, party i reaches every j through the relay, and routes no one uses stay
+    idle.  The network's faults, if any, are handed to the relay; a lock-step network's
+    relay waits for every party to wait (`waiting`) before each delivery.  The relay runs
+    here and reaches the parties on loopback: Unavailable if a party's node is elsewhere."""
     parties = len(listen)
+    nodes = addresses or (interface.LOOPBACK,) * parties
+    hosts = tuple(tuple(nodes) for _ in range(parties))
     if not network.relayed or parties < 2:
-        yield Links(tuple(listen), tuple(tuple(listen) for _ in range(parties))), None
+        yield Links(tuple(listen), tuple(tuple(listen) for _ in range(parties)), hosts), None
         return
+    away = sorted({a for a in nodes if a != interface.LOOPBACK})
+    if away:
+        raise Unavailable(
+            f"network {network.name} goes through the relay, which runs beside the harness and "
+            f"reaches parties on loopback only, but parties run on {', '.join(away)}: use a direct "
+            "network (loopback) across hosts"
+        )
     routes = (
         [(i, j, listen[j]) for i in range(parties) for j in range(parties) if i != j]
         if every_direction
@@ -177,7 +194,7 @@ def relayed(
             tuple(relay.port_for(i, j) if (i, j) in relay.ports else listen[j] for j in range(parties))
             for i in range(parties)
         )
-        yield Links(tuple(listen), views), relay
+        yield Links(tuple(listen), views, hosts), relay
 
 
 def _relay_figures(relay: Relay) -> dict:
@@ -218,10 +235,12 @@ class CellRunner:
         workdir: Path,
         holdings: Holdings = PATIENT_HELD,
         before: Callable[[str], object] = lambda name: None,
+        launcher: Launcher = HERE,
     ):
-        """`before(name)`: called as each run starts, before its parties (the privacy ledger's charge)."""
+        """`before(name)`: called as each run starts, before its parties (the privacy ledger's
+        charge); `launcher`: where each run's parties run."""
         self.spec, self.query, self.workdir, self.holdings = spec, query, workdir.resolve(), holdings
-        self.before = before
+        self.before, self.launcher = before, launcher
         self.engine = registry.get(spec.engine)
         self.expected = cohort(query, pop, holdings)
         self.cell: Cell | None = None
@@ -249,11 +268,18 @@ class CellRunner:
             self.cell.finish(run_dir)
 
     def _run(self, cell: Cell, run_dir: Path, timeout_s: float, network: Network) -> Outcome:
-        listen = free_ports(self.spec.parties)
+        with self.launcher.place(self.spec.parties) as placed:
+            outcome = self._placed(cell, run_dir, timeout_s, network, placed)
+        return replace(outcome, figures={**outcome.figures, "hosts": placed.hosts})
+
+    def _placed(
+        self, cell: Cell, run_dir: Path, timeout_s: float, network: Network, placed: Placed
+    ) -> Outcome:
         waiting = PartiesWaiting(self.spec.parties) if network.lockstep else None
-        with relayed(network, listen, self.engine.connects_every_direction, waiting) as (links, relay):
+        every = self.engine.connects_every_direction
+        with relayed(network, list(placed.ports), every, waiting, placed.addresses) as (links, relay):
             parties = cell.plan(run_dir, links, traced=bool(network.faults))
-            group = run_group(parties, run_dir, timeout_s, waiting.add if waiting else None)
+            group = placed.run(parties, run_dir, timeout_s, waiting.add if waiting else None)
         failure = group.failure()
         if failure:
             return self._failed(group, relay, failure)

@@ -22,9 +22,11 @@ from harness.analysis.records import Record
 from harness.run.config import Experiment
 from harness.net.networks import Network
 from harness.run.calibrations import Calibrations, Enter
+from harness.run.cluster import PartyPlacement, RayCluster
 from harness.run import deployment
 from harness.run.deployment import DeploymentSpec, Placement
 from harness.run.runner import CellRunner, Outcome
+from harness.run.parties import HERE, Launcher
 from harness.privacy.budget import Accountant, accountant
 from harness.data.sources import Source
 from circuits.ir import Query
@@ -189,7 +191,10 @@ def resumed_over(exp: Experiment, out: Path, kept: list[Record], force: bool) ->
 
 
 def _isolation(exp: Experiment, warn: Callable[[str], None]) -> tuple[Enter, str]:
-    """How each run is entered (in a namespace of its own, or here) and what to record."""
+    """How each run is entered (in a namespace of its own, or here) and what to record.
+    On a cluster the parties run on its nodes: here, the run is entered as it is."""
+    if exp.cluster is not None:
+        return _here, "host"
     try:
         isolated, note = isolation.resolve(exp.config.isolation)
     except ValueError as e:
@@ -212,8 +217,10 @@ class Sweep:
         sweep_meta: dict,
         warn: Callable[[str], None],
         accountant: Accountant | None = None,
+        launcher: Launcher = HERE,
     ):
         self.exp, self.enter, self.meta, self.warn = exp, enter, sweep_meta, warn
+        self.launcher = launcher
         self.accountant = accountant or Accountant(None, None)  # None: no DP query
         self.runs_dir = out.with_suffix(".runs")
         self.writer = results.Writer(out)
@@ -250,7 +257,7 @@ class Sweep:
                 )
 
             self.runners[key] = CellRunner(
-                cell.engine, cell.query, pop, self.runs_dir / key, holdings, charge
+                cell.engine, cell.query, pop, self.runs_dir / key, holdings, charge, self.launcher
             )
         return self.runners[key]
 
@@ -310,6 +317,7 @@ class Sweep:
         self.writer.close()
         for runner in self.runners.values():
             runner.close()
+        self.launcher.close()
 
 
 def run_name(rep: int, warm: bool) -> str:
@@ -355,7 +363,8 @@ def run_sweep(
     sweep_meta = {**meta.collect(exp.config_hash), "isolation": isolated}
     sweep_meta |= {"overrides": exp.overrides} if exp.overrides else {}
     sweep_meta |= {"resumed_over": over} if over else {}
-    sweep = Sweep(exp, out, enter, sweep_meta, warn, privacy_budget(exp, todo, out, warn))
+    launcher = connect(exp) if exp.cluster is not None and todo else HERE
+    sweep = Sweep(exp, out, enter, sweep_meta, warn, privacy_budget(exp, todo, out, warn), launcher)
     sweep.budget.replay(exp, kept)
     progress = Progress(
         TextColumn("{task.description}"),
@@ -379,6 +388,26 @@ def run_sweep(
     finally:
         sweep.close()
     return sweep.written
+
+
+def connect(exp: Experiment) -> Launcher:
+    """The config's cluster, its parties placed as `placement:` says; exit 2 without Ray."""
+    try:
+        return RayCluster(str(exp.cluster), exp.placement or PartyPlacement())
+    except ImportError:
+        raise InputError(
+            str(exp.path),
+            "cluster",
+            "a cluster needs Ray, which is not installed here",
+            "pip install -e '.[cluster]' (or make install-cluster), or drop cluster",
+        ) from None
+    except ConnectionError as e:
+        raise InputError(
+            str(exp.path),
+            "cluster",
+            f"no Ray cluster at {exp.config.cluster}: {e}",
+            "start it, or fix the address",
+        ) from None
 
 
 def privacy_budget(
@@ -493,6 +522,8 @@ def _record(
             "criteria": cell.engine.criteria,
             "researcher": cell.engine.researcher_party,
             "isolation": sweep_meta.get("isolation"),
+            "hosts": f.get("hosts"),
+            "placement": exp.placement.record() if exp.placement is not None else None,
             "compile_s": f.get("compile_s"),
             "compile_cached": f.get("compile_cached"),
             "compile_options": f.get("compile_options"),
