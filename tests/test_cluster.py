@@ -273,3 +273,39 @@ def test_mp_spdz_parties_pinned_on_three_nodes_answer_as_the_oracle(cluster, tmp
         assert r["correct"], r["error"]
         assert [h["node_id"] for h in r["hosts"]] == [nodes[pins[i]] for i in range(3)]
     assert records[1]["relay_bytes"] > 0
+
+
+def test_a_node_lost_mid_run_fails_that_run_with_a_clear_error(tmp_path):
+    """A cluster of its own (a node is removed): the node of party 2 goes while the parties
+    talk; that run is recorded as failed with one message, no traceback, no party left."""
+    cluster_utils = pytest.importorskip(
+        "ray.cluster_utils", reason="Ray is not installed: pip install -e '.[cluster]' (make install-cluster)"
+    )
+    c = cluster_utils.Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "resources": {SITES[0]: 1}, "node_ip_address": "127.0.0.1"},
+    )
+    try:
+        nodes = [c.add_node(num_cpus=1, resources={s: 1}, node_ip_address="127.0.0.1") for s in SITES[1:]]
+        c.wait_for_nodes()
+        placement = {str(i): {"resources": {site: 1}} for i, site in enumerate(SITES)}
+        config = _config(
+            tmp_path, MPYC, populations=["synthetic:100"], networks=["intercontinental"], placement=placement
+        )
+        out = tmp_path / "lost.jsonl"
+        driver = _cohortbench("run", config, "--out", out, "--cluster", c.address)
+        deadline = time.monotonic() + 120
+        while len(_parties()) < 3 and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.02)
+        assert len(_parties()) == 3, "the run's parties never all started"
+        c.remove_node(nodes[-1])  # party 2's node
+        _, err = driver.communicate(timeout=300)
+        assert driver.returncode == 1 and "Traceback" not in err, err
+        [r] = _records(out)
+        assert not r["correct"] and "the node of party 2 was lost mid-run" in r["error"], r["error"]
+        deadline = time.monotonic() + 30
+        while _parties() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _parties() == [], "party processes outlived the run"
+    finally:
+        c.shutdown()

@@ -33,10 +33,12 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from backends.engine import Party, Unavailable
-from harness.run.parties import GroupResult, Placed, Started, free_ports, kill_group, spawn, supervise
+from harness.run.parties import GroupResult, PartiesLost, Placed, Started, free_ports, kill_group, spawn
+from harness.run.parties import supervise
 
 STRATEGIES = ("STRICT_SPREAD", "SPREAD", "PACK", "STRICT_PACK")
 PLACE_TIMEOUT_S = 60.0  # a placement group not placed by then cannot be on this cluster
+STOP_TIMEOUT_S = 10.0  # for a party's actor to answer after its run (else its node is lost)
 # Ray rewrites a loopback address (the cluster's, and the driver's own) to this machine's
 # interface address unless told that this is not a multi-host cluster; nodes started on
 # 127.0.0.1 listen there only, so a driver of such a cluster must not rewrite it.
@@ -242,19 +244,46 @@ class RayCluster:
     ) -> GroupResult:
         """`run_group` on the nodes: every party started, watched until all exit, one fails
         or the time is up, then every party's group killed and its log brought here."""
+        from ray.exceptions import RayError
+
         ray = self.ray
         logdir.mkdir(parents=True, exist_ok=True)
         logs = tuple(logdir / f"party-{i}.log" for i in range(len(parties)))
         start = time.perf_counter()
         try:
-            pids = ray.get([a.start.remote(party) for a, party in zip(actors, parties)])
-            if started is not None:
-                for pid in pids:
-                    started(pid)
-            waiting = [_Waiting(a.wait.remote()) for a in actors]
-            timed_out, first_failed, last_exit = supervise(waiting, timeout_s, start)
-        finally:
-            for log, text in zip(logs, ray.get([a.stop.remote() for a in actors])):
-                log.write_bytes(text)
-        codes = tuple(ray.get(w.ref) for w in waiting)
+            try:
+                pids = ray.get([a.start.remote(party) for a, party in zip(actors, parties)])
+                if started is not None:
+                    for pid in pids:
+                        started(pid)
+                waiting = [_Waiting(a.wait.remote()) for a in actors]
+                timed_out, first_failed, last_exit = supervise(waiting, timeout_s, start)
+            finally:
+                for log, actor in zip(logs, actors):
+                    log.write_bytes(self._stopped(actor))
+            codes = tuple(ray.get(w.ref) for w in waiting)
+        except RayError as e:
+            lost = [i for i, a in enumerate(actors) if not self._alive(a)]
+            raise PartiesLost(
+                f"the node of part{'ies' if len(lost) != 1 else 'y'} {', '.join(map(str, lost)) or '?'} "
+                f"was lost mid-run ({type(e).__name__})"
+            ) from None
         return GroupResult(codes, last_exit - start, timed_out, logs, first_failed)
+
+    def _stopped(self, actor: Any) -> bytes:
+        """The actor's party killed and its log; a note where the actor's node is gone."""
+        from ray.exceptions import RayError
+
+        try:
+            return self.ray.get(actor.stop.remote(), timeout=STOP_TIMEOUT_S)
+        except RayError:
+            return b"(no log: this party's node was lost)\n"
+
+    def _alive(self, actor: Any) -> bool:
+        from ray.exceptions import RayError
+
+        try:
+            self.ray.get(actor.where.remote(), timeout=STOP_TIMEOUT_S)
+            return True
+        except RayError:
+            return False

@@ -192,6 +192,10 @@ def kill_group(pgid: int, procs: list[subprocess.Popen]) -> None:
 Started = Callable[[int], None]  # told each party's pid as it starts
 
 
+class PartiesLost(RuntimeError):
+    """A run's parties could not be watched to their end: the host of one was lost."""
+
+
 @dataclass(frozen=True)
 class Placed:
     """Where one run's parties run: each one's node address, a free port there for each,

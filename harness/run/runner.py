@@ -29,7 +29,7 @@ from circuits.stats import Ones, Stats, combine
 from harness.net.networks import PROFILES, Network
 from harness.net.relay import Relay, routes_for_full_mesh
 from harness.run.diagnosis import diagnose
-from harness.run.parties import HERE, GroupResult, Launcher, Placed
+from harness.run.parties import HERE, GroupResult, Launcher, PartiesLost, Placed
 from harness.run.waiting import PartiesWaiting
 
 LOOPBACK = Network("loopback", PROFILES["loopback"])
@@ -264,6 +264,8 @@ class CellRunner:
             return self._run(self.cell, run_dir, timeout_s, network)
         except Unavailable as e:
             return Outcome(None, {}, None, False, str(e), unavailable=True)
+        except PartiesLost as e:
+            return Outcome(None, {}, None, False, str(e))
         finally:
             self.cell.finish(run_dir)
 
