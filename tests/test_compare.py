@@ -334,3 +334,17 @@ def test_times_warn_keeps_exact_figures_failing():
     assert compare(base, slow).exit_code == 1
     chattier = sweep(cells=("c1",), c1_bytes=1001)
     assert compare(base, chattier, Thresholds(times_fail=False)).exit_code == 1
+
+
+def test_times_across_placements_are_not_compared_unless_asked(tmp_path):
+    """The same cell run here and on a cluster: its exact figures are compared, its times
+    are a warning saying why not, unless --across-placements."""
+    hosts = [{"node_id": f"n{i}", "ip": "127.0.0.1"} for i in range(3)]
+    on_cluster = [r | {"hosts": hosts} for r in sweep(scale=3.0)]
+    c = by_cell(compare(sweep(), on_cluster))["c1"]
+    assert c.check("wall_s").verdict == "warn" and "not compared" in c.check("wall_s").rule
+    assert "here in the baseline, on a cluster, STRICT_SPREAD in the new" in c.check("wall_s").rule
+    assert c.check("bytes_sent").verdict == "ok"
+    assert run(tmp_path, sweep(), on_cluster).exit_code == 0
+    r = run(tmp_path, sweep(), on_cluster, "--across-placements")
+    assert r.exit_code == 1 and "REGRESSION" in r.output

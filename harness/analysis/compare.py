@@ -24,6 +24,9 @@ Each matched cell is judged on the measured (non-warmup) runs, one rule per figu
   time of `calibrate()`'s fixed CPU workload, measured in the same sweep), each time
   is divided by its sweep's calibration first, so a slower machine is not a
   regression.
+* placement: times of a cell whose parties ran in different places on the two sides
+  (here, or a cluster's nodes with a placement: `where`) are not compared, a warning
+  that says so, unless `--across-placements`; exact figures still are.
 
 Exit status: 0 no regression (warnings and improvements allowed), 1 a regression or
 a missing cell, 2 bad input (unreadable file, no records, malformed record).
@@ -63,6 +66,7 @@ class Thresholds:
     min_tolerance: float = 0.001  # ... and at least this
     few_samples_factor: float = 2.0  # without a usable test the time threshold is fail x this
     times_fail: bool = True  # False: a time regression is only a warning (exact figures still fail)
+    across_placements: bool = False  # compare times of runs whose parties ran elsewhere
 
     @property
     def wide_fail(self) -> float:
@@ -314,6 +318,25 @@ def _check_time(base: list[Record], new: list[Record], t: Thresholds, normalised
     return _time_verdict(Check("wall_s", verdict, rule + f" [{unit}]", bm, nm, ratio), t)
 
 
+def where(r: Record) -> str:
+    """Where a run's parties ran, as far as times depend on it: here, or on a cluster's
+    nodes with its placement."""
+    if not r.hosts:
+        return "here"
+    return f"on a cluster, {json.dumps(r.placement, sort_keys=True) if r.placement else 'STRICT_SPREAD'}"
+
+
+def _placed_alike(base: list[Record], new: list[Record], t: Thresholds) -> bool:
+    return t.across_placements or {where(r) for r in base} == {where(r) for r in new}
+
+
+def _elsewhere(base: list[Record], new: list[Record]) -> Check:
+    """The time check refused: the two sides' parties ran in different places."""
+    b, n = (", ".join(sorted({where(r) for r in runs})) for runs in (base, new))
+    rule = f"not compared: the parties ran {b} in the baseline, {n} in the new sweep (--across-placements)"
+    return Check("wall_s", WARN, rule)
+
+
 def _time_verdict(check: Check, t: Thresholds) -> Check:
     """With --times warn, a time regression is reported as a warning, not a failure."""
     if check.verdict == REGRESSION and not t.times_fail:
@@ -369,7 +392,9 @@ def compare(baseline: list[Record], new: list[Record], thresholds: Thresholds | 
             _check_correct(b, n),
             _check_cohort(b_ok, n_ok),
             *(_check_counted(m, b_ok, n_ok, t) for m in COUNTED),
-            _check_time(b_ok, n_ok, t, normalised),
+            _check_time(b_ok, n_ok, t, normalised)
+            if _placed_alike(b_ok, n_ok, t)
+            else _elsewhere(b_ok, n_ok),
         ]
         checks = [c for c in checks if c is not None]
         verdict = max((c.verdict for c in checks), key=_SEVERITY.__getitem__)
@@ -506,9 +531,20 @@ def _threshold(flag: str, dest: str, default: float, help: str) -> Callable:
     show_default=True,
     help="warn: a time regression is reported but exits 0 (for a shared CI machine).",
 )
+@click.option(
+    "--across-placements",
+    is_flag=True,
+    help="Compare times of runs whose parties ran in different places (here, a cluster, a placement).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON instead of a table.")
 def command(
-    baseline_path: Path, new_path: Path, warn_at: float, fail_at: float, times: str, as_json: bool
+    baseline_path: Path,
+    new_path: Path,
+    warn_at: float,
+    fail_at: float,
+    times: str,
+    across_placements: bool,
+    as_json: bool,
 ) -> None:
     """Compare NEW.jsonl with BASELINE.jsonl: exit 0 no regression, 1 regression, 2 bad input."""
     err = Console(emoji=False, stderr=True, highlight=False)
@@ -529,7 +565,8 @@ def command(
     except InputError as e:
         err.print(f"[red]error:[/] {e}", soft_wrap=True)
         sys.exit(2)
-    cmp = compare(base, new, Thresholds(warn=warn_at, fail=fail_at, times_fail=times == "fail"))
+    thresholds = Thresholds(warn_at, fail_at, times_fail=times == "fail", across_placements=across_placements)
+    cmp = compare(base, new, thresholds)
     if as_json:
         print(json.dumps(cmp.to_json(), indent=2, default=str, allow_nan=False))
     else:
