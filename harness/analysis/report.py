@@ -179,7 +179,8 @@ def _log_axis(axis, which: str, ticks: list[float] | None = None) -> None:
     if ticks and len(ticks) <= 12:
         axis.set_ticks(ticks)
     else:
-        lo, hi = sorted(abs(v) or 1.0 for v in axis.get_data_interval())
+        ax.autoscale_view()  # the log scale's own limits: bars start at 0, off a log axis
+        lo, hi = sorted(abs(v) or 1.0 for v in axis.get_view_interval())
         wide = hi / lo > 1e3  # over 3 decades 1, 2, 5 would crowd: powers of 10 only
         axis.set_major_locator(LogLocator(base=10, subs=(1.0,) if wide else (1.0, 2.0, 5.0)))
     axis.set_major_formatter(plain)
