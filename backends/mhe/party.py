@@ -119,12 +119,11 @@ def zero_sum_mask(length: int, modulus: int, total: int = 0) -> list[int]:
 
 
 def masks(site: Site) -> int:
-    """How many masks every party adds to what is decrypted, under columns: one for a
-    count, one per released sum for stats, none for eligible bits."""
+    """How many masks every party adds to what is decrypted, under columns: one per entry
+    of `decrypted` (the count, or each released sum), none for eligible bits."""
     if site.plan.presum or site.query.output is Output.ELIGIBLE:
         return 0
-    stats = site.query.stats
-    return 1 if stats is None else len(stats.released(site.plan.holdings.sites))
+    return len(decrypted(site))
 
 
 def own_factors(site: Site, party: int) -> list[sums.Factor]:
