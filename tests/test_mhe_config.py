@@ -64,10 +64,10 @@ BAD = [
         "engines[0]",
         "bfv-flood at ring dimension 4096 takes no circuit at all; use ring_dimension: 8192 or more",
     ),
-    (
+    (  # private criteria with a condition and an exam: no public domain of useful size
         {**BASE, "engines": [{"engine": "mhe", "criteria": "private"}], "deployments": [ROWS]},
-        "engines[0].criteria",
-        "criteria: private needs a researcher party's input, which MHE bfv cannot take",
+        "engines[0]",
+        "private criteria under MHE take age, gender and smoking status only",
     ),
 ]
 

@@ -21,12 +21,13 @@ from typing import Literal
 
 from backends.engine import DISHONEST, MAX_PARTIES, SEMI_HONEST, Engine, Figures, Finding, Finished, Links
 from backends.engine import OutputError, Party, Preparation, ProtocolFacts, Spec, Unavailable, python_path
-from backends.mhe import interpreter, sums
+from backends.mhe import interpreter, lookup, sums
 from backends.mhe.job import Job, keys_saved
 from backends.mhe.params import MODES, Params, depth, depth_problem, plaintext_modulus
-from circuits import noise, privacy
+from circuits import noise, privacy, secret
+from circuits.cost import DataBounds
 from circuits.holdings import PATIENT_HELD, Holdings, Partition
-from circuits.ir import Query, to_wire
+from circuits.ir import Output, Query, to_wire
 from circuits.locality import Split, split
 from circuits.population import Population
 from circuits.sitedata import blocks, write_site_files
@@ -40,6 +41,7 @@ FACTS = {
         2,
         MAX_PARTIES,
         too_few="leave nothing to hide from: one site holds every key share",
+        private_criteria=True,
         sites_only=True,
     )
     for name in MODES
@@ -65,6 +67,11 @@ class MheSpec(Spec):
     def query_problem(self, query: Query, holdings: Holdings) -> tuple[str, str] | None:
         if holdings.partition is Partition.PATIENT:
             return None  # refused as a deployment (`sites_only`), not for its query
+        if self.private:
+            problem = lookup.unsupported(query.root)
+            if problem:
+                return problem, "make those criteria public (criteria: public), or use MPyC or MP-SPDZ"
+            query = secret.hide(query, DataBounds(), 0).template  # its shape: the depth's
         plan = split(query, holdings)
         if _unsupported(plan) is not None:
             return None
@@ -89,6 +96,13 @@ def _unsupported(plan: Split) -> str | None:
             "local: off needs comparisons on encrypted raw columns, which this engine does not "
             "evaluate: sites always evaluate their own data in the clear; use local: auto"
         )
+    private = plan.holdings.partition is Partition.ROWS and secret.is_private(plan.query.root)
+    if private and (plan.query.output is not Output.COUNT or plan.query.stats is not None):
+        return (
+            "private criteria under rows give a count only: each site's own bits (eligible), "
+            "its own count and statistics would need decryption by one site of its own slots; "
+            "use output: count, or partition: columns"
+        )
     return None
 
 
@@ -103,6 +117,8 @@ class MheCell:
                 f"{spec.label}: MHE needs sites holding the data (a deployment with a partition)"
             )
         self.spec, self.workdir = spec, workdir.resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        query, self.constants_path = self._criteria(query, pop)
         self.split = split(query, holdings)
         problem = _unsupported(self.split)
         if problem:
@@ -118,12 +134,22 @@ class MheCell:
         self.params = Params(
             spec.protocol, spec.parties, _depth(self.split), plaintext_modulus(largest), spec.ring_dimension
         )
-        self.workdir.mkdir(parents=True, exist_ok=True)
         self.query, self.holdings, self.blocks = query, holdings, list(blocks(holdings, len(pop)))
         self.site_paths = write_site_files(pop, holdings, self.workdir)
         self.slots = pop.slots
         self.kept_keys = self.workdir / "keys"
         self.preparation = Preparation()
+
+    def _criteria(self, query: Query, pop: Population) -> tuple[Query, str]:
+        """Private criteria: the query's template, and the constants in a file for the
+        researcher alone (mode 0600).  Public: the query, and no file."""
+        if not self.spec.private:
+            return query, ""
+        hidden = secret.hide(query, DataBounds.of(pop), pop.slots[1], self.spec.max_codes)
+        path = self.workdir / "private-criteria.json"
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(list(hidden.constants)))
+        return hidden.template, str(path)
 
     def _sum_bound(self, query: Query, pop: Population) -> int:
         """The largest |sum| a stats query releases, with its noise: the slots must hold it signed."""
@@ -147,6 +173,8 @@ class MheCell:
             [[links.host(i, j) for j in range(links.parties)] for i in range(links.parties)],
             [list(view) for view in links.views],
             self.noise,
+            self.spec.researcher_party,
+            self.constants_path,
         )
         job_path = run_dir / "job.json"
         job.write(job_path)
@@ -181,6 +209,8 @@ class MheCell:
         shutil.rmtree(self.kept_keys, ignore_errors=True)
         for path in self.site_paths:
             path.unlink(missing_ok=True)
+        if self.constants_path:
+            Path(self.constants_path).unlink(missing_ok=True)
 
 
 def _noise_plan(spec: MheSpec, query: Query, pop: Population, sites: int) -> privacy.Plan | None:

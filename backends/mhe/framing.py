@@ -27,6 +27,7 @@ TAGS = {
     b"P": "public key share",
     b"E": "relinearisation key share (round 1)",
     b"M": "relinearisation key share (round 2)",
+    b"T": "a truth table's ciphertext (private criteria)",
     b"C": "ciphertext",
     b"D": "partial decryption",
     b"A": "the revealed answer (JSON)",

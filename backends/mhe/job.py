@@ -35,6 +35,9 @@ class Job:
     # A stats query with dp: the mechanism, each released sum's noise scale ("p/q") and the
     # shares that make up the whole noise (`circuits.privacy.Plan`); every party adds its own.
     noise: dict | None = None
+    # Private criteria (`lookup`): the researcher party, and its constants file, which it alone reads.
+    researcher: int | None = None
+    constants_path: str = ""
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))

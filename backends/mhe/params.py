@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from circuits.ir import And, LocalBit, Node, Not, Or
+from circuits.ir import SECRET_LEAVES, And, LocalBit, Node, Not, Or
 
 FIXED, FLOODING = "fixed-noise", "noise-flooding"
 MODES = {"bfv": FIXED, "bfv-flood": FLOODING}  # protocol -> OpenFHE's multiparty mode
@@ -33,8 +33,9 @@ _BATCHING = 1 << 17  # 2 N for the largest ring dimension
 
 
 def depth(node: Node) -> int:
-    """The multiplicative depth of a secure remainder (LocalBit, Not, And and Or nodes)."""
-    if isinstance(node, LocalBit):
+    """The multiplicative depth of a secure remainder (LocalBit, Not, And and Or nodes, and
+    a private query's secret leaves: looked up by plaintext products, no level)."""
+    if isinstance(node, (LocalBit, *SECRET_LEAVES)):
         return 0
     if isinstance(node, Not):
         return depth(node.child)

@@ -28,12 +28,15 @@ reveals:
 * columns, `eligible`: the remainder's bits, unmasked, decrypted by `reveal_to` alone:
   party 0 sends it the result and every other party's partial decryption; the party
   that learns keeps its own.  No other party can decrypt.
+* private criteria (`lookup`, `researcher`): the query is its template, all of it
+  secure; the researcher's truth tables reach the sites through party 0, each site
+  looks up its leaves' bits on its blocks (under rows its own patients', one segment
+  per site), and party 0 evaluates the tree on them as under columns.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import resource
 import sys
@@ -44,16 +47,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from backends.mhe import keygen, scheme, sums
-from backends.mhe.circuit import Homomorphic
+from backends.mhe import keygen, lookup, researcher, scheme, sums
+from backends.mhe.circuit import Homomorphic, at_zero
 from backends.mhe.framing import Peer, accept, dial
 from backends.mhe.job import GENERATED, REUSED, TOPOLOGY, Job
 from backends.mhe.keygen import Keys
 from circuits.holdings import Holdings, Partition
-from circuits.ir import Output, Query, from_wire
+from circuits.ir import LocalBit, Output, Query, from_wire
 from circuits.locality import Split, split
 from circuits import noise
-from circuits.oracle import ColumnValues, Oracle, site_sums
+from circuits.oracle import ColumnValues, site_sums
 from circuits.population import Population
 from circuits.sitedata import holding, read_site_population
 
@@ -74,12 +77,14 @@ class Site:
 
     @property
     def patients(self) -> int:
-        """Under columns, every patient (the one block of the secure arrays)."""
-        return self.job.blocks[0]
+        """Every patient (under columns the one block of the secure arrays, under rows the sites')."""
+        return sum(self.job.blocks)
 
 
 def own_population(job: Job, pid: int) -> Population:
     """This site's data: its own file, zeros in the columns it does not hold."""
+    if pid >= len(job.site_paths):
+        return holding(0, job.slots, {})  # an extra researcher holds no data
     rows = job.deployment["partition"] == Partition.ROWS.value
     n = job.blocks[pid] if rows else job.blocks[0]
     return read_site_population(Path(job.site_paths[pid]), n, job.slots)
@@ -106,9 +111,9 @@ def setup(cc: Any, site: Site, peers: list[Peer]) -> tuple[Keys, str]:
     return keys, GENERATED
 
 
-def blocks(patients: int, slots: int) -> int:
-    """Ciphertexts per column: patients packed `slots` to a ciphertext (one at least)."""
-    return max(1, math.ceil(patients / slots))
+def blocks(site: Site, slots: int) -> int:
+    """Blocks of slots each secure column takes: under rows every site's segment."""
+    return sum(lookup.block_count(n, slots) for n in site.job.blocks)
 
 
 def zero_sum_mask(length: int, modulus: int, total: int = 0) -> list[int]:
@@ -157,7 +162,7 @@ def plaintexts(site: Site, slots: int) -> list[list[int]]:
         count = int(site.bits[:, 0].sum())
         at = site.pid if site.query.output is Output.COUNT_BY_SITE else 0
         return [[0] * at + [count]]
-    n, t = blocks(site.patients, slots), site.job.scheme.plaintext_modulus
+    n, t = blocks(site, slots), site.job.scheme.plaintext_modulus
     values = ColumnValues(site.pop)
     columns = [*site.bits.T, *(values.visit(f.column) for f in own_factors(site, site.pid))]
     shares = noise_shares(site) if site.query.stats is not None else [0] * masks(site)
@@ -200,24 +205,29 @@ def inputs_of(site: Site, party: int, slots: int) -> int:
     if site.plan.presum:
         return 1
     inputs = len(site.plan.parts_of(party)) + len(own_factors(site, party)) + masks(site)
-    return inputs * blocks(site.patients, slots)
+    leaves = len(lookup.holders(site.plan, party))
+    return leaves * lookup.blocks_of(site.plan, site.job.blocks, party, slots) + inputs * blocks(site, slots)
 
 
 def aggregate(cc: Any, site: Site, cts: list[list[Any]], slots: int) -> list[Any]:
     """Party 0: every party's ciphertexts (in party order) into what is decrypted."""
     if site.plan.presum:
         return [cc.EvalAddMany([c for party in cts for c in party])]
-    n = blocks(site.patients, slots)
-    inputs: dict[object, list[Any]] = {}  # a local part's index or a factor: its blocks
+    n = blocks(site, slots)
+    inputs: dict[object, list[Any]] = {}  # a remainder's input (a node) or a factor: its blocks
     masks_of: list[list[Any]] = []  # every party's masks, block by block
     for party, got in enumerate(cts):
-        keys = [*site.plan.parts_of(party), *own_factors(site, party)]
+        at = lookup.blocks_of(site.plan, site.job.blocks, party, slots)
+        for leaf in lookup.holders(site.plan, party):  # under rows each site's segment, in site order
+            inputs.setdefault(leaf, []).extend(got[:at])
+            got = got[at:]
+        keys = [*map(LocalBit, site.plan.parts_of(party)), *own_factors(site, party)]
         for i, key in enumerate(keys):
             inputs[key] = got[i * n : (i + 1) * n]
         masks_of.append(got[len(keys) * n :])
     ones = cc.MakePackedPlaintext([1] * slots)
     bits = [
-        Homomorphic(cc, {k: v[b] for k, v in inputs.items() if isinstance(k, int)}, ones).visit(
+        Homomorphic(cc, {k: v[b] for k, v in inputs.items() if not isinstance(k, sums.Factor)}, ones).visit(
             site.plan.secure
         )
         for b in range(n)
@@ -237,13 +247,6 @@ def times(cc: Any, bits: Any, factors: list[Any]) -> Any:
     return cc.EvalMult(bits, factors[0] if len(factors) == 1 else cc.EvalMultMany(factors))
 
 
-def padding_value(plan: Split) -> int:
-    """The remainder's value on a padding slot (every local bit 0): public."""
-    assert plan.secure is not None
-    zeros = np.zeros((1, len(plan.local)), dtype=np.int64)
-    return int(Oracle(holding(1, (1, 1), {}), zeros).visit(plan.secure)[0])
-
-
 def answer(site: Site, values: list[list[int]], modulus: int) -> object:
     """What the decrypted slots reveal: the count, every site's count, the eligible bits
     or the released sums."""
@@ -254,8 +257,9 @@ def answer(site: Site, values: list[list[int]], modulus: int) -> object:
     entries = decrypted(site)
     n = len(values) // len(entries)
     padding = n * len(values[0]) - site.patients
+    assert site.plan.secure is not None
     totals = [
-        sum(map(sum, values[j * n : (j + 1) * n])) - (0 if factors else padding_value(site.plan) * padding)
+        sum(map(sum, values[j * n : (j + 1) * n])) - (0 if factors else at_zero(site.plan.secure) * padding)
         for j, factors in enumerate(entries)
     ]  # a padding slot is 0 times any factor; alone, the bits there are the remainder's value
     return totals[0] % modulus if site.query.stats is None else [signed(v, modulus) for v in totals]
@@ -286,7 +290,9 @@ class QueryRun:
 def lead_query(cc: Any, site: Site, keys: Keys, peers: list[Peer]) -> QueryRun:
     """Party 0: gather, evaluate, have every party decrypt, fuse, tell the answer."""
     slots, t0, before = cc.GetRingDimension(), time.perf_counter(), sent(peers)
-    own = [scheme.encrypt(cc, keys.share.public, v) for v in plaintexts(site, slots)]
+    job, public = site.job, keys.share.public
+    tables = [] if job.researcher is None else researcher.lead_tables(cc, site.plan, public, job, peers)
+    own = [*looked_up(cc, site, tables), *(scheme.encrypt(cc, public, v) for v in plaintexts(site, slots))]
     cts = [own] + [
         [scheme.ciphertext(p.receive(b"C")) for _ in range(inputs_of(site, p.party, slots))] for p in peers
     ]
@@ -310,6 +316,11 @@ def lead_query(cc: Any, site: Site, keys: Keys, peers: list[Peer]) -> QueryRun:
     return QueryRun(revealed, input_s, input_bytes)
 
 
+def looked_up(cc: Any, site: Site, tables: researcher.Tables) -> list[Any]:
+    """This party's secret leaves' bits (none: public criteria, or no leaf held)."""
+    return researcher.lookups(cc, site.plan, tables, site.pid, site.pop, site.job.blocks) if tables else []
+
+
 def fused(cc: Any, partials: list[list[Any]], slots: int) -> list[list[int]]:
     """Each result ciphertext's slots from every party's partial decryption of it."""
     return [scheme.fuse(cc, [party[b] for party in partials], slots) for b in range(len(partials[0]))]
@@ -318,15 +329,21 @@ def fused(cc: Any, partials: list[list[Any]], slots: int) -> list[list[int]]:
 def site_query(cc: Any, site: Site, keys: Keys, peer: Peer) -> QueryRun:
     """Another party: send its ciphertexts, decrypt its share of the result, hear the answer."""
     slots, t0, before = cc.GetRingDimension(), time.perf_counter(), peer.sent
+    job, public = site.job, keys.share.public
+    tables = (
+        [] if job.researcher is None else researcher.site_tables(cc, site.plan, public, job, site.pid, peer)
+    )
+    for ct in looked_up(cc, site, tables):
+        peer.send(b"C", scheme.serialize(ct))
     for values in plaintexts(site, slots):
-        peer.send(b"C", scheme.serialize(scheme.encrypt(cc, keys.share.public, values)))
+        peer.send(b"C", scheme.serialize(scheme.encrypt(cc, public, values)))
     input_s, input_bytes = time.perf_counter() - t0, peer.sent - before
-    result_blocks = 1 if site.plan.presum else len(decrypted(site)) * blocks(site.patients, slots)
+    result_blocks = 1 if site.plan.presum else len(decrypted(site)) * blocks(site, slots)
     result = [scheme.ciphertext(peer.receive(b"C")) for _ in range(result_blocks)]
     own = scheme.partial_decryptions(cc, keys.share, result, lead=False)
     to = reader(site)
     if to == site.pid:  # it alone decrypts: every other party's partials come through party 0
-        others = site.plan.holdings.sites - 1
+        others = len(site.job.views) - 1  # every party but itself, an extra researcher too
         partials = [[scheme.ciphertext(peer.receive(b"D")) for _ in result] for _ in range(others)]
         slots_of = fused(cc, [*partials, own], slots)
         return QueryRun(answer(site, slots_of, site.job.scheme.plaintext_modulus), input_s, input_bytes)
