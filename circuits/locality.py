@@ -131,10 +131,11 @@ class Split:
         return Oracle(pop, local).visit(self.secure)
 
 
-def split(query: Query, holdings: Holdings) -> Split:
-    """The deployment's split of `query` (see the module's docstring)."""
+def split(query: Query, holdings: Holdings, private: bool = False) -> Split:
+    """The deployment's split of `query` (see the module's docstring); `private`: its
+    constants are the researcher's, as in its template, so nothing is local."""
     partition = holdings.partition
-    if partition is Partition.PATIENT or not holdings.local:
+    if partition is Partition.PATIENT or not holdings.local or private:
         return Split(query, holdings, (), query.root)
     if partition is Partition.ROWS:
         if any(isinstance(leaf, SECRET_LEAVES) for leaf in leaves(query.root)):

@@ -26,6 +26,14 @@ def test_patient_and_off_keep_the_whole_tree_secure(boundary_population):
         assert s.secure == FIVE and s.local == () and s.mode == SECURE_TREE and s.local_nodes == 0
 
 
+def test_private_criteria_keep_the_whole_tree_secure_under_every_partition(boundary_population):
+    """The record's `secure` and `local_nodes` of a private cell: no site knows the constants."""
+    rows = Holdings(Partition.ROWS, 3, (0,) * len(boundary_population))
+    for holdings in (rows, COLUMNS):
+        s = split(Query(FIVE, Output.COUNT), holdings, private=True)
+        assert s.secure == FIVE and s.mode == SECURE_TREE and s.local_nodes == 0
+
+
 def test_rows_count_is_a_sum_and_eligible_needs_nothing_secure(boundary_population):
     rows = Holdings(Partition.ROWS, 3, tuple(i % 3 for i in range(len(boundary_population))))
     count = split(Query(FIVE, Output.COUNT), rows)

@@ -6,8 +6,8 @@ table T of D bits, T[d] the leaf's truth for value d, computed with the oracle's
 code.  The researcher encrypts one ciphertext per value, T[d] in every slot; the site
 holding the column computes its patients' bits as sum_d Enc(T[d]) * [x = d], one
 plaintext-ciphertext product per value its block holds: no relinearisation, and no
-level above the circuit's own (`tests/test_mhe.py` checks it at each ring's deepest
-circuit).  Which leaves a site looks up, and for which blocks of slots, is public:
+level above the circuit's own (`tests/test_mhe_private.py` checks it at the deepest
+circuit a ring takes).  Which leaves a site looks up, and for which blocks of slots, is public:
 under `rows` every site its own patients' blocks, one after another in site order;
 under `columns` the site holding the demographics every patient.
 

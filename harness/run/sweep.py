@@ -568,7 +568,11 @@ def _deployment_fields(cell: Cell, placement: Placement | None) -> dict:
     the patients at each site, and how many the provider fallback placed."""
     dep = cell.deployment
     as_sites = placement is not None and not isinstance(dep, str) and cell.engine.facts.max_parties > 1
-    plan = locality.split(cell.query, placement.holdings) if as_sites and placement else None
+    plan = (
+        locality.split(cell.query, placement.holdings, cell.engine.private)
+        if as_sites and placement
+        else None
+    )
     return {
         "deployment": deployment.record(dep),
         "local": None if isinstance(dep, str) else dep.local,
