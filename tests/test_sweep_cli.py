@@ -15,7 +15,7 @@ import pytest
 from backends.engine import MAX_PARTIES
 from harness.analysis import records as results
 from harness.run.config import load_experiment
-from harness.run.sweep import to_do, warn_contention
+from harness.run.sweep import cells, to_do, warn_contention
 from conftest import REPO, patient
 
 CLI = [sys.executable, "-m", "harness.cli"]
@@ -184,6 +184,20 @@ def test_overrides_are_recorded_and_each_run_prints_a_line(tmp_path):
     assert record.meta["config_hash"] == load_experiment(cfg).config_hash  # the config as written
     assert "mpyc/shamir 3p synthetic:20 loopback repeat-0: engine " in r.stderr
     assert " MB, correct" in r.stderr
+
+
+def test_a_progress_line_says_who_inputs_private_criteria(tmp_path):
+    body = (
+        "populations: [synthetic:20]\n"
+        "engines: [{engine: mpyc}, {engine: mpyc, criteria: private, researcher: 0}, "
+        "{engine: mpyc, parties: 4, criteria: private}]"
+    )
+    exp = load_experiment(config(tmp_path, body))
+    assert [c.short_label(exp) for c in cells(exp)] == [
+        "mpyc/shamir 3p synthetic:20 loopback",
+        "mpyc/shamir 3p private(r=0) synthetic:20 loopback",
+        "mpyc/shamir 4p private(r=extra) synthetic:20 loopback",
+    ]
 
 
 def test_ctrl_c_says_what_was_kept_and_how_to_continue(tmp_path):

@@ -69,11 +69,12 @@ class Cell:
         )
 
     def short_label(self, exp: Experiment) -> str:
-        """engine/protocol, parties, population, network, and the query and padding when
-        the grid has several: short enough for a progress line."""
+        """engine/protocol, parties (and who inputs private criteria), population, network,
+        and the query and padding when the grid has several: short enough for a progress line."""
         e, src = self.engine, self.source
         population = src.text if src.path is None else src.path.name
-        parts = [f"{e.engine}/{e.protocol}", f"{e.parties}p", population, self.network.name]
+        parties = f"{e.parties}p" + (f" private(r={e.researcher})" if e.private else "")
+        parts = [f"{e.engine}/{e.protocol}", parties, population, self.network.name]
         if len(exp.queries) > 1:
             parts.append(self.query.name)
         if len(exp.paddings) > 1:
