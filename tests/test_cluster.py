@@ -309,3 +309,18 @@ def test_a_node_lost_mid_run_fails_that_run_with_a_clear_error(tmp_path):
         assert _parties() == [], "party processes outlived the run"
     finally:
         c.shutdown()
+
+
+def test_a_node_names_what_of_a_partys_command_it_lacks(tmp_path):
+    """The per-node check before a run starts (`NodeParty.lacks`): the program or the
+    directory a party needs, None where the node has both."""
+    from backends.engine import Party
+    from harness.run.cluster import NodeParty
+
+    node = NodeParty()
+    assert node.lacks(Party((sys.executable, "-c", "pass"), tmp_path)) is None
+    assert (
+        node.lacks(Party(("/opt/nowhere/shamir-party.x",), tmp_path))
+        == "the program /opt/nowhere/shamir-party.x"
+    )
+    assert node.lacks(Party((sys.executable,), tmp_path / "gone")) == f"the directory {tmp_path / 'gone'}"

@@ -23,6 +23,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -98,6 +99,15 @@ class NodeParty:
 
     def ports(self, n: int) -> list[int]:
         return free_ports(n)
+
+    def lacks(self, party: Party) -> str | None:
+        """What of `party`'s command this node does not have: its program or its directory
+        (None: it can start)."""
+        if shutil.which(party.argv[0], path=party.env.get("PATH", os.environ.get("PATH"))) is None:
+            return f"the program {party.argv[0]}"
+        if not Path(party.cwd).is_dir():
+            return f"the directory {party.cwd}"
+        return None
 
     def start(self, party: Party) -> int:
         fd, name = tempfile.mkstemp(prefix="cohortbench-party-", suffix=".log")
@@ -249,6 +259,7 @@ class RayCluster:
         ray = self.ray
         logdir.mkdir(parents=True, exist_ok=True)
         logs = tuple(logdir / f"party-{i}.log" for i in range(len(parties)))
+        self._check(actors, parties)
         start = time.perf_counter()
         try:
             try:
@@ -269,6 +280,18 @@ class RayCluster:
                 f"was lost mid-run ({type(e).__name__})"
             ) from None
         return GroupResult(codes, last_exit - start, timed_out, logs, first_failed)
+
+    def _check(self, actors: list[Any], parties: Sequence[Party]) -> None:
+        """Unavailable, naming the node, where a party's node lacks its program or directory
+        (an engine installed here but not there, e.g. MP-SPDZ at MP_SPDZ_HOME)."""
+        lacking = self.ray.get([a.lacks.remote(party) for a, party in zip(actors, parties)])
+        nodes = self.kept.where if self.kept is not None else [("?", "?")] * len(actors)
+        for i, (what, (node, ip)) in enumerate(zip(lacking, nodes)):
+            if what is not None:
+                raise Unavailable(
+                    f"party {i}'s node {ip} ({node[:12]}) lacks {what}: install the engine there at "
+                    "the same path as here, or pin the party to nodes that have it (placement)"
+                )
 
     def _stopped(self, actor: Any) -> bytes:
         """The actor's party killed and its log; a note where the actor's node is gone."""
