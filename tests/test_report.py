@@ -416,3 +416,42 @@ def test_the_report_shows_what_differential_privacy_costs(tmp_path):
     assert cells[5] == "14" and cells[8] == "15"
     assert cells[9] == "1.20" and cells[10] == "1.005"
     assert "Cost of differential privacy" not in report_page(tmp_path / "no-dp", cell_records.latency())[1]
+
+
+def _private(researcher: int, protocol: str = "bfv") -> dict:
+    r = record("c", protocol, 1000, 0, 1.0, engine="mhe", security=("semi-honest", "dishonest"))
+    r |= {"criteria": "private", "researcher": researcher, "deployment": {"sites": 3, "partition": "rows"}}
+    return r
+
+
+def test_a_researcher_beyond_the_sites_is_labelled_extra():
+    site, extra = cells_of([_private(0)]), cells_of([_private(3, "bfv-flood")])
+    assert site[0].criteria == "private r=0"
+    assert extra[0].criteria == "private r=extra"
+
+
+def test_more_lines_than_a_panel_holds_become_one_panel_per_protocol():
+    nets = ("lan", "wan", "wan-2", "wan-3")
+    data = cells_of(
+        [
+            record("c", p, n, 0, 1.0, network=(net, 0.1, None))
+            for p in "abc"
+            for n in (10, 100)
+            for net in nets
+        ]
+    )
+    labels, series = report._time_series(data, lambda c: c.population, "population", [])
+    panels = report._panels(labels, series, len(series) > report.MAX_LINES)
+    assert [name for name, _ in panels] == ["mpyc/a/3p", "mpyc/b/3p", "mpyc/c/3p"]
+    assert all(len(lines) == 4 and "mpyc/a" not in lines[0][0] for _, lines in panels)
+
+
+def test_the_headline_never_sets_private_criteria_against_public_ones():
+    mpc = record("c", "shamir", 1000, 0, 0.1) | {"deployment": {"sites": 3, "partition": "rows"}}
+    private = cells_of([mpc, _private(0)])
+    assert headline.costs(private) == []
+    public = cells_of([mpc, _private(0) | {"criteria": "public", "researcher": None}])
+    assert {k.model for k in headline.costs(public)} == {
+        ("semi-honest", "honest"),
+        ("semi-honest", "dishonest"),
+    }

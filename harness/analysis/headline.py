@@ -1,11 +1,12 @@
 """The report's answer: what each security model costs, on each network.
 
 Cells are compared within a context: the same network, query, population (source and
-padding), number of parties and deployment. In each context with a semi-honest cell and a second
-security model, each model's fastest cell is set against the fastest semi-honest one:
-its engine time (the engine's own, else wall) and bytes as ratios. The plaintext engine
-(security `none`) is no security model here. `missing` says why there is no answer,
-and RUN_COMPARISON what to run for one.
+padding), number of parties, deployment and criteria (public, or private with who inputs
+them). In each context with a semi-honest cell and a second security model, each
+model's fastest cell is set against the fastest semi-honest one: its engine time (the
+engine's own, else wall) and bytes as ratios. The plaintext engine (security `none`) is
+no security model here. `missing` says why there is no answer, and RUN_COMPARISON what
+to run for one.
 """
 
 from __future__ import annotations
@@ -44,13 +45,15 @@ class Cost:
 
 
 def _context(c: Cell) -> tuple:
-    return (c.network, c.query, c.first.population_source, c.padding, c.first.parties, c.deployment)
+    setting = (c.first.parties, c.deployment, c.criteria)
+    return (c.network, c.query, c.first.population_source, c.padding, *setting)
 
 
 def context_label(c: Cell) -> str:
     """What a context holds fixed, in words (the network aside)."""
     where = "" if c.deployment == "patient" else f", {c.deployment}"
-    return f"{c.first.parties} parties, {c.population_label}, {c.query}{where}"
+    who = "" if c.criteria == "public" else f", {c.criteria} criteria"
+    return f"{c.first.parties} parties, {c.population_label}, {c.query}{where}{who}"
 
 
 def models(all_cells: list[Cell]) -> set[tuple[str, str]]:

@@ -236,7 +236,7 @@ def _time_figure(
 
 
 def _draw_time_vs_population(labels: list[str], series: list[list[Cell]]):
-    fig, ax = _time_lines(
+    fig, axes = _time_lines(
         labels,
         series,
         lambda c: c.population,
@@ -244,14 +244,15 @@ def _draw_time_vs_population(labels: list[str], series: list[list[Cell]]):
         "population (patients)",
         "Wall time vs population (median, IQR)",
     )
-    _log_axis(ax.xaxis, "x", sorted({c.population for s in series for c in s}))
+    for ax in axes:
+        _log_axis(ax.xaxis, "x", sorted({c.population for s in series for c in s}))
     return fig
 
 
 def _draw_time_vs_network(labels: list[str], series: list[list[Cell]]):
     profiles = sorted({(c.network_order, _network_label(c)) for s in series for c in s})
     xpos = {label: i for i, (_, label) in enumerate(profiles)}
-    fig, ax = _time_lines(
+    fig, axes = _time_lines(
         labels,
         series,
         lambda c: c.network_order,
@@ -259,8 +260,9 @@ def _draw_time_vs_network(labels: list[str], series: list[list[Cell]]):
         "network profile (one-way delay, bandwidth)",
         "Wall time vs network profile (median, IQR)",
     )
-    ax.set_xticks(range(len(profiles)), [label for _, label in profiles])
-    ax.set_xlim(-0.35, len(profiles) - 0.65)  # room for the outer ticks' two-line labels
+    for ax in axes:
+        ax.set_xticks(range(len(profiles)), [label for _, label in profiles])
+        ax.set_xlim(-0.35, len(profiles) - 0.65)  # room for the outer ticks' two-line labels
     return fig
 
 
@@ -305,22 +307,51 @@ def fig_time(axis: TimeAxis, data: list[Cell]) -> Figure:
     )
 
 
+MAX_LINES = 8  # the lines one panel holds readably; past it, one panel per protocol
+
+
+def _panels(
+    labels: list[str], series: list[list[Cell]], split: bool
+) -> list[tuple[str, list[tuple[str, list[Cell]]]]]:
+    """The series in one panel (title ""), or with `split` one panel per protocol, each
+    line labelled without its protocol."""
+    if not split:
+        return [("", list(zip(labels, series)))]
+    panels: dict[str, list[tuple[str, list[Cell]]]] = {}
+    for label, s in zip(labels, series):
+        proto = s[0].engine_label
+        panels.setdefault(proto, []).append((label.replace(proto, "").strip() or proto, s))
+    return sorted(panels.items())
+
+
 def _time_lines(
     labels: list[str], series: list[list[Cell]], order: Callable, x: Callable, xlabel: str, title: str
 ):
-    """One median-with-IQR line of wall time per series, on a log time axis."""
+    """One median-with-IQR line of wall time per series, on a log time axis; past
+    MAX_LINES series, small multiples: one panel per protocol, up to 3 a row, sharing
+    the time axis.  The figure and its panels."""
+    panels = _panels(labels, series, len(series) > MAX_LINES)
+    cols = min(len(panels), 3)
+    rows = -(-len(panels) // cols)
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    ax.set_xlabel(xlabel)
-    ax.set_title(title)
-    for label, s in zip(labels, series):
-        s = sorted(s, key=order)
-        y, err = _errorbars(s)
-        ax.errorbar([x(c) for c in s], y, yerr=err, marker="o", capsize=3, label=label)
-    _log_axis(ax.yaxis, "y")
-    ax.set_ylabel("wall time per run (s)")
-    _legend(ax, len(series))
-    return fig, ax
+    size = (7.5, 4.8) if cols == 1 else (4.6 * cols, 3.9 * rows)
+    fig, grid = plt.subplots(rows, cols, figsize=size, squeeze=False, sharey=True)
+    axes = list(grid.flat[: len(panels)])
+    for ax in grid.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (name, lines) in zip(axes, panels):
+        for label, s in lines:
+            s = sorted(s, key=order)
+            y, err = _errorbars(s)
+            ax.errorbar([x(c) for c in s], y, yerr=err, marker="o", capsize=3, label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("wall time per run (s)")
+        ax.set_title(name or title)
+        _log_axis(ax.yaxis, "y")
+        _legend(ax, len(lines))
+    if len(panels) > 1:
+        fig.suptitle(title, fontsize=11)
+    return fig, axes
 
 
 # The captions of the report's figures.
@@ -516,6 +547,7 @@ _CONTEXT: dict[str, Callable[[Cell], str]] = {
     "population": lambda c: c.population_label,
     "query": lambda c: c.query,
     "deployment": lambda c: c.deployment,
+    "criteria": lambda c: c.criteria,
 }
 
 
@@ -584,18 +616,16 @@ def fig_headline(costs: list[headline.Cost]) -> Figure:
 def _draw_paper_time_vs_population(labels: list[str], series: list[list[Cell]]):
     """One panel per protocol, one line per criterion."""
     lo, hi = PAPER_POPULATIONS
-    protocols = sorted({s[0].engine_label for s in series})
+    panels = _panels(labels, series, True)
     plt = _plt()
     fig, axes = plt.subplots(
-        1, len(protocols), figsize=(5.0 * len(protocols) + 1.5, 4.6), squeeze=False, sharey=False
+        1, len(panels), figsize=(5.0 * len(panels) + 1.5, 4.6), squeeze=False, sharey=False
     )
-    for ax, proto in zip(axes[0], protocols):
-        mine = [(label, s) for label, s in zip(labels, series) if s[0].engine_label == proto]
+    for ax, (proto, mine) in zip(axes[0], panels):
         for label, s in mine:
             s = sorted(s, key=lambda c: c.population)
             y, err = _errorbars(s)
-            short = label.replace(proto, "").strip() or proto
-            ax.errorbar([c.population for c in s], y, yerr=err, marker="o", capsize=3, label=short)
+            ax.errorbar([c.population for c in s], y, yerr=err, marker="o", capsize=3, label=label)
         ax.set_xlim(0, max(c.population for _, s in mine for c in s) * 1.05)
         ax.set_ylim(bottom=0)
         ax.set_xlabel("population (patients)")
@@ -742,7 +772,8 @@ def fig_cost_by_deployment(data: list[Cell]) -> Figure:
     engines = sorted({k[1] for k in largest})
     deployments = sorted({k[2] for k in largest}, key=lambda d: (d != "patient", d))
     plt = _plt()
-    fig, axes = plt.subplots(1, len(nets), figsize=(6.0 * len(nets), 4.8), squeeze=False)
+    panel_width = max(6.0, 0.8 * len(engines) + 2.0)  # room for every engine's tick label
+    fig, axes = plt.subplots(1, len(nets), figsize=(panel_width * len(nets), 4.8), squeeze=False)
     width = 0.8 / len(deployments)
     colours = plt.get_cmap("tab20").colors  # one colour per deployment, up to 20
     for ax, net in zip(axes[0], nets):
@@ -751,6 +782,9 @@ def fig_cost_by_deployment(data: list[Cell]) -> Figure:
             ys = [(largest[(net, e, d)].engine_s or 0) if (net, e, d) in largest else 0 for e in engines]
             ax.bar(xs, ys, width, label=d, color=colours[j % len(colours)])
         ax.set_xticks(range(len(engines)), [_two_lines(e) for e in engines], fontsize=8)
+        if len(engines) > 4:  # long protocol names side by side overlap
+            ax.tick_params(axis="x", labelrotation=30)
+            plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
         ax.set_title(net)
         ax.set_yscale("log")  # local evaluation is orders of magnitude below the whole tree
         ax.set_ylabel("engine time (s, log scale)")

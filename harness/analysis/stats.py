@@ -108,10 +108,12 @@ class Cell:
 
     @property
     def criteria(self) -> str:
-        """`public`, or `private r=<the researcher's party>`."""
+        """`public`, or `private r=<the researcher's party>` (`r=extra`: a party beyond
+        the sites, holding no data)."""
         if self.first.criteria != "private":
             return "public"
-        return f"private r={self.first.researcher}"
+        r, sites = self.first.researcher, (self.first.deployment or {}).get("sites")
+        return f"private r={'extra' if sites and r is not None and r >= sites else r}"
 
     @property
     def query(self) -> str:
