@@ -363,6 +363,25 @@ def test_stop_leaves_no_port_and_no_thread(echo_port: int) -> None:
     assert not relay.running
 
 
+def _may_run_realtime() -> bool:
+    import resource
+
+    return os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_RTPRIO)[0] > 0
+
+
+@pytest.mark.parametrize("realtime", [True, False])
+def test_the_relay_thread_runs_realtime_where_allowed(echo_port: int, realtime: bool) -> None:
+    if realtime and not _may_run_realtime():
+        pytest.skip("this process may not set a real-time policy (not root, RLIMIT_RTPRIO 0)")
+    with Relay(routes_for_full_mesh(2, [echo_port] * 2), realtime=realtime) as relay:
+        assert relay._thread is not None
+        policy = os.sched_getscheduler(relay._thread.native_id)
+        ping_pong(relay.port_for(0, 1), 2)
+    assert relay.scheduling == ("realtime" if realtime else "normal")
+    assert policy == (os.SCHED_RR if realtime else os.SCHED_OTHER)
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the caller's thread is left as it was
+
+
 # -- timing accuracy -----------------------------------------------------------------------
 
 

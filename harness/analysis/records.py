@@ -82,6 +82,7 @@ class Record(Mapping[str, Any]):
     messages: float | None = None  # the relay's message count (relayed networks)
     bytes_by_link: list[list[int]] | None = None  # the relay's m x m byte matrix, row = sender
     relay_bytes: int | None = None  # the relay's byte total (relayed networks)
+    relay_scheduling: str | None = None  # the relay thread: `realtime` (SCHED_RR) or `normal`
     engine_rounds: int | None = None  # MP-SPDZ: the VM's `~N rounds`, max over parties
     global_bytes: int | None = None  # MP-SPDZ: `Global data sent`
     online_s: list[float | None] | None = None  # MP-SPDZ: online phase seconds, per party

@@ -34,6 +34,7 @@ import asyncio
 import concurrent.futures
 import fcntl
 import math
+import os
 import random
 import select
 import selectors
@@ -178,6 +179,18 @@ def _fine_timer_slack() -> None:
         libc.prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK, 1 ns
     except (OSError, AttributeError):
         pass
+
+
+def _realtime() -> bool:
+    """Put this thread under SCHED_RR at the lowest real-time priority, where allowed (root
+    or CAP_SYS_NICE): a woken relay then runs at once instead of queueing behind parties that
+    keep every core busy, as a network's own hardware would.  It sleeps in the loop's wait
+    whenever nothing is due, and Linux caps real-time threads at 95% of a core."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(os.sched_get_priority_min(os.SCHED_RR)))
+    except (OSError, AttributeError):  # not permitted, or not Linux
+        return False
+    return True
 
 
 def _new_loop(kind: str, all_passthrough: bool) -> tuple[asyncio.AbstractEventLoop, str]:
@@ -757,7 +770,9 @@ class Relay:
     ``harness.net.faults``); a faulted direction is never a pass-through.
     ``lockstep``: a function telling whether every party is blocked waiting; given,
     the relay runs the parties in synchronous rounds (module docstring), shapes
-    nothing, never stops reading, and ``rounds`` counts the rounds.
+    nothing, never stops reading, and ``rounds`` counts the rounds.  ``realtime``: run
+    the relay's thread under SCHED_RR where allowed, except in lock-step, whose barrier
+    polls (``scheduling`` says which it got).
     """
 
     def __init__(
@@ -773,6 +788,7 @@ class Relay:
         loop: str = "auto",
         faults: Mapping[Link, Fault] | None = None,
         lockstep: Callable[[], bool] | None = None,
+        realtime: bool = True,
     ) -> None:
         self.routes: list[Route] = [(int(s), int(d), int(p)) for s, d, p in routes]
         seen: set[Link] = set()
@@ -813,6 +829,8 @@ class Relay:
         self._seed = seed
         self._loop_kind = loop
         self.loop_name: str | None = None  # "asyncio" or "uvloop" once started
+        self._realtime = realtime and lockstep is None  # lock-step's barrier polls: no priority
+        self.scheduling: str | None = None  # "realtime" or "normal" once started
         self._ports: dict[Link, int] = {}
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -903,6 +921,7 @@ class Relay:
         assert loop is not None and core is not None
         asyncio.set_event_loop(loop)
         _fine_timer_slack()
+        self.scheduling = "realtime" if self._realtime and _realtime() else "normal"
         try:
             try:
                 ports = loop.run_until_complete(self._listen(core))

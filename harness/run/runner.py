@@ -204,6 +204,7 @@ def _relay_figures(relay: Relay) -> dict:
         "messages": sum(map(sum, stats["messages_by_link"])),
         "bytes_by_link": stats["bytes_by_link"],
         "relay_bytes": stats["bytes_total"],
+        "relay_scheduling": relay.scheduling,
     }
     if stats["faults_fired"]:
         out["faults_fired"] = stats["faults_fired"]

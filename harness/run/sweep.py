@@ -515,6 +515,7 @@ def _record(
             "messages": f.get("messages"),
             "bytes_by_link": f.get("bytes_by_link"),
             "relay_bytes": f.get("relay_bytes"),
+            "relay_scheduling": f.get("relay_scheduling"),
             "engine_rounds": f.get("engine_rounds"),
             "global_bytes": f.get("global_bytes"),
             "online_s": f.get("online_s"),
