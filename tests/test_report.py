@@ -428,6 +428,8 @@ def test_a_researcher_beyond_the_sites_is_labelled_extra():
     site, extra = cells_of([_private(0)]), cells_of([_private(3, "bfv-flood")])
     assert site[0].criteria == "private r=0"
     assert extra[0].criteria == "private r=extra"
+    one_holder = cells_of([_private(1) | {"deployment": "patient"}])
+    assert one_holder[0].criteria == "private r=1"  # a one-holder deployment is a bare name
 
 
 def test_more_lines_than_a_panel_holds_become_one_panel_per_protocol():

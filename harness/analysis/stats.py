@@ -112,7 +112,8 @@ class Cell:
         the sites, holding no data)."""
         if self.first.criteria != "private":
             return "public"
-        r, sites = self.first.researcher, (self.first.deployment or {}).get("sites")
+        d, r = self.first.deployment, self.first.researcher
+        sites = d.get("sites") if isinstance(d, dict) else None
         return f"private r={'extra' if sites and r is not None and r >= sites else r}"
 
     @property
