@@ -49,6 +49,8 @@ class NetworkRef(TypedDict, total=False):
     bandwidth_mbit: float | None
     links: dict[str, dict[str, Any]]  # "i->j" -> link shape overrides
     faults: dict[str, dict[str, Any]]  # "i->j" -> one fault
+    real: bool  # on a cluster: the parties' nodes had distinct addresses (real links between them)
+    relay: str  # where the relay ran: "here" (beside the harness) or "nodes" (one per node)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,9 +1,9 @@
 """A shaping, counting TCP relay between parties: network emulation in user space.
 
-The parties (separate processes on one host's loopback) connect *through* a
-:class:`Relay`.  Given routes ``(src, dst, target_port)`` it listens on a fresh
-loopback port per route (:meth:`Relay.port_for`) and forwards every accepted
-connection to ``127.0.0.1:target_port``, retrying until ``connect_timeout_s``
+The parties (separate processes on one host's loopback, or on the relay's ``host``)
+connect *through* a :class:`Relay`.  Given routes ``(src, dst, target_port)`` it listens
+on a fresh port per route (:meth:`Relay.port_for`) and forwards every accepted
+connection to ``host:target_port``, retrying until ``connect_timeout_s``
 while the target is not listening yet.  On route ``(i, j)`` the bytes the
 connecting side sends are the directed link ``(i, j)`` and the replies the link
 ``(j, i)``.  Each directed link is shaped on its own (:class:`LinkShape`: one-way
@@ -109,7 +109,7 @@ class RelayStats:
     bytes_by_link: dict[Link, int]
     messages_by_link: dict[Link, int]
     flights_by_link: dict[Link, int]
-    rounds: int
+    rounds: int | None  # None: not counted (the links' relays ran apart, `merged`)
     links: dict[Link, LinkStats] = field(default_factory=dict)
     connections: int = 0  # connections accepted since start (or the last reset)
     queued_bytes: int = 0  # held by the relay now, read but not yet due (bounded by back-pressure)
@@ -125,6 +125,38 @@ class RelayStats:
     @property
     def bytes_total(self) -> int:
         return sum(self.bytes_by_link.values())
+
+    @classmethod
+    def merged(cls, parts: Iterable[RelayStats], parties: int) -> RelayStats:
+        """The figures of relays that each carried other connections (one per node): a
+        link's counts summed over the relays (the two relays of a pair both carry its
+        links, whichever side connects), its details and fault from the relay that carried
+        its bytes, and no rounds, since a causal chain crosses relays that do not see
+        each other's deliveries."""
+        parts = list(parts)
+
+        def summed(name: str) -> dict[Link, int]:
+            out: dict[Link, int] = {}
+            for p in parts:
+                for k, v in getattr(p, name).items():
+                    out[k] = out.get(k, 0) + v
+            return out
+
+        def carrier(link: Link) -> RelayStats:
+            return max((p for p in parts if link in p.bytes_by_link), key=lambda p: p.bytes_by_link[link])
+
+        links = summed("bytes_by_link")
+        return cls(
+            parties,
+            links,
+            summed("messages_by_link"),
+            summed("flights_by_link"),
+            None,
+            {k: carrier(k).links[k] for k in links if k in carrier(k).links},
+            sum(p.connections for p in parts),
+            sum(p.queued_bytes for p in parts),
+            {k: carrier(k).faults_fired[k] for k in links if k in carrier(k).faults_fired},
+        )
 
     def to_json(self) -> dict:
         """JSON-ready: per-link figures as m x m matrices, row = sender, column = receiver."""
@@ -259,8 +291,10 @@ class _Core:
         rng: random.Random,
         faults: Mapping[Link, Fault] | None = None,
         lockstep: Callable[[], bool] | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.loop = loop
+        self.host = host  # where the relay listens and reaches its targets
         self.parties = parties
         self.lockstep = lockstep
         self.held: set[_Direction] = set()  # lock-step: directions holding data
@@ -676,7 +710,7 @@ class _Conn:
         deadline = loop.time() + self.core.connect_timeout_s
         while not self.closed:
             try:
-                await loop.create_connection(lambda: _Side(self, False), "127.0.0.1", self.port)
+                await loop.create_connection(lambda: _Side(self, False), self.core.host, self.port)
                 return
             except OSError:
                 if loop.time() >= deadline:
@@ -772,7 +806,8 @@ class Relay:
     the relay runs the parties in synchronous rounds (module docstring), shapes
     nothing, never stops reading, and ``rounds`` counts the rounds.  ``realtime``: run
     the relay's thread under SCHED_RR where allowed, except in lock-step, whose barrier
-    polls (``scheduling`` says which it got).
+    polls (``scheduling`` says which it got).  ``host``: the address the relay listens on
+    and reaches its targets at (its node's, where the parties are bound to it).
     """
 
     def __init__(
@@ -789,7 +824,9 @@ class Relay:
         faults: Mapping[Link, Fault] | None = None,
         lockstep: Callable[[], bool] | None = None,
         realtime: bool = True,
+        host: str = "127.0.0.1",
     ) -> None:
+        self.host = host
         self.routes: list[Route] = [(int(s), int(d), int(p)) for s, d, p in routes]
         seen: set[Link] = set()
         for s, d, p in self.routes:
@@ -901,6 +938,7 @@ class Relay:
                 random.Random(self._seed),
                 self._faults,
                 self._lockstep,
+                self.host,
             )
             self._final = None
             ready: concurrent.futures.Future[dict[Link, int]] = concurrent.futures.Future()
@@ -947,7 +985,7 @@ class Relay:
                 def accept(r: Route = route) -> _Side:
                     return _Side(_Conn(core, r), True)
 
-                server = await core.loop.create_server(accept, "127.0.0.1", 0, backlog=128)
+                server = await core.loop.create_server(accept, core.host, 0, backlog=128)
                 core.servers.append(server)
                 ports[(route[0], route[1])] = server.sockets[0].getsockname()[1]
         except BaseException:

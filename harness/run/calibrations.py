@@ -2,7 +2,9 @@
 
 A fault given as a `fraction` of its link's stream is placed from a clean run's
 byte counts.  A cell's rounds are counted once per setting (engine, data, query, deployment),
-by a run on the lock-step relay, whatever the networks it is run on.
+by a run on the lock-step relay, whatever the networks it is run on, and on this machine,
+wherever the cell's parties run: the barrier watches every party's process, and rounds
+are the protocol's and the query's, not the placement's.
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ class Calibrations:
             self.counted[key] = None
             if cell.engine.parties > 1:
                 name = f"rounds-{len(self.counted)}"
-                done = self.enter(lambda: runner.run(name, self.timeout_s, Network.rounds_calibration()))
+                done = self.enter(
+                    lambda: runner.run(name, self.timeout_s, Network.rounds_calibration(), here=True)
+                )
                 if done.error is None:
                     self.counted[key] = done.figures.get("rounds")
                 else:

@@ -31,12 +31,15 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from backends.engine import Party, Unavailable
+from harness.net.faults import Fault
+from harness.net.relay import Link, LinkShape, Relay, RelayStats, Route
 from harness.run.parties import GroupResult, PartiesLost, Placed, Started, free_ports, kill_group, spawn
 from harness.run.parties import supervise
 
+Shape = Callable[[int, int], LinkShape]
 STRATEGIES = ("STRICT_SPREAD", "SPREAD", "PACK", "STRICT_PACK")
 PLACE_TIMEOUT_S = 60.0  # a placement group not placed by then cannot be on this cluster
 STOP_TIMEOUT_S = 10.0  # for a party's actor to answer after its run (else its node is lost)
@@ -68,6 +71,11 @@ class PartyPlacement:
 CONNECT_TIMEOUT_S = 5.0  # to find a head at a cluster's address before Ray waits on it for minutes
 
 
+def _links(routes: list[Route]) -> set[Link]:
+    """The directed links that routes carry (both directions of each)."""
+    return {link for s, d, _ in routes for link in ((s, d), (d, s))}
+
+
 def _host_port(address: str) -> tuple[str, int]:
     host, port = address.removeprefix("ray://").rsplit(":", 1)
     return host.strip("[]"), int(port)
@@ -82,6 +90,53 @@ def on_loopback(address: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class NodeRelay:
+    """The relay of the links into one node's parties, on that node (a Ray actor)."""
+
+    def __init__(self) -> None:
+        self.relay: Relay | None = None
+
+    def start(
+        self, routes: list[Route], shape: Shape, parties: int, faults: dict[Link, Fault], host: str
+    ) -> tuple[dict[Link, int], str | None]:
+        """Listen at `host`, one port per route; those ports and the relay's scheduling."""
+        self.relay = Relay(routes, shape, parties=parties, faults=faults, host=host).start()
+        return self.relay.ports, self.relay.scheduling
+
+    def stats(self) -> RelayStats | None:
+        return self.relay.stats() if self.relay is not None else None
+
+    def stop(self) -> RelayStats | None:
+        relay, self.relay = self.relay, None
+        if relay is None:
+            return None
+        relay.stop()
+        return relay.stats()
+
+
+@dataclass
+class _NodeRelays:
+    """A run's relays, one per node its parties connect to, read as one relay."""
+
+    ray: Any
+    actors: list[Any]
+    parties: int
+    ports: dict[Link, int]
+    scheduling: str | None
+    final: RelayStats | None = None
+
+    def stats(self) -> RelayStats:
+        if self.final is not None:
+            return self.final
+        return RelayStats.merged(
+            filter(None, self.ray.get([a.stats.remote() for a in self.actors])), self.parties
+        )
+
+    def stop(self) -> None:
+        parts = self.ray.get([a.stop.remote() for a in self.actors], timeout=STOP_TIMEOUT_S)
+        self.final = RelayStats.merged(filter(None, parts), self.parties)
 
 
 class NodeParty:
@@ -144,6 +199,7 @@ class _Group:
     group: Any
     actors: list[Any]
     where: list[tuple[str, str]]  # per party: its node's id and IP
+    relays: dict[str, Any] = field(default_factory=dict)  # node id -> its NodeRelay, once needed
 
 
 @dataclass
@@ -178,6 +234,7 @@ class RayCluster:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         self.ray, self.placement = ray, placement
         self.actor = ray.remote(num_cpus=1)(NodeParty)
+        self.relay_actor = ray.remote(num_cpus=0)(NodeRelay)
         self.kept: _Group | None = None
 
     def nodes(self) -> int:
@@ -197,6 +254,7 @@ class RayCluster:
                 self._ports(kept.actors, [node for node, _ in kept.where]),
                 lambda ps, logdir, timeout_s, started: self._run(kept.actors, ps, logdir, timeout_s, started),
                 [{"node_id": node, "ip": ip} for node, ip in kept.where],
+                lambda routes, shape, n, faults: self._relayed(kept, routes, shape, n, faults),
             )
         except BaseException:
             self.close()  # the actors' state is not known
@@ -228,10 +286,51 @@ class RayCluster:
             return
         from ray.util.placement_group import remove_placement_group
 
-        for a in self.kept.actors:
+        for a in [*self.kept.actors, *self.kept.relays.values()]:
             self.ray.kill(a)
         remove_placement_group(self.kept.group)
         self.kept = None
+
+    @contextmanager
+    def _relayed(
+        self, kept: _Group, routes: list[Route], shape: Shape, parties: int, faults: dict[Link, Fault]
+    ) -> Iterator[_NodeRelays]:
+        """One relay per node that a route leads to, on that node, listening at its address;
+        every relay stopped on exit, its counts kept."""
+        into: dict[int, list[Route]] = defaultdict(list)  # the bundle of a node's first party
+        first = {node: next(i for i, (n, _) in enumerate(kept.where) if n == node) for node, _ in kept.where}
+        for route in routes:
+            into[first[kept.where[route[1]][0]]].append(route)
+        actors = [self._relay_actor(kept, bundle) for bundle in into]
+        started = self.ray.get(
+            [
+                a.start.remote(
+                    rs, shape, parties, {k: f for k, f in faults.items() if k in _links(rs)}, kept.where[b][1]
+                )
+                for a, (b, rs) in zip(actors, into.items())
+            ]
+        )
+        relays = _NodeRelays(
+            self.ray,
+            actors,
+            parties,
+            {link: port for ports, _ in started for link, port in ports.items()},
+            "/".join(sorted({s or "?" for _, s in started})),
+        )
+        try:
+            yield relays
+        finally:
+            relays.stop()
+
+    def _relay_actor(self, kept: _Group, bundle: int) -> Any:
+        """The node's relay actor, in its first party's bundle (no CPU of its own), kept."""
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        node = kept.where[bundle][0]
+        if node not in kept.relays:
+            where = PlacementGroupSchedulingStrategy(kept.group, placement_group_bundle_index=bundle)
+            kept.relays[node] = self.relay_actor.options(scheduling_strategy=where).remote()
+        return kept.relays[node]
 
     def _ports(self, actors: list[Any], nodes: list[str]) -> tuple[int, ...]:
         """A free port for every party, chosen on its node (distinct among a node's parties)."""

@@ -23,6 +23,8 @@ from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence
 import psutil
 
 from backends.engine import LOOPBACK, Party
+from harness.net.faults import Fault
+from harness.net.relay import Link, LinkShape, RelayStats, Route
 
 
 @dataclass(frozen=True)
@@ -199,12 +201,31 @@ class PartiesLost(RuntimeError):
 @dataclass(frozen=True)
 class Placed:
     """Where one run's parties run: each one's node address, a free port there for each,
-    how to run them (`run_group`'s signature), and the nodes, as records give them."""
+    how to run them (`run_group`'s signature), the nodes, as records give them, and how
+    to relay their links on their nodes (None: a relay here reaches them)."""
 
     addresses: tuple[str, ...]
     ports: tuple[int, ...]
     run: Callable[[Sequence[Party], Path, float, Started | None], GroupResult]
     hosts: list[dict[str, Any]] | None = None  # per party: its node's id and IP (null: here)
+    relays: Relays | None = None
+
+
+class RelayLike(Protocol):
+    """What a run reads of its relay (`harness.net.relay.Relay`, or relays on nodes)."""
+
+    scheduling: str | None
+
+    @property
+    def ports(self) -> dict[Link, int]: ...
+
+    def stats(self) -> RelayStats: ...
+
+
+# (routes, shape (src, dst) -> LinkShape, parties, faults) -> the started relays, stopped on exit
+Relays = Callable[
+    [list[Route], Callable[[int, int], LinkShape], int, dict[Link, Fault]], ContextManager[RelayLike]
+]
 
 
 class Launcher(Protocol):

@@ -13,7 +13,7 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, ContextManager, Iterator
 
 import numpy as np
 
@@ -27,9 +27,9 @@ from circuits.population import Population
 from circuits.noise import SCALES_BOUND
 from circuits.stats import Ones, Stats, combine
 from harness.net.networks import PROFILES, Network
-from harness.net.relay import Relay, routes_for_full_mesh
+from harness.net.relay import Relay, Route, routes_for_full_mesh
 from harness.run.diagnosis import diagnose
-from harness.run.parties import HERE, GroupResult, Launcher, PartiesLost, Placed
+from harness.run.parties import HERE, GroupResult, Launcher, PartiesLost, Placed, RelayLike, Relays
 from harness.run.waiting import PartiesWaiting
 
 LOOPBACK = Network("loopback", PROFILES["loopback"])
@@ -161,7 +161,8 @@ def relayed(
     every_direction: bool,
     waiting: PartiesWaiting | None = None,
     addresses: tuple[str, ...] = (),
-) -> Iterator[tuple[Links, Relay | None]]:
+    on_nodes: Relays | None = None,
+) -> Iterator[tuple[Links, RelayLike | None]]:
     """Each party's view of the others' addresses and ports, through a relay unless
     `network` is direct.
 
@@ -170,34 +171,54 @@ def relayed(
     with it, party i reaches every j through the relay, and routes no one uses stay
     idle.  The network's faults, if any, are handed to the relay; a lock-step network's
     relay waits for every party to wait (`waiting`) before each delivery.  The relay runs
-    here and reaches the parties on loopback: Unavailable if a party's node is elsewhere."""
+    here and reaches the parties on loopback, or, where a party's node is elsewhere, runs
+    on the parties' nodes (`on_nodes`, one relay per node, each listening at its node's
+    address): Unavailable without them, or in lock-step, whose barrier must see every party."""
     parties = len(listen)
     nodes = addresses or (interface.LOOPBACK,) * parties
     hosts = tuple(tuple(nodes) for _ in range(parties))
     if not network.relayed or parties < 2:
         yield Links(tuple(listen), tuple(tuple(listen) for _ in range(parties)), hosts), None
         return
-    away = sorted({a for a in nodes if a != interface.LOOPBACK})
-    if away:
-        raise Unavailable(
-            f"network {network.name} goes through the relay, which runs beside the harness and "
-            f"reaches parties on loopback only, but parties run on {', '.join(away)}: use a direct "
-            "network (loopback) across hosts"
-        )
     routes = (
         [(i, j, listen[j]) for i in range(parties) for j in range(parties) if i != j]
         if every_direction
         else routes_for_full_mesh(parties, listen)
     )
-    with Relay(routes, network.shape, parties=parties, faults=network.fault_map(), lockstep=waiting) as relay:
-        views = tuple(
-            tuple(relay.port_for(i, j) if (i, j) in relay.ports else listen[j] for j in range(parties))
-            for i in range(parties)
-        )
+    with _relay(network, routes, parties, waiting, nodes, on_nodes) as relay:
+        through = relay.ports
+        views = tuple(tuple(through.get((i, j), listen[j]) for j in range(parties)) for i in range(parties))
         yield Links(tuple(listen), views, hosts), relay
 
 
-def _relay_figures(relay: Relay) -> dict:
+def _relay(
+    network: Network,
+    routes: list[Route],
+    parties: int,
+    waiting: PartiesWaiting | None,
+    nodes: tuple[str, ...],
+    on_nodes: Relays | None,
+) -> ContextManager[RelayLike]:
+    """The run's relay: here, or on the parties' nodes where any is elsewhere."""
+    away = sorted({a for a in nodes if a != interface.LOOPBACK})
+    if not away:
+        return Relay(routes, network.shape, parties=parties, faults=network.fault_map(), lockstep=waiting)
+    where = ", ".join(away)
+    if on_nodes is None:
+        raise Unavailable(
+            f"network {network.name} goes through the relay, which runs beside the harness and "
+            f"reaches parties on loopback only, but parties run on {where}: use a direct "
+            "network (loopback) across hosts"
+        )
+    if waiting is not None:
+        raise Unavailable(
+            f"network {network.name} runs the parties in lock-step, whose barrier must see every "
+            f"party, but parties run on {where}, each node with a relay of its own"
+        )
+    return on_nodes(routes, network.shape, parties, network.fault_map())
+
+
+def _relay_figures(relay: RelayLike) -> dict:
     stats = relay.stats().to_json()
     out = {
         "rounds": stats["rounds"],
@@ -205,13 +226,14 @@ def _relay_figures(relay: Relay) -> dict:
         "bytes_by_link": stats["bytes_by_link"],
         "relay_bytes": stats["bytes_total"],
         "relay_scheduling": relay.scheduling,
+        "relay_at": "here" if isinstance(relay, Relay) else "nodes",
     }
     if stats["faults_fired"]:
         out["faults_fired"] = stats["faults_fired"]
     return out
 
 
-def _failure_figures(engine: Engine, group: GroupResult, relay: Relay | None) -> dict:
+def _failure_figures(engine: Engine, group: GroupResult, relay: RelayLike | None) -> dict:
     """What a failed run still tells: who failed first and why, and the faults' events."""
     d = diagnose(
         group.logs, group.returncodes, group.timed_out, group.first_failed, engine.aborts, engine.tls_errors
@@ -253,7 +275,8 @@ class CellRunner:
         except Unavailable as e:
             self.unavailable = str(e)
 
-    def run(self, name: str, timeout_s: float, network: Network = LOOPBACK) -> Outcome:
+    def run(self, name: str, timeout_s: float, network: Network = LOOPBACK, here: bool = False) -> Outcome:
+        """One run; `here`: its parties on this machine, whatever the launcher."""
         if self.cell is None:
             return Outcome(None, {}, None, False, self.unavailable, unavailable=True)
         run_dir = self.workdir / name
@@ -262,7 +285,7 @@ class CellRunner:
         run_dir.mkdir(parents=True)
         self.before(name)
         try:
-            return self._run(self.cell, run_dir, timeout_s, network)
+            return self._run(self.cell, run_dir, timeout_s, network, HERE if here else self.launcher)
         except Unavailable as e:
             return Outcome(None, {}, None, False, str(e), unavailable=True)
         except PartiesLost as e:
@@ -270,8 +293,10 @@ class CellRunner:
         finally:
             self.cell.finish(run_dir)
 
-    def _run(self, cell: Cell, run_dir: Path, timeout_s: float, network: Network) -> Outcome:
-        with self.launcher.place(self.spec.parties) as placed:
+    def _run(
+        self, cell: Cell, run_dir: Path, timeout_s: float, network: Network, launcher: Launcher
+    ) -> Outcome:
+        with launcher.place(self.spec.parties) as placed:
             outcome = self._placed(cell, run_dir, timeout_s, network, placed)
         return replace(outcome, figures={**outcome.figures, "hosts": placed.hosts})
 
@@ -280,7 +305,8 @@ class CellRunner:
     ) -> Outcome:
         waiting = PartiesWaiting(self.spec.parties) if network.lockstep else None
         every = self.engine.connects_every_direction
-        with relayed(network, list(placed.ports), every, waiting, placed.addresses) as (links, relay):
+        ports, addresses = list(placed.ports), placed.addresses
+        with relayed(network, ports, every, waiting, addresses, placed.relays) as (links, relay):
             parties = cell.plan(run_dir, links, traced=bool(network.faults))
             group = placed.run(parties, run_dir, timeout_s, waiting.add if waiting else None)
         failure = group.failure()
@@ -302,7 +328,7 @@ class CellRunner:
         return _answer(self.query, self.expected, figures.answers, group.wall_s, measured, self.holdings)
 
     def _failed(
-        self, group: GroupResult, relay: Relay | None, why: str, result_correct: bool | None = None
+        self, group: GroupResult, relay: RelayLike | None, why: str, result_correct: bool | None = None
     ) -> Outcome:
         """A run that revealed no right answer: why, the parties' logs' tails, the diagnosis."""
         figures = _failure_figures(self.engine, group, relay)

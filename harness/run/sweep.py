@@ -501,7 +501,7 @@ def _record(
                 "ir_hash": cell.query.ir_hash,
                 "output": cell.query.output.value,
             },
-            "network": cell.network.record(),
+            "network": _network(cell, f),
             "bit_length": f.get("bit_length"),
             "repeat": rep,
             "warmup": warm,
@@ -563,6 +563,17 @@ def _record(
             },
         }
     )
+
+
+def _network(cell: Cell, f: dict) -> dict:
+    """The cell's network as configured, and what the run's links were: `real` between
+    distinct hosts (a relayed network's shaping adds to theirs), `relay` where it ran."""
+    out = cell.network.record()
+    if f.get("hosts"):
+        out["real"] = len({h["ip"] for h in f["hosts"]}) > 1
+    if f.get("relay_at"):
+        out["relay"] = f["relay_at"]
+    return out
 
 
 def _deployment_fields(cell: Cell, placement: Placement | None) -> dict:
