@@ -325,6 +325,11 @@ def _names(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
     "--cluster",
     help="Run the parties on a Ray cluster's nodes: auto, HOST:PORT or ray://HOST:PORT (the cluster extra).",
 )
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="On a cluster: run up to N runs at once, each on nodes of its own.",
+)
 def run(
     config: Path,
     out_path: Path,
@@ -336,11 +341,12 @@ def run(
     networks: tuple[str, ...] | None,
     engine_filter: str | None,
     cluster: str | None,
+    concurrency: int | None,
 ) -> None:
     """Run the experiment grid in CONFIG (YAML) and print its summary table."""
     if force and not resume:
         raise click.UsageError("--force goes with --resume")
-    overrides = Overrides(repeats, populations, networks, engine_filter, cluster)
+    overrides = Overrides(repeats, populations, networks, engine_filter, cluster, concurrency)
     exp = load_experiment(config, overrides)
     for w in exp.warnings:
         _warn(w)

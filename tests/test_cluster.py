@@ -324,3 +324,41 @@ def test_a_node_names_what_of_a_partys_command_it_lacks(tmp_path):
         == "the program /opt/nowhere/shamir-party.x"
     )
     assert node.lacks(Party((sys.executable,), tmp_path / "gone")) == f"the directory {tmp_path / 'gone'}"
+
+
+def test_runs_at_once_go_to_disjoint_nodes_and_say_which_overlapped(tmp_path):
+    """A cluster of its own, 6 nodes of 1 CPU: two runs of 3 parties at once, each on 3
+    nodes no other run held meanwhile; every answer checked, the overlaps recorded."""
+    cluster_utils = pytest.importorskip(
+        "ray.cluster_utils", reason="Ray is not installed: pip install -e '.[cluster]' (make install-cluster)"
+    )
+    c = cluster_utils.Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1"}
+    )
+    try:
+        for _ in range(5):
+            c.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        c.wait_for_nodes()
+        config = _config(tmp_path, MPYC, populations=["synthetic:100", "synthetic:200"], repeats=3)
+        out = tmp_path / "at-once.jsonl"
+        code, _, err = _run(config, "--out", out, "--cluster", c.address, "--concurrency", "3")
+        assert code == 0, err
+        assert "concurrency: 3 asks for 3 runs at once of up to 3 parties, but the cluster holds 2" in err
+        records = _records(out)
+        assert len(records) == 6 and all(r["correct"] and r["concurrency"] == 2 for r in records)
+        by_run = {f"{r['cell']}/repeat-{r['repeat']}": r for r in records}
+        assert any(r["overlapped"] for r in records), "no two runs were at once"
+        for name, r in by_run.items():
+            for other in r["overlapped"]:
+                assert name in by_run[other]["overlapped"]  # overlap is mutual
+                mine = {h["node_id"] for h in r["hosts"]}
+                assert mine.isdisjoint(h["node_id"] for h in by_run[other]["hosts"])
+    finally:
+        c.shutdown()
+
+
+def test_concurrency_without_a_cluster_is_one_clear_error(tmp_path):
+    config = _config(tmp_path, MPYC, concurrency=2)
+    code, _, err = _run(config, "--out", tmp_path / "never.jsonl", "--dry-run")
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {config}: concurrency: concurrency: 2 runs cells at once"), err

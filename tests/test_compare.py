@@ -348,3 +348,18 @@ def test_times_across_placements_are_not_compared_unless_asked(tmp_path):
     assert run(tmp_path, sweep(), on_cluster).exit_code == 0
     r = run(tmp_path, sweep(), on_cluster, "--across-placements")
     assert r.exit_code == 1 and "REGRESSION" in r.output
+
+
+def test_times_across_concurrency_are_not_compared_unless_asked():
+    """The same cell on the same cluster, one run at a time and two at once: times refused."""
+    hosts = [{"node_id": f"n{i}", "ip": "127.0.0.1"} for i in range(3)]
+    alone = [r | {"hosts": hosts} for r in sweep()]
+    at_once = [r | {"hosts": hosts, "concurrency": 2} for r in sweep(scale=3.0)]
+    c = by_cell(compare(alone, at_once))["c1"]
+    assert c.check("wall_s").verdict == "warn"
+    assert (
+        "STRICT_SPREAD in the baseline, on a cluster, STRICT_SPREAD, 2 runs at once" in c.check("wall_s").rule
+    )
+    assert c.check("bytes_sent").verdict == "ok"
+    across = by_cell(compare(alone, at_once, cmp.Thresholds(across_placements=True)))["c1"]
+    assert across.check("wall_s").verdict == "REGRESSION"

@@ -39,6 +39,7 @@ def test_the_committed_baseline_loads_as_version_1_and_round_trips(tmp_path):
         added |= {"setup_s", "setup_bytes", "keys", "topology", "scheme_params"}  # MHE's setup phase
         added |= {"hosts", "placement"}  # version 4: parties on a cluster's nodes
         added |= {"relay_scheduling"}  # the relay thread's scheduling
+        added |= {"concurrency", "overlapped"}  # runs at once on a cluster
         assert set(new_d) - set(old_d) <= added
 
 

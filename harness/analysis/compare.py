@@ -25,8 +25,8 @@ Each matched cell is judged on the measured (non-warmup) runs, one rule per figu
   is divided by its sweep's calibration first, so a slower machine is not a
   regression.
 * placement: times of a cell whose parties ran in different places on the two sides
-  (here, or a cluster's nodes with a placement: `where`) are not compared, a warning
-  that says so, unless `--across-placements`; exact figures still are.
+  (here, or a cluster's nodes with a placement and a concurrency: `where`) are not
+  compared, a warning that says so, unless `--across-placements`; exact figures still are.
 
 Exit status: 0 no regression (warnings and improvements allowed), 1 a regression or
 a missing cell, 2 bad input (unreadable file, no records, malformed record).
@@ -320,10 +320,11 @@ def _check_time(base: list[Record], new: list[Record], t: Thresholds, normalised
 
 def where(r: Record) -> str:
     """Where a run's parties ran, as far as times depend on it: here, or on a cluster's
-    nodes with its placement."""
+    nodes with its placement, and with how many runs at once."""
     if not r.hosts:
         return "here"
-    return f"on a cluster, {json.dumps(r.placement, sort_keys=True) if r.placement else 'STRICT_SPREAD'}"
+    placed = json.dumps(r.placement, sort_keys=True) if r.placement else "STRICT_SPREAD"
+    return f"on a cluster, {placed}" + (f", {r.concurrency} runs at once" if r.concurrency > 1 else "")
 
 
 def _placed_alike(base: list[Record], new: list[Record], t: Thresholds) -> bool:
@@ -534,7 +535,7 @@ def _threshold(flag: str, dest: str, default: float, help: str) -> Callable:
 @click.option(
     "--across-placements",
     is_flag=True,
-    help="Compare times of runs whose parties ran in different places (here, a cluster, a placement).",
+    help="Compare times of runs whose parties ran elsewhere (here, cluster, placement, concurrency).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON instead of a table.")
 def command(

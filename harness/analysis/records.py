@@ -70,7 +70,7 @@ class Record(Mapping[str, Any]):
     padding: PaddingRef | None = None  # condition and exam slots per patient, or `exact`
     slots: list[int] | None = None  # the slots actually encoded (conditions, exams)
     query: QueryRef | None = None  # `name`, `ir_hash`, `output`
-    network: NetworkRef | None = None  # `name`, `relayed`, `delay_ms`, ..., `links`, `faults`
+    network: NetworkRef | None = None  # `name`, `relayed`, `delay_ms`, ..., `faults`, `real`, `relay`
     bit_length: int | None = None  # secure integer bit length
     repeat: int  # repeat number, from 0
     warmup: bool  # a warmup run: recorded, not counted
@@ -93,6 +93,8 @@ class Record(Mapping[str, Any]):
     isolation: str | None = None  # `netns` or `host`: where the parties ran
     hosts: list[dict[str, Any]] | None = None  # on a cluster: each party's node, `{node_id, ip}` (null: here)
     placement: dict[str, Any] | None = None  # on a cluster: `strategy`, the `parties` pinned to `resources`
+    concurrency: int = 1  # the sweep's runs at once (on a cluster's disjoint nodes)
+    overlapped: list[str] = field(default_factory=list)  # the runs ("CELL/repeat-N") at once with this one
     compile_s: float | None = None  # MP-SPDZ: compile time
     compile_cached: bool | None = None  # MP-SPDZ: program taken from the compile cache
     compile_options: str | None = None  # MP-SPDZ: compile options

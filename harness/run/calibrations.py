@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 from harness.run.runner import CellRunner, Outcome
 from harness.net.networks import Network
+from harness.run.parties import HERE, Launcher
 
 if TYPE_CHECKING:
     from harness.run.sweep import Cell
@@ -62,7 +63,7 @@ class Calibrations:
             if cell.engine.parties > 1:
                 name = f"rounds-{len(self.counted)}"
                 done = self.enter(
-                    lambda: runner.run(name, self.timeout_s, Network.rounds_calibration(), here=True)
+                    lambda: runner.run(name, self.timeout_s, Network.rounds_calibration(), HERE)
                 )
                 if done.error is None:
                     self.counted[key] = done.figures.get("rounds")
@@ -72,15 +73,16 @@ class Calibrations:
                     )
         return self.counted[key]
 
-    def network(self, cell: Cell, runner: CellRunner) -> Network | Outcome:
-        """The cell's network with its faults placed, or the failed calibration's outcome."""
+    def network(self, cell: Cell, runner: CellRunner, launcher: Launcher) -> Network | Outcome:
+        """The cell's network with its faults placed (by a clean run where `launcher`
+        places the parties), or the failed calibration's outcome."""
         if not cell.network.needs_calibration:
             return cell.network
         key = self._key(cell)
         if key not in self.found:
             clean = cell.network.without_faults()
             name = f"calibration-{len(self.found)}"
-            self.found[key] = self.enter(lambda: runner.run(name, self.timeout_s, clean))
+            self.found[key] = self.enter(lambda: runner.run(name, self.timeout_s, clean, launcher))
         done = self.found[key]
         if done.error is not None:
             return Outcome(

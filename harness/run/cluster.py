@@ -20,6 +20,7 @@ path on every node: this machine's, or a shared file system.
 from __future__ import annotations
 
 import asyncio
+import copy
 import ipaddress
 import logging
 import os
@@ -239,6 +240,20 @@ class RayCluster:
 
     def nodes(self) -> int:
         return sum(1 for n in self.ray.nodes() if n["Alive"])
+
+    def room(self, parties: int) -> int:
+        """How many runs of `parties` parties the cluster holds at once: one per `parties`
+        nodes under STRICT_SPREAD (their nodes disjoint), else one per `parties` CPUs."""
+        if self.placement.strategy == "STRICT_SPREAD":
+            return self.nodes() // parties
+        return int(self.ray.cluster_resources().get("CPU", 0)) // parties
+
+    def slot(self) -> RayCluster:
+        """Another placer on the same connection, with placement groups of its own: runs
+        at once, one per slot, hold disjoint reservations."""
+        other = copy.copy(self)
+        other.kept = None
+        return other
 
     @contextmanager
     def place(self, parties: int) -> Iterator[Placed]:

@@ -134,6 +134,8 @@ class Config(_Model):
     # as `placement` says (a strategy, and party index -> {resources: ...}); checked by `_cluster`.
     cluster: str | None = None
     placement: dict[Union[int, str], Any] | None = None
+    # On a cluster: how many runs at once, each on nodes of its own (harness.run.sweep).
+    concurrency: Annotated[int, Field(ge=1)] = 1
 
     @model_validator(mode="before")
     @classmethod
@@ -225,8 +227,8 @@ def _hash(config: Config) -> str:
     data = config.model_dump(mode="json")
     if data["deployments"] == ["patient"]:
         del data["deployments"]
-    for key in ("cluster", "placement"):  # unset: the hash of a config written before them
-        if data[key] is None:
+    for key, unset in (("cluster", None), ("placement", None), ("concurrency", 1)):
+        if data[key] == unset:  # the hash of a config written before the key
             del data[key]
     text = json.dumps(data, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -242,6 +244,7 @@ class Overrides:
     networks: tuple[str, ...] | None = None  # names: the config's networks of that name, or profiles
     engines: str | None = None  # keeps the engines whose label matches (comma-separated globs)
     cluster: str | None = None  # replaces `cluster:`
+    concurrency: int | None = None  # replaces `concurrency:`
 
     def record(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if v is not None}
@@ -267,6 +270,8 @@ class Overrides:
             out["networks"] = [spec for name in self.networks for spec in _networks_named(name, config)]
         if self.cluster is not None:
             out["cluster"] = self.cluster
+        if self.concurrency is not None:
+            out["concurrency"] = self.concurrency
         return out
 
 
@@ -606,6 +611,14 @@ _ADDRESS_FIX = (
 def _cluster(source: str, config: Config) -> PartyPlacement | None:
     """`cluster:` an address Ray takes, and `placement:` a strategy and pinned parties
     (None: the parties run here; `local` says so, whatever `placement:` says)."""
+    if config.concurrency > 1 and config.cluster in (None, LOCAL):
+        raise InputError(
+            source,
+            "concurrency",
+            f"concurrency: {config.concurrency} runs cells at once on a cluster's disjoint nodes, "
+            "but the parties run here, where runs at once would share its cores",
+            "add cluster: ADDRESS (or --cluster ADDRESS), or set concurrency: 1",
+        )
     if config.cluster == LOCAL:
         return None
     if config.cluster is None:

@@ -275,8 +275,10 @@ class CellRunner:
         except Unavailable as e:
             self.unavailable = str(e)
 
-    def run(self, name: str, timeout_s: float, network: Network = LOOPBACK, here: bool = False) -> Outcome:
-        """One run; `here`: its parties on this machine, whatever the launcher."""
+    def run(
+        self, name: str, timeout_s: float, network: Network = LOOPBACK, launcher: Launcher | None = None
+    ) -> Outcome:
+        """One run; `launcher`: where its parties run, if not where the runner's do."""
         if self.cell is None:
             return Outcome(None, {}, None, False, self.unavailable, unavailable=True)
         run_dir = self.workdir / name
@@ -285,7 +287,7 @@ class CellRunner:
         run_dir.mkdir(parents=True)
         self.before(name)
         try:
-            return self._run(self.cell, run_dir, timeout_s, network, HERE if here else self.launcher)
+            return self._run(self.cell, run_dir, timeout_s, network, launcher or self.launcher)
         except Unavailable as e:
             return Outcome(None, {}, None, False, str(e), unavailable=True)
         except PartiesLost as e:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.progress import TimeRemainingColumn
@@ -218,10 +222,13 @@ class Sweep:
         sweep_meta: dict,
         warn: Callable[[str], None],
         accountant: Accountant | None = None,
-        launcher: Launcher = HERE,
+        slots: Sequence[Launcher] = (HERE,),
     ):
+        """`slots`: where runs place their parties, one run at once in each."""
         self.exp, self.enter, self.meta, self.warn = exp, enter, sweep_meta, warn
-        self.launcher = launcher
+        self.slots, self.launcher = list(slots), slots[0]
+        self.lock = threading.RLock()  # the sweep's state, shared by the runs at once
+        self.spans = Spans()
         self.accountant = accountant or Accountant(None, None)  # None: no DP query
         self.runs_dir = out.with_suffix(".runs")
         self.writer = results.Writer(out)
@@ -262,33 +269,49 @@ class Sweep:
             )
         return self.runners[key]
 
-    def run(self, cell: Cell, rep: int, warm: bool) -> None:
-        """One run of a cell (or its record as skipped, past the budget), written at once."""
-        over = self.budget.exceeded(cell)
-        if over is not None:
-            self._write(
-                _record(
-                    self.exp,
-                    cell,
-                    None,
-                    rep,
-                    warm,
-                    Outcome(None, {}, None, False, over),
-                    self.meta,
-                    None,
-                    skipped=True,
-                )
-            )
-            return
+    def run(self, cell: Cell, rep: int, warm: bool, launcher: Launcher | None = None) -> Record:
+        """One run of a cell (or its record as skipped, past the budget), written at once;
+        `launcher`: the slot it runs in (the first one by default)."""
+        launcher = launcher or self.launcher
         name = run_name(rep, warm)
-        pop = self.population(cell)
-        runner = self.runner(cell, pop)
-        network = self.calibrations.network(cell, runner)
+        with self.lock:
+            over = self.budget.exceeded(cell)
+            if over is not None:
+                outcome = Outcome(None, {}, None, False, over)
+                return self._write(
+                    _record(
+                        self.exp,
+                        cell,
+                        None,
+                        rep,
+                        warm,
+                        outcome,
+                        self.meta,
+                        None,
+                        True,
+                        at_once=(len(self.slots), []),
+                    )
+                )
+            pop = self.population(cell)
+            runner = self.runner(cell, pop)
+            network = self.calibrations.network(cell, runner, launcher)
+        span = f"{cell.key(self.exp)}/{name}"
+        self.spans.begin(span)
         if isinstance(network, Outcome):
             outcome = network
         else:
-            outcome = self.enter(lambda: runner.run(name, self.exp.config.timeout_s, network))
+            outcome = self.enter(lambda: runner.run(name, self.exp.config.timeout_s, network, launcher))
+        overlapped = self.spans.end(span)
+        with self.lock:
+            return self._recorded(cell, pop, rep, warm, outcome, overlapped)
+
+    def _recorded(
+        self, cell: Cell, pop: Population, rep: int, warm: bool, outcome: Outcome, overlapped: list[str]
+    ) -> Record:
+        """The run's record, written, and its error said."""
+        name = run_name(rep, warm)
         streams = self.calibrations.streams(cell) if cell.network.needs_calibration else None
+        runner = self.runner(cell, pop)
         rounds = self.calibrations.rounds(cell, runner) if self.exp.config.rounds_calibration else None
         record = _record(
             self.exp,
@@ -303,22 +326,49 @@ class Sweep:
             rounds=rounds,
             placement=self.placement(cell, pop),
             privacy=self.accountant.fields(cell.source.text, cell.query, outcome.figures.get("dp_error")),
+            at_once=(len(self.slots), overlapped),
         )
         self.budget.seen(cell, len(pop), outcome.wall_s)
         self._write(record)
         if outcome.error:
             tampered = "tampered (an expected outcome): " if expected_failure(record) else ""
             self.warn(f"{cell.label()} {name}: {tampered}{outcome.error.splitlines()[0]}")
+        return record
 
-    def _write(self, record: Record) -> None:
+    def _write(self, record: Record) -> Record:
         self.writer.append(record)
         self.written.append(record)
+        return record
 
     def close(self) -> None:
         self.writer.close()
         for runner in self.runners.values():
             runner.close()
-        self.launcher.close()
+        for slot in self.slots:
+            slot.close()
+
+
+class Spans:
+    """When each run of a sweep ran, to tell which runs overlapped in time."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.spans: dict[str, tuple[float, float | None]] = {}
+
+    def begin(self, run: str) -> None:
+        with self.lock:
+            self.spans[run] = (time.monotonic(), None)
+
+    def end(self, run: str) -> list[str]:
+        """The runs that ran while this one did (begun before it ended, not ended before it began)."""
+        with self.lock:
+            start, now = self.spans[run][0], time.monotonic()
+            self.spans[run] = (start, now)
+            return sorted(
+                other
+                for other, (s, e) in self.spans.items()
+                if other != run and s < now and (e is None or e > start)
+            )
 
 
 def run_name(rep: int, warm: bool) -> str:
@@ -365,7 +415,8 @@ def run_sweep(
     sweep_meta |= {"overrides": exp.overrides} if exp.overrides else {}
     sweep_meta |= {"resumed_over": over} if over else {}
     launcher = connect(exp) if exp.cluster is not None and todo else HERE
-    sweep = Sweep(exp, out, enter, sweep_meta, warn, privacy_budget(exp, todo, out, warn), launcher)
+    slots = _slots(exp, launcher, todo, warn)
+    sweep = Sweep(exp, out, enter, sweep_meta, warn, privacy_budget(exp, todo, out, warn), slots)
     sweep.budget.replay(exp, kept)
     progress = Progress(
         TextColumn("{task.description}"),
@@ -380,15 +431,66 @@ def run_sweep(
     try:
         with progress:
             task = progress.add_task(exp.config.name, total=len(todo))
-            for cell, rep, warm in todo:
+
+            def done(cell: Cell, rep: int, warm: bool, record: Record) -> None:
                 label = f"{cell.short_label(exp)} {run_name(rep, warm)}"
-                progress.update(task, description=label)
-                sweep.run(cell, rep, warm)
-                progress.console.print(f"{label}: {finished(sweep.written[-1])}", soft_wrap=True)
+                progress.console.print(f"{label}: {finished(record)}", soft_wrap=True)
                 progress.advance(task)
+
+            if len(slots) == 1:
+                for cell, rep, warm in todo:
+                    progress.update(task, description=f"{cell.short_label(exp)} {run_name(rep, warm)}")
+                    done(cell, rep, warm, sweep.run(cell, rep, warm))
+            else:
+                progress.update(task, description=f"{exp.config.name}: {len(slots)} runs at once")
+                _at_once(sweep, todo, done)
     finally:
         sweep.close()
     return sweep.written
+
+
+def _slots(
+    exp: Experiment, launcher: Launcher, todo: list[tuple[Cell, int, bool]], warn: Callable[[str], None]
+) -> list[Launcher]:
+    """Where the sweep's runs place their parties: `concurrency` slots on a cluster (fewer,
+    said once, where it cannot hold that many runs of its largest cell at once)."""
+    wanted = exp.config.concurrency
+    if wanted == 1 or not isinstance(launcher, RayCluster) or not todo:
+        return [launcher]
+    most = max(c.engine.parties for c, _, _ in todo)
+    room = max(1, min(wanted, launcher.room(most)))
+    if room < wanted:
+        warn(
+            f"concurrency: {wanted} asks for {wanted} runs at once of up to {most} parties, but the "
+            f"cluster holds {room} ({launcher.nodes()} node(s), {launcher.placement.strategy}): "
+            f"{room} at once"
+        )
+    return [launcher, *(launcher.slot() for _ in range(room - 1))]
+
+
+def _at_once(
+    sweep: Sweep, todo: list[tuple[Cell, int, bool]], done: Callable[[Cell, int, bool, Record], None]
+) -> None:
+    """The runs in a pool of threads, one per slot, each run taking a free slot; `done`
+    for each as it finishes.  Interrupted, the runs not begun are dropped."""
+    free: queue.SimpleQueue[Launcher] = queue.SimpleQueue()
+    for slot in sweep.slots:
+        free.put(slot)
+
+    def one(cell: Cell, rep: int, warm: bool) -> Record:
+        slot = free.get()
+        try:
+            return sweep.run(cell, rep, warm, slot)
+        finally:
+            free.put(slot)
+
+    pool = ThreadPoolExecutor(len(sweep.slots), thread_name_prefix="cohortbench-run")
+    try:
+        futures = {pool.submit(one, *run): run for run in todo}
+        for future in as_completed(futures):
+            done(*futures[future], future.result())
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def connect(exp: Experiment) -> Launcher:
@@ -479,7 +581,9 @@ def _record(
     rounds: float | None = None,
     placement: Placement | None = None,
     privacy: dict | None = None,
+    at_once: tuple[int, list[str]] = (1, []),
 ) -> Record:
+    """`at_once`: the sweep's runs at once, and the runs that overlapped this one in time."""
     f = o.figures
     load = meta.load_average()
     facts = cell.engine.facts
@@ -526,6 +630,8 @@ def _record(
             "isolation": sweep_meta.get("isolation"),
             "hosts": f.get("hosts"),
             "placement": exp.placement.record() if exp.placement is not None else None,
+            "concurrency": at_once[0],
+            "overlapped": at_once[1],
             "compile_s": f.get("compile_s"),
             "compile_cached": f.get("compile_cached"),
             "compile_options": f.get("compile_options"),
