@@ -12,9 +12,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -362,3 +364,52 @@ def test_concurrency_without_a_cluster_is_one_clear_error(tmp_path):
     code, _, err = _run(config, "--out", tmp_path / "never.jsonl", "--dry-run")
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert err.startswith(f"error: {config}: concurrency: concurrency: 2 runs cells at once"), err
+
+
+def test_auto_finds_a_loopback_cluster_that_ray_start_began(tmp_path):
+    """`--cluster auto` on a head that `ray start` began on 127.0.0.1 (its address file in
+    a temp directory of this test's, RAY_TMPDIR): the driver connects without waiting on
+    the interface address, and the run is correct."""
+    pytest.importorskip(
+        "ray", reason="Ray is not installed: pip install -e '.[cluster]' (make install-cluster)"
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="cbray", dir="/tmp"))  # short: Ray's socket paths
+    env = {
+        **os.environ,
+        "RAY_TMPDIR": str(tmp),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    }  # as the driver sets
+    ray = Path(sys.executable).with_name("ray")
+    head = ["start", "--head", "--node-ip-address", "127.0.0.1", "--port", "0", "--num-cpus", "3"]
+    try:
+        subprocess.run(
+            [ray, *head, "--include-dashboard", "false", "--disable-usage-stats"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        out = tmp_path / "auto.jsonl"
+        config = _config(tmp_path, MPYC, placement={"strategy": "STRICT_PACK"})
+        p = _cohortbench("run", config, "--out", out, "--cluster", "auto", env=env)
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        [r] = _records(out)
+        assert r["correct"] and {h["ip"] for h in r["hosts"]} == {"127.0.0.1"}
+    finally:
+        _kill_started_in(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _kill_started_in(tmp: Path) -> None:
+    """Every process of the Ray instance whose session lives under `tmp` (not `ray stop`,
+    which would stop every Ray instance of this machine)."""
+    mine = []
+    for p in psutil.process_iter(["cmdline"]):
+        if str(tmp) in " ".join(p.info["cmdline"] or []):
+            mine.append(p)
+    for p in mine:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(mine, timeout=10)

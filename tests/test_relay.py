@@ -533,3 +533,30 @@ def test_mpyc_parties_through_the_relay() -> None:
     print(
         f"MPyC bytes {sent}; relay {j['bytes_by_link']}; rounds {st.rounds}; flights {j['flights_by_link']}"
     )
+
+
+def test_merged_stats_of_two_nodes_relays_sum_each_link_and_count_no_rounds():
+    """Relays on two nodes both carry the links of the pair (0, 1) (each relays the routes
+    into its node); only one saw their bytes.  Merged: every link's counts summed, its
+    details from the relay that carried it, no rounds."""
+    from harness.net.relay import LinkStats
+
+    links = [(0, 1), (1, 0)]
+
+    def node(sent: dict) -> RelayStats:
+        per = {k: sent.get(k, 0) for k in links}
+        return RelayStats(
+            2,
+            per,
+            {k: int(v > 0) for k, v in per.items()},
+            dict(per),
+            7,
+            {k: LinkStats(bytes=v) for k, v in per.items()},
+            1,
+        )
+
+    merged = RelayStats.merged([node({(0, 1): 100, (1, 0): 40}), node({})], 2)
+    assert merged.bytes_by_link == {(0, 1): 100, (1, 0): 40} and merged.bytes_total == 140
+    assert merged.messages_by_link == {(0, 1): 1, (1, 0): 1}
+    assert merged.links[(0, 1)].bytes == 100 and merged.connections == 2
+    assert merged.rounds is None and merged.to_json()["rounds"] is None

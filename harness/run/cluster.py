@@ -82,6 +82,19 @@ def _host_port(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def found_auto() -> str | None:
+    """The address `auto` names, as Ray finds it (RAY_ADDRESS, else the one the last
+    `ray start` here wrote in Ray's temp directory), read without importing Ray, which
+    reads the loopback setting when imported (None: none found)."""
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    tmp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+    written = Path(tmp) / "ray" / "ray_current_cluster"
+    if not written.exists():
+        return None
+    return written.read_text().strip() or None
+
+
 def on_loopback(address: str) -> bool:
     """A cluster address (`host:port`, `ray://host:port`) whose host is this machine's loopback."""
     host = _host_port(address)[0]
@@ -222,7 +235,10 @@ class RayCluster:
     """A connection to a Ray cluster, placing every run's parties on its nodes."""
 
     def __init__(self, address: str, placement: PartyPlacement) -> None:
-        """ConnectionError when nothing answers at `address` (unless it is `auto`)."""
+        """ConnectionError when nothing answers at `address` (`auto`: the address Ray would
+        find; none found, Ray looks for a cluster and raises it)."""
+        if address == "auto":
+            address = found_auto() or address
         if address != "auto":
             try:
                 socket.create_connection(_host_port(address), CONNECT_TIMEOUT_S).close()
