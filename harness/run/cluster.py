@@ -119,9 +119,6 @@ class NodeRelay:
         self.relay = Relay(routes, shape, parties=parties, faults=faults, host=host).start()
         return self.relay.ports, self.relay.scheduling
 
-    def stats(self) -> RelayStats | None:
-        return self.relay.stats() if self.relay is not None else None
-
     def stop(self) -> RelayStats | None:
         relay, self.relay = self.relay, None
         if relay is None:
@@ -142,11 +139,10 @@ class _NodeRelays:
     final: RelayStats | None = None
 
     def stats(self) -> RelayStats:
-        if self.final is not None:
-            return self.final
-        return RelayStats.merged(
-            filter(None, self.ray.get([a.stats.remote() for a in self.actors])), self.parties
-        )
+        """The relays' counts, merged once they stopped (a run reads them after)."""
+        if self.final is None:
+            raise RuntimeError("the nodes' relays are read once stopped")
+        return self.final
 
     def stop(self) -> None:
         parts = self.ray.get([a.stop.remote() for a in self.actors], timeout=STOP_TIMEOUT_S)

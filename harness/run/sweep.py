@@ -288,7 +288,7 @@ class Sweep:
                         outcome,
                         self.meta,
                         None,
-                        True,
+                        skipped=True,
                         at_once=(len(self.slots), []),
                     )
                 )
@@ -303,15 +303,21 @@ class Sweep:
             outcome = self.enter(lambda: runner.run(name, self.exp.config.timeout_s, network, launcher))
         overlapped = self.spans.end(span)
         with self.lock:
-            return self._recorded(cell, pop, rep, warm, outcome, overlapped)
+            return self._recorded(cell, pop, runner, rep, warm, outcome, overlapped)
 
     def _recorded(
-        self, cell: Cell, pop: Population, rep: int, warm: bool, outcome: Outcome, overlapped: list[str]
+        self,
+        cell: Cell,
+        pop: Population,
+        runner: CellRunner,
+        rep: int,
+        warm: bool,
+        outcome: Outcome,
+        overlapped: list[str],
     ) -> Record:
         """The run's record, written, and its error said."""
         name = run_name(rep, warm)
         streams = self.calibrations.streams(cell) if cell.network.needs_calibration else None
-        runner = self.runner(cell, pop)
         rounds = self.calibrations.rounds(cell, runner) if self.exp.config.rounds_calibration else None
         record = _record(
             self.exp,
